@@ -1,0 +1,43 @@
+#ifndef LLMC_CUDA_OPS_H
+#define LLMC_CUDA_OPS_H
+#include "backend.h"
+#include <cuda_runtime.h>
+
+/* The stream every kernel of this device runs on (all work is in order on it). */
+cudaStream_t llmc_cuda_stream(llmc_device *dev);
+/* Turns a CUDA error into an llmc_status with file, line and the CUDA message. */
+llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, const char *file, int line);
+#define LLMC_CUDA_TRY(dev, call)                                                        \
+    do {                                                                                \
+        cudaError_t e_ = (call);                                                        \
+        if (e_ != cudaSuccess) return llmc_cuda_check((dev), e_, #call, __FILE__, __LINE__); \
+    } while (0)
+/* After a kernel launch: reports launch errors (bad config) without synchronizing. */
+#define LLMC_CUDA_LAUNCHED(dev) LLMC_CUDA_TRY(dev, cudaGetLastError())
+
+llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
+                                     const void *wpe, int B, int T, int C);
+llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
+                                      const int *tokens_host, int B, int T, int C);
+llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
+                                       const void *inp, const void *inp2, const void *w, const void *b, int N, int C);
+llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
+                                        const void *inp, const void *w, const float *mean, const float *rstd, int N,
+                                        int C);
+llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
+                                    const void *bias, int N, int C, int OC);
+llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout,
+                                     const void *inp, const void *w, const void *pre_gelu, int N, int C, int OC);
+llmc_status llmc_cuda_gelu_forward(llmc_device *dev, void *out, const void *inp, size_t n);
+llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
+                                       int NH, int HS);
+llmc_status llmc_cuda_attention_backward(llmc_device *dev, void *dqkv, const void *dout, const void *qkv,
+                                        const void *out, const float *lse, int B, int T, int NH, int HS);
+llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *logits, const int *targets, int N,
+                                        int V, int Vp, float dloss);
+llmc_status llmc_cuda_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
+                                  float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
+                                  float b2_correction, float eps, float weight_decay, float grad_scale,
+                                  uint32_t seed);
+llmc_status llmc_cuda_sum_squares(llmc_device *dev, double *out, const void *x, size_t n);
+#endif

@@ -1,0 +1,137 @@
+/*
+ * backend.h — the op table that every backend (CPU, CUDA) implements.
+ *
+ * model.c writes the GPT-2 graph once and calls these ops. Ops work at the
+ * granularity a GPU wants (residual+layernorm fused, matmul with bias and GELU
+ * epilogue, flash attention, classifier that yields loss and dlogits).
+ *
+ * Conventions shared by every op:
+ *  - Pointers are device pointers of the backend. "act" tensors (activations,
+ *    parameters, gradients) have dtype ops->act_dtype: fp32 on CPU, bf16 on CUDA.
+ *    Statistics (mean, rstd, lse, losses) and optimizer state are always fp32.
+ *  - Row-major. N = B*T rows. Weights are (OC, C) as in llm.c: out = inp @ W^T.
+ *  - "+=" outputs accumulate into what is there (gradients); "=" outputs overwrite.
+ *  - Ops are asynchronous on GPU; errors are returned as an llmc_status with the
+ *    message written to dev->err (use llmc_device_fail()).
+ *  - Every op must be deterministic: the same inputs give bit-identical outputs.
+ */
+#ifndef LLMC_BACKEND_H
+#define LLMC_BACKEND_H
+
+#include "llmc.h"
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct llmc_backend_ops llmc_backend_ops;
+
+typedef struct llmc_device {
+    const llmc_backend_ops *ops;
+    void *impl;              /* backend-private: streams, BLAS handles, workspaces */
+    char err[LLMC_ERR_LEN];  /* the last error message */
+} llmc_device;
+
+/* Writes a printf-style message into dev->err and returns code. */
+llmc_status llmc_device_fail(llmc_device *dev, llmc_status code, const char *fmt, ...);
+
+/* Opens a backend by name ("cpu", "cuda"); on failure the message is in dev->err. */
+llmc_status llmc_device_open(llmc_device *dev, const char *name, int index);
+void llmc_device_close(llmc_device *dev);
+/* Backends linked into this binary (defined by registry_*.c). NULL if not linked. */
+const llmc_backend_ops *llmc_backend_lookup(const char *name);
+/* Comma-separated names of linked backends, for error messages. */
+const char *llmc_backend_names(void);
+
+
+struct llmc_backend_ops {
+    const char *name;
+    llmc_dtype act_dtype;
+
+    /* ---- lifecycle and memory ---- */
+    llmc_status (*init)(llmc_device *dev, int index);
+    void (*destroy)(llmc_device *dev);
+    llmc_status (*alloc)(llmc_device *dev, void **ptr, size_t bytes);
+    void (*free)(llmc_device *dev, void *ptr);
+    llmc_status (*zero)(llmc_device *dev, void *ptr, size_t bytes);
+    llmc_status (*copy_h2d)(llmc_device *dev, void *dst, const void *src, size_t bytes);
+    llmc_status (*copy_d2h)(llmc_device *dev, void *dst, const void *src, size_t bytes);
+    llmc_status (*copy_d2d)(llmc_device *dev, void *dst, const void *src, size_t bytes);
+    /* host fp32 <-> device tensor of dtype (converts; bf16 rounds to nearest even) */
+    llmc_status (*upload_f32)(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n);
+    llmc_status (*download_f32)(llmc_device *dev, float *dst, const void *src, llmc_dtype dtype, size_t n);
+    llmc_status (*synchronize)(llmc_device *dev);
+    /* free and total device memory in bytes (CPU: report 0, 0) */
+    llmc_status (*memory_info)(llmc_device *dev, size_t *free_bytes, size_t *total_bytes);
+
+    /* ---- layers ---- */
+
+    /* out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]. tokens: device int32 (B*T). */
+    llmc_status (*encoder_forward)(llmc_device *dev, void *out, const int *tokens, const void *wte, const void *wpe,
+                                   int B, int T, int C);
+    /* dwte[tokens[b,t],:] += dout[b,t,:]; dwpe[t,:] += sum_b dout[b,t,:].
+     * tokens_host is the same ids in host memory (lets a GPU group rows per token
+     * deterministically, without float atomics). */
+    llmc_status (*encoder_backward)(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
+                                    const int *tokens_host, int B, int T, int C);
+
+    /* x = inp + inp2 (inp2 may be NULL: x = inp); if residual_out: residual_out = x (=).
+     * out = (x - mean) * rstd * w + b (=), mean/rstd (=, fp32, N each), eps 1e-5.
+     * residual_out may be NULL only when inp2 is NULL. */
+    llmc_status (*layernorm_forward)(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
+                                     const void *inp, const void *inp2, const void *w, const void *b,
+                                     int N, int C);
+    /* dinp (+=), dw (+=), db (+=) given dout, the layernorm input x and its mean/rstd. */
+    llmc_status (*layernorm_backward)(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout, const void *inp,
+                                      const void *w, const float *mean, const float *rstd, int N, int C);
+
+    /* pre = inp (N,C) @ w(OC,C)^T + bias(OC, may be NULL).
+     * pre_gelu == NULL: out = pre.  Else: pre_gelu = pre, out = gelu_tanh(pre). (all =) */
+    llmc_status (*matmul_forward)(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
+                                  const void *bias, int N, int C, int OC);
+    /* dinp (=) = dout @ w, then if pre_gelu != NULL: dinp *= gelu_tanh'(pre_gelu)
+     *   (the input of this matmul was gelu(pre_gelu); this yields the grad of pre_gelu).
+     * dw (+=) += dout^T @ inp;  dbias (+=, may be NULL) += column sums of dout.
+     * dinp may be NULL (no input grad wanted). dout is not modified. */
+    llmc_status (*matmul_backward)(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                                   const void *w, const void *pre_gelu, int N, int C, int OC);
+    /* out = gelu_tanh(inp) elementwise (=), n elements. Used by recompute. */
+    llmc_status (*gelu_forward)(llmc_device *dev, void *out, const void *inp, size_t n);
+
+    /* Causal self-attention. qkv: (B, T, 3, NH, HS) i.e. (B,T,3C) with q, k, v blocks of C.
+     * out (=): (B, T, NH, HS) = (B,T,C). lse (=, fp32): (B, NH, T), the natural-log
+     * logsumexp of the scaled scores q.k/sqrt(HS) of each query row. Never forms T x T in memory. */
+    llmc_status (*attention_forward)(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH, int HS);
+    /* dqkv (=) (B,T,3C) given dout (B,T,C), the forward's qkv, out and lse. */
+    llmc_status (*attention_backward)(llmc_device *dev, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                      const float *lse, int B, int T, int NH, int HS);
+
+    /* Softmax cross-entropy over the first V of Vp columns of logits (N, Vp).
+     * losses[i] (=, fp32) = logsumexp(logits[i,:V]) - logits[i, targets[i]].
+     * If dloss != 0, logits is overwritten in place with dlogits:
+     *   dlogits[i,j] = (softmax_j - [j == targets[i]]) * dloss for j < V, 0 for V <= j < Vp.
+     * targets: device int32 (N). */
+    llmc_status (*classifier_forward)(llmc_device *dev, float *losses, void *logits, const int *targets, int N, int V,
+                                      int Vp, float dloss);
+
+    /* ---- optimizer ----
+     * AdamW on n elements: g = grads * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     * p -= lr * ((m / b1_correction) / (sqrt(v / b2_correction) + eps) + weight_decay * p).
+     * b1_correction = 1 - b1^t, b2_correction = 1 - b2^t.
+     * master (fp32, may be NULL): when given it is the source of truth for p, and params gets
+     * it rounded to act dtype (bf16: stochastic rounding seeded by seed; fp32: copy).
+     * When master is NULL, params is read and written directly (bf16: stochastic rounding). */
+    llmc_status (*adamw_update)(llmc_device *dev, void *params, float *master, const void *grads, float *m, float *v,
+                                size_t n, float lr, float beta1, float beta2, float b1_correction,
+                                float b2_correction, float eps, float weight_decay, float grad_scale,
+                                uint32_t seed);
+    /* *out (host) = sum of squares of n act-dtype elements, accumulated in fp32 or wider,
+     * in a fixed order (deterministic). Synchronizes. */
+    llmc_status (*sum_squares)(llmc_device *dev, double *out, const void *x, size_t n);
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLMC_BACKEND_H */

@@ -1,0 +1,33 @@
+/* cpu_ops.h — the CPU backend's op implementations (fp32, OpenMP).
+ * Each function has the signature of its slot in llmc_backend_ops (backend.h);
+ * cpu/backend.c gathers them into llmc_cpu_backend_ops. */
+#ifndef LLMC_CPU_OPS_H
+#define LLMC_CPU_OPS_H
+#include "../backend.h"
+
+llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
+                                     const void *wpe, int B, int T, int C);
+llmc_status llmc_cpu_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
+                                      const int *tokens_host, int B, int T, int C);
+llmc_status llmc_cpu_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
+                                       const void *inp, const void *inp2, const void *w, const void *b, int N, int C);
+llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
+                                        const void *inp, const void *w, const float *mean, const float *rstd, int N,
+                                        int C);
+llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
+                                    const void *bias, int N, int C, int OC);
+llmc_status llmc_cpu_matmul_backward(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout,
+                                     const void *inp, const void *w, const void *pre_gelu, int N, int C, int OC);
+llmc_status llmc_cpu_gelu_forward(llmc_device *dev, void *out, const void *inp, size_t n);
+llmc_status llmc_cpu_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
+                                       int NH, int HS);
+llmc_status llmc_cpu_attention_backward(llmc_device *dev, void *dqkv, const void *dout, const void *qkv,
+                                        const void *out, const float *lse, int B, int T, int NH, int HS);
+llmc_status llmc_cpu_classifier_forward(llmc_device *dev, float *losses, void *logits, const int *targets, int N,
+                                        int V, int Vp, float dloss);
+llmc_status llmc_cpu_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
+                                  float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
+                                  float b2_correction, float eps, float weight_decay, float grad_scale,
+                                  uint32_t seed);
+llmc_status llmc_cpu_sum_squares(llmc_device *dev, double *out, const void *x, size_t n);
+#endif
