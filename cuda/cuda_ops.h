@@ -1,3 +1,6 @@
+/* cuda_ops.h — the CUDA backend's op implementations (bf16 storage, fp32 math).
+ * Each function has the signature of its slot in llmc_backend_ops (backend.h);
+ * cuda/backend.cu gathers them into llmc_cuda_backend_ops. */
 #ifndef LLMC_CUDA_OPS_H
 #define LLMC_CUDA_OPS_H
 #include "backend.h"
@@ -14,6 +17,10 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
     } while (0)
 /* After a kernel launch: reports launch errors (bad config) without synchronizing. */
 #define LLMC_CUDA_LAUNCHED(dev) LLMC_CUDA_TRY(dev, cudaGetLastError())
+/* A device scratch buffer of at least bytes (16-byte aligned), shared by all ops of the device:
+ * grow-only, its content is undefined on entry and is valid for work enqueued on the stream
+ * until the next call (stream order keeps consecutive users apart). */
+llmc_status llmc_cuda_scratch(llmc_device *dev, size_t bytes, void **ptr);
 
 llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
                                      const void *wpe, int B, int T, int C);

@@ -1,0 +1,684 @@
+/* attention.cu — causal flash attention for the CUDA backend (bf16 storage, fp32 math).
+ *
+ * Layout (backend.h): qkv (B,T,3,NH,HS), out (B,T,NH,HS), lse (B,NH,T) natural log.
+ * Scores are q.k/sqrt(HS); key k is visible to query q when k <= q.
+ *
+ * Forward: one block per (64-query tile, head); each warp owns 16 query rows and
+ * streams 64-key tiles through shared memory (cp.async, double-buffered), keeping
+ * the running max / sum of the online softmax in registers (FlashAttention-2 split).
+ * Matrix products use mma.sync m16n8k16 bf16 with fp32 accumulators; operands come
+ * from padded shared tiles through ldmatrix, and the probabilities go from the
+ * accumulator registers straight into the A operand of the next product.
+ *
+ * Backward, deterministic (no atomics, every sum has a fixed order):
+ *   1. D[q] = dO[q] . O[q]                      (fp32 scratch, stream-ordered alloc)
+ *   2. per 64-key block: loop over query tiles, recompute P from lse, accumulate dK, dV
+ *   3. per 64-query tile: loop over key tiles, recompute P, accumulate dQ
+ */
+#include "cuda_ops.h"
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+namespace llmc_attn {
+
+typedef __nv_bfloat16 bf16;
+
+constexpr int kPad =
+    8; /* bf16 of padding per shared row: rows 16 bytes apart mod 128 → ldmatrix has no bank conflicts */
+constexpr int kBlk = 64; /* key tile of the forward and of dQ; key block of dK/dV */
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+/* ---------------------------------------------------------------- PTX helpers */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+/* 16-byte async copy; when !ok the destination is zero-filled and src is not read. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+/* c += a (16x16, row) * b (16x8, col) */
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Fragment addresses inside a shared tile with row stride LD (elements), for lane `l`.
+ * A operand (16x16, rows r0.., cols c0..) of a row-major tile. */
+template <int LD> __device__ __forceinline__ const bf16 *frag_a(const bf16 *s, int r0, int c0, int l) {
+    return s + (r0 + (l & 15)) * LD + c0 + (l >> 4) * 8;
+}
+/* B operands of two n8 tiles (n0, n0+8) for k-step k0, from a tile stored [n][k]. */
+template <int LD> __device__ __forceinline__ const bf16 *frag_b_nk(const bf16 *s, int n0, int k0, int l) {
+    return s + (n0 + (l & 7) + (l >> 4) * 8) * LD + k0 + ((l >> 3) & 1) * 8;
+}
+/* Same from a tile stored [k][n] (use with ldsm_x4_t). */
+template <int LD> __device__ __forceinline__ const bf16 *frag_b_kn(const bf16 *s, int k0, int n0, int l) {
+    return s + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * LD + n0 + (l >> 4) * 8;
+}
+
+/* ROWS rows of HS bf16 (global row stride `stride`) → shared (stride HS+kPad).
+ * Rows >= nvalid are zero-filled. */
+template <int ROWS, int HS, int NT>
+__device__ __forceinline__ void load_rows(bf16 *s, const bf16 *g, long stride, int nvalid, int tid) {
+    constexpr int CPR = HS / 8, LD = HS + kPad;
+    static_assert((ROWS * CPR) % NT == 0, "tile not divisible among threads");
+#pragma unroll
+    for (int it = 0; it < ROWS * CPR / NT; ++it) {
+        const int i = it * NT + tid, r = i / CPR, c = (i % CPR) * 8;
+        const bool ok = r < nvalid;
+        cp_async16(s + r * LD + c, g + (ok ? r : 0) * stride + c, ok);
+    }
+}
+/* One warp copies 16 shared rows to global, 16 bytes a lane; rows >= nvalid are skipped. */
+template <int HS>
+__device__ __forceinline__ void store_rows16(bf16 *g, long stride, const bf16 *s, int nvalid, int lane) {
+    constexpr int CPR = HS / 8, LD = HS + kPad;
+#pragma unroll
+    for (int it = 0; it < 16 * CPR / 32; ++it) {
+        const int i = it * 32 + lane, r = i / CPR, c = (i % CPR) * 8;
+        if (r < nvalid)
+            *reinterpret_cast<int4 *>(g + r * stride + c) = *reinterpret_cast<const int4 *>(s + r * LD + c);
+    }
+}
+/* A warp's 16xHS fp32 accumulator (C-fragment layout) → bf16 rows of shared tile s. */
+template <int HS>
+__device__ __forceinline__ void stage_acc(bf16 *s, float (&acc)[HS / 8][4], float mul0, float mul1, int lane) {
+    constexpr int LD = HS + kPad;
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < HS / 8; ++nt) {
+        *reinterpret_cast<uint32_t *>(s + g * LD + nt * 8 + 2 * t) = pack_bf16(acc[nt][0] * mul0, acc[nt][1] * mul0);
+        *reinterpret_cast<uint32_t *>(s + (g + 8) * LD + nt * 8 + 2 * t) =
+            pack_bf16(acc[nt][2] * mul1, acc[nt][3] * mul1);
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+template <int HS, int NW>
+__global__ void __launch_bounds__(NW * 32) fwd_kernel(bf16 *__restrict__ out, float *__restrict__ lse,
+                                                      const bf16 *__restrict__ qkv, int B, int T, int NH, float sl2) {
+    constexpr int BR = 16 * NW, BC = kBlk, LD = HS + kPad, NT = NW * 32;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem);
+    bf16 *sK = sQ + BR * LD;     /* 2 buffers */
+    bf16 *sV = sK + 2 * BC * LD; /* 2 buffers */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BR; /* longest rows first */
+    const int wq = q0 + warp * 16;
+    const int C = NH * HS;
+    const long rs = 3L * C;
+
+    for (int bh = blockIdx.y; bh < B * NH; bh += gridDim.y) {
+        const int b = bh / NH, h = bh - b * NH;
+        const bf16 *gQ = qkv + (long)b * T * rs + (long)h * HS;
+        const bf16 *gK = gQ + C, *gV = gQ + 2 * C;
+        const int nkt = (min(q0 + BR, T) - 1) / BC + 1;
+
+        load_rows<BR, HS, NT>(sQ, gQ + q0 * rs, rs, T - q0, tid);
+        load_rows<BC, HS, NT>(sK, gK, rs, T, tid);
+        load_rows<BC, HS, NT>(sV, gV, rs, T, tid);
+        cp_commit();
+
+        uint32_t qf[HS / 16][4];
+        float o[HS / 8][4];
+#pragma unroll
+        for (int i = 0; i < HS / 8; ++i)
+            o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+        for (int j = 0; j < nkt; ++j) {
+            if (j + 1 < nkt) {
+                const int nb = (j + 1) & 1, kn = (j + 1) * BC;
+                load_rows<BC, HS, NT>(sK + nb * BC * LD, gK + kn * rs, rs, T - kn, tid);
+                load_rows<BC, HS, NT>(sV + nb * BC * LD, gV + kn * rs, rs, T - kn, tid);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            if (j == 0) {
+#pragma unroll
+                for (int kk = 0; kk < HS / 16; ++kk)
+                    ldsm_x4(qf[kk], frag_a<LD>(sQ, warp * 16, kk * 16, lane));
+            }
+            const int k0 = j * BC;
+            if (k0 <= wq + 15) { /* else every key of this tile is in the future of this warp's rows */
+                const bf16 *cK = sK + (j & 1) * BC * LD, *cV = sV + (j & 1) * BC * LD;
+                float s[BC / 8][4];
+#pragma unroll
+                for (int i = 0; i < BC / 8; ++i)
+                    s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < HS / 16; ++kk) {
+#pragma unroll
+                    for (int np = 0; np < BC / 16; ++np) {
+                        uint32_t bb[4];
+                        ldsm_x4(bb, frag_b_nk<LD>(cK, np * 16, kk * 16, lane));
+                        mma(s[2 * np], qf[kk], bb[0], bb[1]);
+                        mma(s[2 * np + 1], qf[kk], bb[2], bb[3]);
+                    }
+                }
+                if (k0 + BC - 1 > wq) { /* tile crosses the diagonal: hide future keys */
+#pragma unroll
+                    for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            if (k0 + nt * 8 + 2 * t4 + (e & 1) > wq + g + (e >> 1) * 8)
+                                s[nt][e] = -INFINITY;
+                }
+                float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; ++nt) {
+                    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+                    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+                }
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+                /* the first tile always holds key 0, so the max is finite from then on */
+                const float n0 = fmaxf(m0, mx0 * sl2), n1 = fmaxf(m1, mx1 * sl2);
+                const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+                m0 = n0;
+                m1 = n1;
+                float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; ++nt) {
+                    s[nt][0] = ex2(fmaf(s[nt][0], sl2, -n0));
+                    s[nt][1] = ex2(fmaf(s[nt][1], sl2, -n0));
+                    s[nt][2] = ex2(fmaf(s[nt][2], sl2, -n1));
+                    s[nt][3] = ex2(fmaf(s[nt][3], sl2, -n1));
+                    r0 += s[nt][0] + s[nt][1];
+                    r1 += s[nt][2] + s[nt][3];
+                }
+                l0 = l0 * a0 + r0; /* per-thread partial sums; the quad is summed at the end */
+                l1 = l1 * a1 + r1;
+#pragma unroll
+                for (int nt = 0; nt < HS / 8; ++nt) {
+                    o[nt][0] *= a0;
+                    o[nt][1] *= a0;
+                    o[nt][2] *= a1;
+                    o[nt][3] *= a1;
+                }
+#pragma unroll
+                for (int kk = 0; kk < BC / 16; ++kk) {
+                    const uint32_t pa[4] = {
+                        pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                    for (int np = 0; np < HS / 16; ++np) {
+                        uint32_t bb[4];
+                        ldsm_x4_t(bb, frag_b_kn<LD>(cV, kk * 16, np * 16, lane));
+                        mma(o[2 * np], pa, bb[0], bb[1]);
+                        mma(o[2 * np + 1], pa, bb[2], bb[3]);
+                    }
+                }
+            }
+            __syncthreads();
+        }
+
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        bf16 *sO = sQ + warp * 16 * LD; /* this warp's own Q rows, already in registers */
+        stage_acc<HS>(sO, o, 1.f / l0, 1.f / l1, lane);
+        __syncwarp();
+        store_rows16<HS>(out + ((long)b * T + wq) * C + (long)h * HS, C, sO, T - wq, lane);
+        if (t4 == 0) {
+            float *gl = lse + (long)bh * T;
+            if (wq + g < T)
+                gl[wq + g] = (m0 + __log2f(l0)) * kLn2;
+            if (wq + g + 8 < T)
+                gl[wq + g + 8] = (m1 + __log2f(l1)) * kLn2;
+        }
+        __syncthreads(); /* shared tiles are reused by the next head */
+    }
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* D[b,h,t] = sum_d dO[b,t,h,d] * O[b,t,h,d]; HS/8 threads per row, 16 bytes each. */
+template <int HS>
+__global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ dout, const bf16 *__restrict__ out, int B,
+                              int T, int NH) {
+    constexpr int TPR = HS / 8;
+    const long n = ((long)blockIdx.x * blockDim.x + threadIdx.x) / TPR; /* row (b,t,h) */
+    const int part = threadIdx.x % TPR;
+    const long N = (long)B * T * NH;
+    float acc = 0.f;
+    if (n < N) {
+        const int4 u = *reinterpret_cast<const int4 *>(dout + n * HS + part * 8);
+        const int4 v = *reinterpret_cast<const int4 *>(out + n * HS + part * 8);
+        const __nv_bfloat162 *a = reinterpret_cast<const __nv_bfloat162 *>(&u);
+        const __nv_bfloat162 *c = reinterpret_cast<const __nv_bfloat162 *>(&v);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 x = __bfloat1622float2(a[i]), y = __bfloat1622float2(c[i]);
+            acc = fmaf(x.x, y.x, acc);
+            acc = fmaf(x.y, y.y, acc);
+        }
+    }
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (n < N && part == 0) {
+        const int h = (int)(n % NH);
+        const long bt = n / NH;
+        const int t = (int)(bt % T), b = (int)(bt / T);
+        D[((long)b * NH + h) * T + t] = acc;
+    }
+}
+
+/* dK, dV for one 64-key block (4 warps x 16 keys), looping over query tiles of BR rows. */
+template <int HS, int BR>
+__global__ void __launch_bounds__(128)
+    dkdv_kernel(bf16 *__restrict__ dqkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ qkv,
+                const float *__restrict__ lse, const float *__restrict__ Dv, int B, int T, int NH, float sl2,
+                float scale) {
+    constexpr int BC = kBlk, LD = HS + kPad, NT = 128;
+    constexpr bool kRegs = HS <= 64; /* keep this warp's K, V fragments in registers */
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sK = reinterpret_cast<bf16 *>(smem);
+    bf16 *sV = sK + BC * LD;
+    bf16 *sQ = sV + BC * LD;                                 /* 2 buffers */
+    bf16 *sO = sQ + 2 * BR * LD;                             /* dO, 2 buffers */
+    float *sL = reinterpret_cast<float *>(sO + 2 * BR * LD); /* lse, 2 buffers */
+    float *sD = sL + 2 * BR;                                 /* D, 2 buffers */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int k0 = blockIdx.x * BC; /* block 0 has the most query tiles: it starts first */
+    const int wk = k0 + warp * 16;
+    const int C = NH * HS;
+    const long rs = 3L * C;
+
+    for (int bh = blockIdx.y; bh < B * NH; bh += gridDim.y) {
+        const int b = bh / NH, h = bh - b * NH;
+        const bf16 *gQ = qkv + (long)b * T * rs + (long)h * HS;
+        const bf16 *gK = gQ + C, *gV = gQ + 2 * C;
+        const bf16 *gO = dout + (long)b * T * C + (long)h * HS;
+        const float *gL = lse + (long)bh * T, *gD = Dv + (long)bh * T;
+        const int nqt = (T - k0 + BR - 1) / BR;
+
+        auto load_q = [&](int i, int buf) {
+            const int q = k0 + i * BR;
+            load_rows<BR, HS, NT>(sQ + buf * BR * LD, gQ + q * rs, rs, T - q, tid);
+            load_rows<BR, HS, NT>(sO + buf * BR * LD, gO + (long)q * C, C, T - q, tid);
+            if (tid < BR) {
+                const bool ok = q + tid < T;
+                cp_async4(sL + buf * BR + tid, gL + (ok ? q + tid : 0), ok);
+            } else if (tid >= 64 && tid < 64 + BR) {
+                const int r = tid - 64;
+                const bool ok = q + r < T;
+                cp_async4(sD + buf * BR + r, gD + (ok ? q + r : 0), ok);
+            }
+        };
+        load_rows<BC, HS, NT>(sK, gK + k0 * rs, rs, T - k0, tid);
+        load_rows<BC, HS, NT>(sV, gV + k0 * rs, rs, T - k0, tid);
+        load_q(0, 0);
+        cp_commit();
+
+        float dk[HS / 8][4], dv[HS / 8][4];
+#pragma unroll
+        for (int i = 0; i < HS / 8; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                dk[i][e] = dv[i][e] = 0.f;
+        uint32_t kf[kRegs ? HS / 16 : 1][4], vf[kRegs ? HS / 16 : 1][4];
+
+        for (int i = 0; i < nqt; ++i) {
+            const int buf = i & 1, q0 = k0 + i * BR;
+            if (i + 1 < nqt) {
+                load_q(i + 1, buf ^ 1);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            if (kRegs && i == 0) {
+#pragma unroll
+                for (int kk = 0; kk < (kRegs ? HS / 16 : 1); ++kk) {
+                    ldsm_x4(kf[kk], frag_a<LD>(sK, warp * 16, kk * 16, lane));
+                    ldsm_x4(vf[kk], frag_a<LD>(sV, warp * 16, kk * 16, lane));
+                }
+            }
+            const bf16 *cQ = sQ + buf * BR * LD, *cO = sO + buf * BR * LD;
+            const float *cL = sL + buf * BR, *cD = sD + buf * BR;
+            if (q0 + BR - 1 >= wk) { /* else no query of this tile sees this warp's keys */
+                float s[BR / 8][4], dp[BR / 8][4];
+#pragma unroll
+                for (int n = 0; n < BR / 8; ++n)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        s[n][e] = dp[n][e] = 0.f;
+                        /* S^T = K Q^T and dP^T = V dO^T (rows: this warp's 16 keys, cols: BR queries) */
+#pragma unroll
+                for (int kk = 0; kk < HS / 16; ++kk) {
+                    uint32_t ka[4], va[4];
+                    if constexpr (kRegs) {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            ka[e] = kf[kRegs ? kk : 0][e];
+                            va[e] = vf[kRegs ? kk : 0][e];
+                        }
+                    } else {
+                        ldsm_x4(ka, frag_a<LD>(sK, warp * 16, kk * 16, lane));
+                        ldsm_x4(va, frag_a<LD>(sV, warp * 16, kk * 16, lane));
+                    }
+#pragma unroll
+                    for (int np = 0; np < BR / 16; ++np) {
+                        uint32_t bb[4];
+                        ldsm_x4(bb, frag_b_nk<LD>(cQ, np * 16, kk * 16, lane));
+                        mma(s[2 * np], ka, bb[0], bb[1]);
+                        mma(s[2 * np + 1], ka, bb[2], bb[3]);
+                        ldsm_x4(bb, frag_b_nk<LD>(cO, np * 16, kk * 16, lane));
+                        mma(dp[2 * np], va, bb[0], bb[1]);
+                        mma(dp[2 * np + 1], va, bb[2], bb[3]);
+                    }
+                }
+                /* P^T from lse; dS^T = P^T (dP^T - D). Mask past keys beyond the diagonal and rows past T. */
+                const bool edge = (q0 < wk + 15) || (q0 + BR > T);
+#pragma unroll
+                for (int n = 0; n < BR / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int qc = n * 8 + 2 * t4 + (e & 1);
+                        float p = ex2(fmaf(s[n][e], sl2, -cL[qc] * kLog2e));
+                        if (edge) {
+                            const int q = q0 + qc, k = wk + g + (e >> 1) * 8;
+                            if (q < k || q >= T)
+                                p = 0.f;
+                        }
+                        s[n][e] = p;
+                        dp[n][e] = p * (dp[n][e] - cD[qc]);
+                    }
+                }
+                /* dV += P^T dO,  dK += dS^T Q */
+#pragma unroll
+                for (int kk = 0; kk < BR / 16; ++kk) {
+                    const uint32_t pa[4] = {
+                        pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                    const uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]),
+                                            pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
+                                            pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                            pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+                    for (int np = 0; np < HS / 16; ++np) {
+                        uint32_t bb[4];
+                        ldsm_x4_t(bb, frag_b_kn<LD>(cO, kk * 16, np * 16, lane));
+                        mma(dv[2 * np], pa, bb[0], bb[1]);
+                        mma(dv[2 * np + 1], pa, bb[2], bb[3]);
+                        ldsm_x4_t(bb, frag_b_kn<LD>(cQ, kk * 16, np * 16, lane));
+                        mma(dk[2 * np], da, bb[0], bb[1]);
+                        mma(dk[2 * np + 1], da, bb[2], bb[3]);
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        /* each warp only ever read its own 16 rows of sK/sV: reuse them for staging */
+        bf16 *stK = sK + warp * 16 * LD, *stV = sV + warp * 16 * LD;
+        stage_acc<HS>(stK, dk, scale, scale, lane);
+        stage_acc<HS>(stV, dv, 1.f, 1.f, lane);
+        __syncwarp();
+        bf16 *gdK = dqkv + ((long)b * T + wk) * rs + C + (long)h * HS;
+        store_rows16<HS>(gdK, rs, stK, T - wk, lane);
+        store_rows16<HS>(gdK + C, rs, stV, T - wk, lane);
+        __syncthreads();
+    }
+}
+
+/* dQ for one 64-query tile (4 warps x 16 rows), looping over 64-key tiles. */
+template <int HS>
+__global__ void __launch_bounds__(128)
+    dq_kernel(bf16 *__restrict__ dqkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ qkv,
+              const float *__restrict__ lse, const float *__restrict__ Dv, int B, int T, int NH, float sl2,
+              float scale) {
+    constexpr int BR = 64, BC = kBlk, LD = HS + kPad, NT = 128;
+    constexpr bool kRegs = HS <= 64; /* keep this warp's Q, dO fragments in registers */
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem);
+    bf16 *sO = sQ + BR * LD;
+    bf16 *sK = sO + BR * LD;     /* 2 buffers */
+    bf16 *sV = sK + 2 * BC * LD; /* 2 buffers */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;
+    const int wq = q0 + warp * 16, r0 = wq + g, r1 = r0 + 8;
+    const int C = NH * HS;
+    const long rs = 3L * C;
+
+    for (int bh = blockIdx.y; bh < B * NH; bh += gridDim.y) {
+        const int b = bh / NH, h = bh - b * NH;
+        const bf16 *gQ = qkv + (long)b * T * rs + (long)h * HS;
+        const bf16 *gK = gQ + C, *gV = gQ + 2 * C;
+        const bf16 *gO = dout + (long)b * T * C + (long)h * HS;
+        const int nkt = (min(q0 + BR, T) - 1) / BC + 1;
+
+        load_rows<BR, HS, NT>(sQ, gQ + q0 * rs, rs, T - q0, tid);
+        load_rows<BR, HS, NT>(sO, gO + (long)q0 * C, C, T - q0, tid);
+        load_rows<BC, HS, NT>(sK, gK, rs, T, tid);
+        load_rows<BC, HS, NT>(sV, gV, rs, T, tid);
+        cp_commit();
+        const float L0 = r0 < T ? lse[(long)bh * T + r0] * kLog2e : 0.f;
+        const float L1 = r1 < T ? lse[(long)bh * T + r1] * kLog2e : 0.f;
+        const float D0 = r0 < T ? Dv[(long)bh * T + r0] : 0.f;
+        const float D1 = r1 < T ? Dv[(long)bh * T + r1] : 0.f;
+
+        float dq[HS / 8][4];
+#pragma unroll
+        for (int i = 0; i < HS / 8; ++i)
+            dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+        uint32_t qf[kRegs ? HS / 16 : 1][4], of[kRegs ? HS / 16 : 1][4];
+
+        for (int j = 0; j < nkt; ++j) {
+            if (j + 1 < nkt) {
+                const int nb = (j + 1) & 1, kn = (j + 1) * BC;
+                load_rows<BC, HS, NT>(sK + nb * BC * LD, gK + kn * rs, rs, T - kn, tid);
+                load_rows<BC, HS, NT>(sV + nb * BC * LD, gV + kn * rs, rs, T - kn, tid);
+                cp_commit();
+                cp_wait<1>();
+            } else {
+                cp_wait<0>();
+            }
+            __syncthreads();
+            if (kRegs && j == 0) {
+#pragma unroll
+                for (int kk = 0; kk < (kRegs ? HS / 16 : 1); ++kk) {
+                    ldsm_x4(qf[kk], frag_a<LD>(sQ, warp * 16, kk * 16, lane));
+                    ldsm_x4(of[kk], frag_a<LD>(sO, warp * 16, kk * 16, lane));
+                }
+            }
+            const int k0 = j * BC;
+            if (k0 <= wq + 15) {
+                const bf16 *cK = sK + (j & 1) * BC * LD, *cV = sV + (j & 1) * BC * LD;
+                float s[BC / 8][4], dp[BC / 8][4];
+#pragma unroll
+                for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        s[n][e] = dp[n][e] = 0.f;
+                        /* S = Q K^T and dP = dO V^T */
+#pragma unroll
+                for (int kk = 0; kk < HS / 16; ++kk) {
+                    uint32_t qa[4], oa[4];
+                    if constexpr (kRegs) {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            qa[e] = qf[kRegs ? kk : 0][e];
+                            oa[e] = of[kRegs ? kk : 0][e];
+                        }
+                    } else {
+                        ldsm_x4(qa, frag_a<LD>(sQ, warp * 16, kk * 16, lane));
+                        ldsm_x4(oa, frag_a<LD>(sO, warp * 16, kk * 16, lane));
+                    }
+#pragma unroll
+                    for (int np = 0; np < BC / 16; ++np) {
+                        uint32_t bb[4];
+                        ldsm_x4(bb, frag_b_nk<LD>(cK, np * 16, kk * 16, lane));
+                        mma(s[2 * np], qa, bb[0], bb[1]);
+                        mma(s[2 * np + 1], qa, bb[2], bb[3]);
+                        ldsm_x4(bb, frag_b_nk<LD>(cV, np * 16, kk * 16, lane));
+                        mma(dp[2 * np], oa, bb[0], bb[1]);
+                        mma(dp[2 * np + 1], oa, bb[2], bb[3]);
+                    }
+                }
+                const bool diag = k0 + BC - 1 > wq;
+#pragma unroll
+                for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const bool hi = e >> 1;
+                        float p = ex2(fmaf(s[n][e], sl2, -(hi ? L1 : L0)));
+                        if (diag && k0 + n * 8 + 2 * t4 + (e & 1) > (hi ? r1 : r0))
+                            p = 0.f;
+                        s[n][e] = p * (dp[n][e] - (hi ? D1 : D0)); /* dS */
+                    }
+                }
+                /* dQ += dS K */
+#pragma unroll
+                for (int kk = 0; kk < BC / 16; ++kk) {
+                    const uint32_t da[4] = {
+                        pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                    for (int np = 0; np < HS / 16; ++np) {
+                        uint32_t bb[4];
+                        ldsm_x4_t(bb, frag_b_kn<LD>(cK, kk * 16, np * 16, lane));
+                        mma(dq[2 * np], da, bb[0], bb[1]);
+                        mma(dq[2 * np + 1], da, bb[2], bb[3]);
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        bf16 *st = sQ + warp * 16 * LD; /* own rows only */
+        stage_acc<HS>(st, dq, scale, scale, lane);
+        __syncwarp();
+        store_rows16<HS>(dqkv + ((long)b * T + wq) * rs + (long)h * HS, rs, st, T - wq, lane);
+        __syncthreads();
+    }
+}
+
+/* ---------------------------------------------------------------- launchers */
+
+static inline int grid_heads(int B, int NH) { return B * NH < 65535 ? B * NH : 65535; }
+
+template <int HS, int NW>
+llmc_status forward_impl(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH) {
+    constexpr int BR = 16 * NW, LD = HS + kPad;
+    const size_t smem = (size_t)(BR + 4 * kBlk) * LD * sizeof(bf16);
+    auto kern = fwd_kernel<HS, NW>;
+    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
+    const float sl2 = kLog2e / sqrtf((float)HS);
+    kern<<<grid, NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, sl2);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+/* Launches the three backward kernels with a caller-provided D scratch (B*NH*T floats). */
+template <int HS, int BR_KV>
+llmc_status backward_launch(llmc_device *dev, float *D, void *dqkv, const void *dout, const void *qkv, const void *out,
+                            const float *lse, int B, int T, int NH) {
+    cudaStream_t st = llmc_cuda_stream(dev);
+    constexpr int LD = HS + kPad;
+    const float scale = 1.f / sqrtf((float)HS), sl2 = scale * kLog2e;
+    const long rows = (long)B * T * NH;
+    const long threads = rows * (HS / 8);
+    rowdot_kernel<HS>
+        <<<(unsigned)((threads + 255) / 256), 256, 0, st>>>(D, (const bf16 *)dout, (const bf16 *)out, B, T, NH);
+    LLMC_CUDA_LAUNCHED(dev);
+
+    const size_t smem_kv = (size_t)(2 * kBlk + 4 * BR_KV) * LD * sizeof(bf16) + 4 * BR_KV * sizeof(float);
+    auto kv = dkdv_kernel<HS, BR_KV>;
+    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+    const dim3 gkv((T + kBlk - 1) / kBlk, grid_heads(B, NH));
+    kv<<<gkv, 128, smem_kv, st>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B, T, NH, sl2, scale);
+    LLMC_CUDA_LAUNCHED(dev);
+
+    const size_t smem_q = (size_t)(2 * 64 + 4 * kBlk) * LD * sizeof(bf16);
+    auto qk = dq_kernel<HS>;
+    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(qk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+    const dim3 gq((T + 63) / 64, grid_heads(B, NH));
+    qk<<<gq, 128, smem_q, st>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B, T, NH, sl2, scale);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+template <int HS, int BR_KV>
+llmc_status backward_impl(llmc_device *dev, void *dqkv, const void *dout, const void *qkv, const void *out,
+                          const float *lse, int B, int T, int NH) {
+    cudaStream_t st = llmc_cuda_stream(dev);
+    float *D = nullptr;
+    LLMC_CUDA_TRY(dev, cudaMallocAsync((void **)&D, (size_t)B * NH * T * sizeof(float), st));
+    const llmc_status s = backward_launch<HS, BR_KV>(dev, D, dqkv, dout, qkv, out, lse, B, T, NH);
+    const cudaError_t e = cudaFreeAsync(D, st);
+    if (s != LLMC_OK)
+        return s;
+    LLMC_CUDA_TRY(dev, e);
+    return LLMC_OK;
+}
+
+static llmc_status check_args(llmc_device *dev, const char *what, int B, int T, int NH, int HS) {
+    if (B < 1 || T < 1 || NH < 1)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad shape B=%d T=%d NH=%d", what, B, T, NH);
+    if (HS != 64 && HS != 128)
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED,
+                                "%s: head size %d is not supported by the CUDA flash attention (64 or 128 only)", what,
+                                HS);
+    return LLMC_OK;
+}
+
+} /* namespace llmc_attn */
+
+llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH,
+                                        int HS) {
+    const llmc_status s = llmc_attn::check_args(dev, "attention_forward", B, T, NH, HS);
+    if (s != LLMC_OK)
+        return s;
+    if (HS == 64)
+        return llmc_attn::forward_impl<64, 4>(dev, out, lse, qkv, B, T, NH);
+    return llmc_attn::forward_impl<128, 4>(dev, out, lse, qkv, B, T, NH);
+}
+
+llmc_status llmc_cuda_attention_backward(llmc_device *dev, void *dqkv, const void *dout, const void *qkv,
+                                         const void *out, const float *lse, int B, int T, int NH, int HS) {
+    const llmc_status s = llmc_attn::check_args(dev, "attention_backward", B, T, NH, HS);
+    if (s != LLMC_OK)
+        return s;
+    if (HS == 64)
+        return llmc_attn::backward_impl<64, 64>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
+    return llmc_attn::backward_impl<128, 32>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
+}

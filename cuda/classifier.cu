@@ -1,0 +1,151 @@
+/* classifier.cu — fused softmax cross-entropy over the (N, Vp) bf16 logits.
+ *
+ * One block per row. Pass 1 reads the row once (16-byte loads) with an online max/sum per
+ * thread, merged across the block; loss = lse - logit[target]. When dloss != 0 the row is
+ * overwritten with dlogits = (softmax - onehot) * dloss (0 in the padding columns V..Vp).
+ * This touches B*T*Vp elements, so it is all about memory traffic: the vectors a thread
+ * read in pass 1 stay in its registers (CACHE of them) so that pass 2 does not read the row
+ * again; rows longer than blockDim*CACHE*8 read their remainder a second time. */
+#include <math.h>
+#include "common.cuh"
+
+/* Merge running (max, sum of exp(x - max)) pairs. */
+__device__ __forceinline__ void softmax_merge(float &m, float &s, float m2, float s2) {
+    float mn = fmaxf(m, m2);
+    if (mn == -INFINITY) return; /* both empty */
+    s = s * __expf(m - mn) + s2 * __expf(m2 - mn);
+    m = mn;
+}
+
+/* Adds the valid elements (column < V) of one vector to the running (m, s). */
+template <int VEC>
+__device__ __forceinline__ void softmax_accumulate(float &m, float &s, const float (&x)[VEC], int col0, int V) {
+    float vm = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < VEC; k++)
+        if (col0 + k < V) vm = fmaxf(vm, x[k]);
+    if (vm == -INFINITY) return;
+    if (vm > m) {
+        s *= __expf(m - vm);
+        m = vm;
+    }
+#pragma unroll
+    for (int k = 0; k < VEC; k++)
+        if (col0 + k < V) s += __expf(x[k] - m);
+}
+
+template <int VEC>
+__device__ __forceinline__ void dlogits_vector(bf16 *dst, const float (&x)[VEC], int col0, int V, int target,
+                                               float lse, float dloss) {
+    float d[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; k++) {
+        const int c = col0 + k;
+        float p = __expf(x[k] - lse);
+        d[k] = c < V ? (p - (c == target ? 1.0f : 0.0f)) * dloss : 0.0f;
+    }
+    if constexpr (VEC == 8) {
+        int4 raw;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(d[2 * i], d[2 * i + 1]);
+        __stcs(reinterpret_cast<int4 *>(dst), raw); /* read again only by the next matmul, much later */
+    } else {
+        st_bf16<VEC>(dst, d);
+    }
+}
+
+/* VEC: 8 (Vp % 8 == 0, aligned) or 1. CACHE: vectors per thread kept in registers (VEC 8 only). */
+template <int VEC, int CACHE>
+__global__ void classifier_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp, float dloss) {
+    static_assert(VEC == 8 || CACHE == 0, "the register cache holds 16-byte vectors");
+    __shared__ float red_m[32], red_s[32];
+    __shared__ float lse_shared;
+    const int tid = threadIdx.x;
+    bf16 *x = logits + (size_t)blockIdx.x * Vp;
+    const int nvec = Vp / VEC;
+    const int target = targets[blockIdx.x];
+    float target_logit = 0.0f;
+    if (tid == 0 && target >= 0 && target < V) target_logit = __bfloat162float(x[target]); /* before any write */
+
+    float m = -INFINITY, s = 0.0f;
+    int4 cache[CACHE > 0 ? CACHE : 1];
+#pragma unroll
+    for (int j = 0; j < CACHE; j++) {
+        const int i = tid + j * blockDim.x;
+        if (i < nvec) {
+            cache[j] = __ldcs(reinterpret_cast<const int4 *>(x + (size_t)i * VEC));
+            float f[8];
+            unpack_bf16x8(f, cache[j]);
+            softmax_accumulate<8>(m, s, f, i * 8, V);
+        }
+    }
+    for (int i = tid + CACHE * blockDim.x; i < nvec; i += blockDim.x) {
+        float f[VEC];
+        ld_bf16<VEC>(f, x + (size_t)i * VEC);
+        softmax_accumulate<VEC>(m, s, f, i * VEC, V);
+    }
+
+    /* block merge: warps with shuffles, then the first warp over the warp results */
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        softmax_merge(m, s, m2, s2);
+    }
+    const int lane = tid & 31, warp = tid >> 5, nwarps = blockDim.x >> 5;
+    if (lane == 0) {
+        red_m[warp] = m;
+        red_s[warp] = s;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < nwarps ? red_m[lane] : -INFINITY;
+        s = lane < nwarps ? red_s[lane] : 0.0f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+            softmax_merge(m, s, m2, s2);
+        }
+        if (lane == 0) {
+            const float lse = m + logf(s);
+            lse_shared = lse;
+            losses[blockIdx.x] = (target >= 0 && target < V) ? lse - target_logit : NAN;
+        }
+    }
+    if (dloss == 0.0f) return;
+    __syncthreads();
+    const float lse = lse_shared;
+
+#pragma unroll
+    for (int j = 0; j < CACHE; j++) {
+        const int i = tid + j * blockDim.x;
+        if (i < nvec) {
+            float f[8];
+            unpack_bf16x8(f, cache[j]);
+            dlogits_vector<8>(x + (size_t)i * 8, f, i * 8, V, target, lse, dloss);
+        }
+    }
+    for (int i = tid + CACHE * blockDim.x; i < nvec; i += blockDim.x) {
+        float f[VEC];
+        ld_bf16<VEC>(f, x + (size_t)i * VEC);
+        dlogits_vector<VEC>(x + (size_t)i * VEC, f, i * VEC, V, target, lse, dloss);
+    }
+}
+
+/* The engine's choice (see dev/cuda/classifier.cu for the measured alternatives). */
+#define CLS_THREADS 1024
+#define CLS_CACHE 7
+
+llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *logits, const int *targets, int N,
+                                         int V, int Vp, float dloss) {
+    if (N <= 0 || V <= 0 || Vp < V)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "classifier_forward: bad shape N=%d V=%d Vp=%d", N, V, Vp);
+    cudaStream_t s = llmc_cuda_stream(dev);
+    if (Vp % 8 == 0 && llmc_is_aligned16(logits)) {
+        classifier_kernel<8, CLS_CACHE><<<N, CLS_THREADS, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
+    } else {
+        classifier_kernel<1, 0><<<N, 256, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
+    }
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}

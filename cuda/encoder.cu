@@ -1,0 +1,228 @@
+/* encoder.cu — token + position embedding, and its deterministic backward.
+ *
+ * Backward without float atomics: dwpe[t] sums dout[b,t] over b in order; for dwte the host
+ * groups the rows (b,t) by token id (stable radix sort of the host token ids), uploads the
+ * groups, and one block per distinct token sums its rows in that order into dwte[token]. */
+#include <stdlib.h>
+#include <string.h>
+#include "common.cuh"
+
+template <int VEC>
+__global__ void encoder_forward_kernel(bf16 *out, const int *tokens, const bf16 *wte, const bf16 *wpe, int B, int T,
+                                       int C) {
+    const int nvec = C / VEC;
+    const size_t total = (size_t)B * T * nvec;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t row = i / nvec;
+        const int cv = (int)(i - row * nvec);
+        const int t = (int)(row % T);
+        const int tok = tokens[row];
+        float a[VEC], p[VEC];
+        ld_bf16<VEC>(a, wte + (size_t)tok * C + cv * VEC);
+        ld_bf16<VEC>(p, wpe + (size_t)t * C + cv * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) a[k] += p[k];
+        st_bf16<VEC>(out + row * C + cv * VEC, a);
+    }
+}
+
+llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
+                                      const void *wpe, int B, int T, int C) {
+    if (B <= 0 || T <= 0 || C <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward: bad shape B=%d T=%d C=%d", B, T, C);
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    const bool vec = C % 8 == 0 && llmc_is_aligned16(out) && llmc_is_aligned16(wte) && llmc_is_aligned16(wpe);
+    const int v = vec ? 8 : 1;
+    const size_t total = (size_t)B * T * (C / v);
+    size_t grid = LLMC_CEIL_DIV(total, (size_t)256);
+    const size_t cap = (size_t)im->sm_count * 16;
+    if (grid > cap) grid = cap;
+    if (vec)
+        encoder_forward_kernel<8><<<(int)grid, 256, 0, im->stream>>>((bf16 *)out, tokens, (const bf16 *)wte,
+                                                                     (const bf16 *)wpe, B, T, C);
+    else
+        encoder_forward_kernel<1><<<(int)grid, 256, 0, im->stream>>>((bf16 *)out, tokens, (const bf16 *)wte,
+                                                                     (const bf16 *)wpe, B, T, C);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+/* dwpe[t, cols] += sum over b (in order) of dout[b, t, cols]; thread per (t, vector). */
+template <int VEC>
+__global__ void encoder_backward_wpe_kernel(bf16 *dwpe, const bf16 *dout, int B, int T, int C) {
+    const int nvec = C / VEC;
+    const size_t total = (size_t)T * nvec;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(i / nvec);
+        const int cv = (int)(i - (size_t)t * nvec);
+        float acc[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+        for (int b = 0; b < B; b++) {
+            float g[VEC];
+            ld_bf16<VEC>(g, dout + ((size_t)b * T + t) * C + cv * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) acc[k] += g[k];
+        }
+        float d[VEC];
+        ld_bf16<VEC>(d, dwpe + (size_t)t * C + cv * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) d[k] += acc[k];
+        st_bf16<VEC>(dwpe + (size_t)t * C + cv * VEC, d);
+    }
+}
+
+/* One block per distinct token: groups[g] = {token, first index into rows}, groups[g+1].first
+ * ends it; rows are the (b*T + t) of that token in increasing order. threadIdx.x walks the
+ * columns, threadIdx.y splits a token's rows (frequent tokens have thousands) into
+ * blockDim.y interleaved lanes, combined in lane order through shared memory. */
+template <int VEC>
+__global__ void encoder_backward_wte_kernel(bf16 *dwte, const bf16 *dout, const int *groups, const int *rows,
+                                            int C) {
+    extern __shared__ float enc_red[]; /* [blockDim.y][blockDim.x * VEC] */
+    const int tok = groups[2 * blockIdx.x];
+    const int begin = groups[2 * blockIdx.x + 1], end = groups[2 * blockIdx.x + 3];
+    const int nvec = C / VEC;
+    const int width = blockDim.x * VEC;
+    for (int c0 = 0; c0 < nvec; c0 += blockDim.x) {
+        const int cv = c0 + threadIdx.x;
+        float acc[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+        if (cv < nvec) {
+#pragma unroll 4
+            for (int r = begin + threadIdx.y; r < end; r += blockDim.y) {
+                float g[VEC];
+                ld_bf16<VEC>(g, dout + (size_t)rows[r] * C + cv * VEC);
+#pragma unroll
+                for (int k = 0; k < VEC; k++) acc[k] += g[k];
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < VEC; k++) enc_red[threadIdx.y * width + threadIdx.x * VEC + k] = acc[k];
+        __syncthreads();
+        if (threadIdx.y == 0 && cv < nvec) {
+            for (int y = 1; y < (int)blockDim.y; y++)
+#pragma unroll
+                for (int k = 0; k < VEC; k++) acc[k] += enc_red[y * width + threadIdx.x * VEC + k];
+            float d[VEC];
+            bf16 *dst = dwte + (size_t)tok * C + cv * VEC;
+            ld_bf16<VEC>(d, dst);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) d[k] += acc[k];
+            st_bf16<VEC>(dst, d);
+        }
+        __syncthreads();
+    }
+}
+
+/* Stable LSD radix sort of row indices by token id, 16 bits per pass (one pass when all
+ * ids < 65536, as GPT-2's are). */
+static int sort_rows_by_token(const int *tok, int n, int *order, int *tmp) {
+    int maxtok = 0;
+    for (int i = 0; i < n; i++)
+        if (tok[i] > maxtok) maxtok = tok[i];
+    size_t *count = (size_t *)malloc(65537 * sizeof(size_t));
+    if (!count) return -1;
+    for (int i = 0; i < n; i++) order[i] = i;
+    int passes = maxtok >= 65536 ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        const int shift = 16 * pass;
+        memset(count, 0, 65537 * sizeof(size_t));
+        for (int i = 0; i < n; i++) count[(((unsigned)tok[i] >> shift) & 0xffffu) + 1]++;
+        for (int d = 0; d < 65536; d++) count[d + 1] += count[d];
+        for (int i = 0; i < n; i++) {
+            int r = order[i];
+            tmp[count[((unsigned)tok[r] >> shift) & 0xffffu]++] = r;
+        }
+        memcpy(order, tmp, (size_t)n * sizeof(int));
+    }
+    free(count);
+    return 0;
+}
+
+llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
+                                       const int *tokens_host, int B, int T, int C) {
+    (void)tokens;
+    if (B <= 0 || T <= 0 || C <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: bad shape B=%d T=%d C=%d", B, T, C);
+    if (!tokens_host)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: the CUDA backend needs tokens_host");
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    const int n = B * T;
+    for (int i = 0; i < n; i++)
+        if (tokens_host[i] < 0)
+            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: negative token id %d at %d",
+                                    tokens_host[i], i);
+
+    const bool vec = C % 8 == 0 && llmc_is_aligned16(dwte) && llmc_is_aligned16(dwpe) && llmc_is_aligned16(dout);
+
+    /* dwpe */
+    {
+        const int v = vec ? 8 : 1;
+        const size_t total = (size_t)T * (C / v);
+        size_t grid = LLMC_CEIL_DIV(total, (size_t)128);
+        if (vec)
+            encoder_backward_wpe_kernel<8><<<(int)grid, 128, 0, im->stream>>>((bf16 *)dwpe, (const bf16 *)dout, B, T, C);
+        else
+            encoder_backward_wpe_kernel<1><<<(int)grid, 128, 0, im->stream>>>((bf16 *)dwpe, (const bf16 *)dout, B, T, C);
+        LLMC_CUDA_LAUNCHED(dev);
+    }
+
+    /* dwte: group on the host. Layout in the staging buffer: rows[n], then groups[2*(U+1)]. */
+    int *order = (int *)malloc((size_t)n * sizeof(int));
+    int *tmp = (int *)malloc((size_t)n * sizeof(int));
+    if (!order || !tmp || sort_rows_by_token(tokens_host, n, order, tmp) != 0) {
+        free(order);
+        free(tmp);
+        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "encoder_backward: out of host memory");
+    }
+    int ngroups = 0;
+    for (int i = 0; i < n; i++)
+        if (i == 0 || tokens_host[order[i]] != tokens_host[order[i - 1]]) ngroups++;
+    const size_t words = (size_t)n + 2 * ((size_t)ngroups + 1);
+    int *host;
+    llmc_status st = llmc_cuda_pinned_acquire(dev, words * sizeof(int), (void **)&host);
+    if (st != LLMC_OK) {
+        free(order);
+        free(tmp);
+        return st;
+    }
+    int *hrows = host, *hgroups = host + n;
+    memcpy(hrows, order, (size_t)n * sizeof(int));
+    int g = 0;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || tokens_host[order[i]] != tokens_host[order[i - 1]]) {
+            hgroups[2 * g] = tokens_host[order[i]];
+            hgroups[2 * g + 1] = i;
+            g++;
+        }
+    }
+    hgroups[2 * g] = -1;
+    hgroups[2 * g + 1] = n;
+    free(order);
+    free(tmp);
+
+    int *drows;
+    st = llmc_cuda_scratch(dev, words * sizeof(int), (void **)&drows);
+    if (st != LLMC_OK) return st;
+    LLMC_CUDA_TRY(dev, cudaMemcpyAsync(drows, host, words * sizeof(int), cudaMemcpyHostToDevice, im->stream));
+    st = llmc_cuda_pinned_release(dev); /* the staging buffer is reused only after this copy */
+    if (st != LLMC_OK) return st;
+    const int *dgroups = drows + n;
+
+    const int v = vec ? 8 : 1;
+    int tx = LLMC_CEIL_DIV(C / v, 32) * 32;
+    if (tx > 128) tx = 128;
+    const int ty = 512 / tx < 8 ? 512 / tx : 8;
+    const dim3 block(tx, ty);
+    const size_t smem = (size_t)tx * ty * v * sizeof(float);
+    if (vec)
+        encoder_backward_wte_kernel<8><<<ngroups, block, smem, im->stream>>>((bf16 *)dwte, (const bf16 *)dout,
+                                                                             dgroups, drows, C);
+    else
+        encoder_backward_wte_kernel<1><<<ngroups, block, smem, im->stream>>>((bf16 *)dwte, (const bf16 *)dout,
+                                                                             dgroups, drows, C);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}

@@ -1,0 +1,241 @@
+/* layernorm.cu — residual add fused with layernorm, and its deterministic backward.
+ *
+ * One warp per row. Rows are read with 16-byte vectors when C is a multiple of 8 and every
+ * pointer is 16-byte aligned (GPT-2's C = 768..1600 always are); any other C takes the same
+ * kernels with scalar accesses. C is limited by shared memory: forward stages a row of bf16
+ * per warp, backward keeps 2 fp32 accumulators per column per warp (C <= 26000 or so). */
+#include "common.cuh"
+
+#define LN_EPS 1e-5f
+
+/* ---- forward ----
+ * x = inp (+ inp2), rounded to bf16 (that is the residual stream the model keeps, and the
+ * backward will see), staged in shared memory; two-pass mean / variance from the stage. */
+template <int VEC>
+__global__ void layernorm_forward_kernel(bf16 *residual_out, bf16 *out, float *mean, float *rstd, const bf16 *inp,
+                                         const bf16 *inp2, const bf16 *w, const bf16 *b, int N, int C) {
+    extern __shared__ __align__(16) unsigned char ln_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int row = blockIdx.x * warps + warp;
+    if (row >= N) return; /* no block-wide barrier below */
+    bf16 *xs = reinterpret_cast<bf16 *>(ln_smem) + (size_t)warp * C;
+    const size_t base = (size_t)row * C;
+    const int nvec = C / VEC;
+
+    float sum = 0.0f;
+    for (int i = lane; i < nvec; i += 32) {
+        float a[VEC];
+        ld_bf16_cs<VEC>(a, inp + base + i * VEC);
+        if (inp2) {
+            float c[VEC];
+            ld_bf16_cs<VEC>(c, inp2 + base + i * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) a[k] += c[k];
+        }
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            a[k] = __bfloat162float(__float2bfloat16_rn(a[k]));
+            sum += a[k];
+        }
+        st_bf16<VEC>(xs + i * VEC, a);
+        if (residual_out) st_bf16<VEC>(residual_out + base + i * VEC, a);
+    }
+    const float m = warp_sum(sum) / (float)C;
+
+    float sq = 0.0f;
+    for (int i = lane; i < nvec; i += 32) {
+        float a[VEC];
+        ld_bf16<VEC>(a, xs + i * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            float d = a[k] - m;
+            sq += d * d;
+        }
+    }
+    const float s = rsqrtf(warp_sum(sq) / (float)C + LN_EPS);
+
+    for (int i = lane; i < nvec; i += 32) {
+        float a[VEC], wv[VEC], bv[VEC];
+        ld_bf16<VEC>(a, xs + i * VEC);
+        ld_bf16<VEC>(wv, w + i * VEC);
+        ld_bf16<VEC>(bv, b + i * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) a[k] = (a[k] - m) * s * wv[k] + bv[k];
+        st_bf16<VEC>(out + base + i * VEC, a);
+    }
+    if (lane == 0) {
+        if (mean) mean[row] = m;
+        if (rstd) rstd[row] = s;
+    }
+}
+
+llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
+                                        const void *inp, const void *inp2, const void *w, const void *b, int N,
+                                        int C) {
+    if (N <= 0 || C <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: bad shape N=%d C=%d", N, C);
+    if (inp2 && !residual_out)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: inp2 given without residual_out");
+    const size_t row_bytes = (size_t)C * sizeof(bf16);
+    const size_t smem_cap = 48 * 1024;
+    if (row_bytes > smem_cap)
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "layernorm_forward: C=%d too large (max %d)", C,
+                                (int)(smem_cap / sizeof(bf16)));
+    int warps = (int)(smem_cap / row_bytes);
+    if (warps > 8) warps = 8;
+    const size_t smem = (size_t)warps * row_bytes;
+    const int grid = LLMC_CEIL_DIV(N, warps);
+    const bool vec = C % 8 == 0 && llmc_is_aligned16(out) && llmc_is_aligned16(inp) && llmc_is_aligned16(w) &&
+                     llmc_is_aligned16(b) && llmc_is_aligned16(inp2) && llmc_is_aligned16(residual_out);
+    cudaStream_t s = llmc_cuda_stream(dev);
+    if (vec)
+        layernorm_forward_kernel<8><<<grid, warps * 32, smem, s>>>((bf16 *)residual_out, (bf16 *)out, mean, rstd,
+                                                                   (const bf16 *)inp, (const bf16 *)inp2,
+                                                                   (const bf16 *)w, (const bf16 *)b, N, C);
+    else
+        layernorm_forward_kernel<1><<<grid, warps * 32, smem, s>>>((bf16 *)residual_out, (bf16 *)out, mean, rstd,
+                                                                   (const bf16 *)inp, (const bf16 *)inp2,
+                                                                   (const bf16 *)w, (const bf16 *)b, N, C);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+/* ---- backward ----
+ * dnorm = w * dout, xhat = (x - mean) * rstd
+ * dinp += rstd * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
+ * dw += sum_rows dout * xhat, db += sum_rows dout
+ * A fixed grid of blocks strides over rows (one warp per row). Each warp accumulates dw/db for
+ * its rows in its own shared-memory slice (lanes own disjoint columns: no atomics); at the end
+ * the block adds its warps' slices in order into fp32 partials[block], and a second kernel adds
+ * the partials in block order into the bf16 dw/db. */
+template <int VEC>
+__global__ void layernorm_backward_kernel(bf16 *dinp, float *part_dw, float *part_db, const bf16 *dout,
+                                          const bf16 *inp, const bf16 *w, const float *mean, const float *rstd,
+                                          int N, int C) {
+    extern __shared__ __align__(16) unsigned char ln_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    float *acc_dw = reinterpret_cast<float *>(ln_smem) + (size_t)warp * 2 * C;
+    float *acc_db = acc_dw + C;
+    const int nvec = C / VEC;
+    for (int i = lane; i < nvec; i += 32) {
+        float z[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; k++) z[k] = 0.0f;
+        st_f32<VEC>(acc_dw + i * VEC, z);
+        st_f32<VEC>(acc_db + i * VEC, z);
+    }
+
+    for (int row = blockIdx.x * warps + warp; row < N; row += gridDim.x * warps) {
+        const size_t base = (size_t)row * C;
+        const float m = mean[row], s = rstd[row];
+        float s1 = 0.0f, s2 = 0.0f;
+        for (int i = lane; i < nvec; i += 32) {
+            float g[VEC], x[VEC], wv[VEC];
+            ld_bf16<VEC>(g, dout + base + i * VEC);
+            ld_bf16<VEC>(x, inp + base + i * VEC);
+            ld_bf16<VEC>(wv, w + i * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                float dn = wv[k] * g[k];
+                s1 += dn;
+                s2 += dn * (x[k] - m) * s;
+            }
+        }
+        s1 = warp_sum(s1) / (float)C;
+        s2 = warp_sum(s2) / (float)C;
+        /* second pass: the row was just read by this warp, so these loads mostly hit L1 */
+        for (int i = lane; i < nvec; i += 32) {
+            float g[VEC], x[VEC], wv[VEC], di[VEC], adw[VEC], adb[VEC];
+            ld_bf16<VEC>(g, dout + base + i * VEC);
+            ld_bf16<VEC>(x, inp + base + i * VEC);
+            ld_bf16<VEC>(wv, w + i * VEC);
+            ld_bf16<VEC>(di, dinp + base + i * VEC);
+            ld_f32<VEC>(adw, acc_dw + i * VEC);
+            ld_f32<VEC>(adb, acc_db + i * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                float xh = (x[k] - m) * s;
+                di[k] += s * (wv[k] * g[k] - s1 - xh * s2);
+                adw[k] += g[k] * xh;
+                adb[k] += g[k];
+            }
+            st_bf16<VEC>(dinp + base + i * VEC, di);
+            st_f32<VEC>(acc_dw + i * VEC, adw);
+            st_f32<VEC>(acc_db + i * VEC, adb);
+        }
+    }
+    __syncthreads();
+    const float *acc = reinterpret_cast<const float *>(ln_smem);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int k = 0; k < warps; k++) {
+            sw += acc[(size_t)k * 2 * C + c];
+            sb += acc[(size_t)k * 2 * C + C + c];
+        }
+        part_dw[(size_t)blockIdx.x * C + c] = sw;
+        part_db[(size_t)blockIdx.x * C + c] = sb;
+    }
+}
+
+__global__ void layernorm_param_grad_kernel(bf16 *dw, bf16 *db, const float *part_dw, const float *part_db,
+                                            int nparts, int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.0f, sb = 0.0f;
+    for (int p = 0; p < nparts; p++) {
+        sw += part_dw[(size_t)p * C + c];
+        sb += part_db[(size_t)p * C + c];
+    }
+    dw[c] = __float2bfloat16_rn(__bfloat162float(dw[c]) + sw);
+    db[c] = __float2bfloat16_rn(__bfloat162float(db[c]) + sb);
+}
+
+template <int VEC>
+static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 *dw, bf16 *db, const bf16 *dout,
+                                             const bf16 *inp, const bf16 *w, const float *mean, const float *rstd,
+                                             int N, int C) {
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    const size_t warp_bytes = (size_t)2 * C * sizeof(float);
+    int optin = 0;
+    LLMC_CUDA_TRY(dev, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
+    if (warp_bytes > (size_t)optin)
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "layernorm_backward: C=%d too large (max %d)", C,
+                                (int)(optin / (2 * sizeof(float))));
+    int warps = (int)((48 * 1024) / warp_bytes);
+    if (warps > 4) warps = 4;
+    if (warps < 1) warps = 1;
+    const size_t smem = (size_t)warps * warp_bytes;
+    if (smem > 48 * 1024)
+        LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_backward_kernel<VEC>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    LLMC_CUDA_TRY(dev, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layernorm_backward_kernel<VEC>,
+                                                                     warps * 32, smem));
+    if (per_sm < 1) per_sm = 1;
+    int grid = LLMC_CEIL_DIV(N, warps);
+    if (grid > im->sm_count * per_sm) grid = im->sm_count * per_sm;
+    float *part;
+    llmc_status st = llmc_cuda_scratch(dev, (size_t)2 * grid * C * sizeof(float), (void **)&part);
+    if (st != LLMC_OK) return st;
+    float *part_dw = part, *part_db = part + (size_t)grid * C;
+    layernorm_backward_kernel<VEC><<<grid, warps * 32, smem, im->stream>>>(dinp, part_dw, part_db, dout, inp, w,
+                                                                           mean, rstd, N, C);
+    LLMC_CUDA_LAUNCHED(dev);
+    layernorm_param_grad_kernel<<<LLMC_CEIL_DIV(C, 256), 256, 0, im->stream>>>(dw, db, part_dw, part_db, grid, C);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
+                                         const void *inp, const void *w, const float *mean, const float *rstd, int N,
+                                         int C) {
+    if (N <= 0 || C <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_backward: bad shape N=%d C=%d", N, C);
+    const bool vec = C % 8 == 0 && llmc_is_aligned16(dinp) && llmc_is_aligned16(dout) && llmc_is_aligned16(inp) &&
+                     llmc_is_aligned16(w);
+    if (vec)
+        return layernorm_backward_launch<8>(dev, (bf16 *)dinp, (bf16 *)dw, (bf16 *)db, (const bf16 *)dout,
+                                            (const bf16 *)inp, (const bf16 *)w, mean, rstd, N, C);
+    return layernorm_backward_launch<1>(dev, (bf16 *)dinp, (bf16 *)dw, (bf16 *)db, (const bf16 *)dout,
+                                        (const bf16 *)inp, (const bf16 *)w, mean, rstd, N, C);
+}

@@ -1,0 +1,72 @@
+/* norm.cu — sum of squares of a bf16 tensor, deterministic: a grid whose size depends only on
+ * n strides over the elements (fp32 per thread, fixed block tree), writes one partial per
+ * block, and a single block adds the partials in fixed order in double. */
+#include "common.cuh"
+
+#define SS_THREADS 512
+#define SS_MAX_BLOCKS 1024
+
+template <int VEC>
+__global__ void sum_squares_partial_kernel(float *partials, const bf16 *x, size_t nvec, size_t n) {
+    __shared__ float red[32];
+    const size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    float acc = 0.0f;
+    for (size_t i = tid; i < nvec; i += stride) {
+        float f[VEC];
+        ld_bf16_cs<VEC>(f, x + i * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) acc += f[k] * f[k];
+    }
+    for (size_t i = nvec * VEC + tid; i < n; i += stride) { /* tail of the vector path */
+        float f = __bfloat162float(x[i]);
+        acc += f * f;
+    }
+    acc = block_sum(acc, red);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+__global__ void sum_squares_final_kernel(double *out, const float *partials, int nparts) {
+    __shared__ double red[32];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < nparts; i += blockDim.x) acc += (double)partials[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    if (lane == 0) red[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        acc = lane < nwarps ? red[lane] : 0.0;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) *out = acc;
+    }
+}
+
+llmc_status llmc_cuda_sum_squares(llmc_device *dev, double *out, const void *x, size_t n) {
+    *out = 0.0;
+    if (n == 0) return LLMC_OK;
+    cudaStream_t s = llmc_cuda_stream(dev);
+    const bool vec = llmc_is_aligned16(x);
+    const size_t nvec = vec ? n / 8 : 0;
+    const size_t units = vec ? nvec + (n - nvec * 8) : n;
+    size_t blocks = LLMC_CEIL_DIV(units, (size_t)SS_THREADS * 4);
+    if (blocks > SS_MAX_BLOCKS) blocks = SS_MAX_BLOCKS;
+    if (blocks < 1) blocks = 1;
+    void *scratch;
+    llmc_status st = llmc_cuda_scratch(dev, 256 + blocks * sizeof(float), &scratch);
+    if (st != LLMC_OK) return st;
+    double *dsum = (double *)scratch;
+    float *partials = (float *)((char *)scratch + 256);
+    if (vec)
+        sum_squares_partial_kernel<8><<<(int)blocks, SS_THREADS, 0, s>>>(partials, (const bf16 *)x, nvec, n);
+    else
+        sum_squares_partial_kernel<1><<<(int)blocks, SS_THREADS, 0, s>>>(partials, (const bf16 *)x, n, n);
+    LLMC_CUDA_LAUNCHED(dev);
+    sum_squares_final_kernel<<<1, SS_THREADS, 0, s>>>(dsum, partials, (int)blocks);
+    LLMC_CUDA_LAUNCHED(dev);
+    double h = 0.0;
+    LLMC_CUDA_TRY(dev, cudaMemcpyAsync(&h, dsum, sizeof h, cudaMemcpyDeviceToHost, s));
+    LLMC_CUDA_TRY(dev, cudaStreamSynchronize(s));
+    *out = h;
+    return LLMC_OK;
+}

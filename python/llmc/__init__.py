@@ -1,0 +1,13 @@
+"""llmc — GPT-2 training and sampling in C/CUDA, driven from Python.
+
+    import llmc
+    model = llmc.GPT2.from_config("d12")            # or GPT2.from_pretrained("gpt2_124M.bin", device="cuda")
+    logits, loss = model.forward(tokens, targets)
+    model.backward(); model.step(lr=3e-4)
+    print(model.generate("To be, or not to be", max_new_tokens=32))
+"""
+from ._core import LlmcError, backends
+from .model import GPT2
+
+__all__ = ["GPT2", "LlmcError", "backends"]
+__version__ = "0.1.0"

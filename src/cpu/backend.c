@@ -1,0 +1,142 @@
+/* backend.c — the CPU backend's op table, memory and conversions (fp32, OpenMP). */
+#include <stdlib.h>
+#include <string.h>
+#include "cpu_internal.h"
+
+void *llmc_cpu_aligned_alloc(size_t bytes) {
+    /* aligned_alloc wants a size that is a multiple of the alignment; never ask for 0 */
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes) return NULL; /* overflow */
+    if (rounded == 0) rounded = 64;
+    return aligned_alloc(64, rounded);
+}
+
+void llmc_cpu_aligned_free(void *p) { free(p); }
+
+void *llmc_cpu_scratch(llmc_device *dev, size_t bytes, void **owned) {
+    *owned = NULL;
+    llmc_cpu_impl *impl = dev ? (llmc_cpu_impl *)dev->impl : NULL;
+    if (!impl) {
+        *owned = llmc_cpu_aligned_alloc(bytes);
+        return *owned;
+    }
+    if (impl->ws_bytes < bytes) {
+        llmc_cpu_aligned_free(impl->ws);
+        impl->ws_bytes = 0;
+        impl->ws = llmc_cpu_aligned_alloc(bytes);
+        if (!impl->ws) return NULL;
+        impl->ws_bytes = bytes;
+    }
+    return impl->ws;
+}
+
+void llmc_cpu_scratch_release(void *owned) { llmc_cpu_aligned_free(owned); }
+
+static llmc_status cpu_init(llmc_device *dev, int index) {
+    (void)index;
+    llmc_cpu_impl *impl = calloc(1, sizeof *impl);
+    if (!impl) return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating the device context");
+    dev->impl = impl;
+    return LLMC_OK;
+}
+
+static void cpu_destroy(llmc_device *dev) {
+    llmc_cpu_impl *impl = (llmc_cpu_impl *)dev->impl;
+    if (impl) {
+        llmc_cpu_aligned_free(impl->ws);
+        free(impl);
+    }
+    dev->impl = NULL;
+}
+
+static llmc_status cpu_alloc(llmc_device *dev, void **ptr, size_t bytes) {
+    *ptr = llmc_cpu_aligned_alloc(bytes);
+    if (!*ptr) return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes", bytes);
+    return LLMC_OK;
+}
+
+static void cpu_free(llmc_device *dev, void *ptr) {
+    (void)dev;
+    llmc_cpu_aligned_free(ptr);
+}
+
+static llmc_status cpu_zero(llmc_device *dev, void *ptr, size_t bytes) {
+    (void)dev;
+    if (bytes) memset(ptr, 0, bytes);
+    return LLMC_OK;
+}
+
+static llmc_status cpu_copy(llmc_device *dev, void *dst, const void *src, size_t bytes) {
+    (void)dev;
+    if (bytes && dst != src) memmove(dst, src, bytes);
+    return LLMC_OK;
+}
+
+/* fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static llmc_status cpu_upload_f32(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n) {
+    if (dtype == LLMC_F32) return cpu_copy(dev, dst, src, n * sizeof(float));
+    if (dtype != LLMC_BF16) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "cpu: unknown dtype %d", (int)dtype);
+    uint16_t *d = (uint16_t *)dst;
+    for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(src[i]);
+    return LLMC_OK;
+}
+
+static llmc_status cpu_download_f32(llmc_device *dev, float *dst, const void *src, llmc_dtype dtype, size_t n) {
+    if (dtype == LLMC_F32) return cpu_copy(dev, dst, src, n * sizeof(float));
+    if (dtype != LLMC_BF16) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "cpu: unknown dtype %d", (int)dtype);
+    const uint16_t *s = (const uint16_t *)src;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)s[i] << 16;
+        memcpy(&dst[i], &u, 4);
+    }
+    return LLMC_OK;
+}
+
+static llmc_status cpu_synchronize(llmc_device *dev) {
+    (void)dev;
+    return LLMC_OK;
+}
+
+static llmc_status cpu_memory_info(llmc_device *dev, size_t *free_bytes, size_t *total_bytes) {
+    (void)dev;
+    if (free_bytes) *free_bytes = 0;
+    if (total_bytes) *total_bytes = 0;
+    return LLMC_OK;
+}
+
+const llmc_backend_ops llmc_cpu_backend_ops = {
+    .name = "cpu",
+    .act_dtype = LLMC_F32,
+    .init = cpu_init,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .copy_h2d = cpu_copy,
+    .copy_d2h = cpu_copy,
+    .copy_d2d = cpu_copy,
+    .upload_f32 = cpu_upload_f32,
+    .download_f32 = cpu_download_f32,
+    .synchronize = cpu_synchronize,
+    .memory_info = cpu_memory_info,
+    .encoder_forward = llmc_cpu_encoder_forward,
+    .encoder_backward = llmc_cpu_encoder_backward,
+    .layernorm_forward = llmc_cpu_layernorm_forward,
+    .layernorm_backward = llmc_cpu_layernorm_backward,
+    .matmul_forward = llmc_cpu_matmul_forward,
+    .matmul_backward = llmc_cpu_matmul_backward,
+    .gelu_forward = llmc_cpu_gelu_forward,
+    .attention_forward = llmc_cpu_attention_forward,
+    .attention_backward = llmc_cpu_attention_backward,
+    .classifier_forward = llmc_cpu_classifier_forward,
+    .adamw_update = llmc_cpu_adamw_update,
+    .sum_squares = llmc_cpu_sum_squares,
+};

@@ -1,0 +1,54 @@
+/* encoder.c — token + position embedding, forward and backward. */
+#include "cpu_internal.h"
+
+llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
+                                     const void *wpe, int B, int T, int C) {
+    if (B < 0 || T < 0 || C < 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward: bad shape B=%d T=%d C=%d", B, T, C);
+    float *o = (float *)out;
+    const float *te = (const float *)wte, *pe = (const float *)wpe;
+    long rows = (long)B * T;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < rows; i++) {
+        float *restrict dst = o + i * C;
+        const float *restrict a = te + (size_t)tokens[i] * C;
+        const float *restrict p = pe + (size_t)(i % T) * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) dst[c] = a[c] + p[c];
+    }
+    return LLMC_OK;
+}
+
+/* Rows sharing a token would race if split by row, so threads split the channels
+ * instead and every thread walks all rows in order: deterministic, no atomics. */
+llmc_status llmc_cpu_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
+                                      const int *tokens_host, int B, int T, int C) {
+    (void)tokens_host;
+    if (B < 0 || T < 0 || C < 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: bad shape B=%d T=%d C=%d", B, T, C);
+    float *dte = (float *)dwte, *dpe = (float *)dwpe;
+    const float *d = (const float *)dout;
+    enum { CHUNK = 64 };
+    int nchunks = (C + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunks; ch++) {
+        int c0 = ch * CHUNK, nc = llmc_cpu_min(CHUNK, C - c0);
+        for (int t = 0; t < T; t++) {
+            float acc[CHUNK];
+            for (int c = 0; c < nc; c++) acc[c] = 0.0f;
+            for (int b = 0; b < B; b++) {
+                long i = (long)b * T + t;
+                const float *restrict g = d + i * C + c0;
+                float *restrict w = dte + (size_t)tokens[i] * C + c0;
+#pragma omp simd
+                for (int c = 0; c < nc; c++) {
+                    w[c] += g[c];
+                    acc[c] += g[c];
+                }
+            }
+            float *restrict p = dpe + (size_t)t * C + c0;
+            for (int c = 0; c < nc; c++) p[c] += acc[c];
+        }
+    }
+    return LLMC_OK;
+}

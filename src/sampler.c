@@ -1,0 +1,324 @@
+/* sampler.c — picking one token from a row of logits.
+ *
+ * temperature 0 is greedy (lowest index on ties). Otherwise the distribution is
+ * softmax(logits / temperature), cut to the top_k most likely tokens (top_k > 0),
+ * then — measured on that renormalised distribution — to the smallest set of most
+ * likely tokens whose mass reaches top_p (top_p < 1), and sampled with exactly one
+ * llmc_rng_f32 draw. "More likely" means larger logit, then smaller index, so the
+ * cut is deterministic even with ties.
+ *
+ * Returns -1 (callers treat it as an error) when V <= 0, the temperature is
+ * negative or NaN, top_p is NaN, a logit is NaN or +Inf, or every logit is -Inf.
+ * -Inf logits are fine otherwise: they get probability 0.
+ *
+ * Speed matters (one call per sequence per generated token, V = 50257): every pass
+ * over V is branch-free and vectorisable, no path sorts V entries, and the common
+ * path allocates nothing.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmc.h"
+#include "rng.h"
+
+void llmc_sampling_default(llmc_sampling *s) {
+    if (!s) return;
+    s->temperature = 1.0f;
+    s->top_k = 0;
+    s->top_p = 1.0f;
+    s->seed = 1337;
+}
+
+/* exp(x) for x <= 0, to ~2e-7 relative, 0 below -87 (so -Inf gives exactly 0).
+ * Plain arithmetic instead of expf so that loops over V vectorise. */
+static inline float wexp(float x) {
+    float keep = x > -87.0f ? 1.0f : 0.0f;
+    x = x > -87.0f ? x : -87.0f;
+    float y = x * 1.44269504f;     /* x / ln 2 */
+    int n = (int)(y - 0.5f);       /* round to nearest: y <= 0 */
+    float r = x - (float)n * 0.693145752f - (float)n * 1.42860677e-6f; /* ln 2 in two parts */
+    float p = 1.0f / 5040;         /* Taylor to r^7 on |r| <= 0.35 */
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { uint32_t u; float f; } two_n = {(uint32_t)(n + 127) << 23}; /* n >= -126: normal */
+    return p * two_n.f * keep;
+}
+
+/* Unnormalised probability of a logit. Division (not a reciprocal) keeps the top
+ * logit at exp(0) = 1 even for a denormal temperature. */
+static inline float weight(float l, float mx, float temperature) { return wexp((l - mx) / temperature); }
+
+/* ---- candidate tokens ---- */
+typedef struct cand {
+    float v; /* logit */
+    int i;   /* token */
+    float w; /* weight */
+} cand;
+
+/* The order in which tokens are preferred: larger logit, then smaller index. */
+static inline int better(float va, int ia, float vb, int ib) { return va > vb || (va == vb && ia < ib); }
+#define BETTER(a, b) better((a).v, (a).i, (b).v, (b).i)
+
+static int cmp_desc(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    return BETTER(*a, *b) ? -1 : BETTER(*b, *a) ? 1 : 0;
+}
+
+/* Min-heap on "better": the root is the worst of the kept candidates. */
+static void sift_down(cand *h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && BETTER(h[w], h[l])) w = l;
+        if (r < n && BETTER(h[w], h[r])) w = r;
+        if (w == i) return;
+        cand t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* The k best of V in O(V log k) worst case, then sorted best first. */
+static void select_top_k(const float *logits, int V, int k, cand *out) {
+    for (int i = 0; i < k; i++) out[i] = (cand){logits[i], i, 0};
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(out, k, i);
+    float worst = out[0].v;
+    for (int i = k; i < V; i++) {
+        /* i is larger than every kept index, so a tie with the worst kept loses */
+        if (logits[i] > worst) {
+            out[0] = (cand){logits[i], i, 0};
+            sift_down(out, k, 0);
+            worst = out[0].v;
+        }
+    }
+    qsort(out, (size_t)k, sizeof *out, cmp_desc);
+}
+
+/* ---- passes over all V logits ---- */
+#define LANES 16
+#define BLOCK 256
+
+/* Max logit; sets *bad if any logit is NaN or +Inf. */
+static float scan_max(const float *logits, int V, int *bad) {
+    float m[LANES];
+    int b[LANES];
+    for (int j = 0; j < LANES; j++) m[j] = -INFINITY, b[j] = 0;
+    int i = 0;
+    for (; i + LANES <= V; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float l = logits[i + j];
+            b[j] |= !(l < INFINITY); /* NaN or +Inf */
+            m[j] = l > m[j] ? l : m[j];
+        }
+    float mx = -INFINITY;
+    int any = 0;
+    for (; i < V; i++) {
+        any |= !(logits[i] < INFINITY);
+        mx = logits[i] > mx ? logits[i] : mx;
+    }
+    for (int j = 0; j < LANES; j++) {
+        any |= b[j];
+        mx = m[j] > mx ? m[j] : mx;
+    }
+    *bad = any;
+    return mx;
+}
+
+/* Sum of weights of logits[lo, hi), hi - lo <= BLOCK, in a fixed order. */
+static double block_sum(const float *logits, int lo, int hi, float mx, float temperature) {
+    float w[BLOCK];
+    int n = hi - lo;
+    for (int j = 0; j < n; j++) w[j] = weight(logits[lo + j], mx, temperature);
+    double acc[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int q = 0; q < LANES; q++) acc[q] += w[j + q];
+    double s = 0;
+    for (; j < n; j++) s += w[j];
+    for (int q = 0; q < LANES; q++) s += acc[q];
+    return s;
+}
+
+/* Plain softmax sampling. Block sums locate the block the draw falls in, so only
+ * one block is scanned token by token. */
+static int draw_all(const float *logits, int V, float mx, float temperature, int fallback, uint64_t *rng) {
+    int nb = (V + BLOCK - 1) / BLOCK;
+    double stack_sums[1024];
+    double *sums = nb <= 1024 ? stack_sums : malloc((size_t)nb * sizeof *sums);
+    if (!sums) return -1;
+    double z = 0;
+    for (int b = 0; b < nb; b++) {
+        int lo = b * BLOCK, hi = lo + BLOCK < V ? lo + BLOCK : V;
+        sums[b] = block_sum(logits, lo, hi, mx, temperature);
+        z += sums[b];
+    }
+    double target = (double)llmc_rng_f32(rng) * z, cum = 0;
+    int b = 0, last_b = -1;
+    for (; b < nb; b++) {
+        if (sums[b] <= 0) continue;
+        last_b = b;
+        if (cum + sums[b] > target) break;
+        cum += sums[b];
+    }
+    if (b == nb) b = last_b; /* rounding left the target at the very top */
+    if (sums != stack_sums) free(sums);
+    if (b < 0) return fallback;
+    int lo = b * BLOCK, hi = lo + BLOCK < V ? lo + BLOCK : V, last = fallback;
+    for (int i = lo; i < hi; i++) {
+        double w = weight(logits[i], mx, temperature);
+        if (w <= 0) continue;
+        last = i;
+        cum += w;
+        if (cum > target) return i;
+    }
+    return last;
+}
+
+/* Samples among c[0..n) (best first, weights filled), cut to the shortest prefix whose
+ * mass reaches need (INFINITY: no cut). */
+static int draw_sorted(const cand *c, int n, double need, uint64_t *rng) {
+    double mass = 0;
+    int m = 0;
+    do mass += c[m++].w;
+    while (m < n && mass < need);
+    double target = (double)llmc_rng_f32(rng) * mass, cum = 0;
+    int last = c[0].i;
+    for (int j = 0; j < m; j++) {
+        if (c[j].w <= 0) continue;
+        last = c[j].i;
+        cum += c[j].w;
+        if (cum > target) return c[j].i;
+    }
+    return last;
+}
+
+/* Quickselect for the nucleus: reorders a[0..m) so that a[0..*count) are the fewest
+ * best candidates whose mass reaches need (all m when the mass falls short). O(m) expected. */
+static int nucleus(cand *a, int m, double need) {
+    int lo = 0, hi = m;
+    double acc = 0; /* mass of a[0..lo), all better than a[lo..hi) and below need */
+    while (hi - lo > 1) {
+        /* median of three as pivot, moved to a[hi-1] */
+        int mid = lo + (hi - lo) / 2;
+        cand *x = &a[lo], *y = &a[mid], *z = &a[hi - 1], t;
+        if (BETTER(*y, *x)) t = *x, *x = *y, *y = t;
+        if (BETTER(*z, *y)) t = *y, *y = *z, *z = t;
+        if (BETTER(*y, *x)) t = *x, *x = *y, *y = t;
+        t = *y, *y = a[hi - 1], a[hi - 1] = t; /* median to the end */
+        cand piv = a[hi - 1];
+        int p = lo;
+        double up = 0;
+        for (int j = lo; j < hi - 1; j++)
+            if (BETTER(a[j], piv)) {
+                up += a[j].w;
+                t = a[p], a[p] = a[j], a[j] = t;
+                p++;
+            }
+        t = a[p], a[p] = a[hi - 1], a[hi - 1] = t;
+        if (acc + up >= need) {
+            hi = p; /* the nucleus ends among the better part */
+        } else if (acc + up + a[p].w >= need) {
+            return p + 1; /* ends exactly at the pivot */
+        } else {
+            acc += up + a[p].w;
+            lo = p + 1;
+        }
+    }
+    /* hi - lo == 1: a[lo] is where the mass first reaches need. hi == lo: only when rounding
+     * kept the mass of a[0..hi) under need, or all of a[0..m) weighs less than need. */
+    return hi;
+}
+
+int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state) {
+    llmc_sampling def;
+    if (!s) {
+        llmc_sampling_default(&def);
+        s = &def;
+    }
+    if (!logits || V <= 0) return -1;
+    float temperature = s->temperature, top_p = s->top_p;
+    if (!(temperature >= 0.0f) || isnan(top_p)) return -1;
+
+    int bad;
+    float mx = scan_max(logits, V, &bad);
+    if (bad || mx == -INFINITY) return -1;
+    int arg = 0;
+    while (logits[arg] != mx) arg++; /* first maximum */
+    if (temperature == 0.0f) return arg;
+
+    uint64_t local = llmc_rng_seed(s->seed);
+    uint64_t *rng = rng_state ? rng_state : &local;
+    int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+
+    if (k < V) {
+        cand *c = malloc((size_t)k * sizeof *c);
+        if (!c) return -1;
+        select_top_k(logits, V, k, c);
+        double zk = 0;
+        for (int j = 0; j < k; j++) zk += c[j].w = weight(c[j].v, mx, temperature);
+        int tok = draw_sorted(c, k, top_p < 1.0f ? (double)top_p * zk : INFINITY, rng);
+        free(c);
+        return tok;
+    }
+    if (!(top_p < 1.0f) || V == 1) return draw_all(logits, V, mx, temperature, arg, rng);
+
+    /* Nucleus without top-k. Tokens lighter than (1-top_p)/(V-1) of the total weigh less
+     * than 1-top_p together, so the nucleus lies among the heavier ones. The cut is made
+     * on the logit, so the candidates are exactly a prefix of the preference order. */
+    double z = 0;
+    for (int lo = 0; lo < V; lo += BLOCK) z += block_sum(logits, lo, lo + BLOCK < V ? lo + BLOCK : V, mx, temperature);
+    double need = (double)top_p * z;
+    if (need <= 0) { /* top_p <= 0: the single most likely token (still one draw, for a steady stream) */
+        llmc_rng_f32(rng);
+        return arg;
+    }
+    float cut = mx + (float)((double)temperature * log((1.0 - (double)top_p) / (V - 1) * z));
+    int m = 0;
+    for (int i = 0; i < V; i++) m += logits[i] >= cut;
+    cand *c = malloc((size_t)(m > 0 ? m : 1) * sizeof *c);
+    if (!c) return -1;
+    double heavy = 0;
+    int n = 0;
+    for (int i = 0; i < V && n < m; i++)
+        if (logits[i] >= cut) {
+            float w = weight(logits[i], mx, temperature);
+            c[n++] = (cand){logits[i], i, w};
+            heavy += w;
+        }
+    if (n == 0 || heavy < need) { /* the bound failed (tiny top_p, rounding): take every token */
+        cand *all = realloc(c, (size_t)V * sizeof *c);
+        if (!all) {
+            free(c);
+            return -1;
+        }
+        c = all;
+        for (int i = 0; i < V; i++) c[i] = (cand){logits[i], i, weight(logits[i], mx, temperature)};
+        n = V;
+    }
+    int cnt = nucleus(c, n, need);
+    /* The worst member bounds the nucleus; sample the members in token order. */
+    cand edge = c[0];
+    double mass = 0;
+    for (int j = 0; j < cnt; j++) {
+        mass += c[j].w;
+        if (BETTER(edge, c[j])) edge = c[j];
+    }
+    free(c);
+    double target = (double)llmc_rng_f32(rng) * mass, cum = 0;
+    int last = arg;
+    for (int i = 0; i < V; i++) {
+        if (better(edge.v, edge.i, logits[i], i)) continue; /* outside the nucleus */
+        float w = weight(logits[i], mx, temperature);
+        if (w <= 0) continue;
+        last = i;
+        cum += w;
+        if (cum > target) return i;
+    }
+    return last;
+}

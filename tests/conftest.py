@@ -1,0 +1,55 @@
+"""Shared test fixtures: backends to parametrize over, and the normwise error check."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:  # the installed package, or the source tree's pure-Python modules
+    import llmc  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(REPO, "python"))
+
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+def cuda_available() -> bool:
+    try:
+        from llmc import _core
+        if "cuda" not in _core.backends():
+            return False
+        _core.Device("cuda")
+        return True
+    except Exception:
+        return False
+
+
+HAVE_CUDA = cuda_available()
+BACKENDS = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda,
+                                               pytest.mark.skipif(not HAVE_CUDA, reason="no CUDA GPU")])]
+
+# normwise relative tolerances per activation dtype
+TOL = {"f32": 1e-5, "bf16": 2e-2}
+
+
+def rel_err(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float64; NaN anywhere gives inf so it never passes."""
+    out = np.asarray(out, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert out.shape == ref.shape, f"shape {out.shape} != {ref.shape}"
+    if not np.all(np.isfinite(out)):
+        return float("inf")
+    denom = np.linalg.norm(ref)
+    return float(np.linalg.norm(out - ref) / (denom if denom > 0 else 1.0))
+
+
+def assert_close(out, ref, tol, what=""):
+    err = rel_err(out, ref)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request):
+    from llmc import _core
+    return _core.Device(request.param)
