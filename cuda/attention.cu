@@ -98,20 +98,19 @@ __device__ __forceinline__ void load_rows(bf16 *s, const bf16 *g, long stride, i
         cp_async16(s + r * LD + c, g + (ok ? r : 0) * stride + c, ok);
     }
 }
-/* One warp copies 16 shared rows to global, 16 bytes a lane; rows >= nvalid are skipped. */
-template <int HS>
-__device__ __forceinline__ void store_rows16(bf16 *g, long stride, const bf16 *s, int nvalid, int lane) {
+/* One warp copies ROWS shared rows to global, 16 bytes a lane; rows >= nvalid are skipped. */
+template <int ROWS, int HS>
+__device__ __forceinline__ void store_rows(bf16 *g, long stride, const bf16 *s, int nvalid, int lane) {
     constexpr int CPR = HS / 8, LD = HS + kPad;
 #pragma unroll
-    for (int it = 0; it < 16 * CPR / 32; ++it) {
+    for (int it = 0; it < ROWS * CPR / 32; ++it) {
         const int i = it * 32 + lane, r = i / CPR, c = (i % CPR) * 8;
-        if (r < nvalid)
-            *reinterpret_cast<int4 *>(g + r * stride + c) = *reinterpret_cast<const int4 *>(s + r * LD + c);
+        if (r < nvalid) *reinterpret_cast<int4 *>(g + r * stride + c) = *reinterpret_cast<const int4 *>(s + r * LD + c);
     }
 }
-/* A warp's 16xHS fp32 accumulator (C-fragment layout) → bf16 rows of shared tile s. */
+/* A 16xHS fp32 accumulator (C-fragment layout), scaled per row half → bf16 rows of shared tile s. */
 template <int HS>
-__device__ __forceinline__ void stage_acc(bf16 *s, float (&acc)[HS / 8][4], float mul0, float mul1, int lane) {
+__device__ __forceinline__ void stage_acc(bf16 *s, const float (&acc)[HS / 8][4], float mul0, float mul1, int lane) {
     constexpr int LD = HS + kPad;
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -121,20 +120,76 @@ __device__ __forceinline__ void stage_acc(bf16 *s, float (&acc)[HS / 8][4], floa
             pack_bf16(acc[nt][2] * mul1, acc[nt][3] * mul1);
     }
 }
+/* Accumulator tiles 2kk, 2kk+1 (16 x 16 block of C fragments) → the A operand of the next product. */
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+template <int N>
+__device__ __forceinline__ void zero_acc(float (&c)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+}
 
 /* ---------------------------------------------------------------- forward */
 
-template <int HS, int NW>
-__global__ void __launch_bounds__(NW * 32) fwd_kernel(bf16 *__restrict__ out, float *__restrict__ lse,
-                                                      const bf16 *__restrict__ qkv, int B, int T, int NH, float sl2) {
-    constexpr int BR = 16 * NW, BC = kBlk, LD = HS + kPad, NT = NW * 32;
+/* Online-softmax step for one 16-row m-tile: s (scores of this key tile) becomes P,
+ * m (running max, log2 units), l (per-thread partial row sums) and o are rescaled. */
+template <int N, int HS>
+__device__ __forceinline__ void softmax_step(float (&s)[N][4], float (&m)[2], float (&l)[2], float (&o)[HS / 8][4],
+                                             float sl2) {
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < N; ++nt) {
+        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    /* key 0 is in the first tile, visible to every row: the max is finite from then on */
+    const float n0 = fmaxf(m[0], mx0 * sl2), n1 = fmaxf(m[1], mx1 * sl2);
+    const float a0 = ex2(m[0] - n0), a1 = ex2(m[1] - n1);
+    m[0] = n0;
+    m[1] = n1;
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < N; ++nt) {
+        s[nt][0] = ex2(fmaf(s[nt][0], sl2, -n0));
+        s[nt][1] = ex2(fmaf(s[nt][1], sl2, -n0));
+        s[nt][2] = ex2(fmaf(s[nt][2], sl2, -n1));
+        s[nt][3] = ex2(fmaf(s[nt][3], sl2, -n1));
+        r0 += s[nt][0] + s[nt][1];
+        r1 += s[nt][2] + s[nt][3];
+    }
+    l[0] = l[0] * a0 + r0;
+    l[1] = l[1] * a1 + r1;
+#pragma unroll
+    for (int nt = 0; nt < HS / 8; ++nt) {
+        o[nt][0] *= a0;
+        o[nt][1] *= a0;
+        o[nt][2] *= a1;
+        o[nt][3] *= a1;
+    }
+}
+
+/* NW warps, each owning MT m-tiles (16*MT query rows): a block covers 16*MT*NW rows.
+ * More rows per warp = each K/V fragment read from shared memory feeds more MMAs. */
+template <int HS, int NW, int MT>
+__global__ void __launch_bounds__(NW * 32)
+    fwd_kernel(bf16 *__restrict__ out, float *__restrict__ lse, const bf16 *__restrict__ qkv, int B, int T, int NH,
+               float sl2) {
+    constexpr int WR = 16 * MT, BR = WR * NW, BC = kBlk, LD = HS + kPad, NT = NW * 32;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem);
     bf16 *sK = sQ + BR * LD;     /* 2 buffers */
     bf16 *sV = sK + 2 * BC * LD; /* 2 buffers */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * BR; /* longest rows first */
-    const int wq = q0 + warp * 16;
+    const int wq = q0 + warp * WR;
     const int C = NH * HS;
     const long rs = 3L * C;
 
@@ -149,12 +204,14 @@ __global__ void __launch_bounds__(NW * 32) fwd_kernel(bf16 *__restrict__ out, fl
         load_rows<BC, HS, NT>(sV, gV, rs, T, tid);
         cp_commit();
 
-        uint32_t qf[HS / 16][4];
-        float o[HS / 8][4];
+        uint32_t qf[MT][HS / 16][4];
+        float o[MT][HS / 8][4], m[MT][2], l[MT][2];
 #pragma unroll
-        for (int i = 0; i < HS / 8; ++i)
-            o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-        float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+        for (int mt = 0; mt < MT; ++mt) {
+            zero_acc(o[mt]);
+            m[mt][0] = m[mt][1] = -INFINITY;
+            l[mt][0] = l[mt][1] = 0.f;
+        }
 
         for (int j = 0; j < nkt; ++j) {
             if (j + 1 < nkt) {
@@ -169,100 +226,80 @@ __global__ void __launch_bounds__(NW * 32) fwd_kernel(bf16 *__restrict__ out, fl
             __syncthreads();
             if (j == 0) {
 #pragma unroll
-                for (int kk = 0; kk < HS / 16; ++kk)
-                    ldsm_x4(qf[kk], frag_a<LD>(sQ, warp * 16, kk * 16, lane));
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int kk = 0; kk < HS / 16; ++kk)
+                        ldsm_x4(qf[mt][kk], frag_a<LD>(sQ, warp * WR + mt * 16, kk * 16, lane));
             }
             const int k0 = j * BC;
-            if (k0 <= wq + 15) { /* else every key of this tile is in the future of this warp's rows */
+            if (k0 <= wq + WR - 1) { /* else the whole tile is in the future of this warp's rows */
                 const bf16 *cK = sK + (j & 1) * BC * LD, *cV = sV + (j & 1) * BC * LD;
-                float s[BC / 8][4];
+                float s[MT][BC / 8][4];
 #pragma unroll
-                for (int i = 0; i < BC / 8; ++i)
-                    s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+                for (int mt = 0; mt < MT; ++mt) zero_acc(s[mt]);
 #pragma unroll
                 for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
                     for (int np = 0; np < BC / 16; ++np) {
                         uint32_t bb[4];
                         ldsm_x4(bb, frag_b_nk<LD>(cK, np * 16, kk * 16, lane));
-                        mma(s[2 * np], qf[kk], bb[0], bb[1]);
-                        mma(s[2 * np + 1], qf[kk], bb[2], bb[3]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) {
+                            mma(s[mt][2 * np], qf[mt][kk], bb[0], bb[1]);
+                            mma(s[mt][2 * np + 1], qf[mt][kk], bb[2], bb[3]);
+                        }
                     }
                 }
                 if (k0 + BC - 1 > wq) { /* tile crosses the diagonal: hide future keys */
 #pragma unroll
-                    for (int nt = 0; nt < BC / 8; ++nt)
+                    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                        for (int e = 0; e < 4; ++e)
-                            if (k0 + nt * 8 + 2 * t4 + (e & 1) > wq + g + (e >> 1) * 8)
-                                s[nt][e] = -INFINITY;
-                }
-                float mx0 = -INFINITY, mx1 = -INFINITY;
+                        for (int nt = 0; nt < BC / 8; ++nt)
 #pragma unroll
-                for (int nt = 0; nt < BC / 8; ++nt) {
-                    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-                    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+                            for (int e = 0; e < 4; ++e)
+                                if (k0 + nt * 8 + 2 * t4 + (e & 1) > wq + mt * 16 + g + (e >> 1) * 8)
+                                    s[mt][nt][e] = -INFINITY;
                 }
-                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-                /* the first tile always holds key 0, so the max is finite from then on */
-                const float n0 = fmaxf(m0, mx0 * sl2), n1 = fmaxf(m1, mx1 * sl2);
-                const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
-                m0 = n0;
-                m1 = n1;
-                float r0 = 0.f, r1 = 0.f;
 #pragma unroll
-                for (int nt = 0; nt < BC / 8; ++nt) {
-                    s[nt][0] = ex2(fmaf(s[nt][0], sl2, -n0));
-                    s[nt][1] = ex2(fmaf(s[nt][1], sl2, -n0));
-                    s[nt][2] = ex2(fmaf(s[nt][2], sl2, -n1));
-                    s[nt][3] = ex2(fmaf(s[nt][3], sl2, -n1));
-                    r0 += s[nt][0] + s[nt][1];
-                    r1 += s[nt][2] + s[nt][3];
-                }
-                l0 = l0 * a0 + r0; /* per-thread partial sums; the quad is summed at the end */
-                l1 = l1 * a1 + r1;
-#pragma unroll
-                for (int nt = 0; nt < HS / 8; ++nt) {
-                    o[nt][0] *= a0;
-                    o[nt][1] *= a0;
-                    o[nt][2] *= a1;
-                    o[nt][3] *= a1;
-                }
+                for (int mt = 0; mt < MT; ++mt) softmax_step<BC / 8, HS>(s[mt], m[mt], l[mt], o[mt], sl2);
 #pragma unroll
                 for (int kk = 0; kk < BC / 16; ++kk) {
-                    const uint32_t pa[4] = {
-                        pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                    uint32_t pa[MT][4];
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
                     for (int np = 0; np < HS / 16; ++np) {
                         uint32_t bb[4];
                         ldsm_x4_t(bb, frag_b_kn<LD>(cV, kk * 16, np * 16, lane));
-                        mma(o[2 * np], pa, bb[0], bb[1]);
-                        mma(o[2 * np + 1], pa, bb[2], bb[3]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) {
+                            mma(o[mt][2 * np], pa[mt], bb[0], bb[1]);
+                            mma(o[mt][2 * np + 1], pa[mt], bb[2], bb[3]);
+                        }
                     }
                 }
             }
             __syncthreads();
         }
 
-        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-        bf16 *sO = sQ + warp * 16 * LD; /* this warp's own Q rows, already in registers */
-        stage_acc<HS>(sO, o, 1.f / l0, 1.f / l1, lane);
-        __syncwarp();
-        store_rows16<HS>(out + ((long)b * T + wq) * C + (long)h * HS, C, sO, T - wq, lane);
-        if (t4 == 0) {
-            float *gl = lse + (long)bh * T;
-            if (wq + g < T)
-                gl[wq + g] = (m0 + __log2f(l0)) * kLn2;
-            if (wq + g + 8 < T)
-                gl[wq + g + 8] = (m1 + __log2f(l1)) * kLn2;
+        bf16 *sO = sQ + warp * WR * LD; /* this warp's own Q rows, already in registers */
+        float *gl = lse + (long)bh * T;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            float l0 = l[mt][0], l1 = l[mt][1];
+            l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+            l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+            l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+            l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+            stage_acc<HS>(sO + mt * 16 * LD, o[mt], 1.f / l0, 1.f / l1, lane);
+            const int r = wq + mt * 16 + g;
+            if (t4 == 0) {
+                if (r < T) gl[r] = (m[mt][0] + __log2f(l0)) * kLn2;
+                if (r + 8 < T) gl[r + 8] = (m[mt][1] + __log2f(l1)) * kLn2;
+            }
         }
+        __syncwarp();
+        store_rows<WR, HS>(out + ((long)b * T + wq) * C + (long)h * HS, C, sO, T - wq, lane);
         __syncthreads(); /* shared tiles are reused by the next head */
     }
 }
@@ -271,8 +308,8 @@ __global__ void __launch_bounds__(NW * 32) fwd_kernel(bf16 *__restrict__ out, fl
 
 /* D[b,h,t] = sum_d dO[b,t,h,d] * O[b,t,h,d]; HS/8 threads per row, 16 bytes each. */
 template <int HS>
-__global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ dout, const bf16 *__restrict__ out, int B,
-                              int T, int NH) {
+__global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ dout, const bf16 *__restrict__ out,
+                              int B, int T, int NH) {
     constexpr int TPR = HS / 8;
     const long n = ((long)blockIdx.x * blockDim.x + threadIdx.x) / TPR; /* row (b,t,h) */
     const int part = threadIdx.x % TPR;
@@ -291,8 +328,7 @@ __global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ do
         }
     }
 #pragma unroll
-    for (int o = TPR / 2; o > 0; o >>= 1)
-        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    for (int o = TPR / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (n < N && part == 0) {
         const int h = (int)(n % NH);
         const long bt = n / NH;
@@ -301,24 +337,26 @@ __global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ do
     }
 }
 
-/* dK, dV for one 64-key block (4 warps x 16 keys), looping over query tiles of BR rows. */
-template <int HS, int BR>
+/* dK, dV for one block of 64*MK keys (4 warps x 16*MK keys), looping over query tiles of BR rows.
+ * REGS: keep the warp's K, V fragments in registers instead of re-reading shared memory. */
+template <int HS, int MK, int BR, bool REGS>
 __global__ void __launch_bounds__(128)
     dkdv_kernel(bf16 *__restrict__ dqkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ qkv,
                 const float *__restrict__ lse, const float *__restrict__ Dv, int B, int T, int NH, float sl2,
                 float scale) {
-    constexpr int BC = kBlk, LD = HS + kPad, NT = 128;
-    constexpr bool kRegs = HS <= 64; /* keep this warp's K, V fragments in registers */
+    constexpr int WK = 16 * MK, BC = 4 * WK, LD = HS + kPad, NT = 128;
+    constexpr int RM = REGS ? MK : 1, RK = REGS ? HS / 16 : 1;
+    static_assert(BR % 16 == 0 && BR <= 64 && BC % BR == 0, "query tile must divide the key block");
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sK = reinterpret_cast<bf16 *>(smem);
     bf16 *sV = sK + BC * LD;
-    bf16 *sQ = sV + BC * LD;                                 /* 2 buffers */
-    bf16 *sO = sQ + 2 * BR * LD;                             /* dO, 2 buffers */
+    bf16 *sQ = sV + BC * LD;                                  /* 2 buffers */
+    bf16 *sO = sQ + 2 * BR * LD;                              /* dO, 2 buffers */
     float *sL = reinterpret_cast<float *>(sO + 2 * BR * LD); /* lse, 2 buffers */
-    float *sD = sL + 2 * BR;                                 /* D, 2 buffers */
+    float *sD = sL + 2 * BR;                                  /* D, 2 buffers */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int k0 = blockIdx.x * BC; /* block 0 has the most query tiles: it starts first */
-    const int wk = k0 + warp * 16;
+    const int wk = k0 + warp * WK;
     const int C = NH * HS;
     const long rs = 3L * C;
 
@@ -348,13 +386,13 @@ __global__ void __launch_bounds__(128)
         load_q(0, 0);
         cp_commit();
 
-        float dk[HS / 8][4], dv[HS / 8][4];
+        float dk[MK][HS / 8][4], dv[MK][HS / 8][4];
 #pragma unroll
-        for (int i = 0; i < HS / 8; ++i)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-                dk[i][e] = dv[i][e] = 0.f;
-        uint32_t kf[kRegs ? HS / 16 : 1][4], vf[kRegs ? HS / 16 : 1][4];
+        for (int mk = 0; mk < MK; ++mk) {
+            zero_acc(dk[mk]);
+            zero_acc(dv[mk]);
+        }
+        uint32_t kf[RM][RK][4], vf[RM][RK][4];
 
         for (int i = 0; i < nqt; ++i) {
             const int buf = i & 1, q0 = k0 + i * BR;
@@ -366,108 +404,129 @@ __global__ void __launch_bounds__(128)
                 cp_wait<0>();
             }
             __syncthreads();
-            if (kRegs && i == 0) {
+            if (REGS && i == 0) {
 #pragma unroll
-                for (int kk = 0; kk < (kRegs ? HS / 16 : 1); ++kk) {
-                    ldsm_x4(kf[kk], frag_a<LD>(sK, warp * 16, kk * 16, lane));
-                    ldsm_x4(vf[kk], frag_a<LD>(sV, warp * 16, kk * 16, lane));
-                }
+                for (int mk = 0; mk < RM; ++mk)
+#pragma unroll
+                    for (int kk = 0; kk < RK; ++kk) {
+                        ldsm_x4(kf[mk][kk], frag_a<LD>(sK, warp * WK + mk * 16, kk * 16, lane));
+                        ldsm_x4(vf[mk][kk], frag_a<LD>(sV, warp * WK + mk * 16, kk * 16, lane));
+                    }
             }
             const bf16 *cQ = sQ + buf * BR * LD, *cO = sO + buf * BR * LD;
             const float *cL = sL + buf * BR, *cD = sD + buf * BR;
             if (q0 + BR - 1 >= wk) { /* else no query of this tile sees this warp's keys */
-                float s[BR / 8][4], dp[BR / 8][4];
+                float s[MK][BR / 8][4], dp[MK][BR / 8][4];
 #pragma unroll
-                for (int n = 0; n < BR / 8; ++n)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        s[n][e] = dp[n][e] = 0.f;
-                        /* S^T = K Q^T and dP^T = V dO^T (rows: this warp's 16 keys, cols: BR queries) */
+                for (int mk = 0; mk < MK; ++mk) {
+                    zero_acc(s[mk]);
+                    zero_acc(dp[mk]);
+                }
+                /* S^T = K Q^T and dP^T = V dO^T (rows: this warp's keys, cols: the tile's queries) */
 #pragma unroll
                 for (int kk = 0; kk < HS / 16; ++kk) {
-                    uint32_t ka[4], va[4];
-                    if constexpr (kRegs) {
+                    uint32_t ka[MK][4], va[MK][4];
 #pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            ka[e] = kf[kRegs ? kk : 0][e];
-                            va[e] = vf[kRegs ? kk : 0][e];
+                    for (int mk = 0; mk < MK; ++mk) {
+                        if constexpr (REGS) {
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) {
+                                ka[mk][e] = kf[REGS ? mk : 0][REGS ? kk : 0][e];
+                                va[mk][e] = vf[REGS ? mk : 0][REGS ? kk : 0][e];
+                            }
+                        } else {
+                            ldsm_x4(ka[mk], frag_a<LD>(sK, warp * WK + mk * 16, kk * 16, lane));
+                            ldsm_x4(va[mk], frag_a<LD>(sV, warp * WK + mk * 16, kk * 16, lane));
                         }
-                    } else {
-                        ldsm_x4(ka, frag_a<LD>(sK, warp * 16, kk * 16, lane));
-                        ldsm_x4(va, frag_a<LD>(sV, warp * 16, kk * 16, lane));
                     }
 #pragma unroll
                     for (int np = 0; np < BR / 16; ++np) {
                         uint32_t bb[4];
                         ldsm_x4(bb, frag_b_nk<LD>(cQ, np * 16, kk * 16, lane));
-                        mma(s[2 * np], ka, bb[0], bb[1]);
-                        mma(s[2 * np + 1], ka, bb[2], bb[3]);
-                        ldsm_x4(bb, frag_b_nk<LD>(cO, np * 16, kk * 16, lane));
-                        mma(dp[2 * np], va, bb[0], bb[1]);
-                        mma(dp[2 * np + 1], va, bb[2], bb[3]);
-                    }
-                }
-                /* P^T from lse; dS^T = P^T (dP^T - D). Mask past keys beyond the diagonal and rows past T. */
-                const bool edge = (q0 < wk + 15) || (q0 + BR > T);
 #pragma unroll
-                for (int n = 0; n < BR / 8; ++n) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int qc = n * 8 + 2 * t4 + (e & 1);
-                        float p = ex2(fmaf(s[n][e], sl2, -cL[qc] * kLog2e));
-                        if (edge) {
-                            const int q = q0 + qc, k = wk + g + (e >> 1) * 8;
-                            if (q < k || q >= T)
-                                p = 0.f;
+                        for (int mk = 0; mk < MK; ++mk) {
+                            mma(s[mk][2 * np], ka[mk], bb[0], bb[1]);
+                            mma(s[mk][2 * np + 1], ka[mk], bb[2], bb[3]);
                         }
-                        s[n][e] = p;
-                        dp[n][e] = p * (dp[n][e] - cD[qc]);
+                        ldsm_x4(bb, frag_b_nk<LD>(cO, np * 16, kk * 16, lane));
+#pragma unroll
+                        for (int mk = 0; mk < MK; ++mk) {
+                            mma(dp[mk][2 * np], va[mk], bb[0], bb[1]);
+                            mma(dp[mk][2 * np + 1], va[mk], bb[2], bb[3]);
+                        }
                     }
                 }
+                /* P^T from lse, dS^T = P^T (dP^T - D); zero where the key is after the query or the row is past T */
+                const bool edge = (q0 < wk + WK - 1) || (q0 + BR > T);
+#pragma unroll
+                for (int mk = 0; mk < MK; ++mk)
+#pragma unroll
+                    for (int n = 0; n < BR / 8; ++n)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            const int qc = n * 8 + 2 * t4 + (e & 1);
+                            float p = ex2(fmaf(s[mk][n][e], sl2, -cL[qc] * kLog2e));
+                            if (edge) {
+                                const int q = q0 + qc, k = wk + mk * 16 + g + (e >> 1) * 8;
+                                if (q < k || q >= T) p = 0.f;
+                            }
+                            s[mk][n][e] = p;
+                            dp[mk][n][e] = p * (dp[mk][n][e] - cD[qc]);
+                        }
                 /* dV += P^T dO,  dK += dS^T Q */
 #pragma unroll
                 for (int kk = 0; kk < BR / 16; ++kk) {
-                    const uint32_t pa[4] = {
-                        pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-                    const uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]),
-                                            pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                                            pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                                            pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+                    uint32_t pa[MK][4], da[MK][4];
+#pragma unroll
+                    for (int mk = 0; mk < MK; ++mk) {
+                        acc_to_a(pa[mk], s[mk][2 * kk], s[mk][2 * kk + 1]);
+                        acc_to_a(da[mk], dp[mk][2 * kk], dp[mk][2 * kk + 1]);
+                    }
 #pragma unroll
                     for (int np = 0; np < HS / 16; ++np) {
                         uint32_t bb[4];
                         ldsm_x4_t(bb, frag_b_kn<LD>(cO, kk * 16, np * 16, lane));
-                        mma(dv[2 * np], pa, bb[0], bb[1]);
-                        mma(dv[2 * np + 1], pa, bb[2], bb[3]);
+#pragma unroll
+                        for (int mk = 0; mk < MK; ++mk) {
+                            mma(dv[mk][2 * np], pa[mk], bb[0], bb[1]);
+                            mma(dv[mk][2 * np + 1], pa[mk], bb[2], bb[3]);
+                        }
                         ldsm_x4_t(bb, frag_b_kn<LD>(cQ, kk * 16, np * 16, lane));
-                        mma(dk[2 * np], da, bb[0], bb[1]);
-                        mma(dk[2 * np + 1], da, bb[2], bb[3]);
+#pragma unroll
+                        for (int mk = 0; mk < MK; ++mk) {
+                            mma(dk[mk][2 * np], da[mk], bb[0], bb[1]);
+                            mma(dk[mk][2 * np + 1], da[mk], bb[2], bb[3]);
+                        }
                     }
                 }
             }
             __syncthreads();
         }
-        /* each warp only ever read its own 16 rows of sK/sV: reuse them for staging */
-        bf16 *stK = sK + warp * 16 * LD, *stV = sV + warp * 16 * LD;
-        stage_acc<HS>(stK, dk, scale, scale, lane);
-        stage_acc<HS>(stV, dv, 1.f, 1.f, lane);
+        /* each warp only ever read its own rows of sK/sV: reuse them for staging */
+        bf16 *stK = sK + warp * WK * LD, *stV = sV + warp * WK * LD;
+#pragma unroll
+        for (int mk = 0; mk < MK; ++mk) {
+            stage_acc<HS>(stK + mk * 16 * LD, dk[mk], scale, scale, lane);
+            stage_acc<HS>(stV + mk * 16 * LD, dv[mk], 1.f, 1.f, lane);
+        }
         __syncwarp();
         bf16 *gdK = dqkv + ((long)b * T + wk) * rs + C + (long)h * HS;
-        store_rows16<HS>(gdK, rs, stK, T - wk, lane);
-        store_rows16<HS>(gdK + C, rs, stV, T - wk, lane);
+        store_rows<WK, HS>(gdK, rs, stK, T - wk, lane);
+        store_rows<WK, HS>(gdK + C, rs, stV, T - wk, lane);
         __syncthreads();
     }
 }
 
-/* dQ for one 64-query tile (4 warps x 16 rows), looping over 64-key tiles. */
-template <int HS>
+/* dQ for one tile of 64*MT queries (4 warps x 16*MT rows), looping over key tiles of BC.
+ * REGS: keep the warp's Q, dO fragments in registers. */
+template <int HS, int MT, int BC, bool REGS>
 __global__ void __launch_bounds__(128)
     dq_kernel(bf16 *__restrict__ dqkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ qkv,
               const float *__restrict__ lse, const float *__restrict__ Dv, int B, int T, int NH, float sl2,
               float scale) {
-    constexpr int BR = 64, BC = kBlk, LD = HS + kPad, NT = 128;
-    constexpr bool kRegs = HS <= 64; /* keep this warp's Q, dO fragments in registers */
+    constexpr int WR = 16 * MT, BR = 4 * WR, LD = HS + kPad, NT = 128;
+    constexpr int RM = REGS ? MT : 1, RK = REGS ? HS / 16 : 1;
+    static_assert(BC % 16 == 0, "key tile");
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem);
     bf16 *sO = sQ + BR * LD;
@@ -475,7 +534,7 @@ __global__ void __launch_bounds__(128)
     bf16 *sV = sK + 2 * BC * LD; /* 2 buffers */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * BR;
-    const int wq = q0 + warp * 16, r0 = wq + g, r1 = r0 + 8;
+    const int wq = q0 + warp * WR;
     const int C = NH * HS;
     const long rs = 3L * C;
 
@@ -491,16 +550,20 @@ __global__ void __launch_bounds__(128)
         load_rows<BC, HS, NT>(sK, gK, rs, T, tid);
         load_rows<BC, HS, NT>(sV, gV, rs, T, tid);
         cp_commit();
-        const float L0 = r0 < T ? lse[(long)bh * T + r0] * kLog2e : 0.f;
-        const float L1 = r1 < T ? lse[(long)bh * T + r1] * kLog2e : 0.f;
-        const float D0 = r0 < T ? Dv[(long)bh * T + r0] : 0.f;
-        const float D1 = r1 < T ? Dv[(long)bh * T + r1] : 0.f;
-
-        float dq[HS / 8][4];
+        float L[MT][2], Dr[MT][2];
 #pragma unroll
-        for (int i = 0; i < HS / 8; ++i)
-            dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
-        uint32_t qf[kRegs ? HS / 16 : 1][4], of[kRegs ? HS / 16 : 1][4];
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int r = wq + mt * 16 + g + hh * 8;
+                L[mt][hh] = r < T ? lse[(long)bh * T + r] * kLog2e : 0.f;
+                Dr[mt][hh] = r < T ? Dv[(long)bh * T + r] : 0.f;
+            }
+
+        float dq[MT][HS / 8][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) zero_acc(dq[mt]);
+        uint32_t qf[RM][RK][4], of[RM][RK][4];
 
         for (int j = 0; j < nkt; ++j) {
             if (j + 1 < nkt) {
@@ -513,80 +576,95 @@ __global__ void __launch_bounds__(128)
                 cp_wait<0>();
             }
             __syncthreads();
-            if (kRegs && j == 0) {
+            if (REGS && j == 0) {
 #pragma unroll
-                for (int kk = 0; kk < (kRegs ? HS / 16 : 1); ++kk) {
-                    ldsm_x4(qf[kk], frag_a<LD>(sQ, warp * 16, kk * 16, lane));
-                    ldsm_x4(of[kk], frag_a<LD>(sO, warp * 16, kk * 16, lane));
-                }
+                for (int mt = 0; mt < RM; ++mt)
+#pragma unroll
+                    for (int kk = 0; kk < RK; ++kk) {
+                        ldsm_x4(qf[mt][kk], frag_a<LD>(sQ, warp * WR + mt * 16, kk * 16, lane));
+                        ldsm_x4(of[mt][kk], frag_a<LD>(sO, warp * WR + mt * 16, kk * 16, lane));
+                    }
             }
             const int k0 = j * BC;
-            if (k0 <= wq + 15) {
+            if (k0 <= wq + WR - 1) {
                 const bf16 *cK = sK + (j & 1) * BC * LD, *cV = sV + (j & 1) * BC * LD;
-                float s[BC / 8][4], dp[BC / 8][4];
+                float s[MT][BC / 8][4], dp[MT][BC / 8][4];
 #pragma unroll
-                for (int n = 0; n < BC / 8; ++n)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        s[n][e] = dp[n][e] = 0.f;
-                        /* S = Q K^T and dP = dO V^T */
+                for (int mt = 0; mt < MT; ++mt) {
+                    zero_acc(s[mt]);
+                    zero_acc(dp[mt]);
+                }
+                /* S = Q K^T and dP = dO V^T */
 #pragma unroll
                 for (int kk = 0; kk < HS / 16; ++kk) {
-                    uint32_t qa[4], oa[4];
-                    if constexpr (kRegs) {
+                    uint32_t qa[MT][4], oa[MT][4];
 #pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            qa[e] = qf[kRegs ? kk : 0][e];
-                            oa[e] = of[kRegs ? kk : 0][e];
+                    for (int mt = 0; mt < MT; ++mt) {
+                        if constexpr (REGS) {
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) {
+                                qa[mt][e] = qf[REGS ? mt : 0][REGS ? kk : 0][e];
+                                oa[mt][e] = of[REGS ? mt : 0][REGS ? kk : 0][e];
+                            }
+                        } else {
+                            ldsm_x4(qa[mt], frag_a<LD>(sQ, warp * WR + mt * 16, kk * 16, lane));
+                            ldsm_x4(oa[mt], frag_a<LD>(sO, warp * WR + mt * 16, kk * 16, lane));
                         }
-                    } else {
-                        ldsm_x4(qa, frag_a<LD>(sQ, warp * 16, kk * 16, lane));
-                        ldsm_x4(oa, frag_a<LD>(sO, warp * 16, kk * 16, lane));
                     }
 #pragma unroll
                     for (int np = 0; np < BC / 16; ++np) {
                         uint32_t bb[4];
                         ldsm_x4(bb, frag_b_nk<LD>(cK, np * 16, kk * 16, lane));
-                        mma(s[2 * np], qa, bb[0], bb[1]);
-                        mma(s[2 * np + 1], qa, bb[2], bb[3]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) {
+                            mma(s[mt][2 * np], qa[mt], bb[0], bb[1]);
+                            mma(s[mt][2 * np + 1], qa[mt], bb[2], bb[3]);
+                        }
                         ldsm_x4(bb, frag_b_nk<LD>(cV, np * 16, kk * 16, lane));
-                        mma(dp[2 * np], oa, bb[0], bb[1]);
-                        mma(dp[2 * np + 1], oa, bb[2], bb[3]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) {
+                            mma(dp[mt][2 * np], oa[mt], bb[0], bb[1]);
+                            mma(dp[mt][2 * np + 1], oa[mt], bb[2], bb[3]);
+                        }
                     }
                 }
                 const bool diag = k0 + BC - 1 > wq;
 #pragma unroll
-                for (int n = 0; n < BC / 8; ++n) {
+                for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const bool hi = e >> 1;
-                        float p = ex2(fmaf(s[n][e], sl2, -(hi ? L1 : L0)));
-                        if (diag && k0 + n * 8 + 2 * t4 + (e & 1) > (hi ? r1 : r0))
-                            p = 0.f;
-                        s[n][e] = p * (dp[n][e] - (hi ? D1 : D0)); /* dS */
-                    }
-                }
+                    for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            const int hh = e >> 1;
+                            float p = ex2(fmaf(s[mt][n][e], sl2, -L[mt][hh]));
+                            if (diag && k0 + n * 8 + 2 * t4 + (e & 1) > wq + mt * 16 + g + hh * 8) p = 0.f;
+                            s[mt][n][e] = p * (dp[mt][n][e] - Dr[mt][hh]); /* dS */
+                        }
                 /* dQ += dS K */
 #pragma unroll
                 for (int kk = 0; kk < BC / 16; ++kk) {
-                    const uint32_t da[4] = {
-                        pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                    uint32_t da[MT][4];
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) acc_to_a(da[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
                     for (int np = 0; np < HS / 16; ++np) {
                         uint32_t bb[4];
                         ldsm_x4_t(bb, frag_b_kn<LD>(cK, kk * 16, np * 16, lane));
-                        mma(dq[2 * np], da, bb[0], bb[1]);
-                        mma(dq[2 * np + 1], da, bb[2], bb[3]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) {
+                            mma(dq[mt][2 * np], da[mt], bb[0], bb[1]);
+                            mma(dq[mt][2 * np + 1], da[mt], bb[2], bb[3]);
+                        }
                     }
                 }
             }
             __syncthreads();
         }
-        bf16 *st = sQ + warp * 16 * LD; /* own rows only */
-        stage_acc<HS>(st, dq, scale, scale, lane);
+        bf16 *st = sQ + warp * WR * LD; /* own rows only */
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) stage_acc<HS>(st + mt * 16 * LD, dq[mt], scale, scale, lane);
         __syncwarp();
-        store_rows16<HS>(dqkv + ((long)b * T + wq) * rs + (long)h * HS, rs, st, T - wq, lane);
+        store_rows<WR, HS>(dqkv + ((long)b * T + wq) * rs + (long)h * HS, rs, st, T - wq, lane);
         __syncthreads();
     }
 }
@@ -595,11 +673,28 @@ __global__ void __launch_bounds__(128)
 
 static inline int grid_heads(int B, int NH) { return B * NH < 65535 ? B * NH : 65535; }
 
-template <int HS, int NW>
+/* Tile choices per head size (picked with dev/cuda/attention.cu on an H100). */
+template <int HS> struct Config;
+template <> struct Config<64> {
+    static constexpr int FWD_NW = 4, FWD_MT = 2;
+    static constexpr int KV_MK = 1, KV_BR = 32;
+    static constexpr bool KV_REGS = true;
+    static constexpr int Q_MT = 1, Q_BC = 64;
+    static constexpr bool Q_REGS = true;
+};
+template <> struct Config<128> {
+    static constexpr int FWD_NW = 4, FWD_MT = 1;
+    static constexpr int KV_MK = 1, KV_BR = 32;
+    static constexpr bool KV_REGS = false;
+    static constexpr int Q_MT = 1, Q_BC = 64;
+    static constexpr bool Q_REGS = false;
+};
+
+template <int HS, int NW, int MT>
 llmc_status forward_impl(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH) {
-    constexpr int BR = 16 * NW, LD = HS + kPad;
+    constexpr int BR = 16 * MT * NW, LD = HS + kPad;
     const size_t smem = (size_t)(BR + 4 * kBlk) * LD * sizeof(bf16);
-    auto kern = fwd_kernel<HS, NW>;
+    auto kern = fwd_kernel<HS, NW, MT>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
     const float sl2 = kLog2e / sqrtf((float)HS);
@@ -608,47 +703,72 @@ llmc_status forward_impl(llmc_device *dev, void *out, float *lse, const void *qk
     return LLMC_OK;
 }
 
-/* Launches the three backward kernels with a caller-provided D scratch (B*NH*T floats). */
-template <int HS, int BR_KV>
-llmc_status backward_launch(llmc_device *dev, float *D, void *dqkv, const void *dout, const void *qkv, const void *out,
-                            const float *lse, int B, int T, int NH) {
-    cudaStream_t st = llmc_cuda_stream(dev);
-    constexpr int LD = HS + kPad;
-    const float scale = 1.f / sqrtf((float)HS), sl2 = scale * kLog2e;
-    const long rows = (long)B * T * NH;
-    const long threads = rows * (HS / 8);
-    rowdot_kernel<HS>
-        <<<(unsigned)((threads + 255) / 256), 256, 0, st>>>(D, (const bf16 *)dout, (const bf16 *)out, B, T, NH);
-    LLMC_CUDA_LAUNCHED(dev);
-
-    const size_t smem_kv = (size_t)(2 * kBlk + 4 * BR_KV) * LD * sizeof(bf16) + 4 * BR_KV * sizeof(float);
-    auto kv = dkdv_kernel<HS, BR_KV>;
-    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
-    const dim3 gkv((T + kBlk - 1) / kBlk, grid_heads(B, NH));
-    kv<<<gkv, 128, smem_kv, st>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B, T, NH, sl2, scale);
-    LLMC_CUDA_LAUNCHED(dev);
-
-    const size_t smem_q = (size_t)(2 * 64 + 4 * kBlk) * LD * sizeof(bf16);
-    auto qk = dq_kernel<HS>;
-    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(qk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
-    const dim3 gq((T + 63) / 64, grid_heads(B, NH));
-    qk<<<gq, 128, smem_q, st>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B, T, NH, sl2, scale);
+template <int HS>
+llmc_status launch_rowdot(llmc_device *dev, float *D, const void *dout, const void *out, int B, int T, int NH) {
+    const long threads = (long)B * T * NH * (HS / 8);
+    rowdot_kernel<HS><<<(unsigned)((threads + 255) / 256), 256, 0, llmc_cuda_stream(dev)>>>(
+        D, (const bf16 *)dout, (const bf16 *)out, B, T, NH);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
 
-template <int HS, int BR_KV>
+template <int HS, int MK, int BR, bool REGS>
+llmc_status launch_dkdv(llmc_device *dev, const float *D, void *dqkv, const void *dout, const void *qkv,
+                        const float *lse, int B, int T, int NH) {
+    constexpr int BC = 64 * MK, LD = HS + kPad;
+    const float scale = 1.f / sqrtf((float)HS);
+    const size_t smem = (size_t)(2 * BC + 4 * BR) * LD * sizeof(bf16) + 4 * BR * sizeof(float);
+    auto kern = dkdv_kernel<HS, MK, BR, REGS>;
+    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((T + BC - 1) / BC, grid_heads(B, NH));
+    kern<<<grid, 128, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B,
+                                                     T, NH, scale * kLog2e, scale);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+template <int HS, int MT, int BC, bool REGS>
+llmc_status launch_dq(llmc_device *dev, const float *D, void *dqkv, const void *dout, const void *qkv,
+                      const float *lse, int B, int T, int NH) {
+    constexpr int BR = 64 * MT, LD = HS + kPad;
+    const float scale = 1.f / sqrtf((float)HS);
+    const size_t smem = (size_t)(2 * BR + 4 * BC) * LD * sizeof(bf16);
+    auto kern = dq_kernel<HS, MT, BC, REGS>;
+    LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
+    kern<<<grid, 128, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B,
+                                                     T, NH, scale * kLog2e, scale);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+/* The whole backward with a stream-ordered D scratch (B*NH*T floats), freed on every path. */
+template <int HS, int MK, int KBR, bool KREGS, int MT, int QBC, bool QREGS>
 llmc_status backward_impl(llmc_device *dev, void *dqkv, const void *dout, const void *qkv, const void *out,
                           const float *lse, int B, int T, int NH) {
     cudaStream_t st = llmc_cuda_stream(dev);
     float *D = nullptr;
     LLMC_CUDA_TRY(dev, cudaMallocAsync((void **)&D, (size_t)B * NH * T * sizeof(float), st));
-    const llmc_status s = backward_launch<HS, BR_KV>(dev, D, dqkv, dout, qkv, out, lse, B, T, NH);
+    llmc_status s = launch_rowdot<HS>(dev, D, dout, out, B, T, NH);
+    if (s == LLMC_OK) s = launch_dkdv<HS, MK, KBR, KREGS>(dev, D, dqkv, dout, qkv, lse, B, T, NH);
+    if (s == LLMC_OK) s = launch_dq<HS, MT, QBC, QREGS>(dev, D, dqkv, dout, qkv, lse, B, T, NH);
     const cudaError_t e = cudaFreeAsync(D, st);
-    if (s != LLMC_OK)
-        return s;
+    if (s != LLMC_OK) return s;
     LLMC_CUDA_TRY(dev, e);
     return LLMC_OK;
+}
+
+template <int HS>
+llmc_status forward_default(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH) {
+    typedef Config<HS> K;
+    return forward_impl<HS, K::FWD_NW, K::FWD_MT>(dev, out, lse, qkv, B, T, NH);
+}
+template <int HS>
+llmc_status backward_default(llmc_device *dev, void *dqkv, const void *dout, const void *qkv, const void *out,
+                             const float *lse, int B, int T, int NH) {
+    typedef Config<HS> K;
+    return backward_impl<HS, K::KV_MK, K::KV_BR, K::KV_REGS, K::Q_MT, K::Q_BC, K::Q_REGS>(dev, dqkv, dout, qkv, out,
+                                                                                         lse, B, T, NH);
 }
 
 static llmc_status check_args(llmc_device *dev, const char *what, int B, int T, int NH, int HS) {

@@ -55,9 +55,10 @@ __device__ __forceinline__ void dlogits_vector(bf16 *dst, const float (&x)[VEC],
     }
 }
 
-/* VEC: 8 (Vp % 8 == 0, aligned) or 1. CACHE: vectors per thread kept in registers (VEC 8 only). */
-template <int VEC, int CACHE>
-__global__ void classifier_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp, float dloss) {
+/* VEC: 8 (Vp % 8 == 0, aligned) or 1. CACHE: vectors per thread kept in registers (VEC 8 only).
+ * THREADS: the block size it is launched with (bounds the registers so that it fits). */
+template <int VEC, int CACHE, int THREADS>
+__global__ void __launch_bounds__(THREADS) classifier_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp, float dloss) {
     static_assert(VEC == 8 || CACHE == 0, "the register cache holds 16-byte vectors");
     __shared__ float red_m[32], red_s[32];
     __shared__ float lse_shared;
@@ -142,9 +143,9 @@ llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "classifier_forward: bad shape N=%d V=%d Vp=%d", N, V, Vp);
     cudaStream_t s = llmc_cuda_stream(dev);
     if (Vp % 8 == 0 && llmc_is_aligned16(logits)) {
-        classifier_kernel<8, CLS_CACHE><<<N, CLS_THREADS, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
+        classifier_kernel<8, CLS_CACHE, CLS_THREADS><<<N, CLS_THREADS, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
     } else {
-        classifier_kernel<1, 0><<<N, 256, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
+        classifier_kernel<1, 0, 256><<<N, 256, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
     }
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;

@@ -3,7 +3,7 @@
  * One warp per row. Rows are read with 16-byte vectors when C is a multiple of 8 and every
  * pointer is 16-byte aligned (GPT-2's C = 768..1600 always are); any other C takes the same
  * kernels with scalar accesses. C is limited by shared memory: forward stages a row of bf16
- * per warp, backward keeps 2 fp32 accumulators per column per warp (C <= 26000 or so). */
+ * per warp, backward keeps 2 fp32 accumulators per column per warp (C <= 29000 on H100). */
 #include "common.cuh"
 
 #define LN_EPS 1e-5f
@@ -77,16 +77,27 @@ llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, vo
     if (inp2 && !residual_out)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: inp2 given without residual_out");
     const size_t row_bytes = (size_t)C * sizeof(bf16);
-    const size_t smem_cap = 48 * 1024;
-    if (row_bytes > smem_cap)
+    int optin = 0;
+    LLMC_CUDA_TRY(dev, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                              llmc_cuda_impl_of(dev)->device));
+    if (row_bytes > (size_t)optin)
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "layernorm_forward: C=%d too large (max %d)", C,
-                                (int)(smem_cap / sizeof(bf16)));
-    int warps = (int)(smem_cap / row_bytes);
+                                (int)(optin / sizeof(bf16)));
+    int warps = (int)((48 * 1024) / row_bytes);
     if (warps > 8) warps = 8;
+    if (warps < 1) warps = 1;
     const size_t smem = (size_t)warps * row_bytes;
-    const int grid = LLMC_CEIL_DIV(N, warps);
     const bool vec = C % 8 == 0 && llmc_is_aligned16(out) && llmc_is_aligned16(inp) && llmc_is_aligned16(w) &&
                      llmc_is_aligned16(b) && llmc_is_aligned16(inp2) && llmc_is_aligned16(residual_out);
+    if (smem > 48 * 1024) {
+        if (vec)
+            LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_forward_kernel<8>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        else
+            LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_forward_kernel<1>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    }
+    const int grid = LLMC_CEIL_DIV(N, warps);
     cudaStream_t s = llmc_cuda_stream(dev);
     if (vec)
         layernorm_forward_kernel<8><<<grid, warps * 32, smem, s>>>((bf16 *)residual_out, (bf16 *)out, mean, rstd,

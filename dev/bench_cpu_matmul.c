@@ -150,27 +150,30 @@ static void check_shape(int N, int C, int OC, int stride) {
             err_add(&ew, dw[(size_t)o * C + c], dw0[(size_t)o * C + c] + ref_bwd_weight(dout, inp, o, c, N, C, OC));
     check("bwd dw only (dinp, dbias NULL)", err_rel(&ew) + (memcmp(db, db0, OC * sizeof(float)) ? 1.0 : 0.0), 1e-5);
 
-    /* determinism: the same bits twice, and with 1 thread vs all threads */
+    /* determinism: the same bits twice, and with 1, 3 and all threads */
     {
-        int nt = omp_get_max_threads();
-        float *o1 = nan_buf((size_t)N * OC), *o2 = nan_buf((size_t)N * OC), *g1 = nan_buf((size_t)N * OC);
-        float *g2 = nan_buf((size_t)N * OC), *d1 = nan_buf((size_t)N * C), *d2 = nan_buf((size_t)N * C);
-        float *w1 = copy_buf(dw0, (size_t)OC * C), *w2 = copy_buf(dw0, (size_t)OC * C);
-        float *b1 = copy_buf(db0, OC), *b2 = copy_buf(db0, OC);
-        ops->matmul_forward(&dev, o1, g1, inp, w, bias, N, C, OC);
-        ops->matmul_backward(&dev, d1, w1, b1, dout, inp, w, pre, N, C, OC);
-        omp_set_num_threads(1);
-        ops->matmul_forward(&dev, o2, g2, inp, w, bias, N, C, OC);
-        ops->matmul_backward(&dev, d2, w2, b2, dout, inp, w, pre, N, C, OC);
+        int nt = omp_get_max_threads(), counts[3] = {nt, 1, 3}, same = 1;
+        float *o[3], *gl[3], *d[3], *wg[3], *bg[3];
+        for (int r = 0; r < 3; r++) {
+            o[r] = nan_buf((size_t)N * OC), gl[r] = nan_buf((size_t)N * OC), d[r] = nan_buf((size_t)N * C);
+            wg[r] = copy_buf(dw0, (size_t)OC * C), bg[r] = copy_buf(db0, OC);
+            omp_set_num_threads(counts[r]);
+            ops->matmul_forward(&dev, o[r], gl[r], inp, w, bias, N, C, OC);
+            ops->matmul_backward(&dev, d[r], wg[r], bg[r], dout, inp, w, pre, N, C, OC);
+        }
         omp_set_num_threads(nt);
-        int same = !memcmp(o1, o2, (size_t)N * OC * 4) && !memcmp(g1, g2, (size_t)N * OC * 4) &&
-                   !memcmp(d1, d2, (size_t)N * C * 4) && !memcmp(w1, w2, (size_t)OC * C * 4) && !memcmp(b1, b2, OC * 4);
-        ops->matmul_forward(&dev, o2, g2, inp, w, bias, N, C, OC);
-        same = same && !memcmp(o1, o2, (size_t)N * OC * 4) && !memcmp(g1, g2, (size_t)N * OC * 4);
+        for (int r = 1; r < 3; r++)
+            same = same && !memcmp(o[0], o[r], (size_t)N * OC * 4) && !memcmp(gl[0], gl[r], (size_t)N * OC * 4) &&
+                   !memcmp(d[0], d[r], (size_t)N * C * 4) && !memcmp(wg[0], wg[r], (size_t)OC * C * 4) &&
+                   !memcmp(bg[0], bg[r], OC * 4);
+        ops->matmul_forward(&dev, o[1], gl[1], inp, w, bias, N, C, OC); /* and a plain repeat */
+        same = same && !memcmp(o[0], o[1], (size_t)N * OC * 4) && !memcmp(gl[0], gl[1], (size_t)N * OC * 4);
         if (!same) failures++;
-        printf("  %-58s %s\n", "bit-identical: repeat, and 1 thread vs all", same ? "ok" : "FAIL");
-        float *bufs[] = {o1, o2, g1, g2, d1, d2, w1, w2, b1, b2};
-        for (int i = 0; i < 10; i++) llmc_cpu_aligned_free(bufs[i]);
+        printf("  %-58s %s\n", "bit-identical: repeat, and 1 / 3 / all threads", same ? "ok" : "FAIL");
+        for (int r = 0; r < 3; r++) {
+            llmc_cpu_aligned_free(o[r]), llmc_cpu_aligned_free(gl[r]), llmc_cpu_aligned_free(d[r]);
+            llmc_cpu_aligned_free(wg[r]), llmc_cpu_aligned_free(bg[r]);
+        }
     }
 
     float *bufs[] = {inp, w, bias, dout, pre, out, pg, dinp, dw0, db0, dw, db};

@@ -15,6 +15,7 @@
  * over V is branch-free and vectorisable, no path sorts V entries, and the common
  * path allocates nothing.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,14 +32,19 @@ void llmc_sampling_default(llmc_sampling *s) {
 }
 
 /* exp(x) for x <= 0, to ~2e-7 relative, 0 below -87 (so -Inf gives exactly 0).
- * Plain arithmetic instead of expf so that loops over V vectorise. */
+ * Plain arithmetic instead of expf so that loops over V vectorise; the clamp works on
+ * the bits (for x <= 0, a larger pattern is a more negative x) because a float select
+ * there makes GCC split the loop into branches. */
 static inline float wexp(float x) {
-    float keep = x > -87.0f ? 1.0f : 0.0f;
-    x = x > -87.0f ? x : -87.0f;
-    float y = x * 1.44269504f;     /* x / ln 2 */
-    int n = (int)(y - 0.5f);       /* round to nearest: y <= 0 */
+    const uint32_t lim = 0xC2AE0000u; /* -87.0f */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    float keep = (float)(u < lim);
+    u = u < lim ? u : lim;
+    memcpy(&x, &u, 4);
+    int n = (int)(x * 1.44269504f - 0.5f); /* round(x / ln 2), x <= 0 */
     float r = x - (float)n * 0.693145752f - (float)n * 1.42860677e-6f; /* ln 2 in two parts */
-    float p = 1.0f / 5040;         /* Taylor to r^7 on |r| <= 0.35 */
+    float p = 1.0f / 5040; /* Taylor to r^7 on |r| <= 0.35 */
     p = p * r + 1.0f / 720;
     p = p * r + 1.0f / 120;
     p = p * r + 1.0f / 24;
@@ -46,8 +52,11 @@ static inline float wexp(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    union { uint32_t u; float f; } two_n = {(uint32_t)(n + 127) << 23}; /* n >= -126: normal */
-    return p * two_n.f * keep;
+    int32_t bits; /* p * 2^n by adding n to the exponent; n >= -126 keeps it normal */
+    memcpy(&bits, &p, 4);
+    bits += n * (1 << 23);
+    memcpy(&p, &bits, 4);
+    return p * keep;
 }
 
 /* Unnormalised probability of a logit. Division (not a reciprocal) keeps the top
@@ -61,8 +70,9 @@ typedef struct cand {
     float w; /* weight */
 } cand;
 
-/* The order in which tokens are preferred: larger logit, then smaller index. */
-static inline int better(float va, int ia, float vb, int ib) { return va > vb || (va == vb && ia < ib); }
+/* The order in which tokens are preferred: larger logit, then smaller index.
+ * Bitwise operators: no branches, so loops over V stay vectorisable. */
+static inline int better(float va, int ia, float vb, int ib) { return (va > vb) | ((va == vb) & (ia < ib)); }
 #define BETTER(a, b) better((a).v, (a).i, (b).v, (b).i)
 
 static int cmp_desc(const void *pa, const void *pb) {
@@ -84,58 +94,75 @@ static void sift_down(cand *h, int n, int i) {
     }
 }
 
-/* The k best of V in O(V log k) worst case, then sorted best first. */
+#define LANES 16
+#define BLOCK 256
+
+/* The k best of V, sorted best first. A heap of k; runs of logits that cannot enter
+ * it are skipped a vector at a time. */
 static void select_top_k(const float *logits, int V, int k, cand *out) {
     for (int i = 0; i < k; i++) out[i] = (cand){logits[i], i, 0};
     for (int i = k / 2 - 1; i >= 0; i--) sift_down(out, k, i);
     float worst = out[0].v;
-    for (int i = k; i < V; i++) {
-        /* i is larger than every kept index, so a tie with the worst kept loses */
-        if (logits[i] > worst) {
-            out[0] = (cand){logits[i], i, 0};
-            sift_down(out, k, 0);
-            worst = out[0].v;
+    for (int i = k; i < V;) {
+        if (i + 64 <= V) {
+            int any = 0;
+            for (int j = 0; j < 64; j++) any |= logits[i + j] > worst;
+            if (!any) {
+                i += 64;
+                continue;
+            }
         }
+        int end = i + 64 <= V ? i + 64 : V;
+        for (; i < end; i++)
+            /* i is larger than every kept index, so a tie with the worst kept loses */
+            if (logits[i] > worst) {
+                out[0] = (cand){logits[i], i, 0};
+                sift_down(out, k, 0);
+                worst = out[0].v;
+            }
     }
     qsort(out, (size_t)k, sizeof *out, cmp_desc);
 }
 
 /* ---- passes over all V logits ---- */
-#define LANES 16
-#define BLOCK 256
 
-/* Max logit; sets *bad if any logit is NaN or +Inf. */
+/* Max logit; sets *bad if any logit is NaN or +Inf. The max runs on integer keys that
+ * order like the floats (negative patterns flipped), which vectorises where a float
+ * max would not without -ffast-math. */
 static float scan_max(const float *logits, int V, int *bad) {
-    float m[LANES];
-    int b[LANES];
-    for (int j = 0; j < LANES; j++) m[j] = -INFINITY, b[j] = 0;
-    int i = 0;
-    for (; i + LANES <= V; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            float l = logits[i + j];
-            b[j] |= !(l < INFINITY); /* NaN or +Inf */
-            m[j] = l > m[j] ? l : m[j];
-        }
-    float mx = -INFINITY;
-    int any = 0;
-    for (; i < V; i++) {
-        any |= !(logits[i] < INFINITY);
-        mx = logits[i] > mx ? logits[i] : mx;
+    int32_t m = INT32_MIN;
+    int b = 0;
+    for (int i = 0; i < V; i++) {
+        int32_t k;
+        memcpy(&k, &logits[i], 4);
+        b |= !(logits[i] < INFINITY); /* NaN or +Inf */
+        k ^= (int32_t)((0u - ((uint32_t)k >> 31)) & 0x7FFFFFFFu);
+        m = k > m ? k : m;
     }
-    for (int j = 0; j < LANES; j++) {
-        any |= b[j];
-        mx = m[j] > mx ? m[j] : mx;
-    }
-    *bad = any;
+    m ^= (int32_t)((0u - ((uint32_t)m >> 31)) & 0x7FFFFFFFu);
+    float mx;
+    memcpy(&mx, &m, 4);
+    *bad = b;
     return mx;
 }
 
-/* Sum of weights of logits[lo, hi), hi - lo <= BLOCK, in a fixed order. */
-static double block_sum(const float *logits, int lo, int hi, float mx, float temperature) {
+/* Tokens at least as likely as (ev, ei) take part; ev = -INFINITY, ei = INT_MAX admits all. */
+typedef struct edge {
+    float v;
+    int i;
+} edge;
+
+/* Sum of the weights of member tokens in [lo, hi), hi - lo <= BLOCK, in a fixed order:
+ * LANES float partial sums (exact enough within a block), added in double. */
+static double block_sum(const float *logits, int lo, int hi, float mx, float temperature, edge e) {
     float w[BLOCK];
     int n = hi - lo;
-    for (int j = 0; j < n; j++) w[j] = weight(logits[lo + j], mx, temperature);
-    double acc[LANES] = {0};
+    for (int j = 0; j < n; j++) {
+        float l = logits[lo + j];
+        float in = (float)!better(e.v, e.i, l, lo + j);
+        w[j] = weight(l, mx, temperature) * in;
+    }
+    float acc[LANES] = {0};
     int j = 0;
     for (; j + LANES <= n; j += LANES)
         for (int q = 0; q < LANES; q++) acc[q] += w[j + q];
@@ -145,19 +172,24 @@ static double block_sum(const float *logits, int lo, int hi, float mx, float tem
     return s;
 }
 
-/* Plain softmax sampling. Block sums locate the block the draw falls in, so only
- * one block is scanned token by token. */
-static int draw_all(const float *logits, int V, float mx, float temperature, int fallback, uint64_t *rng) {
+static double total_weight(const float *logits, int V, float mx, float temperature, edge e, double *sums) {
+    double z = 0;
+    for (int b = 0, lo = 0; lo < V; b++, lo += BLOCK) {
+        double s = block_sum(logits, lo, lo + BLOCK < V ? lo + BLOCK : V, mx, temperature, e);
+        if (sums) sums[b] = s;
+        z += s;
+    }
+    return z;
+}
+
+/* Samples the member tokens in token order. Block sums locate the block the draw falls
+ * in, so only one block is scanned token by token. */
+static int draw_blocks(const float *logits, int V, float mx, float temperature, edge e, int fallback, uint64_t *rng) {
     int nb = (V + BLOCK - 1) / BLOCK;
     double stack_sums[1024];
     double *sums = nb <= 1024 ? stack_sums : malloc((size_t)nb * sizeof *sums);
     if (!sums) return -1;
-    double z = 0;
-    for (int b = 0; b < nb; b++) {
-        int lo = b * BLOCK, hi = lo + BLOCK < V ? lo + BLOCK : V;
-        sums[b] = block_sum(logits, lo, hi, mx, temperature);
-        z += sums[b];
-    }
+    double z = total_weight(logits, V, mx, temperature, e, sums);
     double target = (double)llmc_rng_f32(rng) * z, cum = 0;
     int b = 0, last_b = -1;
     for (; b < nb; b++) {
@@ -171,6 +203,7 @@ static int draw_all(const float *logits, int V, float mx, float temperature, int
     if (b < 0) return fallback;
     int lo = b * BLOCK, hi = lo + BLOCK < V ? lo + BLOCK : V, last = fallback;
     for (int i = lo; i < hi; i++) {
+        if (better(e.v, e.i, logits[i], i)) continue;
         double w = weight(logits[i], mx, temperature);
         if (w <= 0) continue;
         last = i;
@@ -198,40 +231,42 @@ static int draw_sorted(const cand *c, int n, double need, uint64_t *rng) {
     return last;
 }
 
-/* Quickselect for the nucleus: reorders a[0..m) so that a[0..*count) are the fewest
- * best candidates whose mass reaches need (all m when the mass falls short). O(m) expected. */
+/* Quickselect for the nucleus: reorders a[0..m) so that a[0..count) are the fewest best
+ * candidates whose mass reaches need; returns count (m when the mass falls short).
+ * O(m) expected; the partition is branch-free. */
 static int nucleus(cand *a, int m, double need) {
     int lo = 0, hi = m;
-    double acc = 0; /* mass of a[0..lo), all better than a[lo..hi) and below need */
+    double acc = 0; /* mass of a[0..lo): all better than a[lo..hi), together below need */
     while (hi - lo > 1) {
-        /* median of three as pivot, moved to a[hi-1] */
-        int mid = lo + (hi - lo) / 2;
+        int mid = lo + (hi - lo) / 2; /* median of three as pivot, parked at a[hi-1] */
         cand *x = &a[lo], *y = &a[mid], *z = &a[hi - 1], t;
         if (BETTER(*y, *x)) t = *x, *x = *y, *y = t;
         if (BETTER(*z, *y)) t = *y, *y = *z, *z = t;
         if (BETTER(*y, *x)) t = *x, *x = *y, *y = t;
-        t = *y, *y = a[hi - 1], a[hi - 1] = t; /* median to the end */
+        t = *y, *y = a[hi - 1], a[hi - 1] = t;
         cand piv = a[hi - 1];
         int p = lo;
         double up = 0;
-        for (int j = lo; j < hi - 1; j++)
-            if (BETTER(a[j], piv)) {
-                up += a[j].w;
-                t = a[p], a[p] = a[j], a[j] = t;
-                p++;
-            }
+        for (int j = lo; j < hi - 1; j++) {
+            t = a[j];
+            int b = BETTER(t, piv);
+            a[j] = a[p];
+            a[p] = t;
+            p += b;
+            up += b ? t.w : 0.0f;
+        }
         t = a[p], a[p] = a[hi - 1], a[hi - 1] = t;
         if (acc + up >= need) {
-            hi = p; /* the nucleus ends among the better part */
+            hi = p; /* the nucleus ends among the better part (not empty, as acc < need) */
         } else if (acc + up + a[p].w >= need) {
-            return p + 1; /* ends exactly at the pivot */
+            return p + 1; /* it ends at the pivot */
         } else {
             acc += up + a[p].w;
             lo = p + 1;
         }
     }
-    /* hi - lo == 1: a[lo] is where the mass first reaches need. hi == lo: only when rounding
-     * kept the mass of a[0..hi) under need, or all of a[0..m) weighs less than need. */
+    /* hi - lo == 1: a[lo] is where the mass first reaches need. hi == lo: the mass of
+     * a[0..hi) rounded under need, or all of a[0..m) weighs less than need. */
     return hi;
 }
 
@@ -255,6 +290,7 @@ int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64
     uint64_t local = llmc_rng_seed(s->seed);
     uint64_t *rng = rng_state ? rng_state : &local;
     int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+    const edge all = {-INFINITY, INT_MAX};
 
     if (k < V) {
         cand *c = malloc((size_t)k * sizeof *c);
@@ -266,59 +302,43 @@ int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64
         free(c);
         return tok;
     }
-    if (!(top_p < 1.0f) || V == 1) return draw_all(logits, V, mx, temperature, arg, rng);
+    if (!(top_p < 1.0f) || V == 1) return draw_blocks(logits, V, mx, temperature, all, arg, rng);
 
     /* Nucleus without top-k. Tokens lighter than (1-top_p)/(V-1) of the total weigh less
      * than 1-top_p together, so the nucleus lies among the heavier ones. The cut is made
      * on the logit, so the candidates are exactly a prefix of the preference order. */
-    double z = 0;
-    for (int lo = 0; lo < V; lo += BLOCK) z += block_sum(logits, lo, lo + BLOCK < V ? lo + BLOCK : V, mx, temperature);
+    double z = total_weight(logits, V, mx, temperature, all, NULL);
     double need = (double)top_p * z;
-    if (need <= 0) { /* top_p <= 0: the single most likely token (still one draw, for a steady stream) */
+    if (need <= 0) { /* top_p <= 0: the single most likely token (one draw all the same) */
         llmc_rng_f32(rng);
         return arg;
     }
     float cut = mx + (float)((double)temperature * log((1.0 - (double)top_p) / (V - 1) * z));
     int m = 0;
     for (int i = 0; i < V; i++) m += logits[i] >= cut;
-    cand *c = malloc((size_t)(m > 0 ? m : 1) * sizeof *c);
+    cand *c = malloc(((size_t)m + 1) * sizeof *c);
     if (!c) return -1;
-    double heavy = 0;
     int n = 0;
-    for (int i = 0; i < V && n < m; i++)
-        if (logits[i] >= cut) {
-            float w = weight(logits[i], mx, temperature);
-            c[n++] = (cand){logits[i], i, w};
-            heavy += w;
-        }
+    for (int i = 0; i < V; i++) { /* branch-free compaction: write always, advance when kept */
+        c[n] = (cand){logits[i], i, 0};
+        n += logits[i] >= cut;
+    }
+    double heavy = 0;
+    for (int j = 0; j < n; j++) heavy += c[j].w = weight(c[j].v, mx, temperature);
     if (n == 0 || heavy < need) { /* the bound failed (tiny top_p, rounding): take every token */
-        cand *all = realloc(c, (size_t)V * sizeof *c);
-        if (!all) {
+        cand *wide = realloc(c, (size_t)V * sizeof *c);
+        if (!wide) {
             free(c);
             return -1;
         }
-        c = all;
+        c = wide;
         for (int i = 0; i < V; i++) c[i] = (cand){logits[i], i, weight(logits[i], mx, temperature)};
         n = V;
     }
     int cnt = nucleus(c, n, need);
-    /* The worst member bounds the nucleus; sample the members in token order. */
-    cand edge = c[0];
-    double mass = 0;
-    for (int j = 0; j < cnt; j++) {
-        mass += c[j].w;
-        if (BETTER(edge, c[j])) edge = c[j];
-    }
+    edge e = {c[0].v, c[0].i}; /* the least likely member bounds the nucleus */
+    for (int j = 1; j < cnt; j++)
+        if (better(e.v, e.i, c[j].v, c[j].i)) e.v = c[j].v, e.i = c[j].i;
     free(c);
-    double target = (double)llmc_rng_f32(rng) * mass, cum = 0;
-    int last = arg;
-    for (int i = 0; i < V; i++) {
-        if (better(edge.v, edge.i, logits[i], i)) continue; /* outside the nucleus */
-        float w = weight(logits[i], mx, temperature);
-        if (w <= 0) continue;
-        last = i;
-        cum += w;
-        if (cum > target) return i;
-    }
-    return last;
+    return draw_blocks(logits, V, mx, temperature, e, arg, rng);
 }

@@ -5,9 +5,19 @@
     logits, loss = model.forward(tokens, targets)
     model.backward(); model.step(lr=3e-4)
     print(model.generate("To be, or not to be", max_new_tokens=32))
-"""
-from ._core import LlmcError, backends
-from .model import GPT2
 
+The compiled extension is imported on first use, so the pure-Python tools
+(llmc.prepare, llmc.tokenizer) work before it is built.
+"""
 __all__ = ["GPT2", "LlmcError", "backends"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in ("LlmcError", "backends"):
+        from . import _core
+        return getattr(_core, name)
+    if name == "GPT2":
+        from .model import GPT2
+        return GPT2
+    raise AttributeError(f"module 'llmc' has no attribute {name!r}")
