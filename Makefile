@@ -4,6 +4,7 @@ BUILD ?= build
 CMAKE_ARGS ?=
 PYTHON ?= python3
 JOBS ?= $(shell nproc)
+GENERATOR ?= $(shell command -v ninja >/dev/null 2>&1 && echo -G Ninja)
 
 .PHONY: all configure python test quickstart clean
 
@@ -12,7 +13,7 @@ all: configure
 	@for t in train_gpt2 train_gpt2cu; do if [ -f $(BUILD)/$$t ]; then cp $(BUILD)/$$t ./$$t; fi; done
 
 configure:
-	@cmake -S . -B $(BUILD) -G Ninja $(CMAKE_ARGS) >/dev/null
+	@cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS) >/dev/null
 
 # Build and install the Python package (llmc._core) into the current environment.
 python:

@@ -26,9 +26,25 @@ typedef __nv_bfloat16 bf16;
 
 constexpr int kPad =
     8; /* bf16 of padding per shared row: rows 16 bytes apart mod 128 → ldmatrix has no bank conflicts */
-constexpr int kBlk = 64; /* key tile of the forward and of dQ; key block of dK/dV */
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+
+/* Tile shapes, as template arguments of the kernels (dev/cuda/attention.cu times the variants).
+ * NW warps per block; MINB = minimum resident blocks per SM asked of the register allocator. */
+template <int NW_, int MT_, int BC_ = 64, int MINB_ = 1> struct FwdTiles {
+    /* each warp owns MT 16-row m-tiles of queries; BC keys per shared tile */
+    static constexpr int NW = NW_, MT = MT_, BC = BC_, MINB = MINB_;
+};
+template <int MK_, int BR_, bool REGS_, int NW_ = 4, int MINB_ = 1> struct KvTiles {
+    /* each warp owns MK 16-key m-tiles; BR queries per step; REGS: K/V fragments kept in registers */
+    static constexpr int MK = MK_, BR = BR_, NW = NW_, MINB = MINB_;
+    static constexpr bool REGS = REGS_;
+};
+template <int MT_, int BC_, bool REGS_, int NW_ = 4, int MINB_ = 1> struct QTiles {
+    /* each warp owns MT 16-query m-tiles; BC keys per step; REGS: Q/dO fragments kept in registers */
+    static constexpr int MT = MT_, BC = BC_, NW = NW_, MINB = MINB_;
+    static constexpr bool REGS = REGS_;
+};
 
 /* ---------------------------------------------------------------- PTX helpers */
 
@@ -57,9 +73,9 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16 *p) {
 /* c += a (16x16, row) * b (16x8, col) */
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ float ex2(float x) {
     float y;
@@ -127,10 +143,10 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
     a[2] = pack_bf16(c1[0], c1[1]);
     a[3] = pack_bf16(c1[2], c1[3]);
 }
-template <int N>
-__device__ __forceinline__ void zero_acc(float (&c)[N][4]) {
+template <int N> __device__ __forceinline__ void zero_acc(float (&c)[N][4]) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+    for (int i = 0; i < N; ++i)
+        c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -178,11 +194,12 @@ __device__ __forceinline__ void softmax_step(float (&s)[N][4], float (&m)[2], fl
 
 /* NW warps, each owning MT m-tiles (16*MT query rows): a block covers 16*MT*NW rows.
  * More rows per warp = each K/V fragment read from shared memory feeds more MMAs. */
-template <int HS, int NW, int MT>
-__global__ void __launch_bounds__(NW * 32)
+template <int HS, class TL>
+__global__ void __launch_bounds__(TL::NW * 32, TL::MINB)
     fwd_kernel(bf16 *__restrict__ out, float *__restrict__ lse, const bf16 *__restrict__ qkv, int B, int T, int NH,
                float sl2) {
-    constexpr int WR = 16 * MT, BR = WR * NW, BC = kBlk, LD = HS + kPad, NT = NW * 32;
+    constexpr int NW = TL::NW, MT = TL::MT, BC = TL::BC;
+    constexpr int WR = 16 * MT, BR = WR * NW, LD = HS + kPad, NT = NW * 32;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem);
     bf16 *sK = sQ + BR * LD;     /* 2 buffers */
@@ -236,7 +253,8 @@ __global__ void __launch_bounds__(NW * 32)
                 const bf16 *cK = sK + (j & 1) * BC * LD, *cV = sV + (j & 1) * BC * LD;
                 float s[MT][BC / 8][4];
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) zero_acc(s[mt]);
+                for (int mt = 0; mt < MT; ++mt)
+                    zero_acc(s[mt]);
 #pragma unroll
                 for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
@@ -261,12 +279,14 @@ __global__ void __launch_bounds__(NW * 32)
                                     s[mt][nt][e] = -INFINITY;
                 }
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) softmax_step<BC / 8, HS>(s[mt], m[mt], l[mt], o[mt], sl2);
+                for (int mt = 0; mt < MT; ++mt)
+                    softmax_step<BC / 8, HS>(s[mt], m[mt], l[mt], o[mt], sl2);
 #pragma unroll
                 for (int kk = 0; kk < BC / 16; ++kk) {
                     uint32_t pa[MT][4];
 #pragma unroll
-                    for (int mt = 0; mt < MT; ++mt) acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+                    for (int mt = 0; mt < MT; ++mt)
+                        acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
                     for (int np = 0; np < HS / 16; ++np) {
                         uint32_t bb[4];
@@ -308,8 +328,8 @@ __global__ void __launch_bounds__(NW * 32)
 
 /* D[b,h,t] = sum_d dO[b,t,h,d] * O[b,t,h,d]; HS/8 threads per row, 16 bytes each. */
 template <int HS>
-__global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ dout, const bf16 *__restrict__ out,
-                              int B, int T, int NH) {
+__global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ dout, const bf16 *__restrict__ out, int B,
+                              int T, int NH) {
     constexpr int TPR = HS / 8;
     const long n = ((long)blockIdx.x * blockDim.x + threadIdx.x) / TPR; /* row (b,t,h) */
     const int part = threadIdx.x % TPR;
@@ -328,7 +348,8 @@ __global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ do
         }
     }
 #pragma unroll
-    for (int o = TPR / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    for (int o = TPR / 2; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (n < N && part == 0) {
         const int h = (int)(n % NH);
         const long bt = n / NH;
@@ -339,21 +360,23 @@ __global__ void rowdot_kernel(float *__restrict__ D, const bf16 *__restrict__ do
 
 /* dK, dV for one block of 64*MK keys (4 warps x 16*MK keys), looping over query tiles of BR rows.
  * REGS: keep the warp's K, V fragments in registers instead of re-reading shared memory. */
-template <int HS, int MK, int BR, bool REGS>
-__global__ void __launch_bounds__(128)
+template <int HS, class TL>
+__global__ void __launch_bounds__(TL::NW * 32, TL::MINB)
     dkdv_kernel(bf16 *__restrict__ dqkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ qkv,
                 const float *__restrict__ lse, const float *__restrict__ Dv, int B, int T, int NH, float sl2,
                 float scale) {
-    constexpr int WK = 16 * MK, BC = 4 * WK, LD = HS + kPad, NT = 128;
+    constexpr int MK = TL::MK, BR = TL::BR, NW = TL::NW;
+    constexpr bool REGS = TL::REGS;
+    constexpr int WK = 16 * MK, BC = NW * WK, LD = HS + kPad, NT = NW * 32;
     constexpr int RM = REGS ? MK : 1, RK = REGS ? HS / 16 : 1;
-    static_assert(BR % 16 == 0 && BR <= 64 && BC % BR == 0, "query tile must divide the key block");
+    static_assert(BR % 16 == 0 && BR <= 64 && BC % BR == 0 && NT >= 128, "query tile must divide the key block");
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sK = reinterpret_cast<bf16 *>(smem);
     bf16 *sV = sK + BC * LD;
-    bf16 *sQ = sV + BC * LD;                                  /* 2 buffers */
-    bf16 *sO = sQ + 2 * BR * LD;                              /* dO, 2 buffers */
+    bf16 *sQ = sV + BC * LD;                                 /* 2 buffers */
+    bf16 *sO = sQ + 2 * BR * LD;                             /* dO, 2 buffers */
     float *sL = reinterpret_cast<float *>(sO + 2 * BR * LD); /* lse, 2 buffers */
-    float *sD = sL + 2 * BR;                                  /* D, 2 buffers */
+    float *sD = sL + 2 * BR;                                 /* D, 2 buffers */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int k0 = blockIdx.x * BC; /* block 0 has the most query tiles: it starts first */
     const int wk = k0 + warp * WK;
@@ -473,7 +496,7 @@ __global__ void __launch_bounds__(128)
                             s[mk][n][e] = p;
                             dp[mk][n][e] = p * (dp[mk][n][e] - cD[qc]);
                         }
-                /* dV += P^T dO,  dK += dS^T Q */
+                        /* dV += P^T dO,  dK += dS^T Q */
 #pragma unroll
                 for (int kk = 0; kk < BR / 16; ++kk) {
                     uint32_t pa[MK][4], da[MK][4];
@@ -519,12 +542,14 @@ __global__ void __launch_bounds__(128)
 
 /* dQ for one tile of 64*MT queries (4 warps x 16*MT rows), looping over key tiles of BC.
  * REGS: keep the warp's Q, dO fragments in registers. */
-template <int HS, int MT, int BC, bool REGS>
-__global__ void __launch_bounds__(128)
+template <int HS, class TL>
+__global__ void __launch_bounds__(TL::NW * 32, TL::MINB)
     dq_kernel(bf16 *__restrict__ dqkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ qkv,
               const float *__restrict__ lse, const float *__restrict__ Dv, int B, int T, int NH, float sl2,
               float scale) {
-    constexpr int WR = 16 * MT, BR = 4 * WR, LD = HS + kPad, NT = 128;
+    constexpr int MT = TL::MT, BC = TL::BC, NW = TL::NW;
+    constexpr bool REGS = TL::REGS;
+    constexpr int WR = 16 * MT, BR = NW * WR, LD = HS + kPad, NT = NW * 32;
     constexpr int RM = REGS ? MT : 1, RK = REGS ? HS / 16 : 1;
     static_assert(BC % 16 == 0, "key tile");
     extern __shared__ __align__(16) unsigned char smem[];
@@ -562,7 +587,8 @@ __global__ void __launch_bounds__(128)
 
         float dq[MT][HS / 8][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) zero_acc(dq[mt]);
+        for (int mt = 0; mt < MT; ++mt)
+            zero_acc(dq[mt]);
         uint32_t qf[RM][RK][4], of[RM][RK][4];
 
         for (int j = 0; j < nkt; ++j) {
@@ -640,12 +666,13 @@ __global__ void __launch_bounds__(128)
                             if (diag && k0 + n * 8 + 2 * t4 + (e & 1) > wq + mt * 16 + g + hh * 8) p = 0.f;
                             s[mt][n][e] = p * (dp[mt][n][e] - Dr[mt][hh]); /* dS */
                         }
-                /* dQ += dS K */
+                        /* dQ += dS K */
 #pragma unroll
                 for (int kk = 0; kk < BC / 16; ++kk) {
                     uint32_t da[MT][4];
 #pragma unroll
-                    for (int mt = 0; mt < MT; ++mt) acc_to_a(da[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+                    for (int mt = 0; mt < MT; ++mt)
+                        acc_to_a(da[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
                     for (int np = 0; np < HS / 16; ++np) {
                         uint32_t bb[4];
@@ -662,7 +689,8 @@ __global__ void __launch_bounds__(128)
         }
         bf16 *st = sQ + warp * WR * LD; /* own rows only */
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) stage_acc<HS>(st + mt * 16 * LD, dq[mt], scale, scale, lane);
+        for (int mt = 0; mt < MT; ++mt)
+            stage_acc<HS>(st + mt * 16 * LD, dq[mt], scale, scale, lane);
         __syncwarp();
         store_rows<WR, HS>(dqkv + ((long)b * T + wq) * rs + (long)h * HS, rs, st, T - wq, lane);
         __syncthreads();
@@ -673,32 +701,28 @@ __global__ void __launch_bounds__(128)
 
 static inline int grid_heads(int B, int NH) { return B * NH < 65535 ? B * NH : 65535; }
 
-/* Tile choices per head size (picked with dev/cuda/attention.cu on an H100). */
+/* Tile choices per head size (picked with dev/cuda/attention.cu on an H100, see its header). */
 template <int HS> struct Config;
 template <> struct Config<64> {
-    static constexpr int FWD_NW = 4, FWD_MT = 2;
-    static constexpr int KV_MK = 1, KV_BR = 32;
-    static constexpr bool KV_REGS = true;
-    static constexpr int Q_MT = 1, Q_BC = 64;
-    static constexpr bool Q_REGS = true;
+    typedef FwdTiles<4, 2> Fwd;
+    typedef KvTiles<1, 32, true> Kv;
+    typedef QTiles<2, 64, false> Q;
 };
 template <> struct Config<128> {
-    static constexpr int FWD_NW = 4, FWD_MT = 1;
-    static constexpr int KV_MK = 1, KV_BR = 32;
-    static constexpr bool KV_REGS = false;
-    static constexpr int Q_MT = 1, Q_BC = 64;
-    static constexpr bool Q_REGS = false;
+    typedef FwdTiles<4, 1> Fwd;
+    typedef KvTiles<1, 32, false> Kv;
+    typedef QTiles<1, 64, false> Q;
 };
 
-template <int HS, int NW, int MT>
+template <int HS, class TL>
 llmc_status forward_impl(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH) {
-    constexpr int BR = 16 * MT * NW, LD = HS + kPad;
-    const size_t smem = (size_t)(BR + 4 * kBlk) * LD * sizeof(bf16);
-    auto kern = fwd_kernel<HS, NW, MT>;
+    constexpr int BR = 16 * TL::MT * TL::NW, LD = HS + kPad;
+    const size_t smem = (size_t)(BR + 4 * TL::BC) * LD * sizeof(bf16);
+    auto kern = fwd_kernel<HS, TL>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
     const float sl2 = kLog2e / sqrtf((float)HS);
-    kern<<<grid, NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, sl2);
+    kern<<<grid, TL::NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, sl2);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
@@ -712,46 +736,46 @@ llmc_status launch_rowdot(llmc_device *dev, float *D, const void *dout, const vo
     return LLMC_OK;
 }
 
-template <int HS, int MK, int BR, bool REGS>
+template <int HS, class TL>
 llmc_status launch_dkdv(llmc_device *dev, const float *D, void *dqkv, const void *dout, const void *qkv,
                         const float *lse, int B, int T, int NH) {
-    constexpr int BC = 64 * MK, LD = HS + kPad;
+    constexpr int BC = 16 * TL::MK * TL::NW, BR = TL::BR, LD = HS + kPad;
     const float scale = 1.f / sqrtf((float)HS);
     const size_t smem = (size_t)(2 * BC + 4 * BR) * LD * sizeof(bf16) + 4 * BR * sizeof(float);
-    auto kern = dkdv_kernel<HS, MK, BR, REGS>;
+    auto kern = dkdv_kernel<HS, TL>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((T + BC - 1) / BC, grid_heads(B, NH));
-    kern<<<grid, 128, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B,
-                                                     T, NH, scale * kLog2e, scale);
+    kern<<<grid, TL::NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse,
+                                                             D, B, T, NH, scale * kLog2e, scale);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
 
-template <int HS, int MT, int BC, bool REGS>
-llmc_status launch_dq(llmc_device *dev, const float *D, void *dqkv, const void *dout, const void *qkv,
-                      const float *lse, int B, int T, int NH) {
-    constexpr int BR = 64 * MT, LD = HS + kPad;
+template <int HS, class TL>
+llmc_status launch_dq(llmc_device *dev, const float *D, void *dqkv, const void *dout, const void *qkv, const float *lse,
+                      int B, int T, int NH) {
+    constexpr int BR = 16 * TL::MT * TL::NW, BC = TL::BC, LD = HS + kPad;
     const float scale = 1.f / sqrtf((float)HS);
     const size_t smem = (size_t)(2 * BR + 4 * BC) * LD * sizeof(bf16);
-    auto kern = dq_kernel<HS, MT, BC, REGS>;
+    auto kern = dq_kernel<HS, TL>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
-    kern<<<grid, 128, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse, D, B,
-                                                     T, NH, scale * kLog2e, scale);
+    kern<<<grid, TL::NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse,
+                                                             D, B, T, NH, scale * kLog2e, scale);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
 
 /* The whole backward with a stream-ordered D scratch (B*NH*T floats), freed on every path. */
-template <int HS, int MK, int KBR, bool KREGS, int MT, int QBC, bool QREGS>
+template <int HS, class KV, class Q>
 llmc_status backward_impl(llmc_device *dev, void *dqkv, const void *dout, const void *qkv, const void *out,
                           const float *lse, int B, int T, int NH) {
     cudaStream_t st = llmc_cuda_stream(dev);
     float *D = nullptr;
     LLMC_CUDA_TRY(dev, cudaMallocAsync((void **)&D, (size_t)B * NH * T * sizeof(float), st));
     llmc_status s = launch_rowdot<HS>(dev, D, dout, out, B, T, NH);
-    if (s == LLMC_OK) s = launch_dkdv<HS, MK, KBR, KREGS>(dev, D, dqkv, dout, qkv, lse, B, T, NH);
-    if (s == LLMC_OK) s = launch_dq<HS, MT, QBC, QREGS>(dev, D, dqkv, dout, qkv, lse, B, T, NH);
+    if (s == LLMC_OK) s = launch_dkdv<HS, KV>(dev, D, dqkv, dout, qkv, lse, B, T, NH);
+    if (s == LLMC_OK) s = launch_dq<HS, Q>(dev, D, dqkv, dout, qkv, lse, B, T, NH);
     const cudaError_t e = cudaFreeAsync(D, st);
     if (s != LLMC_OK) return s;
     LLMC_CUDA_TRY(dev, e);
@@ -760,15 +784,12 @@ llmc_status backward_impl(llmc_device *dev, void *dqkv, const void *dout, const 
 
 template <int HS>
 llmc_status forward_default(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH) {
-    typedef Config<HS> K;
-    return forward_impl<HS, K::FWD_NW, K::FWD_MT>(dev, out, lse, qkv, B, T, NH);
+    return forward_impl<HS, typename Config<HS>::Fwd>(dev, out, lse, qkv, B, T, NH);
 }
 template <int HS>
 llmc_status backward_default(llmc_device *dev, void *dqkv, const void *dout, const void *qkv, const void *out,
                              const float *lse, int B, int T, int NH) {
-    typedef Config<HS> K;
-    return backward_impl<HS, K::KV_MK, K::KV_BR, K::KV_REGS, K::Q_MT, K::Q_BC, K::Q_REGS>(dev, dqkv, dout, qkv, out,
-                                                                                         lse, B, T, NH);
+    return backward_impl<HS, typename Config<HS>::Kv, typename Config<HS>::Q>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
 }
 
 static llmc_status check_args(llmc_device *dev, const char *what, int B, int T, int NH, int HS) {
@@ -786,19 +807,15 @@ static llmc_status check_args(llmc_device *dev, const char *what, int B, int T, 
 llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T, int NH,
                                         int HS) {
     const llmc_status s = llmc_attn::check_args(dev, "attention_forward", B, T, NH, HS);
-    if (s != LLMC_OK)
-        return s;
-    if (HS == 64)
-        return llmc_attn::forward_impl<64, 4>(dev, out, lse, qkv, B, T, NH);
-    return llmc_attn::forward_impl<128, 4>(dev, out, lse, qkv, B, T, NH);
+    if (s != LLMC_OK) return s;
+    if (HS == 64) return llmc_attn::forward_default<64>(dev, out, lse, qkv, B, T, NH);
+    return llmc_attn::forward_default<128>(dev, out, lse, qkv, B, T, NH);
 }
 
 llmc_status llmc_cuda_attention_backward(llmc_device *dev, void *dqkv, const void *dout, const void *qkv,
                                          const void *out, const float *lse, int B, int T, int NH, int HS) {
     const llmc_status s = llmc_attn::check_args(dev, "attention_backward", B, T, NH, HS);
-    if (s != LLMC_OK)
-        return s;
-    if (HS == 64)
-        return llmc_attn::backward_impl<64, 64>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
-    return llmc_attn::backward_impl<128, 32>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
+    if (s != LLMC_OK) return s;
+    if (HS == 64) return llmc_attn::backward_default<64>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
+    return llmc_attn::backward_default<128>(dev, dqkv, dout, qkv, out, lse, B, T, NH);
 }

@@ -129,6 +129,23 @@ struct llmc_backend_ops {
     /* *out (host) = sum of squares of n act-dtype elements, accumulated in fp32 or wider,
      * in a fixed order (deterministic). Synchronizes. */
     llmc_status (*sum_squares)(llmc_device *dev, double *out, const void *x, size_t n);
+
+    /* ---- inference with a KV cache (generate.c / infer.c) ----
+     * A cache holds K or V of one layer for S sequence slots: (S, NH, maxlen, HS), act dtype.
+     * tokens, pos, slots and lens are device int32 arrays. */
+    /* out[i,:] = wte[tokens[i],:] + wpe[pos[i],:] (=) for N rows: each row has its own position. */
+    llmc_status (*encoder_forward_at)(llmc_device *dev, void *out, const int *tokens, const int *pos, const void *wte,
+                                      const void *wpe, int N, int C);
+    /* qkv (B,T,3C) as in attention_forward. For b < B, t < T:
+     * kcache[slots[b], h, pos[b] + t, :] = k[b,t,h,:], vcache likewise (=); pos[b] + T <= maxlen. */
+    llmc_status (*kv_append)(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
+                             const int *pos, int B, int T, int NH, int HS, int maxlen);
+    /* One query per row against cached keys: q[i,h,:] is the first C of row i of qkv (N,3C);
+     * out[i,h,:] (=) = sum_{j < lens[i]} softmax_j(q.k_j / sqrt(HS)) v_j, with k_j = kcache[slots[i],h,j,:]
+     * (v likewise); 1 <= lens[i] <= maxlen. Softmax in fp32. */
+    llmc_status (*attention_decode)(llmc_device *dev, void *out, const void *qkv, const void *kcache,
+                                    const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
+                                    int maxlen);
 };
 
 #ifdef __cplusplus

@@ -1,33 +1,53 @@
 /*
- * generate.c — autoregressive sampling sessions (llmc_gen_*).
+ * generate.c — autoregressive sampling sessions (llmc_gen_*) on a KV-cache engine.
  *
- * This version recomputes the full forward over each sequence's context for every
- * new token; the session interface is what the trainers and Python use, so a
- * KV-cache engine can replace the inside without changing callers.
+ * llmc_gen_begin validates the prompts, sizes a cache for the session (batch x the
+ * longest prompt + max_new, capped at the model's context) and prefills every prompt
+ * (infer.c): from then on the session holds, for each live sequence, the logits of
+ * its last token. llmc_gen_next samples one token per live sequence from those logits,
+ * then runs one batched decode step over the sequences that go on (each at its own
+ * position), which leaves the logits for the next call. A token that ends a sequence
+ * (EOT, max_new, or the context limit) is never fed back.
+ *
+ * Each sequence samples from its own RNG stream (stream 0 is the one a single
+ * sequence gets), so sampling runs in parallel across sequences and a sequence's
+ * tokens do not depend on when the others stop.
  */
 #include <stdlib.h>
 #include <string.h>
-#include "model_internal.h"
+#include "infer.h"
 #include "rng.h"
 
+/* Rows of activation scratch a prefill may use at once (prompts longer than this still
+ * get their own full-length pass). */
+#define PREFILL_ROWS 4096
+
 struct llmc_gen_state {
-    int batch, max_new, eot, cap;
+    int batch, max_new, eot, maxT;
     llmc_sampling sampling;
-    uint64_t rng;
-    int *tokens;    /* batch x cap */
-    int *len;       /* current length of each sequence */
-    int *generated; /* new tokens so far */
+    uint64_t *rng;   /* per sequence */
+    int *len;        /* tokens so far (prompt + generated) */
+    int *generated;
     int *alive;
-    float *logits;  /* V */
+    int *row;        /* row of `logits` holding the sequence's next-token logits, -1 when stopped */
+    int *tok, *slot, *pos; /* staging of one decode step */
+    float *logits;   /* (batch, Vp) fp32 on the host */
+    int broken;      /* a device step failed: the cache can no longer be trusted */
+    llmc_infer eng;
 };
 
 void llmc_gen_free(llmc_model *m) {
     llmc_gen_state *g = m->gen;
     if (!g) return;
-    free(g->tokens);
+    llmc_infer_release(m, &g->eng);
+    free(g->rng);
     free(g->len);
     free(g->generated);
     free(g->alive);
+    free(g->row);
+    free(g->tok);
+    free(g->slot);
+    free(g->pos);
     free(g->logits);
     free(g);
     m->gen = NULL;
@@ -35,11 +55,76 @@ void llmc_gen_free(llmc_model *m) {
 
 void llmc_gen_end(llmc_model *m) { llmc_gen_free(m); }
 
+static llmc_status download_logits(llmc_model *m, llmc_gen_state *g, int n) {
+    const size_t Vp = (size_t)m->cfg.padded_vocab_size;
+    MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, g->logits, g->eng.logits, m->dev.ops->act_dtype, (size_t)n * Vp));
+    return LLMC_OK;
+}
+
+/* Sequence order for prefill: by prompt length, then index (keys are len << 32 | index). */
+static int cmp_u64(const void *pa, const void *pb) {
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+    return a < b ? -1 : a > b;
+}
+
+/* Prefills the live sequences, grouped by prompt length so that each pass is one
+ * (count, T) batch, and computes their first logits. */
+static llmc_status prefill(llmc_model *m, llmc_gen_state *g, const int *prompts, const size_t *offsets) {
+    llmc_infer *e = &g->eng;
+    int nlive = 0;
+    uint64_t *order = malloc((size_t)g->batch * sizeof(uint64_t));
+    int *buf = malloc((size_t)e->rows * sizeof(int));
+    int *slots = malloc((size_t)g->batch * sizeof(int)), *rows = malloc((size_t)g->batch * sizeof(int));
+    llmc_status st = LLMC_OK;
+    if (!order || !buf || !slots || !rows) {
+        st = llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate prefill buffers");
+        goto done;
+    }
+    for (int b = 0; b < g->batch; b++) {
+        g->row[b] = g->alive[b] ? nlive++ : -1;
+        order[b] = (uint64_t)g->len[b] << 32 | (uint32_t)b;
+    }
+    qsort(order, (size_t)g->batch, sizeof *order, cmp_u64);
+    for (int i = 0; i < g->batch;) {
+        int b = (int)(uint32_t)order[i];
+        if (!g->alive[b]) {
+            i++;
+            continue;
+        }
+        const int T = g->len[b];
+        int per = e->rows / T;
+        if (per < 1) per = 1;
+        int count = 0;
+        while (i < g->batch && count < per && g->len[(uint32_t)order[i]] == T) {
+            int s = (int)(uint32_t)order[i++];
+            if (!g->alive[s]) continue;
+            memcpy(buf + (size_t)count * T, prompts + offsets[s], (size_t)T * sizeof(int));
+            slots[count] = s;
+            rows[count] = g->row[s];
+            count++;
+        }
+        if (count == 0) continue;
+        st = llmc_infer_prefill(m, e, buf, slots, rows, count, T);
+        if (st != LLMC_OK) goto done;
+    }
+    if (nlive > 0) {
+        st = llmc_infer_last_logits(m, e, nlive);
+        if (st == LLMC_OK) st = download_logits(m, g, nlive);
+    }
+done:
+    free(order);
+    free(buf);
+    free(slots);
+    free(rows);
+    return st;
+}
+
 llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_lens, int batch, int max_new,
                            const llmc_sampling *s, int eot_token) {
     llmc_gen_free(m);
     if (!m->params) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model has no parameters: load or init it first");
     if (batch < 1) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "generation batch must be >= 1 (got %d)", batch);
+    if (!prompts || !prompt_lens || !s) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "no prompts given");
     if (max_new < 1)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "number of new tokens must be >= 1 (got %d)", max_new);
     if (!(s->temperature >= 0.0f) || s->top_k < 0 || !(s->top_p > 0.0f && s->top_p <= 1.0f))
@@ -47,68 +132,150 @@ llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_
                                "bad sampling settings: temperature %g (>= 0), top_k %d (>= 0), top_p %g (in (0, 1])",
                                s->temperature, s->top_k, s->top_p);
     const int maxT = m->cfg.max_seq_len, V = m->cfg.vocab_size;
+    size_t *offsets = malloc((size_t)batch * sizeof(size_t));
+    if (!offsets) return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
     size_t off = 0;
+    long long longest = 0, total = 0, need = 1;
     for (int b = 0; b < batch; b++) {
         int n = prompt_lens[b];
-        if (n < 1) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "prompt %d is empty: give at least one token", b);
-        if (n > maxT)
+        offsets[b] = off;
+        if (n < 1) {
+            free(offsets);
+            return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "prompt %d is empty: give at least one token", b);
+        }
+        if (n > maxT) {
+            free(offsets);
             return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
                                    "prompt %d has %d tokens, longer than the model's context of %d tokens", b, n, maxT);
+        }
         for (int i = 0; i < n; i++)
-            if (prompts[off + i] < 0 || prompts[off + i] >= V)
+            if (prompts[off + i] < 0 || prompts[off + i] >= V) {
+                free(offsets);
                 return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
                                        "prompt %d: token id %d at position %d is out of range (vocabulary of %d)", b,
                                        prompts[off + i], i, V);
+            }
         off += (size_t)n;
+        if (n < maxT) { /* a full context has no room for a new token */
+            longest = n > longest ? n : longest;
+            total += n;
+            long long last = (long long)n + max_new - 1; /* positions the cache must hold */
+            need = last > need ? last : need;
+        }
     }
     llmc_gen_state *g = calloc(1, sizeof *g);
-    if (!g) return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+    if (!g) {
+        free(offsets);
+        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+    }
     m->gen = g;
     g->batch = batch;
     g->max_new = max_new;
     g->eot = eot_token;
-    g->cap = maxT;
+    g->maxT = maxT;
     g->sampling = *s;
-    g->rng = llmc_rng_seed(s->seed);
-    g->tokens = malloc((size_t)batch * maxT * sizeof(int));
-    g->len = calloc((size_t)batch, sizeof(int));
-    g->generated = calloc((size_t)batch, sizeof(int));
-    g->alive = calloc((size_t)batch, sizeof(int));
-    g->logits = malloc((size_t)V * sizeof(float));
-    if (!g->tokens || !g->len || !g->generated || !g->alive || !g->logits) {
+    const size_t nb = (size_t)batch;
+    g->rng = malloc(nb * sizeof(uint64_t));
+    g->len = malloc(nb * sizeof(int));
+    g->generated = calloc(nb, sizeof(int));
+    g->alive = calloc(nb, sizeof(int));
+    g->row = malloc(nb * sizeof(int));
+    g->tok = malloc(nb * sizeof(int));
+    g->slot = malloc(nb * sizeof(int));
+    g->pos = malloc(nb * sizeof(int));
+    g->logits = malloc(nb * (size_t)m->cfg.padded_vocab_size * sizeof(float));
+    if (!g->rng || !g->len || !g->generated || !g->alive || !g->row || !g->tok || !g->slot || !g->pos || !g->logits) {
+        free(offsets);
         llmc_gen_free(m);
         return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
     }
-    off = 0;
+    int nlive = 0;
     for (int b = 0; b < batch; b++) {
-        memcpy(g->tokens + (size_t)b * maxT, prompts + off, (size_t)prompt_lens[b] * sizeof(int));
-        off += (size_t)prompt_lens[b];
+        /* stream b: splitmix of seed + b * golden ratio; stream 0 is llmc_rng_seed(seed) */
+        g->rng[b] = llmc_rng_seed(s->seed + (uint64_t)b * 0x9E3779B97F4A7C15ull);
         g->len[b] = prompt_lens[b];
-        g->alive[b] = prompt_lens[b] < maxT; /* a full context has no room for a new token */
+        g->alive[b] = prompt_lens[b] < maxT;
+        g->row[b] = -1;
+        nlive += g->alive[b];
     }
-    return LLMC_OK;
+    llmc_status st = LLMC_OK;
+    if (nlive > 0) {
+        int maxlen = need < maxT ? (int)need : maxT;
+        long long rows = total < PREFILL_ROWS ? total : PREFILL_ROWS;
+        rows = rows > longest ? rows : longest;
+        rows = rows > batch ? rows : batch;
+        st = llmc_infer_alloc(m, &g->eng, batch, maxlen, (int)rows);
+        if (st == LLMC_OK) st = prefill(m, g, prompts, offsets);
+    }
+    free(offsets);
+    if (st != LLMC_OK) {
+        char msg[LLMC_ERR_LEN];
+        memcpy(msg, m->err, sizeof msg);
+        llmc_gen_free(m);
+        memcpy(m->err, msg, sizeof msg);
+    }
+    return st;
 }
 
 llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
     llmc_gen_state *g = m->gen;
     if (!g) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
-    int alive = 0;
-    for (int b = 0; b < g->batch; b++) {
+    if (g->broken) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "the generation session failed earlier: begin a new one");
+    const int B = g->batch, V = m->cfg.vocab_size;
+    const size_t Vp = (size_t)m->cfg.padded_vocab_size;
+    int nlive = 0;
+    for (int b = 0; b < B; b++) {
         out[b] = -1;
-        if (!g->alive[b]) continue;
-        int *seq = g->tokens + (size_t)b * g->cap, n = g->len[b];
-        llmc_status st = llmc_model_forward(m, seq, NULL, 1, n);
-        if (st == LLMC_OK) st = llmc_model_get_logits_at(m, 0, n - 1, g->logits);
-        if (st != LLMC_OK) return st;
-        int tok = llmc_sample_token(g->logits, m->cfg.vocab_size, &g->sampling, &g->rng);
-        if (tok < 0) return llmc_model_fail(m, LLMC_ERR_NUMERIC, "the logits of sequence %d are not finite", b);
-        seq[n] = tok;
-        g->len[b] = n + 1;
-        g->generated[b]++;
-        out[b] = tok;
-        if (tok == g->eot || g->generated[b] >= g->max_new || g->len[b] >= g->cap) g->alive[b] = 0;
-        alive += g->alive[b];
+        nlive += g->alive[b];
     }
-    if (alive_count) *alive_count = alive;
+    if (nlive == 0) {
+        if (alive_count) *alive_count = 0;
+        return LLMC_OK;
+    }
+    /* sampling is pure host work on independent rows and RNG streams */
+#pragma omp parallel for schedule(dynamic, 1) if (nlive > 1)
+    for (int b = 0; b < B; b++)
+        if (g->alive[b]) out[b] = llmc_sample_token(g->logits + (size_t)g->row[b] * Vp, V, &g->sampling, &g->rng[b]);
+    for (int b = 0; b < B; b++)
+        if (g->alive[b] && out[b] < 0) {
+            g->broken = 1;
+            return llmc_model_fail(m, LLMC_ERR_NUMERIC, "the logits of sequence %d are not finite", b);
+        }
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        if (!g->alive[b]) continue;
+        int tok = out[b];
+        g->len[b]++;
+        g->generated[b]++;
+        g->row[b] = -1;
+        if (tok == g->eot || g->generated[b] >= g->max_new || g->len[b] >= g->maxT) {
+            g->alive[b] = 0;
+            continue;
+        }
+        g->tok[n] = tok;
+        g->slot[n] = b;
+        g->pos[n] = g->len[b] - 1;
+        g->row[b] = n++;
+    }
+    if (n > 0) {
+        llmc_status st = llmc_infer_decode(m, &g->eng, g->tok, g->slot, g->pos, n);
+        if (st == LLMC_OK) st = download_logits(m, g, n);
+        if (st != LLMC_OK) {
+            g->broken = 1;
+            return st;
+        }
+    }
+    if (alive_count) *alive_count = n;
+    return LLMC_OK;
+}
+
+llmc_status llmc_gen_logits(llmc_model *m, int b, float *dst) {
+    llmc_gen_state *g = m->gen;
+    if (!g) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
+    if (b < 0 || b >= g->batch)
+        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "sequence %d outside the session's batch of %d", b, g->batch);
+    if (g->broken || !g->alive[b] || g->row[b] < 0)
+        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
+    memcpy(dst, g->logits + (size_t)g->row[b] * m->cfg.padded_vocab_size, (size_t)m->cfg.vocab_size * sizeof(float));
     return LLMC_OK;
 }

@@ -163,6 +163,9 @@ llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_
                            const llmc_sampling *s, int eot_token);
 llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive);
 void llmc_gen_end(llmc_model *m);
+/* Copies the V logits that the next llmc_gen_next samples sequence b from (the model's
+ * output at the sequence's last token). Fails once b has stopped. For tests and tools. */
+llmc_status llmc_gen_logits(llmc_model *m, int b, float *dst);
 
 /* ---- data loader over llm.c token shards ---- */
 typedef struct llmc_dataloader llmc_dataloader;

@@ -68,6 +68,7 @@ typedef struct cand {
     float v; /* logit */
     int i;   /* token */
     float w; /* weight */
+    int b;   /* histogram bucket (nucleus search) */
 } cand;
 
 /* The order in which tokens are preferred: larger logit, then smaller index.
@@ -100,7 +101,7 @@ static void sift_down(cand *h, int n, int i) {
 /* The k best of V, sorted best first. A heap of k; runs of logits that cannot enter
  * it are skipped a vector at a time. */
 static void select_top_k(const float *logits, int V, int k, cand *out) {
-    for (int i = 0; i < k; i++) out[i] = (cand){logits[i], i, 0};
+    for (int i = 0; i < k; i++) out[i] = (cand){logits[i], i, 0, 0};
     for (int i = k / 2 - 1; i >= 0; i--) sift_down(out, k, i);
     float worst = out[0].v;
     for (int i = k; i < V;) {
@@ -116,7 +117,7 @@ static void select_top_k(const float *logits, int V, int k, cand *out) {
         for (; i < end; i++)
             /* i is larger than every kept index, so a tie with the worst kept loses */
             if (logits[i] > worst) {
-                out[0] = (cand){logits[i], i, 0};
+                out[0] = (cand){logits[i], i, 0, 0};
                 sift_down(out, k, 0);
                 worst = out[0].v;
             }
@@ -152,16 +153,29 @@ typedef struct edge {
     int i;
 } edge;
 
+/* A row of logits, with its weights when they have been computed once already (w != NULL). */
+typedef struct row {
+    const float *l;
+    const float *w;
+    int V;
+    float mx, temperature;
+} row;
+
+static inline float row_weight(const row *r, int i) { return r->w ? r->w[i] : weight(r->l[i], r->mx, r->temperature); }
+
 /* Sum of the weights of member tokens in [lo, hi), hi - lo <= BLOCK, in a fixed order:
  * LANES float partial sums (exact enough within a block), added in double. */
-static double block_sum(const float *logits, int lo, int hi, float mx, float temperature, edge e) {
+static double block_sum(const row *r, int lo, int hi, edge e) {
     float w[BLOCK];
     int n = hi - lo;
-    for (int j = 0; j < n; j++) {
-        float l = logits[lo + j];
-        float in = (float)!better(e.v, e.i, l, lo + j);
-        w[j] = weight(l, mx, temperature) * in;
-    }
+    const float *l = r->l + lo, *wr = r->w ? r->w + lo : NULL;
+    float mx = r->mx, t = r->temperature, ev = e.v;
+    int ei = e.i - lo;
+    /* member: at least as likely as the edge, i.e. not worse than it */
+    if (wr)
+        for (int j = 0; j < n; j++) w[j] = wr[j] * (float)((l[j] > ev) | ((l[j] == ev) & (j <= ei)));
+    else
+        for (int j = 0; j < n; j++) w[j] = weight(l[j], mx, t) * (float)((l[j] > ev) | ((l[j] == ev) & (j <= ei)));
     float acc[LANES] = {0};
     int j = 0;
     for (; j + LANES <= n; j += LANES)
@@ -172,10 +186,10 @@ static double block_sum(const float *logits, int lo, int hi, float mx, float tem
     return s;
 }
 
-static double total_weight(const float *logits, int V, float mx, float temperature, edge e, double *sums) {
+static double total_weight(const row *r, edge e, double *sums) {
     double z = 0;
-    for (int b = 0, lo = 0; lo < V; b++, lo += BLOCK) {
-        double s = block_sum(logits, lo, lo + BLOCK < V ? lo + BLOCK : V, mx, temperature, e);
+    for (int b = 0, lo = 0; lo < r->V; b++, lo += BLOCK) {
+        double s = block_sum(r, lo, lo + BLOCK < r->V ? lo + BLOCK : r->V, e);
         if (sums) sums[b] = s;
         z += s;
     }
@@ -184,12 +198,12 @@ static double total_weight(const float *logits, int V, float mx, float temperatu
 
 /* Samples the member tokens in token order. Block sums locate the block the draw falls
  * in, so only one block is scanned token by token. */
-static int draw_blocks(const float *logits, int V, float mx, float temperature, edge e, int fallback, uint64_t *rng) {
-    int nb = (V + BLOCK - 1) / BLOCK;
+static int draw_blocks(const row *r, edge e, int fallback, uint64_t *rng) {
+    int V = r->V, nb = (V + BLOCK - 1) / BLOCK;
     double stack_sums[1024];
     double *sums = nb <= 1024 ? stack_sums : malloc((size_t)nb * sizeof *sums);
     if (!sums) return -1;
-    double z = total_weight(logits, V, mx, temperature, e, sums);
+    double z = total_weight(r, e, sums);
     double target = (double)llmc_rng_f32(rng) * z, cum = 0;
     int b = 0, last_b = -1;
     for (; b < nb; b++) {
@@ -203,8 +217,8 @@ static int draw_blocks(const float *logits, int V, float mx, float temperature, 
     if (b < 0) return fallback;
     int lo = b * BLOCK, hi = lo + BLOCK < V ? lo + BLOCK : V, last = fallback;
     for (int i = lo; i < hi; i++) {
-        if (better(e.v, e.i, logits[i], i)) continue;
-        double w = weight(logits[i], mx, temperature);
+        if (better(e.v, e.i, r->l[i], i)) continue;
+        double w = row_weight(r, i);
         if (w <= 0) continue;
         last = i;
         cum += w;
@@ -231,43 +245,78 @@ static int draw_sorted(const cand *c, int n, double need, uint64_t *rng) {
     return last;
 }
 
-/* Quickselect for the nucleus: reorders a[0..m) so that a[0..count) are the fewest best
- * candidates whose mass reaches need; returns count (m when the mass falls short).
- * O(m) expected; the partition is branch-free. */
-static int nucleus(cand *a, int m, double need) {
-    int lo = 0, hi = m;
-    double acc = 0; /* mass of a[0..lo): all better than a[lo..hi), together below need */
-    while (hi - lo > 1) {
-        int mid = lo + (hi - lo) / 2; /* median of three as pivot, parked at a[hi-1] */
-        cand *x = &a[lo], *y = &a[mid], *z = &a[hi - 1], t;
-        if (BETTER(*y, *x)) t = *x, *x = *y, *y = t;
-        if (BETTER(*z, *y)) t = *y, *y = *z, *z = t;
-        if (BETTER(*y, *x)) t = *x, *x = *y, *y = t;
-        t = *y, *y = a[hi - 1], a[hi - 1] = t;
-        cand piv = a[hi - 1];
-        int p = lo;
-        double up = 0;
-        for (int j = lo; j < hi - 1; j++) {
-            t = a[j];
-            int b = BETTER(t, piv);
-            a[j] = a[p];
-            a[p] = t;
-            p += b;
-            up += b ? t.w : 0.0f;
-        }
-        t = a[p], a[p] = a[hi - 1], a[hi - 1] = t;
-        if (acc + up >= need) {
-            hi = p; /* the nucleus ends among the better part (not empty, as acc < need) */
-        } else if (acc + up + a[p].w >= need) {
-            return p + 1; /* it ends at the pivot */
-        } else {
-            acc += up + a[p].w;
-            lo = p + 1;
+/* The least likely member of the nucleus among candidates c[0..n) (weights filled; every
+ * token better than a candidate is one): the fewest best candidates whose mass reaches need.
+ * A histogram over the logit range finds the bucket where the mass crosses need; only that
+ * bucket is sorted. Buckets are monotone in the logit, so better tokens never land later. */
+#define NBUCKETS 2048
+static int nucleus_edge(cand *c, int n, float mx, float lowest, double need, edge *out) {
+    double hist[NBUCKETS] = {0};
+    float span = mx - lowest, scale = span > 0 && span < INFINITY ? (float)NBUCKETS / span : 0.0f;
+    for (int j = 0; j < n; j++) {
+        float f = (mx - c[j].v) * scale;
+        c[j].b = f < (float)(NBUCKETS - 1) ? (int)f : NBUCKETS - 1; /* NaN and Inf go last too */
+        hist[c[j].b] += c[j].w;
+    }
+    double acc = 0;
+    int bb = -1;
+    for (int b = 0; b < NBUCKETS; b++) {
+        if (hist[b] <= 0 && bb >= 0) continue;
+        bb = hist[b] > 0 || bb < 0 ? b : bb;
+        if (acc + hist[b] >= need) break;
+        acc += hist[b];
+    }
+    /* bb: the crossing bucket, or the last one with mass if rounding kept the total under need */
+    int m = 0;
+    for (int j = 0; j < n; j++)
+        if (c[j].b == bb) c[m++] = c[j]; /* c[] is scratch from here on */
+    if (m == 0) return -1;
+    qsort(c, (size_t)m, sizeof *c, cmp_desc);
+    int j = 0;
+    acc += c[0].w;
+    while (acc < need && j + 1 < m) acc += c[++j].w;
+    out->v = c[j].v;
+    out->i = c[j].i;
+    return 0;
+}
+
+/* Top-p over the whole row (weights precomputed in r->w). Tokens lighter than (1-top_p)/(V-1)
+ * of the total weigh less than 1-top_p together, so the nucleus lies among the heavier ones.
+ * The cut is made on the logit, so the candidates are exactly a prefix of the preference order. */
+static int nucleus_sample(const row *r, cand *c, float top_p, int arg, uint64_t *rng) {
+    const float *l = r->l, *w = r->w;
+    int V = r->V;
+    const edge all = {-INFINITY, INT_MAX};
+    double z = total_weight(r, all, NULL);
+    double need = (double)top_p * z;
+    if (need <= 0) { /* top_p <= 0: the single most likely token (one draw all the same) */
+        llmc_rng_f32(rng);
+        return arg;
+    }
+    float cut = r->mx + (float)((double)r->temperature * log((1.0 - (double)top_p) / (V - 1) * z));
+    const edge at_cut = {cut, INT_MAX};
+    double heavy = total_weight(r, at_cut, NULL);
+    int n = 0;
+    if (heavy >= need) {
+        for (int i = 0; i < V; i++) { /* branch-free compaction: write always, advance when kept */
+            c[n].v = l[i];
+            c[n].i = i;
+            n += l[i] >= cut;
         }
     }
-    /* hi - lo == 1: a[lo] is where the mass first reaches need. hi == lo: the mass of
-     * a[0..hi) rounded under need, or all of a[0..m) weighs less than need. */
-    return hi;
+    if (n == 0) { /* the bound failed (tiny top_p, rounding): take every token */
+        cut = r->mx;
+        for (int i = 0; i < V; i++) {
+            c[i].v = l[i];
+            c[i].i = i;
+            if (l[i] < cut && l[i] > -INFINITY) cut = l[i];
+        }
+        n = V;
+    }
+    for (int j = 0; j < n; j++) c[j].w = w[c[j].i];
+    edge e;
+    if (nucleus_edge(c, n, r->mx, cut, need, &e) != 0) return -1;
+    return draw_blocks(r, e, arg, rng);
 }
 
 int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state) {
@@ -302,43 +351,16 @@ int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64
         free(c);
         return tok;
     }
-    if (!(top_p < 1.0f) || V == 1) return draw_blocks(logits, V, mx, temperature, all, arg, rng);
+    row r = {logits, NULL, V, mx, temperature};
+    if (!(top_p < 1.0f) || V == 1) return draw_blocks(&r, all, arg, rng);
 
-    /* Nucleus without top-k. Tokens lighter than (1-top_p)/(V-1) of the total weigh less
-     * than 1-top_p together, so the nucleus lies among the heavier ones. The cut is made
-     * on the logit, so the candidates are exactly a prefix of the preference order. */
-    double z = total_weight(logits, V, mx, temperature, all, NULL);
-    double need = (double)top_p * z;
-    if (need <= 0) { /* top_p <= 0: the single most likely token (one draw all the same) */
-        llmc_rng_f32(rng);
-        return arg;
-    }
-    float cut = mx + (float)((double)temperature * log((1.0 - (double)top_p) / (V - 1) * z));
-    int m = 0;
-    for (int i = 0; i < V; i++) m += logits[i] >= cut;
-    cand *c = malloc(((size_t)m + 1) * sizeof *c);
-    if (!c) return -1;
-    int n = 0;
-    for (int i = 0; i < V; i++) { /* branch-free compaction: write always, advance when kept */
-        c[n] = (cand){logits[i], i, 0};
-        n += logits[i] >= cut;
-    }
-    double heavy = 0;
-    for (int j = 0; j < n; j++) heavy += c[j].w = weight(c[j].v, mx, temperature);
-    if (n == 0 || heavy < need) { /* the bound failed (tiny top_p, rounding): take every token */
-        cand *wide = realloc(c, (size_t)V * sizeof *c);
-        if (!wide) {
-            free(c);
-            return -1;
-        }
-        c = wide;
-        for (int i = 0; i < V; i++) c[i] = (cand){logits[i], i, weight(logits[i], mx, temperature)};
-        n = V;
-    }
-    int cnt = nucleus(c, n, need);
-    edge e = {c[0].v, c[0].i}; /* the least likely member bounds the nucleus */
-    for (int j = 1; j < cnt; j++)
-        if (better(e.v, e.i, c[j].v, c[j].i)) e.v = c[j].v, e.i = c[j].i;
-    free(c);
-    return draw_blocks(logits, V, mx, temperature, e, arg, rng);
+    /* Nucleus without top-k: weights computed once serve four passes. One buffer of the
+     * same size every call, so malloc recycles it instead of mapping fresh pages. */
+    float *w = malloc((size_t)V * (sizeof *w + sizeof(cand)) + sizeof(cand));
+    if (!w) return -1;
+    for (int i = 0; i < V; i++) w[i] = weight(logits[i], mx, temperature);
+    r.w = w;
+    int tok = nucleus_sample(&r, (cand *)(w + V), top_p, arg, rng);
+    free(w);
+    return tok;
 }

@@ -151,9 +151,22 @@ static int open_data(trainer *t) {
     return 0;
 }
 
+/* mkdir -p: creates every missing parent of dir. */
+static int make_dirs(const char *dir) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return -1;
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static int open_log(trainer *t) {
     if (!t->a.out_dir) return 0;
-    if (mkdir(t->a.out_dir, 0777) != 0 && errno != EEXIST)
+    if (make_dirs(t->a.out_dir) != 0)
         return fail("cannot create output directory '%s': %s", t->a.out_dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/main.log", t->a.out_dir);

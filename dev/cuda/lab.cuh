@@ -35,6 +35,12 @@ llmc_status llmc_cuda_attention_backward(llmc_device *dev, void *, const void *,
     return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "attention is not part of this lab");
 }
 
+/* status.c's llmc_device_open needs a registry; the labs open the CUDA table directly. */
+extern "C" const llmc_backend_ops *llmc_backend_lookup(const char *name) {
+    return name && strcmp(name, "cuda") == 0 ? &llmc_cuda_backend_ops : NULL;
+}
+extern "C" const char *llmc_backend_names(void) { return "cuda"; }
+
 #define CK(call)                                                                                     \
     do {                                                                                             \
         cudaError_t e_ = (call);                                                                     \

@@ -14,6 +14,9 @@ cnp.import_array()
 
 include "_capi.pxi"
 
+cdef extern from "llmc.h":
+    llmc_status llmc_gen_logits(llmc_model *m, int b, float *dst) nogil
+
 
 class LlmcError(RuntimeError):
     """An error reported by the C library; the message names the problem."""
@@ -289,6 +292,12 @@ cdef class Model:
 
     def gen_end(self):
         llmc_gen_end(self.m)
+
+    def gen_logits(self, int b):
+        """float32 (V,) logits the next gen_next samples sequence b from (its last token's output)."""
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(llmc_model_config(self.m).vocab_size, np.float32)
+        self._ok(llmc_gen_logits(self.m, b, <float *>out.data))
+        return out
 
     # ---- trainer checkpoints
     def checkpoint_save(self, directory, int step, uint64_t rng=0, data_position=(0, 0, 0)):

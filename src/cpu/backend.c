@@ -139,4 +139,7 @@ const llmc_backend_ops llmc_cpu_backend_ops = {
     .classifier_forward = llmc_cpu_classifier_forward,
     .adamw_update = llmc_cpu_adamw_update,
     .sum_squares = llmc_cpu_sum_squares,
+    .encoder_forward_at = llmc_cpu_encoder_forward_at,
+    .kv_append = llmc_cpu_kv_append,
+    .attention_decode = llmc_cpu_attention_decode,
 };

@@ -18,11 +18,25 @@
 
 #define MR 6
 #define NR 16
-#define KC 256     /* a 16 x KC panel of B (16 KB) fits L1 */
+/* block sizes (overridable with -D for tuning) */
+#ifndef KC
+#define KC 256 /* a 16 x KC panel of B (16 KB) fits L1 */
+#endif
+#ifndef UNIT_N
 #define UNIT_N 128 /* C columns per work unit when C is wide (multiple of NR) */
+#endif
+#ifndef UNIT_M
 #define UNIT_M 144 /* C rows per work unit when C is tall (multiple of MR) */
+#endif
+#ifndef SHARE_M
 #define SHARE_M 1536 /* at most this many rows of A shared at once (multiple of MR) */
+#endif
+#ifndef SHARE_N
 #define SHARE_N 3072 /* at most this many columns of B shared at once (multiple of NR) */
+#endif
+#ifndef WIDE_ROWS_OUTER
+#define WIDE_ROWS_OUTER 1
+#endif
 
 typedef struct gemm {
     int transA, transB, M, N, K, accumulate;
@@ -266,7 +280,7 @@ static void gemm_run(const gemm *g, float *shared, float *priv_all, size_t priv_
                     int p0 = u * ustep, pw = llmc_cpu_min(ustep, pdim - p0);
                     if (wide) {
                         pack_b(g, p0, pw, pc, kc, priv);
-                        macro(g, shared, s0, sc, priv, p0, pw, kc, load, last, 1);
+                        macro(g, shared, s0, sc, priv, p0, pw, kc, load, last, WIDE_ROWS_OUTER);
                     } else {
                         pack_a(g, p0, pw, pc, kc, priv);
                         macro(g, priv, p0, pw, shared, s0, sc, kc, load, last, 0);

@@ -1,0 +1,113 @@
+/* decode.c — the CPU ops of KV-cache inference: embedding at per-row positions,
+ * appending K/V to the cache, and attention of one new query per row over its cache.
+ *
+ * Decode attention runs one (row, head) pair per OpenMP iteration: each pair reads
+ * its own contiguous slice of the cache, so pairs never share writes and the bits do
+ * not depend on the thread count. */
+#include <math.h>
+#include <omp.h>
+#include "cpu_internal.h"
+
+llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos, const void *wte,
+                                        const void *wpe, int N, int C) {
+    if (N < 0 || C <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward_at: bad shape N=%d C=%d", N, C);
+    float *o = (float *)out;
+    const float *e = (const float *)wte, *p = (const float *)wpe;
+#pragma omp parallel for schedule(static) if (N > 16)
+    for (int i = 0; i < N; i++) {
+        float *restrict row = o + (size_t)i * C;
+        const float *restrict a = e + (size_t)tokens[i] * C, *restrict b = p + (size_t)pos[i] * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) row[c] = a[c] + b[c];
+    }
+    return LLMC_OK;
+}
+
+llmc_status llmc_cpu_kv_append(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
+                               const int *pos, int B, int T, int NH, int HS, int maxlen) {
+    if (B < 0 || T < 0 || NH <= 0 || HS <= 0 || maxlen <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "kv_append: bad shape B=%d T=%d NH=%d HS=%d maxlen=%d", B,
+                                T, NH, HS, maxlen);
+    for (int b = 0; b < B; b++)
+        if (pos[b] < 0 || pos[b] + T > maxlen)
+            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG,
+                                    "kv_append: positions %d..%d of row %d do not fit a cache of %d", pos[b],
+                                    pos[b] + T - 1, b, maxlen);
+    const int C = NH * HS;
+    const float *in = (const float *)qkv;
+    float *kc = (float *)kcache, *vc = (float *)vcache;
+    const long rows = (long)B * T;
+#pragma omp parallel for schedule(static) if (rows * C > 65536)
+    for (long r = 0; r < rows; r++) {
+        int b = (int)(r / T), t = (int)(r % T);
+        const float *k = in + (size_t)r * 3 * C + C, *v = k + C;
+        for (int h = 0; h < NH; h++) {
+            size_t dst = (((size_t)slots[b] * NH + h) * maxlen + pos[b] + t) * HS;
+            memcpy(kc + dst, k + (size_t)h * HS, (size_t)HS * sizeof(float));
+            memcpy(vc + dst, v + (size_t)h * HS, (size_t)HS * sizeof(float));
+        }
+    }
+    return LLMC_OK;
+}
+
+static inline float dot(const float *restrict a, const float *restrict b, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *qkv, const void *kcache,
+                                      const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
+                                      int maxlen) {
+    if (N < 0 || NH <= 0 || HS <= 0 || maxlen <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "attention_decode: bad shape N=%d NH=%d HS=%d maxlen=%d", N,
+                                NH, HS, maxlen);
+    for (int i = 0; i < N; i++)
+        if (lens[i] < 1 || lens[i] > maxlen)
+            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG,
+                                    "attention_decode: row %d attends to %d keys (must be 1..%d)", i, lens[i], maxlen);
+    const int C = NH * HS, pairs = N * NH;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const float *in = (const float *)qkv, *kc = (const float *)kcache, *vc = (const float *)vcache;
+    float *o = (float *)out;
+    int nt = omp_get_max_threads();
+    if (nt > pairs) nt = pairs > 0 ? pairs : 1;
+    size_t row = ((size_t)maxlen + 15) & ~(size_t)15;
+    void *owned;
+    float *ws = (float *)llmc_cpu_scratch(dev, row * nt * sizeof(float), &owned);
+    if (!ws)
+        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes (attention_decode)",
+                                row * nt * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int ih = 0; ih < pairs; ih++) {
+        int i = ih / NH, h = ih % NH, n = lens[i];
+        float *restrict s = ws + row * omp_get_thread_num();
+        const float *restrict q = in + (size_t)i * 3 * C + (size_t)h * HS;
+        size_t base = ((size_t)slots[i] * NH + h) * maxlen * HS;
+        const float *K = kc + base, *V = vc + base;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            s[j] = dot(q, K + (size_t)j * HS, HS) * scale;
+            mx = s[j] > mx ? s[j] : mx;
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < n; j++) {
+            s[j] = llmc_expf(s[j] - mx);
+            sum += s[j];
+        }
+        float inv = 1.0f / sum;
+        float *restrict ot = o + (size_t)i * C + (size_t)h * HS;
+        for (int d = 0; d < HS; d++) ot[d] = 0.0f;
+        for (int j = 0; j < n; j++) {
+            const float *restrict v = V + (size_t)j * HS;
+            float p = s[j] * inv;
+#pragma omp simd
+            for (int d = 0; d < HS; d++) ot[d] += p * v[d];
+        }
+    }
+    llmc_cpu_scratch_release(owned);
+    return LLMC_OK;
+}

@@ -1,0 +1,206 @@
+/*
+ * infer.c — the GPT-2 graph for generation, with a KV cache.
+ *
+ * The same layer sequence as model.c's forward (fused residual+layernorm, matmul with
+ * bias/GELU epilogue), but activations are one rolling set of buffers (nothing is kept
+ * for a backward), and attention reads keys and values from a per-layer cache:
+ *   prefill: attention_forward over the whole prompt, then kv_append writes its K, V;
+ *   decode:  kv_append writes the new token's K, V, then attention_decode attends the
+ *            one query of each sequence to its own cache prefix (ragged lengths).
+ * The LM head runs on one row per sequence, never on every prompt position.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "infer.h"
+
+#define INFER_ALIGN 256
+
+typedef struct carver {
+    size_t off;
+    char *base;
+} carver;
+
+static void *carve(carver *c, size_t bytes) {
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (bytes + INFER_ALIGN - 1) / INFER_ALIGN * INFER_ALIGN;
+    return p;
+}
+
+static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
+    const size_t L = m->cfg.num_layers, C = m->cfg.channels, NH = m->cfg.num_heads, Vp = m->cfg.padded_vocab_size;
+    const size_t S = e->slots, R = e->rows, es = m->esz, f = sizeof(float);
+    carver c = {0, base};
+    e->kcache = carve(&c, L * S * (size_t)e->maxlen * C * es);
+    e->vcache = carve(&c, L * S * (size_t)e->maxlen * C * es);
+    e->x = carve(&c, R * C * es);
+    e->res2 = carve(&c, R * C * es);
+    e->ln = carve(&c, R * C * es);
+    e->qkv = carve(&c, R * 3 * C * es);
+    e->atty = carve(&c, R * C * es);
+    e->proj = carve(&c, R * C * es);
+    e->fch = carve(&c, R * 4 * C * es);
+    e->fch_gelu = carve(&c, R * 4 * C * es);
+    e->mean = carve(&c, R * f);
+    e->rstd = carve(&c, R * f);
+    e->lse = carve(&c, R * NH * f);
+    e->last = carve(&c, S * C * es);
+    e->logits = carve(&c, S * Vp * es);
+    e->ids = carve(&c, (R + 3 * S) * sizeof(int));
+    return c.off;
+}
+
+void llmc_infer_release(llmc_model *m, llmc_infer *e) {
+    if (e->mem && m->dev.ops) m->dev.ops->free(&m->dev, e->mem);
+    free(e->host_ids);
+    memset(e, 0, sizeof *e);
+}
+
+llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen, int rows) {
+    const llmc_backend_ops *ops = m->dev.ops;
+    memset(e, 0, sizeof *e);
+    if (!ops->encoder_forward_at || !ops->kv_append || !ops->attention_decode)
+        return llmc_model_fail(m, LLMC_ERR_UNSUPPORTED, "the %s backend has no KV-cache inference ops", ops->name);
+    e->slots = slots;
+    e->maxlen = maxlen;
+    e->rows = rows;
+    size_t bytes = plan(m, e, NULL);
+    size_t cache = 2 * (size_t)m->cfg.num_layers * slots * (size_t)maxlen * m->cfg.channels * m->esz;
+    size_t free_b = 0, total_b = 0;
+    if (ops->memory_info(&m->dev, &free_b, &total_b) == LLMC_OK && total_b > 0 && bytes > free_b)
+        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY,
+                               "not enough device memory for generation: the KV cache for %d sequence(s) x %d "
+                               "positions takes %.2f GiB and the scratch %.2f GiB, but only %.2f GiB are free; "
+                               "use a smaller batch or fewer new tokens",
+                               slots, maxlen, cache / 1073741824.0, (bytes - cache) / 1073741824.0,
+                               free_b / 1073741824.0);
+    e->host_ids = malloc(((size_t)rows + 3 * (size_t)slots) * sizeof(int));
+    if (!e->host_ids) return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
+    llmc_status st = ops->alloc(&m->dev, &e->mem, bytes);
+    if (st != LLMC_OK) {
+        llmc_status r = llmc_model_fail(m, st, "cannot allocate %.2f GiB for generation (KV cache for %d x %d): %s",
+                                        bytes / 1073741824.0, slots, maxlen, m->dev.err);
+        free(e->host_ids);
+        e->host_ids = NULL;
+        e->mem = NULL;
+        return r;
+    }
+    plan(m, e, e->mem);
+    return LLMC_OK;
+}
+
+/* ------------------------------------------------------------------ graph */
+
+static inline void *at(const llmc_model *m, const void *base, size_t elems) { return (char *)base + elems * m->esz; }
+
+static inline void *param(const llmc_model *m, int i, int layer) {
+    const llmc_tensor_info *t = &m->layout[i];
+    size_t per_layer = (i >= LLMC_LN1W && i <= LLMC_FCPROJB) ? t->numel / m->cfg.num_layers : 0;
+    return at(m, m->params, t->offset + (size_t)layer * per_layer);
+}
+
+/* Per-layer cache of K or V. */
+static inline void *cache_at(const llmc_model *m, const llmc_infer *e, void *cache, int layer) {
+    return at(m, cache, (size_t)layer * e->slots * e->maxlen * m->cfg.channels);
+}
+
+/* The transformer blocks on N rows already embedded in e->x, then the final layernorm into
+ * e->ln. Prefill: B sequences of T rows (pos = 0); decode: T = 1, one row per sequence. */
+static llmc_status run_layers(llmc_model *m, llmc_infer *e, int B, int T, const int *slots, const int *pos,
+                              const int *lens) {
+    const llmc_backend_ops *ops = m->dev.ops;
+    llmc_device *d = &m->dev;
+    const int L = m->cfg.num_layers, C = m->cfg.channels, NH = m->cfg.num_heads, HS = C / NH, N = B * T;
+    for (int l = 0; l < L; l++) {
+        void *kc = cache_at(m, e, e->kcache, l), *vc = cache_at(m, e, e->vcache, l);
+        if (l == 0)
+            MODEL_TRY(m, ops->layernorm_forward(d, NULL, e->ln, e->mean, e->rstd, e->x, NULL, param(m, LLMC_LN1W, l),
+                                                param(m, LLMC_LN1B, l), N, C));
+        else /* x = res2 + mlp output of the previous layer */
+            MODEL_TRY(m, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj,
+                                                param(m, LLMC_LN1W, l), param(m, LLMC_LN1B, l), N, C));
+        MODEL_TRY(m, ops->matmul_forward(d, e->qkv, NULL, e->ln, param(m, LLMC_QKVW, l), param(m, LLMC_QKVB, l), N, C,
+                                         3 * C));
+        MODEL_TRY(m, ops->kv_append(d, kc, vc, e->qkv, slots, pos, B, T, NH, HS, e->maxlen));
+        if (lens)
+            MODEL_TRY(m, ops->attention_decode(d, e->atty, e->qkv, kc, vc, slots, lens, N, NH, HS, e->maxlen));
+        else
+            MODEL_TRY(m, ops->attention_forward(d, e->atty, e->lse, e->qkv, B, T, NH, HS));
+        MODEL_TRY(m, ops->matmul_forward(d, e->proj, NULL, e->atty, param(m, LLMC_ATTPROJW, l),
+                                         param(m, LLMC_ATTPROJB, l), N, C, C));
+        MODEL_TRY(m, ops->layernorm_forward(d, e->res2, e->ln, e->mean, e->rstd, e->x, e->proj,
+                                            param(m, LLMC_LN2W, l), param(m, LLMC_LN2B, l), N, C));
+        MODEL_TRY(m, ops->matmul_forward(d, e->fch_gelu, e->fch, e->ln, param(m, LLMC_FCW, l), param(m, LLMC_FCB, l),
+                                         N, C, 4 * C));
+        MODEL_TRY(m, ops->matmul_forward(d, e->proj, NULL, e->fch_gelu, param(m, LLMC_FCPROJW, l),
+                                         param(m, LLMC_FCPROJB, l), N, 4 * C, C));
+    }
+    MODEL_TRY(m, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj, param(m, LLMC_LNFW, 0),
+                                        param(m, LLMC_LNFB, 0), N, C));
+    return LLMC_OK;
+}
+
+/* Uploads n tokens and nb slots / pos / lens in one copy; returns the device pointers. */
+static llmc_status upload_ids(llmc_model *m, llmc_infer *e, const int *tokens, int n, const int *slots,
+                              const int *pos, int nb, int T, int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
+    int *h = e->host_ids;
+    memcpy(h, tokens, (size_t)n * sizeof(int));
+    memcpy(h + n, slots, (size_t)nb * sizeof(int));
+    for (int i = 0; i < nb; i++) {
+        h[n + nb + i] = pos ? pos[i] : 0;
+        h[n + 2 * nb + i] = (pos ? pos[i] : 0) + T;
+    }
+    MODEL_TRY(m, m->dev.ops->copy_h2d(&m->dev, e->ids, h, ((size_t)n + 3 * (size_t)nb) * sizeof(int)));
+    *d_tok = e->ids;
+    *d_slots = e->ids + n;
+    *d_pos = e->ids + n + nb;
+    *d_lens = e->ids + n + 2 * nb;
+    return LLMC_OK;
+}
+
+llmc_status llmc_infer_prefill(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots,
+                               const int *out_rows, int count, int T) {
+    const llmc_backend_ops *ops = m->dev.ops;
+    const int C = m->cfg.channels, N = count * T;
+    if (count < 1 || T < 1 || N > e->rows || count > e->slots || T > e->maxlen)
+        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "prefill of %d x %d tokens does not fit the engine (%d rows)",
+                               count, T, e->rows);
+    int *d_tok, *d_slots, *d_pos, *d_lens;
+    llmc_status st = upload_ids(m, e, tokens, N, slots, NULL, count, T, &d_tok, &d_slots, &d_pos, &d_lens);
+    if (st != LLMC_OK) return st;
+    MODEL_TRY(m, ops->encoder_forward(&m->dev, e->x, d_tok, param(m, LLMC_WTE, 0), param(m, LLMC_WPE, 0), count, T,
+                                      C));
+    st = run_layers(m, e, count, T, d_slots, d_pos, NULL);
+    if (st != LLMC_OK) return st;
+    for (int i = 0; i < count; i++)
+        MODEL_TRY(m, ops->copy_d2d(&m->dev, at(m, e->last, (size_t)out_rows[i] * C),
+                                   at(m, e->ln, ((size_t)i * T + T - 1) * C), (size_t)C * m->esz));
+    return LLMC_OK;
+}
+
+llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n) {
+    MODEL_TRY(m, m->dev.ops->matmul_forward(&m->dev, e->logits, NULL, e->last, param(m, LLMC_WTE, 0), NULL, n,
+                                            m->cfg.channels, m->cfg.padded_vocab_size));
+    return LLMC_OK;
+}
+
+llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
+                              int n) {
+    const llmc_backend_ops *ops = m->dev.ops;
+    const int C = m->cfg.channels;
+    if (n < 1 || n > e->slots || n > e->rows)
+        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "decode of %d rows does not fit the engine", n);
+    for (int i = 0; i < n; i++)
+        if (pos[i] < 0 || pos[i] >= e->maxlen || slots[i] < 0 || slots[i] >= e->slots)
+            return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "decode row %d: position %d / slot %d outside the cache",
+                                   i, pos[i], slots[i]);
+    int *d_tok, *d_slots, *d_pos, *d_lens;
+    llmc_status st = upload_ids(m, e, tokens, n, slots, pos, n, 1, &d_tok, &d_slots, &d_pos, &d_lens);
+    if (st != LLMC_OK) return st;
+    MODEL_TRY(m, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, param(m, LLMC_WTE, 0), param(m, LLMC_WPE, 0),
+                                         n, C));
+    st = run_layers(m, e, n, 1, d_slots, d_pos, d_lens);
+    if (st != LLMC_OK) return st;
+    MODEL_TRY(m, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, param(m, LLMC_WTE, 0), NULL, n, C,
+                                     m->cfg.padded_vocab_size));
+    return LLMC_OK;
+}

@@ -1,0 +1,40 @@
+/* infer.h — the cached forward graph used by generation (generate.c).
+ *
+ * An engine owns one device allocation: the KV cache of every layer for `slots`
+ * sequences of up to `maxlen` positions, and activation scratch for `rows` rows.
+ * Prefill runs whole prompts through the layers and fills the cache; decode runs one
+ * new token per sequence against it. Both leave logits of one row per sequence only. */
+#ifndef LLMC_INFER_H
+#define LLMC_INFER_H
+
+#include "model_internal.h"
+
+typedef struct llmc_infer {
+    int slots, maxlen, rows;
+    void *mem;
+    void *kcache, *vcache;          /* (L, slots, NH, maxlen, HS) each */
+    void *x, *res2, *ln, *qkv, *atty, *proj, *fch, *fch_gelu; /* rows x C, C, C, 3C, C, C, 4C, 4C */
+    float *mean, *rstd, *lse;       /* rows, rows, rows * NH */
+    void *last;                     /* (slots, C): final-LN rows whose logits prefill computes */
+    void *logits;                   /* (slots, Vp) */
+    int *ids;                       /* rows + 3 * slots ints of per-call indices */
+    int *host_ids;                  /* host staging of the same size */
+} llmc_infer;
+
+/* Allocates the cache and scratch (the engine must be zeroed or released first). */
+llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen, int rows);
+void llmc_infer_release(llmc_model *m, llmc_infer *e);
+
+/* Prefill of `count` prompts of the same length T (host tokens, count*T; count*T <= rows):
+ * their K, V go to positions 0..T-1 of slots[i]; the final-LN output of each prompt's last
+ * position goes to row out_rows[i] of e->last. */
+llmc_status llmc_infer_prefill(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots,
+                               const int *out_rows, int count, int T);
+/* logits rows 0..n-1 (=) from rows 0..n-1 of e->last. */
+llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n);
+/* One token per row (host arrays of n): token tokens[i] at position pos[i] of slot slots[i];
+ * its K, V join the cache and logits row i (=) is the model's output there. n <= slots. */
+llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
+                              int n);
+
+#endif
