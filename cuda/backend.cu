@@ -278,4 +278,7 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_classifier_forward,
     llmc_cuda_adamw_update,
     llmc_cuda_sum_squares,
+    llmc_cuda_encoder_forward_at,
+    llmc_cuda_kv_append,
+    llmc_cuda_attention_decode,
 };

@@ -4,8 +4,8 @@
  * thread, merged across the block; loss = lse - logit[target]. When dloss != 0 the row is
  * overwritten with dlogits = (softmax - onehot) * dloss (0 in the padding columns V..Vp).
  * This touches B*T*Vp elements, so it is all about memory traffic: the vectors a thread
- * read in pass 1 stay in its registers (CACHE of them) so that pass 2 does not read the row
- * again; rows longer than blockDim*CACHE*8 read their remainder a second time. */
+ * read in pass 1 can stay in its registers (CACHE of them) so that pass 2 does not read them
+ * again, or pass 2 re-reads the row from L2 (CACHE = 0, the faster choice, see below). */
 #include <math.h>
 #include "common.cuh"
 
@@ -58,8 +58,10 @@ __device__ __forceinline__ void dlogits_vector(bf16 *dst, const float (&x)[VEC],
 /* VEC: 8 (Vp % 8 == 0, aligned) or 1. CACHE: vectors per thread kept in registers (VEC 8 only).
  * THREADS: the block size it is launched with (bounds the registers so that it fits). */
 template <int VEC, int CACHE, int THREADS>
-__global__ void __launch_bounds__(THREADS) classifier_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp, float dloss) {
+__global__ void __launch_bounds__(THREADS)
+    classifier_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp, float dloss) {
     static_assert(VEC == 8 || CACHE == 0, "the register cache holds 16-byte vectors");
+    constexpr int UNR = 4;
     __shared__ float red_m[32], red_s[32];
     __shared__ float lse_shared;
     const int tid = threadIdx.x;
@@ -81,10 +83,19 @@ __global__ void __launch_bounds__(THREADS) classifier_kernel(float *losses, bf16
             softmax_accumulate<8>(m, s, f, i * 8, V);
         }
     }
-    for (int i = tid + CACHE * blockDim.x; i < nvec; i += blockDim.x) {
-        float f[VEC];
-        ld_bf16<VEC>(f, x + (size_t)i * VEC);
-        softmax_accumulate<VEC>(m, s, f, i * VEC, V);
+    /* the rest in batches of UNR vectors, all loads issued before the math */
+    for (int i0 = tid + CACHE * blockDim.x; i0 < nvec; i0 += UNR * blockDim.x) {
+        float f[UNR][VEC];
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < nvec) ld_bf16<VEC>(f[u], x + (size_t)i * VEC);
+        }
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < nvec) softmax_accumulate<VEC>(m, s, f[u], i * VEC, V);
+        }
     }
 
     /* block merge: warps with shuffles, then the first warp over the warp results */
@@ -126,16 +137,26 @@ __global__ void __launch_bounds__(THREADS) classifier_kernel(float *losses, bf16
             dlogits_vector<8>(x + (size_t)i * 8, f, i * 8, V, target, lse, dloss);
         }
     }
-    for (int i = tid + CACHE * blockDim.x; i < nvec; i += blockDim.x) {
-        float f[VEC];
-        ld_bf16<VEC>(f, x + (size_t)i * VEC);
-        dlogits_vector<VEC>(x + (size_t)i * VEC, f, i * VEC, V, target, lse, dloss);
+    for (int i0 = tid + CACHE * blockDim.x; i0 < nvec; i0 += UNR * blockDim.x) {
+        float f[UNR][VEC];
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < nvec) ld_bf16_cs<VEC>(f[u], x + (size_t)i * VEC); /* last read of the row */
+        }
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < nvec) dlogits_vector<VEC>(x + (size_t)i * VEC, f[u], i * VEC, V, target, lse, dloss);
+        }
     }
 }
 
-/* The engine's choice (see dev/cuda/classifier.cu for the measured alternatives). */
+/* The engine's choice, measured in dev/cuda/classifier.cu on H100 (N=8192, Vp=50304, fwd+bwd):
+ * re-reading the row (it is still in L2: 2 blocks/SM x 100 KB) beat keeping it in registers
+ * (7 vectors/thread: 75% of copy bandwidth, 1 block/SM, no overlap of the two passes). */
 #define CLS_THREADS 1024
-#define CLS_CACHE 7
+#define CLS_CACHE 0
 
 llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *logits, const int *targets, int N,
                                          int V, int Vp, float dloss) {
@@ -143,7 +164,8 @@ llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "classifier_forward: bad shape N=%d V=%d Vp=%d", N, V, Vp);
     cudaStream_t s = llmc_cuda_stream(dev);
     if (Vp % 8 == 0 && llmc_is_aligned16(logits)) {
-        classifier_kernel<8, CLS_CACHE, CLS_THREADS><<<N, CLS_THREADS, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
+        classifier_kernel<8, CLS_CACHE, CLS_THREADS>
+            <<<N, CLS_THREADS, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
     } else {
         classifier_kernel<1, 0, 256><<<N, 256, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
     }

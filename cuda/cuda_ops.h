@@ -47,4 +47,12 @@ llmc_status llmc_cuda_adamw_update(llmc_device *dev, void *params, float *master
                                   float b2_correction, float eps, float weight_decay, float grad_scale,
                                   uint32_t seed);
 llmc_status llmc_cuda_sum_squares(llmc_device *dev, double *out, const void *x, size_t n);
+/* KV-cache inference (decode.cu) */
+llmc_status llmc_cuda_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos,
+                                         const void *wte, const void *wpe, int N, int C);
+llmc_status llmc_cuda_kv_append(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
+                                const int *pos, int B, int T, int NH, int HS, int maxlen);
+llmc_status llmc_cuda_attention_decode(llmc_device *dev, void *out, const void *qkv, const void *kcache,
+                                       const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
+                                       int maxlen);
 #endif

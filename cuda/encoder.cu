@@ -1,8 +1,9 @@
 /* encoder.cu — token + position embedding, and its deterministic backward.
  *
  * Backward without float atomics: dwpe[t] sums dout[b,t] over b in order; for dwte the host
- * groups the rows (b,t) by token id (stable radix sort of the host token ids), uploads the
- * groups, and one block per distinct token sums its rows in that order into dwte[token]. */
+ * groups the rows (b,t) by token id (stable radix sort of the host token ids) and uploads the
+ * groups; one block per group sums its rows in that order into dwte[token] (frequent tokens
+ * are split into fixed segments whose partial sums are then added in segment order). */
 #include <stdlib.h>
 #include <string.h>
 #include "common.cuh"
@@ -72,16 +73,19 @@ __global__ void encoder_backward_wpe_kernel(bf16 *dwpe, const bf16 *dout, int B,
     }
 }
 
-/* One block per distinct token: groups[g] = {token, first index into rows}, groups[g+1].first
- * ends it; rows are the (b*T + t) of that token in increasing order. threadIdx.x walks the
- * columns, threadIdx.y splits a token's rows (frequent tokens have thousands) into
- * blockDim.y interleaved lanes, combined in lane order through shared memory. */
+/* Segments of one token's rows: segs[4g..4g+3] = {token, begin, end, slot}; rows[begin..end)
+ * are (b*T + t) indices in increasing order. A token with more than ENC_SEG rows (frequent
+ * tokens have thousands) is split into several segments, each writing an fp32 partial sum to
+ * partials[slot]; a token with one segment (slot < 0) is added to dwte directly. threadIdx.x
+ * walks the columns, threadIdx.y splits the segment's rows into interleaved lanes, combined in
+ * lane order through shared memory. */
+#define ENC_SEG 64
 template <int VEC>
-__global__ void encoder_backward_wte_kernel(bf16 *dwte, const bf16 *dout, const int *groups, const int *rows,
-                                            int C) {
+__global__ void encoder_backward_wte_kernel(bf16 *dwte, float *partials, const bf16 *dout, const int *segs,
+                                            const int *rows, int C) {
     extern __shared__ float enc_red[]; /* [blockDim.y][blockDim.x * VEC] */
-    const int tok = groups[2 * blockIdx.x];
-    const int begin = groups[2 * blockIdx.x + 1], end = groups[2 * blockIdx.x + 3];
+    const int tok = segs[4 * blockIdx.x], begin = segs[4 * blockIdx.x + 1], end = segs[4 * blockIdx.x + 2],
+              slot = segs[4 * blockIdx.x + 3];
     const int nvec = C / VEC;
     const int width = blockDim.x * VEC;
     for (int c0 = 0; c0 < nvec; c0 += blockDim.x) {
@@ -105,14 +109,30 @@ __global__ void encoder_backward_wte_kernel(bf16 *dwte, const bf16 *dout, const 
             for (int y = 1; y < (int)blockDim.y; y++)
 #pragma unroll
                 for (int k = 0; k < VEC; k++) acc[k] += enc_red[y * width + threadIdx.x * VEC + k];
-            float d[VEC];
-            bf16 *dst = dwte + (size_t)tok * C + cv * VEC;
-            ld_bf16<VEC>(d, dst);
+            if (slot < 0) {
+                float d[VEC];
+                bf16 *dst = dwte + (size_t)tok * C + cv * VEC;
+                ld_bf16<VEC>(d, dst);
 #pragma unroll
-            for (int k = 0; k < VEC; k++) d[k] += acc[k];
-            st_bf16<VEC>(dst, d);
+                for (int k = 0; k < VEC; k++) d[k] += acc[k];
+                st_bf16<VEC>(dst, d);
+            } else {
+                st_f32<VEC>(partials + (size_t)slot * C + cv * VEC, acc);
+            }
         }
         __syncthreads();
+    }
+}
+
+/* One block per split token: jobs[3j..3j+2] = {token, first slot, slots}; adds its partials in
+ * slot order into dwte[token]. */
+__global__ void encoder_backward_wte_join_kernel(bf16 *dwte, const float *partials, const int *jobs, int C) {
+    const int tok = jobs[3 * blockIdx.x], first = jobs[3 * blockIdx.x + 1], count = jobs[3 * blockIdx.x + 2];
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int k = 0; k < count; k++) acc += partials[(size_t)(first + k) * C + c];
+        bf16 *dst = dwte + (size_t)tok * C + c;
+        *dst = __float2bfloat16_rn(__bfloat162float(*dst) + acc);
     }
 }
 
@@ -169,7 +189,7 @@ llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe,
         LLMC_CUDA_LAUNCHED(dev);
     }
 
-    /* dwte: group on the host. Layout in the staging buffer: rows[n], then groups[2*(U+1)]. */
+    /* dwte: group the rows by token on the host, split frequent tokens into segments. */
     int *order = (int *)malloc((size_t)n * sizeof(int));
     int *tmp = (int *)malloc((size_t)n * sizeof(int));
     if (!order || !tmp || sort_rows_by_token(tokens_host, n, order, tmp) != 0) {
@@ -177,10 +197,20 @@ llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe,
         free(tmp);
         return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "encoder_backward: out of host memory");
     }
-    int ngroups = 0;
-    for (int i = 0; i < n; i++)
-        if (i == 0 || tokens_host[order[i]] != tokens_host[order[i - 1]]) ngroups++;
-    const size_t words = (size_t)n + 2 * ((size_t)ngroups + 1);
+    int nseg = 0, njobs = 0, nslots = 0;
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && tokens_host[order[j]] == tokens_host[order[i]]) j++;
+        const int segs = LLMC_CEIL_DIV(j - i, ENC_SEG);
+        nseg += segs;
+        if (segs > 1) {
+            njobs++;
+            nslots += segs;
+        }
+        i = j;
+    }
+    /* staging layout (ints): rows[n], segs[4 * nseg], jobs[3 * njobs] */
+    const size_t words = (size_t)n + 4 * (size_t)nseg + 3 * (size_t)njobs;
     int *host;
     llmc_status st = llmc_cuda_pinned_acquire(dev, words * sizeof(int), (void **)&host);
     if (st != LLMC_OK) {
@@ -188,28 +218,43 @@ llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe,
         free(tmp);
         return st;
     }
-    int *hrows = host, *hgroups = host + n;
+    int *hrows = host, *hsegs = host + n, *hjobs = hsegs + 4 * (size_t)nseg;
     memcpy(hrows, order, (size_t)n * sizeof(int));
-    int g = 0;
-    for (int i = 0; i < n; i++) {
-        if (i == 0 || tokens_host[order[i]] != tokens_host[order[i - 1]]) {
-            hgroups[2 * g] = tokens_host[order[i]];
-            hgroups[2 * g + 1] = i;
-            g++;
+    {
+        int g = 0, job = 0, slot = 0;
+        for (int i = 0; i < n;) {
+            int j = i;
+            const int tok = tokens_host[order[i]];
+            while (j < n && tokens_host[order[j]] == tok) j++;
+            const int segs = LLMC_CEIL_DIV(j - i, ENC_SEG);
+            if (segs > 1) {
+                hjobs[3 * job] = tok;
+                hjobs[3 * job + 1] = slot;
+                hjobs[3 * job + 2] = segs;
+                job++;
+            }
+            for (int k = 0; k < segs; k++, g++) {
+                hsegs[4 * g] = tok;
+                hsegs[4 * g + 1] = i + k * ENC_SEG;
+                hsegs[4 * g + 2] = i + (k + 1) * ENC_SEG < j ? i + (k + 1) * ENC_SEG : j;
+                hsegs[4 * g + 3] = segs > 1 ? slot++ : -1;
+            }
+            i = j;
         }
     }
-    hgroups[2 * g] = -1;
-    hgroups[2 * g + 1] = n;
     free(order);
     free(tmp);
 
-    int *drows;
-    st = llmc_cuda_scratch(dev, words * sizeof(int), (void **)&drows);
+    const size_t ints_bytes = (words * sizeof(int) + 255) & ~(size_t)255;
+    char *scratch;
+    st = llmc_cuda_scratch(dev, ints_bytes + (size_t)nslots * C * sizeof(float), (void **)&scratch);
     if (st != LLMC_OK) return st;
+    int *drows = (int *)scratch;
+    float *partials = (float *)(scratch + ints_bytes);
     LLMC_CUDA_TRY(dev, cudaMemcpyAsync(drows, host, words * sizeof(int), cudaMemcpyHostToDevice, im->stream));
     st = llmc_cuda_pinned_release(dev); /* the staging buffer is reused only after this copy */
     if (st != LLMC_OK) return st;
-    const int *dgroups = drows + n;
+    const int *dsegs = drows + n, *djobs = dsegs + 4 * (size_t)nseg;
 
     const int v = vec ? 8 : 1;
     int tx = LLMC_CEIL_DIV(C / v, 32) * 32;
@@ -218,11 +263,15 @@ llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe,
     const dim3 block(tx, ty);
     const size_t smem = (size_t)tx * ty * v * sizeof(float);
     if (vec)
-        encoder_backward_wte_kernel<8><<<ngroups, block, smem, im->stream>>>((bf16 *)dwte, (const bf16 *)dout,
-                                                                             dgroups, drows, C);
+        encoder_backward_wte_kernel<8><<<nseg, block, smem, im->stream>>>((bf16 *)dwte, partials, (const bf16 *)dout,
+                                                                          dsegs, drows, C);
     else
-        encoder_backward_wte_kernel<1><<<ngroups, block, smem, im->stream>>>((bf16 *)dwte, (const bf16 *)dout,
-                                                                             dgroups, drows, C);
+        encoder_backward_wte_kernel<1><<<nseg, block, smem, im->stream>>>((bf16 *)dwte, partials, (const bf16 *)dout,
+                                                                          dsegs, drows, C);
     LLMC_CUDA_LAUNCHED(dev);
+    if (njobs > 0) {
+        encoder_backward_wte_join_kernel<<<njobs, 256, 0, im->stream>>>((bf16 *)dwte, partials, djobs, C);
+        LLMC_CUDA_LAUNCHED(dev);
+    }
     return LLMC_OK;
 }

@@ -118,11 +118,15 @@ llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, vo
  * A fixed grid of blocks strides over rows (one warp per row). Each warp accumulates dw/db for
  * its rows in its own shared-memory slice (lanes own disjoint columns: no atomics); at the end
  * the block adds its warps' slices in order into fp32 partials[block], and a second kernel adds
- * the partials in block order into the bf16 dw/db. */
-template <int VEC>
+ * the partials in block order into the bf16 dw/db.
+ * The row needs two passes (the row sums come first). With CACHE > 0 (16-byte path, C <= 2048)
+ * each lane keeps its CACHE vectors of dout and x in registers between the passes; the
+ * shared-memory accumulators leave little L1, so re-reading (CACHE = 0) goes to L2. */
+template <int VEC, int CACHE>
 __global__ void layernorm_backward_kernel(bf16 *dinp, float *part_dw, float *part_db, const bf16 *dout,
                                           const bf16 *inp, const bf16 *w, const float *mean, const float *rstd,
                                           int N, int C) {
+    static_assert(VEC == 8 || CACHE == 0, "the register cache holds 16-byte vectors");
     extern __shared__ __align__(16) unsigned char ln_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float *acc_dw = reinterpret_cast<float *>(ln_smem) + (size_t)warp * 2 * C;
@@ -140,39 +144,97 @@ __global__ void layernorm_backward_kernel(bf16 *dinp, float *part_dw, float *par
         const size_t base = (size_t)row * C;
         const float m = mean[row], s = rstd[row];
         float s1 = 0.0f, s2 = 0.0f;
-        for (int i = lane; i < nvec; i += 32) {
-            float g[VEC], x[VEC], wv[VEC];
-            ld_bf16<VEC>(g, dout + base + i * VEC);
-            ld_bf16<VEC>(x, inp + base + i * VEC);
-            ld_bf16<VEC>(wv, w + i * VEC);
+        if constexpr (CACHE > 0) {
+            int4 gr[CACHE], xr[CACHE];
 #pragma unroll
-            for (int k = 0; k < VEC; k++) {
-                float dn = wv[k] * g[k];
-                s1 += dn;
-                s2 += dn * (x[k] - m) * s;
+            for (int j = 0; j < CACHE; j++) {
+                const int i = lane + 32 * j;
+                if (i < nvec) {
+                    gr[j] = *reinterpret_cast<const int4 *>(dout + base + i * 8);
+                    xr[j] = *reinterpret_cast<const int4 *>(inp + base + i * 8);
+                }
             }
-        }
-        s1 = warp_sum(s1) / (float)C;
-        s2 = warp_sum(s2) / (float)C;
-        /* second pass: the row was just read by this warp, so these loads mostly hit L1 */
-        for (int i = lane; i < nvec; i += 32) {
-            float g[VEC], x[VEC], wv[VEC], di[VEC], adw[VEC], adb[VEC];
-            ld_bf16<VEC>(g, dout + base + i * VEC);
-            ld_bf16<VEC>(x, inp + base + i * VEC);
-            ld_bf16<VEC>(wv, w + i * VEC);
-            ld_bf16<VEC>(di, dinp + base + i * VEC);
-            ld_f32<VEC>(adw, acc_dw + i * VEC);
-            ld_f32<VEC>(adb, acc_db + i * VEC);
 #pragma unroll
-            for (int k = 0; k < VEC; k++) {
-                float xh = (x[k] - m) * s;
-                di[k] += s * (wv[k] * g[k] - s1 - xh * s2);
-                adw[k] += g[k] * xh;
-                adb[k] += g[k];
+            for (int j = 0; j < CACHE; j++) {
+                const int i = lane + 32 * j;
+                if (i < nvec) {
+                    float g[8], x[8], wv[8];
+                    unpack_bf16x8(g, gr[j]);
+                    unpack_bf16x8(x, xr[j]);
+                    ld_bf16<8>(wv, w + i * 8);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        float dn = wv[k] * g[k];
+                        s1 += dn;
+                        s2 += dn * (x[k] - m) * s;
+                    }
+                }
             }
-            st_bf16<VEC>(dinp + base + i * VEC, di);
-            st_f32<VEC>(acc_dw + i * VEC, adw);
-            st_f32<VEC>(acc_db + i * VEC, adb);
+            s1 = warp_sum(s1) / (float)C;
+            s2 = warp_sum(s2) / (float)C;
+            int4 dr[CACHE];
+#pragma unroll
+            for (int j = 0; j < CACHE; j++) {
+                const int i = lane + 32 * j;
+                if (i < nvec) dr[j] = *reinterpret_cast<const int4 *>(dinp + base + i * 8);
+            }
+#pragma unroll
+            for (int j = 0; j < CACHE; j++) {
+                const int i = lane + 32 * j;
+                if (i < nvec) {
+                    float g[8], x[8], wv[8], di[8], adw[8], adb[8];
+                    unpack_bf16x8(g, gr[j]);
+                    unpack_bf16x8(x, xr[j]);
+                    unpack_bf16x8(di, dr[j]);
+                    ld_bf16<8>(wv, w + i * 8);
+                    ld_f32<8>(adw, acc_dw + i * 8);
+                    ld_f32<8>(adb, acc_db + i * 8);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        float xh = (x[k] - m) * s;
+                        di[k] += s * (wv[k] * g[k] - s1 - xh * s2);
+                        adw[k] += g[k] * xh;
+                        adb[k] += g[k];
+                    }
+                    st_bf16<8>(dinp + base + i * 8, di);
+                    st_f32<8>(acc_dw + i * 8, adw);
+                    st_f32<8>(acc_db + i * 8, adb);
+                }
+            }
+        } else {
+            for (int i = lane; i < nvec; i += 32) {
+                float g[VEC], x[VEC], wv[VEC];
+                ld_bf16<VEC>(g, dout + base + i * VEC);
+                ld_bf16<VEC>(x, inp + base + i * VEC);
+                ld_bf16<VEC>(wv, w + i * VEC);
+#pragma unroll
+                for (int k = 0; k < VEC; k++) {
+                    float dn = wv[k] * g[k];
+                    s1 += dn;
+                    s2 += dn * (x[k] - m) * s;
+                }
+            }
+            s1 = warp_sum(s1) / (float)C;
+            s2 = warp_sum(s2) / (float)C;
+            for (int i = lane; i < nvec; i += 32) {
+                float g[VEC], x[VEC], wv[VEC], di[VEC], adw[VEC], adb[VEC];
+                ld_bf16<VEC>(g, dout + base + i * VEC);
+                ld_bf16<VEC>(x, inp + base + i * VEC);
+                ld_bf16<VEC>(wv, w + i * VEC);
+                ld_bf16<VEC>(di, dinp + base + i * VEC);
+                ld_f32<VEC>(adw, acc_dw + i * VEC);
+                ld_f32<VEC>(adb, acc_db + i * VEC);
+#pragma unroll
+                for (int k = 0; k < VEC; k++) {
+                    float xh = (x[k] - m) * s;
+                    di[k] += s * (wv[k] * g[k] - s1 - xh * s2);
+                    adw[k] += g[k] * xh;
+                    adb[k] += g[k];
+                }
+                st_bf16<VEC>(dinp + base + i * VEC, di);
+                st_f32<VEC>(acc_dw + i * VEC, adw);
+                st_f32<VEC>(acc_db + i * VEC, adb);
+            }
         }
     }
     __syncthreads();
@@ -188,20 +250,35 @@ __global__ void layernorm_backward_kernel(bf16 *dinp, float *part_dw, float *par
     }
 }
 
+/* dw/db[c] += sum over the partials in a fixed order: block (32 columns x PG_LANES lanes), lane y
+ * sums partials y, y + PG_LANES, ...; the lanes are then added in order. */
+#define PG_LANES 16
 __global__ void layernorm_param_grad_kernel(bf16 *dw, bf16 *db, const float *part_dw, const float *part_db,
                                             int nparts, int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
+    __shared__ float rw[PG_LANES][33], rb[PG_LANES][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
     float sw = 0.0f, sb = 0.0f;
-    for (int p = 0; p < nparts; p++) {
-        sw += part_dw[(size_t)p * C + c];
-        sb += part_db[(size_t)p * C + c];
+    if (c < C)
+        for (int p = threadIdx.y; p < nparts; p += PG_LANES) {
+            sw += part_dw[(size_t)p * C + c];
+            sb += part_db[(size_t)p * C + c];
+        }
+    rw[threadIdx.y][threadIdx.x] = sw;
+    rb[threadIdx.y][threadIdx.x] = sb;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        sw = 0.0f;
+        sb = 0.0f;
+        for (int y = 0; y < PG_LANES; y++) {
+            sw += rw[y][threadIdx.x];
+            sb += rb[y][threadIdx.x];
+        }
+        dw[c] = __float2bfloat16_rn(__bfloat162float(dw[c]) + sw);
+        db[c] = __float2bfloat16_rn(__bfloat162float(db[c]) + sb);
     }
-    dw[c] = __float2bfloat16_rn(__bfloat162float(dw[c]) + sw);
-    db[c] = __float2bfloat16_rn(__bfloat162float(db[c]) + sb);
 }
 
-template <int VEC>
+template <int VEC, int CACHE>
 static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 *dw, bf16 *db, const bf16 *dout,
                                              const bf16 *inp, const bf16 *w, const float *mean, const float *rstd,
                                              int N, int C) {
@@ -217,10 +294,10 @@ static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 
     if (warps < 1) warps = 1;
     const size_t smem = (size_t)warps * warp_bytes;
     if (smem > 48 * 1024)
-        LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_backward_kernel<VEC>,
+        LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_backward_kernel<VEC, CACHE>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
-    LLMC_CUDA_TRY(dev, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layernorm_backward_kernel<VEC>,
+    LLMC_CUDA_TRY(dev, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layernorm_backward_kernel<VEC, CACHE>,
                                                                      warps * 32, smem));
     if (per_sm < 1) per_sm = 1;
     int grid = LLMC_CEIL_DIV(N, warps);
@@ -229,10 +306,11 @@ static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 
     llmc_status st = llmc_cuda_scratch(dev, (size_t)2 * grid * C * sizeof(float), (void **)&part);
     if (st != LLMC_OK) return st;
     float *part_dw = part, *part_db = part + (size_t)grid * C;
-    layernorm_backward_kernel<VEC><<<grid, warps * 32, smem, im->stream>>>(dinp, part_dw, part_db, dout, inp, w,
-                                                                           mean, rstd, N, C);
+    layernorm_backward_kernel<VEC, CACHE><<<grid, warps * 32, smem, im->stream>>>(dinp, part_dw, part_db, dout, inp,
+                                                                                  w, mean, rstd, N, C);
     LLMC_CUDA_LAUNCHED(dev);
-    layernorm_param_grad_kernel<<<LLMC_CEIL_DIV(C, 256), 256, 0, im->stream>>>(dw, db, part_dw, part_db, grid, C);
+    layernorm_param_grad_kernel<<<LLMC_CEIL_DIV(C, 32), dim3(32, PG_LANES), 0, im->stream>>>(dw, db, part_dw,
+                                                                                            part_db, grid, C);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
@@ -244,9 +322,18 @@ llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, void *dw,
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_backward: bad shape N=%d C=%d", N, C);
     const bool vec = C % 8 == 0 && llmc_is_aligned16(dinp) && llmc_is_aligned16(dout) && llmc_is_aligned16(inp) &&
                      llmc_is_aligned16(w);
-    if (vec)
-        return layernorm_backward_launch<8>(dev, (bf16 *)dinp, (bf16 *)dw, (bf16 *)db, (const bf16 *)dout,
-                                            (const bf16 *)inp, (const bf16 *)w, mean, rstd, N, C);
-    return layernorm_backward_launch<1>(dev, (bf16 *)dinp, (bf16 *)dw, (bf16 *)db, (const bf16 *)dout,
-                                        (const bf16 *)inp, (const bf16 *)w, mean, rstd, N, C);
+    bf16 *di = (bf16 *)dinp, *gw = (bf16 *)dw, *gb = (bf16 *)db;
+    const bf16 *g = (const bf16 *)dout, *x = (const bf16 *)inp, *wt = (const bf16 *)w;
+    if (!vec) return layernorm_backward_launch<1, 0>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    switch (LLMC_CEIL_DIV(C / 8, 32)) { /* vectors per lane */
+    case 1: return layernorm_backward_launch<8, 1>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    case 2: return layernorm_backward_launch<8, 2>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    case 3: return layernorm_backward_launch<8, 3>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    case 4: return layernorm_backward_launch<8, 4>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    case 5:
+    case 6: return layernorm_backward_launch<8, 6>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    case 7:
+    case 8: return layernorm_backward_launch<8, 8>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    default: return layernorm_backward_launch<8, 0>(dev, di, gw, gb, g, x, wt, mean, rstd, N, C);
+    }
 }

@@ -180,28 +180,35 @@ static void check_shape(int N, int C, int OC, int stride) {
     for (int i = 0; i < 12; i++) llmc_cpu_aligned_free(bufs[i]);
 }
 
-/* Transpose-flag coverage of the raw sgemm (the ops use three of the four combinations). */
-static void check_sgemm_flags(void) {
-    int M = 37, N = 29, K = 300;
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-            float *A = rand_buf((size_t)M * K, 1.0f), *B = rand_buf((size_t)K * N, 1.0f), *C = nan_buf((size_t)M * N);
-            long lda = ta ? M : K, ldb = tb ? K : N;
-            llmc_cpu_sgemm(&dev, ta, tb, M, N, K, A, lda, B, ldb, C, N, 0, NULL);
-            err_acc e = {0, 0};
-            for (int i = 0; i < M; i++)
-                for (int j = 0; j < N; j++) {
-                    double s = 0;
-                    for (int k = 0; k < K; k++)
-                        s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
-                             (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
-                    err_add(&e, C[(size_t)i * N + j], s);
-                }
-            char name[64];
-            snprintf(name, sizeof name, "sgemm transA=%d transB=%d (37x29x300)", ta, tb);
-            check(name, err_rel(&e), 1e-5);
-            llmc_cpu_aligned_free(A), llmc_cpu_aligned_free(B), llmc_cpu_aligned_free(C);
+/* Transpose-flag coverage of the raw sgemm (the ops use three of the four combinations),
+ * plus a tall shape deep enough to need several passes over K. */
+static void check_sgemm(int M, int N, int K, int ta, int tb, int accumulate) {
+    float *A = rand_buf((size_t)M * K, 1.0f), *B = rand_buf((size_t)K * N, 1.0f);
+    float *C = accumulate ? rand_buf((size_t)M * N, 1.0f) : nan_buf((size_t)M * N);
+    float *C0 = copy_buf(C, (size_t)M * N);
+    long lda = ta ? M : K, ldb = tb ? K : N;
+    llmc_status st = llmc_cpu_sgemm(&dev, ta, tb, M, N, K, A, lda, B, ldb, C, N, accumulate, NULL);
+    err_acc e = {0, 0};
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = accumulate ? C0[(size_t)i * N + j] : 0.0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                     (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            err_add(&e, C[(size_t)i * N + j], s);
         }
+    char name[96];
+    snprintf(name, sizeof name, "sgemm %dx%dx%d transA=%d transB=%d%s", M, N, K, ta, tb, accumulate ? " C+=" : "");
+    check(name, st == LLMC_OK ? err_rel(&e) : NAN, 1e-5);
+    llmc_cpu_aligned_free(A), llmc_cpu_aligned_free(B), llmc_cpu_aligned_free(C), llmc_cpu_aligned_free(C0);
+}
+
+static void check_sgemm_flags(void) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) check_sgemm(37, 29, 300, ta, tb, ta ^ tb);
+    check_sgemm(400, 300, 5000, 1, 1, 1);
+    check_sgemm(300, 400, 5000, 0, 0, 0);
+    check_sgemm(1, 1, 1, 0, 0, 0);
 }
 
 /* ---- timing ---- */
@@ -261,7 +268,7 @@ int main(int argc, char **argv) {
         printf("correctness vs double-precision loops (%d threads)\n", omp_get_max_threads());
         check_sgemm_flags();
         int awkward[][3] = {{1, 48, 5}, {7, 80, 17}, {37, 13, 50}, {64, 96, 33}, {100, 300, 129}, {256, 768, 2304},
-                            {256, 3072, 768}, {5, 1000, 16}};
+                            {256, 3072, 768}, {5, 1000, 16}, {1600, 70, 1700}, {3100, 40, 3090}};
         for (size_t i = 0; i < sizeof awkward / sizeof awkward[0]; i++) check_shape(awkward[i][0], awkward[i][1], awkward[i][2], 1);
         check_shape(256, 768, 50304, 97); /* LM head: every 97th row / column of dW */
     }

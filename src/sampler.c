@@ -12,8 +12,8 @@
  * -Inf logits are fine otherwise: they get probability 0.
  *
  * Speed matters (one call per sequence per generated token, V = 50257): every pass
- * over V is branch-free and vectorisable, no path sorts V entries, and the common
- * path allocates nothing.
+ * over V is branch-free and vectorisable, top-p finds its cut with a histogram
+ * instead of a sort, and plain sampling allocates nothing.
  */
 #include <limits.h>
 #include <math.h>
@@ -258,19 +258,21 @@ static int nucleus_edge(cand *c, int n, float mx, float lowest, double need, edg
         c[j].b = f < (float)(NBUCKETS - 1) ? (int)f : NBUCKETS - 1; /* NaN and Inf go last too */
         hist[c[j].b] += c[j].w;
     }
-    double acc = 0;
+    double acc = 0, before = 0; /* before: the mass of the buckets ahead of bb */
     int bb = -1;
     for (int b = 0; b < NBUCKETS; b++) {
-        if (hist[b] <= 0 && bb >= 0) continue;
-        bb = hist[b] > 0 || bb < 0 ? b : bb;
-        if (acc + hist[b] >= need) break;
+        if (hist[b] <= 0) continue;
+        bb = b;
+        before = acc;
         acc += hist[b];
+        if (acc >= need) break;
     }
     /* bb: the crossing bucket, or the last one with mass if rounding kept the total under need */
+    if (bb < 0) return -1; /* no weight at all: cannot happen, the top token weighs 1 */
+    acc = before;
     int m = 0;
     for (int j = 0; j < n; j++)
         if (c[j].b == bb) c[m++] = c[j]; /* c[] is scratch from here on */
-    if (m == 0) return -1;
     qsort(c, (size_t)m, sizeof *c, cmp_desc);
     int j = 0;
     acc += c[0].w;

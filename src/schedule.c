@@ -37,7 +37,10 @@ float llmc_schedule_lr(const llmc_schedule *s, int step) {
     case LLMC_SCHED_WSD: {
         double frac = s->decay_frac > 0 ? s->decay_frac : WSD_DEFAULT_DECAY;
         if (frac > 1) frac = 1;
-        double start = s->total - frac * s->total; /* the decay covers the last frac*total steps */
+        /* the decay covers the last frac*total steps, rounded to whole steps (so 0.2f and
+         * 0.2 agree), at least one, never reaching into the warmup */
+        double steps = floor(frac * s->total + 0.5);
+        double start = s->total - (steps < 1 ? 1 : steps);
         if (start < warmup) start = warmup;
         if (step < start) return (float)max_lr;
         /* start <= step < total, hence total - start > 0 */

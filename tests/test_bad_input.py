@@ -143,8 +143,9 @@ def test_missing_model_file(tmp_path):
 @pytest.mark.xfail(strict=True, reason="bug: a directory is reported as 'truncated: 9223372036854775807 bytes'")
 def test_directory_passed_as_model(tmp_path):
     (tmp_path / "d").mkdir()
-    msg = load_fails(tmp_path / "d", "directory")
+    msg = load_fails(tmp_path / "d")
     assert "9223372036854775807" not in msg
+    assert "directory" in msg or "regular file" in msg
 
 
 def test_failed_load_keeps_model_usable(tmp_path, good_file):

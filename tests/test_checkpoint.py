@@ -1,6 +1,5 @@
 """Model files (llm.c v3 / v5) and trainer checkpoints: exact round trips, layouts, atomic writes."""
 import os
-import signal
 import subprocess
 import sys
 

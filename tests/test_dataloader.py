@@ -143,6 +143,17 @@ def test_shuffle_is_a_permutation_that_changes_per_epoch(tmp_path):
     assert dl.tell() == (3, 0, 0)
 
 
+def test_shuffle_batch_order_changes_per_epoch_within_a_shard(tmp_path):
+    # a single shard: only the batch order can change between epochs
+    shards = make_shards(tmp_path, [4 * 40 + 1])
+    ref = epoch_keys(reference_batches(shards, 2, 2))
+    dl = _core.DataLoader(str(tmp_path / "*.bin"), 2, 2, shuffle=True, seed=7)
+    epochs = [epoch_keys(take(dl, 40)) for _ in range(3)]
+    for keys in epochs:
+        assert sorted(keys) == sorted(ref) and keys != ref
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+
+
 def test_shuffle_permutes_shard_order(tmp_path):
     # one batch per shard: the stream order is the shard order
     B, T = 1, 4

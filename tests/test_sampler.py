@@ -183,3 +183,20 @@ def test_rng_state_round_trip():
     t2, s2 = _core.sample_token(logits, rng_state=s1)
     t2b, s2b = _core.sample_token(logits, rng_state=s1)
     assert (t2, s2) == (t2b, s2b)
+
+
+def test_top_p_ties_cut_by_index():
+    # four equal logits; the nucleus needs three of them: the three lowest indices
+    logits = np.array([0.0, 2.0, 2.0, 2.0, 2.0, 1.0], dtype=np.float32)
+    probs = expected_probs(logits, 1.0, 0, 0.5)
+    assert np.count_nonzero(probs) == 3 and probs[4] == 0
+    counts = draw_many(logits, 6000, seed=4, top_p=0.5)
+    assert counts[4] == 0
+    assert_matches(counts, probs)
+    # the same cut inside a large vocabulary (the candidate prefilter and histogram path)
+    big = np.full(V_GPT2, -5.0, dtype=np.float32)
+    big[[10, 20000, 30000, 50000]] = 3.0
+    probs = expected_probs(big, 1.0, 0, 0.3)
+    counts = draw_many(big, 3000, seed=6, top_p=0.3)
+    assert_matches(counts, probs)
+    assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(probs))

@@ -92,13 +92,10 @@ def option_values(d, tmp_path):
 
 
 def test_help_matches_known_options(data, tmp_path):
-    """-h lists exactly the options this file knows the trainer takes, and each one's long name parses
-    (a flag dropped from the help, or a new one nobody tested, shows up here)."""
+    """-h lists exactly the options this file knows the trainer takes (a flag dropped from the help, or a
+    new one nobody tested, shows up here); test_every_long_option_in_help_is_accepted runs each one."""
     _, opts = parse_help()
-    known = option_values(data, tmp_path)
-    assert sorted(name for _, name, _ in opts) == sorted(known)
-    for name in known:
-        assert run(*base(data, f"--{name}", str(known[name]))).returncode == 0, name
+    assert sorted(name for _, name, _ in opts) == sorted(option_values(data, tmp_path))
 
 
 def test_every_long_option_in_help_is_accepted(data, tmp_path):

@@ -20,13 +20,16 @@ static void report_epilogues(void) {
     for (int i = 0; i < LLMC_CUDA_ALGO_CACHE; i++) {
         llmc_cuda_algo_entry *e = &im->algo_cache[i];
         if (e->state == 0 || e->key[9] == CUBLASLT_EPILOGUE_DEFAULT || e->key[9] == CUBLASLT_EPILOGUE_BIAS) continue;
-        printf("    epilogue %4d m=%-6lld n=%-6lld k=%-6lld: %s\n", (int)e->key[9], (long long)e->key[2],
-               (long long)e->key[3], (long long)e->key[4], e->state > 0 ? "cuBLASLt algorithm" : "NONE -> fallback");
+        printf("    epilogue %4d (bias type %2lld) m=%-6lld n=%-6lld k=%-6lld: %s\n", (int)e->key[9],
+               (long long)e->key[11], (long long)e->key[2], (long long)e->key[3], (long long)e->key[4],
+               e->state > 0 ? "cuBLASLt algorithm" : "NONE -> fallback");
     }
 }
 
 static void test_shape(int N, int C, int OC, int with_bias, int with_gelu, int with_dinp) {
     printf("matmul N=%d C=%d OC=%d bias=%d gelu=%d dinp=%d\n", N, C, OC, with_bias, with_gelu, with_dinp);
+    /* forget cached algorithms so that the report below is about this shape only */
+    memset(llmc_cuda_impl_of(&g_dev)->algo_cache, 0, sizeof llmc_cuda_impl_of(&g_dev)->algo_cache);
     std::vector<float> inp = rand_normal((size_t)N * C, 1.0), w = rand_normal((size_t)OC * C, 1.0 / sqrt(C)),
                        bias = rand_normal(OC, 0.5);
     round_bf16(inp); round_bf16(w); round_bf16(bias);
@@ -147,7 +150,7 @@ static void bench(int N, int C, int OC, int gelu) {
 
 int main(int argc, char **argv) {
     lab_open();
-    int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
+    int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0; /* "test": checks only */
     if (!bench_only) {
         test_shape(1, 80, 240, 1, 0, 1);
         test_shape(1, 80, 320, 1, 1, 1);
@@ -160,6 +163,7 @@ int main(int argc, char **argv) {
         test_shape(128, 1600, 6400, 1, 1, 1);
         test_shape(64, 768, 50304, 0, 0, 1); /* LM head */
     }
+    if (argc > 1 && strcmp(argv[1], "test") == 0) return lab_finish("matmul");
     bench(16384, 768, 2304, 0);
     bench(16384, 768, 3072, 1);
     bench(16384, 3072, 768, 1);

@@ -17,13 +17,13 @@ llmc_status llmc_cpu_classifier_forward(llmc_device *dev, float *losses, void *l
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
         for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-        float sum = 0.0f;
+        double sum = 0.0; /* 50k terms: a float sum would lose ~1e-5 */
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < V; j++) sum += llmc_expf(x[j] - mx);
         int tgt = targets[i];
-        losses[i] = mx + logf(sum) - x[tgt];
+        losses[i] = (float)((double)mx + log(sum) - (double)x[tgt]);
         if (dloss != 0.0f) {
-            float scale = dloss / sum;
+            float scale = (float)(dloss / sum);
 #pragma omp simd
             for (int j = 0; j < V; j++) x[j] = llmc_expf(x[j] - mx) * scale - (j == tgt ? dloss : 0.0f);
             for (int j = V; j < Vp; j++) x[j] = 0.0f;

@@ -34,6 +34,9 @@
 #ifndef SHARE_N
 #define SHARE_N 3072 /* at most this many columns of B shared at once (multiple of NR) */
 #endif
+#ifndef SHARE_FLOATS
+#define SHARE_FLOATS (1 << 20) /* ~4 MB of the shared operand packed per pass */
+#endif
 #ifndef WIDE_ROWS_OUTER
 #define WIDE_ROWS_OUTER 1
 #endif
@@ -252,41 +255,82 @@ static void gemm_empty(const gemm *g) {
     }
 }
 
-static void gemm_run(const gemm *g, float *shared, float *priv_all, size_t priv_floats, int nt) {
-    const int M = g->M, N = g->N, K = g->K;
-    const int wide = N >= M; /* share A, split columns; else share B, split rows */
-    const int sdim = wide ? M : N, pdim = wide ? N : M;
-    const int sstep = wide ? SHARE_M : SHARE_N, ustep = wide ? UNIT_N : UNIT_M;
-    const int sgran = wide ? MR : NR;
-    const int nunits = (pdim + ustep - 1) / ustep;
+/* How the work is cut, from the shape alone (never from the thread count). */
+typedef struct plan {
+    int wide;          /* N >= M: A is shared and units are column blocks; else B is shared, units are row blocks */
+    int sdim, pdim;    /* extent of the shared / the split side of C */
+    int sstep, sgran;  /* shared side: rows or columns per pass, and its panel width (MR or NR) */
+    int ustep;         /* split side: extent of one work unit */
+    int kchunk;        /* K per pass over the shared operand (a multiple of KC) */
+    size_t shared_floats, priv_floats;
+} plan;
+
+static plan make_plan(int M, int N, int K) {
+    plan p;
+    p.wide = N >= M;
+    p.sdim = p.wide ? M : N;
+    p.pdim = p.wide ? N : M;
+    p.sstep = p.wide ? SHARE_M : SHARE_N;
+    p.sgran = p.wide ? MR : NR;
+    p.ustep = p.wide ? UNIT_N : UNIT_M;
+    int sc = llmc_cpu_min(p.sstep, p.sdim);
+    int sc_pad = (sc + p.sgran - 1) / p.sgran * p.sgran;
+    /* pack up to ~SHARE_FLOATS of the shared operand per pass: fewer passes, fewer barriers */
+    long slices = SHARE_FLOATS / ((long)sc_pad * KC);
+    if (slices < 1) slices = 1;
+    long kslices = (K + KC - 1) / KC;
+    if (slices > kslices) slices = kslices;
+    p.kchunk = (int)slices * KC;
+    p.shared_floats = ((size_t)sc_pad * p.kchunk + 15) & ~(size_t)15;
+    p.priv_floats = (size_t)KC * p.ustep;
+    return p;
+}
+
+/* One pass = one block of the shared operand (sstep wide, kchunk deep), packed by all
+ * threads into one of two buffers, then the work units. Two buffers let a thread move
+ * on to packing the next pass while others still compute: one barrier per pass. */
+static void gemm_run(const gemm *g, const plan *pl, float *shared0, float *shared1, float *priv_all, int nt) {
+    const int K = g->K;
 #pragma omp parallel num_threads(nt)
     {
-        float *priv = priv_all + priv_floats * omp_get_thread_num();
-        for (int s0 = 0; s0 < sdim; s0 += sstep) {
-            int sc = llmc_cpu_min(sstep, sdim - s0);
-            int npanels = (sc + sgran - 1) / sgran;
-            for (int pc = 0; pc < K; pc += KC) {
-                int kc = llmc_cpu_min(KC, K - pc);
-                int load = g->accumulate || pc > 0, last = pc + kc >= K;
+        float *priv = priv_all + pl->priv_floats * omp_get_thread_num();
+        int pass = 0;
+        for (int s0 = 0; s0 < pl->sdim; s0 += pl->sstep) {
+            int sc = llmc_cpu_min(pl->sstep, pl->sdim - s0);
+            int npanels = (sc + pl->sgran - 1) / pl->sgran;
+            size_t slice_floats = (size_t)npanels * pl->sgran * KC;
+            for (int q0 = 0; q0 < K; q0 += pl->kchunk, pass++) {
+                float *shared = (pass & 1) ? shared1 : shared0;
+                int qn = llmc_cpu_min(pl->kchunk, K - q0);
+                int nslices = (qn + KC - 1) / KC;
 #pragma omp for schedule(static)
-                for (int p = 0; p < npanels; p++) {
-                    int off = p * sgran, w = llmc_cpu_min(sgran, sc - off);
-                    if (wide) pack_a(g, s0 + off, w, pc, kc, shared + (size_t)off * kc);
-                    else pack_b(g, s0 + off, w, pc, kc, shared + (size_t)off * kc);
+                for (int idx = 0; idx < nslices * npanels; idx++) {
+                    int t = idx / npanels, p = idx % npanels;
+                    int pc = q0 + t * KC, kc = llmc_cpu_min(KC, K - pc);
+                    int off = p * pl->sgran, w = llmc_cpu_min(pl->sgran, sc - off);
+                    float *dst = shared + t * slice_floats + (size_t)off * kc;
+                    if (pl->wide) pack_a(g, s0 + off, w, pc, kc, dst);
+                    else pack_b(g, s0 + off, w, pc, kc, dst);
                 }
-                /* (implicit barrier: the shared panels are complete) */
-#pragma omp for schedule(dynamic, 1)
+                /* (implicit barrier: this pass's shared panels are complete, and every thread
+                 * has finished the previous pass, whose buffer the next pass overwrites) */
+                int nunits = (pl->pdim + pl->ustep - 1) / pl->ustep;
+#pragma omp for schedule(dynamic, 1) nowait
                 for (int u = 0; u < nunits; u++) {
-                    int p0 = u * ustep, pw = llmc_cpu_min(ustep, pdim - p0);
-                    if (wide) {
-                        pack_b(g, p0, pw, pc, kc, priv);
-                        macro(g, shared, s0, sc, priv, p0, pw, kc, load, last, WIDE_ROWS_OUTER);
-                    } else {
-                        pack_a(g, p0, pw, pc, kc, priv);
-                        macro(g, priv, p0, pw, shared, s0, sc, kc, load, last, 0);
+                    int p0 = u * pl->ustep, pw = llmc_cpu_min(pl->ustep, pl->pdim - p0);
+                    for (int t = 0; t < nslices; t++) {
+                        int pc = q0 + t * KC, kc = llmc_cpu_min(KC, K - pc);
+                        int load = g->accumulate || pc > 0, last = pc + kc >= K;
+                        const float *sh = shared + t * slice_floats;
+                        if (pl->wide) {
+                            pack_b(g, p0, pw, pc, kc, priv);
+                            macro(g, sh, s0, sc, priv, p0, pw, kc, load, last, WIDE_ROWS_OUTER);
+                        } else {
+                            pack_a(g, p0, pw, pc, kc, priv);
+                            macro(g, priv, p0, pw, sh, s0, sc, kc, load, last, 0);
+                        }
                     }
                 }
-                /* (implicit barrier: nobody still reads the shared panels) */
             }
         }
     }
@@ -303,20 +347,20 @@ llmc_status llmc_cpu_sgemm(llmc_device *dev, int transA, int transB, int M, int 
     }
     int nt = omp_get_max_threads();
     if (2.0 * M * N * K < 4e6) nt = 1; /* not worth waking threads */
-    int wide = N >= M, kc = llmc_cpu_min(KC, K);
-    int sdim = wide ? llmc_cpu_min(M, SHARE_M) : llmc_cpu_min(N, SHARE_N);
-    int sgran = wide ? MR : NR;
-    size_t shared_floats = (size_t)kc * ((sdim + sgran - 1) / sgran * sgran);
-    size_t priv_floats = (size_t)kc * (wide ? UNIT_N : UNIT_M);
-    shared_floats = (shared_floats + 15) & ~(size_t)15; /* keep every piece 64-byte aligned */
-    size_t bytes = (shared_floats + priv_floats * nt) * sizeof(float);
+    plan pl = make_plan(M, N, K);
+    int passes = ((pl.sdim + pl.sstep - 1) / pl.sstep) * ((K + pl.kchunk - 1) / pl.kchunk);
+    size_t shared_total = pl.shared_floats * (passes > 1 ? 2 : 1);
+    size_t bytes = (shared_total + pl.priv_floats * nt) * sizeof(float);
     void *owned;
     float *ws = (float *)llmc_cpu_scratch(dev, bytes, &owned);
     if (!ws) {
-        if (dev) return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes of GEMM workspace", bytes);
+        if (dev)
+            return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes of GEMM workspace",
+                                    bytes);
         return LLMC_ERR_OUT_OF_MEMORY;
     }
-    gemm_run(&g, ws, ws + shared_floats, priv_floats, nt);
+    float *shared1 = passes > 1 ? ws + pl.shared_floats : ws;
+    gemm_run(&g, &pl, ws, shared1, ws + shared_total, nt);
     llmc_cpu_scratch_release(owned);
     return LLMC_OK;
 }

@@ -1,0 +1,400 @@
+"""Generation with the KV-cache engine: cached logits against a full recompute at every step,
+greedy continuations against the float64 reference, context limits, seeds, bad input, and the
+`python -m llmc.generate` command line."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import llmc
+from llmc import _core
+from llmc import reference as ref
+from conftest import BACKENDS, SHARED_DATA, rel_err
+
+LlmcError = llmc.LlmcError
+
+# HS = 64 so the GPU's attention kernels apply; V not a multiple of 128 so padding is exercised
+SMALL = dict(num_layers=2, num_heads=2, channels=128, max_seq_len=64, vocab_size=300)
+# C not a power of two, HS = 16, 3 layers: the CPU engine has no shape restrictions
+ODD = dict(num_layers=3, num_heads=3, channels=48, max_seq_len=40, vocab_size=77)
+LOGIT_TOL = {"cpu": 1e-5, "cuda": 2e-2}
+
+
+def make_model(device, cfg=SMALL, seed=3, spread=4.0):
+    """A model off its init point (LN weights and biases random) whose logits spread enough
+    that greedy choices are not near-ties."""
+    model = llmc.GPT2.from_config(dict(cfg), device=device, seed=seed)
+    rng = np.random.default_rng(seed)
+    p = model.get_params()
+    p += rng.standard_normal(p.shape).astype(np.float32) * 0.05
+    C, V, Vp = model.config["channels"], model.config["vocab_size"], model.config["padded_vocab_size"]
+    p[V * C:Vp * C] = 0.0  # padding rows of wte stay zero
+    off = {name: (o, int(np.prod(shape))) for name, o, shape, _ in model._layout}
+    o, n = off["lnfw"]
+    p[o:o + n] *= spread  # larger logits, same embeddings
+    model.set_params(p)
+    return model
+
+
+def ref_config(cfg):
+    return ref.Config(n_layer=cfg["num_layers"], n_head=cfg["num_heads"], n_embd=cfg["channels"],
+                      max_t=cfg["max_seq_len"], vocab_size=cfg["vocab_size"],
+                      padded_vocab_size=cfg["padded_vocab_size"])
+
+
+def recompute_logits(core, seq):
+    core.forward(np.asarray(seq, np.int32)[None, :])
+    return core.logits_at(0, len(seq) - 1)
+
+
+def run_checked(model, prompts, max_new, tol, temperature=1.0, top_k=0, top_p=1.0, seed=7, eot=-1):
+    """Runs a session; before every gen_next compares each live sequence's cached logits with a
+    full forward over its prefix (on the same model context: the session must not mind).
+    Returns the sequences (prompt + new tokens) and the worst relative error seen."""
+    core = model._m
+    B = len(prompts)
+    seqs = [list(map(int, p)) for p in prompts]
+    live = [len(p) < model.config["max_seq_len"] for p in prompts]
+    core.gen_begin(prompts, max_new, temperature, top_k, top_p, seed, eot)
+    worst, checks = 0.0, 0
+    try:
+        while any(live):
+            for b in range(B):
+                if not live[b]:
+                    with pytest.raises(LlmcError, match="stopped"):
+                        core.gen_logits(b)
+                    continue
+                err = rel_err(core.gen_logits(b), recompute_logits(core, seqs[b]))
+                assert err <= tol, f"sequence {b} at length {len(seqs[b])}: relative error {err:.3e} > {tol:.1e}"
+                worst, checks = max(worst, err), checks + 1
+            out, alive = core.gen_next(B)
+            for b in range(B):
+                if live[b]:
+                    assert out[b] >= 0
+                    seqs[b].append(int(out[b]))
+                    gen = len(seqs[b]) - len(prompts[b])
+                    live[b] = not (out[b] == eot or gen >= max_new or len(seqs[b]) >= model.config["max_seq_len"])
+                else:
+                    assert out[b] == -1
+            assert alive == sum(live)
+        out, alive = core.gen_next(B)  # a finished session keeps answering "nothing alive"
+        assert alive == 0 and np.all(out == -1)
+    finally:
+        core.gen_end()
+    assert checks > 0
+    return seqs, worst
+
+
+# ---------------------------------------------------------------- cached path == full recompute
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_cached_logits_match_recompute_batch1(device):
+    model = make_model(device)
+    seqs, worst = run_checked(model, [[5, 17, 42, 7, 1]], 24, LOGIT_TOL[device])
+    assert len(seqs[0]) == 5 + 24
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_cached_logits_match_recompute_ragged(device):
+    """Different prompt lengths (two share a length so prefill batches them), one stopping early."""
+    model = make_model(device)
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(0, 300, n).tolist() for n in (1, 9, 9, 23, 2)]
+    seqs, _ = run_checked(model, prompts, 17, LOGIT_TOL[device], temperature=0.9, top_k=40, seed=11)
+    assert [len(s) - len(p) for s, p in zip(seqs, prompts)] == [17] * 5
+
+
+def test_cached_logits_odd_shapes():
+    """HS = 16, C = 48, three layers, with EOT stopping some sequences early."""
+    model = make_model("cpu", cfg=ODD, seed=4)
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(0, 77, n).tolist() for n in (3, 1, 12)]
+    run_checked(model, prompts, 20, LOGIT_TOL["cpu"], temperature=1.5, seed=5, eot=3)
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_prompt_near_context_limit(device):
+    """Prompts ending 3, 1 and 0 positions short of max T: the decode reaches position T-1 and stops there."""
+    model = make_model(device)
+    T = model.config["max_seq_len"]
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(0, 300, n).tolist() for n in (T - 3, T - 1, T, 5)]
+    seqs, _ = run_checked(model, prompts, 100, LOGIT_TOL[device], temperature=0.8, seed=2)
+    assert [len(s) for s in seqs] == [T, T, T, T]
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_long_context_ragged(device):
+    """Long caches (the GPU splits the keys of a row across blocks) next to short ones."""
+    model = make_model(device, cfg=dict(SMALL, max_seq_len=1024))
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(0, 300, n).tolist() for n in (700, 3, 1000, 129)]
+    seqs, _ = run_checked(model, prompts, 12, LOGIT_TOL[device], temperature=0.9, seed=8)
+    assert [len(s) for s in seqs] == [712, 15, 1012, 141]
+
+
+# ---------------------------------------------------------------- greedy == float64 reference
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_greedy_matches_reference(device):
+    """Token for token against reference.gpt2_forward on the full prefix. On bf16 a step may only
+    differ where the reference's top two logits are within bf16 noise (then the engine's choice is
+    kept as the prefix, as in teacher forcing)."""
+    model = make_model(device)
+    cfg = model.config
+    rcfg = ref_config(cfg)
+    params = ref.unflatten(model.get_params().astype(np.float64), rcfg)
+    prompt = [11, 250, 3, 99]
+    new = model.generate(prompt, max_new_tokens=30, temperature=0, eot=-1)
+    assert len(new) == 30
+    seq = list(prompt)
+    for tok in new:
+        logits = ref.gpt2_forward(params, rcfg, np.array([seq]))[0][0, -1]
+        best = int(np.argmax(logits))
+        if device == "cpu":
+            assert tok == best, f"at length {len(seq)}: {tok} != reference {best}"
+        else:
+            margin = logits[best] - logits[tok]
+            assert margin <= 0.02 * np.abs(logits).max(), f"at length {len(seq)}: {tok} vs {best}, margin {margin}"
+        seq.append(int(tok))
+    if device == "cpu":
+        return
+    # on the GPU most steps must still agree exactly
+    agree = 0
+    seq = list(prompt)
+    for tok in new:
+        agree += int(np.argmax(ref.gpt2_forward(params, rcfg, np.array([seq]))[0][0, -1])) == tok
+        seq.append(int(tok))
+    assert agree >= 0.8 * len(new)
+
+
+def test_greedy_batch_equals_single():
+    """A sequence's tokens do not depend on the other sequences of its batch."""
+    model = make_model("cpu")
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10]]
+    batch = model.generate(prompts, max_new_tokens=12, temperature=0, eot=-1)
+    for p, got in zip(prompts, batch):
+        np.testing.assert_array_equal(got, model.generate(p, max_new_tokens=12, temperature=0, eot=-1))
+
+
+# ---------------------------------------------------------------- seeds
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_same_seed_same_tokens(device):
+    model = make_model(device, spread=1.0)
+    kw = dict(max_new_tokens=25, temperature=1.0, top_k=50, top_p=0.95, eot=-1)
+    a = model.generate([[1, 2, 3], [7]], seed=123, **kw)
+    b = model.generate([[1, 2, 3], [7]], seed=123, **kw)
+    c = model.generate([[1, 2, 3], [7]], seed=124, **kw)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c))
+    # sequence 0 of a batch uses the same stream as a single sequence with that seed
+    np.testing.assert_array_equal(model.generate([1, 2, 3], seed=123, **kw), a[0])
+    # two copies of one prompt in a batch get different streams
+    d = model.generate([[1, 2, 3], [1, 2, 3]], seed=123, **kw)
+    assert not np.array_equal(d[0], d[1])
+
+
+def test_stream_yields_what_generate_returns():
+    model = make_model("cpu")
+    toks = list(model.stream([4, 8, 15], max_new_tokens=10, temperature=0.7, seed=9, eot=-1))
+    np.testing.assert_array_equal(toks, model.generate([4, 8, 15], max_new_tokens=10, temperature=0.7, seed=9,
+                                                       eot=-1))
+
+
+def test_eot_stops_and_session_survives_training_state():
+    """EOT ends a sequence (not returned by generate); a session does not disturb the model's own
+    forward state and vice versa."""
+    model = make_model("cpu")
+    x = np.arange(10, dtype=np.int32)[None]
+    logits_before, _ = model.forward(x)
+    first = model.generate([1, 2], max_new_tokens=12, temperature=1.0, seed=3, eot=-1)
+    k = next(i for i in range(1, 12) if first[i] not in first[:i])  # a token not seen before
+    out = model.generate([1, 2], max_new_tokens=12, temperature=1.0, seed=3, eot=int(first[k]))
+    np.testing.assert_array_equal(out, first[:k])
+    np.testing.assert_array_equal(model._m.logits(), logits_before)
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_model("cpu", cfg=dict(num_layers=2, num_heads=2, channels=32, max_seq_len=32, vocab_size=64))
+
+
+def test_bad_input_raises(tiny):
+    cases = [
+        (lambda: tiny.generate([], max_new_tokens=4), "empty"),
+        (lambda: tiny.generate([1, 64], max_new_tokens=4), "token id 64 at position 1"),
+        (lambda: tiny.generate([1, -5], max_new_tokens=4), "token id -5"),
+        (lambda: tiny.generate([1], max_new_tokens=0), "got 0"),
+        (lambda: tiny.generate([1], max_new_tokens=-3), "got -3"),
+        (lambda: tiny.generate([1] * 33, max_new_tokens=1), "33 tokens.*32"),
+        (lambda: tiny.generate([1], max_new_tokens=2, temperature=-1), "temperature"),
+        (lambda: tiny.generate([1], max_new_tokens=2, top_p=0), "top_p"),
+        (lambda: tiny._m.gen_logits(0), "no generation session"),
+        (lambda: tiny._m.gen_next(1), "no generation session"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises(LlmcError, match=pattern):
+            call()
+    # still usable afterwards
+    assert len(tiny.generate([1, 2], max_new_tokens=3, temperature=0, eot=-1)) == 3
+
+
+def test_gen_logits_index_checked(tiny):
+    tiny._m.gen_begin([[1, 2]], 3)
+    try:
+        with pytest.raises(LlmcError, match="outside"):
+            tiny._m.gen_logits(1)
+        assert tiny._m.gen_logits(0).shape == (64,)
+    finally:
+        tiny._m.gen_end()
+
+
+def test_bad_model_file_and_device(tmp_path):
+    with pytest.raises(LlmcError):
+        llmc.GPT2.from_pretrained(tmp_path / "missing.bin")
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x01\x02\x03" * 100)
+    with pytest.raises(LlmcError):
+        llmc.GPT2.from_pretrained(bad)
+    with pytest.raises(LlmcError, match="tpu"):
+        llmc.GPT2.from_config(dict(num_layers=1, num_heads=1, channels=8, max_seq_len=8, vocab_size=16),
+                              device="tpu")
+
+
+# ---------------------------------------------------------------- the command line
+
+def cli(*args, env=None, timeout=120):
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(llmc.__file__)))
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [pkg_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "llmc.generate", *map(str, args)], capture_output=True,
+                          text=True, env=e, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    model = make_model("cpu", cfg=dict(num_layers=2, num_heads=2, channels=32, max_seq_len=32, vocab_size=64))
+    v3, v5 = d / "tiny_v3.bin", d / "tiny_v5.bin"
+    model.save(v3, 3)
+    model.save(v5, 5)
+    return dict(model=model, v3=v3, v5=v5, dir=d)
+
+
+def ids_of(stdout):
+    return [int(t) for t in stdout.split()]
+
+
+@pytest.mark.parametrize("version", ["v3", "v5"])
+def test_cli_tokens_greedy(model_files, version):
+    r = cli("--model", model_files[version], "--tokens", "1, 2 3", "-n", 8, "--temperature", 0, "--ids",
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    got = ids_of(r.stdout)
+    want = llmc.GPT2.from_pretrained(model_files[version]).generate([1, 2, 3], max_new_tokens=8, temperature=0)
+    assert got == want.tolist() and len(got) == 8
+    assert "tok/s" in r.stderr
+
+
+def test_cli_seed_and_batch(model_files):
+    args = ["--model", model_files["v3"], "--tokens", "5,6", "-n", 10, "--ids", "--seed", 4, "--top-k", 20,
+            "--top-p", 0.9, "--temperature", 1.2]
+    a, b = cli(*args), cli(*args)
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout
+    c = cli(*args, "--batch", 3)
+    assert c.returncode == 0, c.stderr
+    rows = [ln for ln in c.stdout.splitlines() if ln and not ln.startswith("===")]
+    assert len(rows) == 3 and ids_of(rows[0]) == ids_of(a.stdout)
+
+
+def test_cli_context_warning(model_files):
+    r = cli("--model", model_files["v3"], "--tokens", " ".join(["1"] * 28), "-n", 10, "--ids",
+            "--temperature", 0)
+    assert r.returncode == 0, r.stderr
+    assert len(ids_of(r.stdout)) == 4
+    assert "warning" in r.stderr and "32" in r.stderr
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--tokens", ""], "empty"),
+    (["--tokens", "1,64"], "64"),
+    (["--tokens", "1,x"], "x"),
+    (["--tokens", "1", "-n", "0"], "-n"),
+    (["--tokens", "1", "-n", "-4"], "-n"),
+    (["--tokens", " ".join(["1"] * 33)], "33"),
+    (["--tokens", "1", "--device", "tpu"], "tpu"),
+    (["--tokens", "1", "--prompt", "hi"], "one of"),
+    (["--tokens", "1", "--batch", "0"], "batch"),
+    (["--tokens", "1", "--temperature", "-1"], "temperature"),
+])
+def test_cli_errors(model_files, args, pattern):
+    r = cli("--model", model_files["v3"], *args)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert pattern in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_bad_model_files(model_files, tmp_path):
+    for path, pattern in [(tmp_path / "nope.bin", "nope.bin"), (model_files["dir"], "")]:
+        r = cli("--model", path, "--tokens", "1")
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and pattern in r.stderr, r.stderr
+    bad = tmp_path / "corrupt.bin"
+    bad.write_bytes(model_files["v3"].read_bytes()[:5000])
+    r = cli("--model", bad, "--tokens", "1")
+    assert r.returncode == 1 and "truncated" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("--tokens", "1")
+    assert r.returncode == 1 and "--model" in r.stderr
+
+
+RANKS = os.path.join(SHARED_DATA, "gpt2.tiktoken")
+
+
+@pytest.mark.skipif(not os.path.isfile(RANKS), reason="no local GPT-2 ranks file")
+def test_cli_text_prompt(model_files, tmp_path):
+    env = {"LLMC_GPT2_TIKTOKEN": RANKS}
+    r = cli("--model", model_files["v3"], "--prompt", "A=B", "-n", 6, "--temperature", 0, env=env)
+    assert r.returncode == 0, r.stderr
+    from llmc.tokenizer import decode, encode, get_encoding
+    enc = get_encoding(RANKS)
+    ids = encode("A=B", enc)
+    assert max(ids) < 64
+    want = model_files["model"].generate(ids, max_new_tokens=6, temperature=0, eot=-1)
+    assert r.stdout == decode(want, enc) + "\n"
+    # the same prompt from a file, and with an explicit --tokenizer
+    f = tmp_path / "p.txt"
+    f.write_text("A=B")
+    r2 = cli("--model", model_files["v3"], "--prompt-file", f, "-n", 6, "--temperature", 0, "--tokenizer", RANKS)
+    assert r2.returncode == 0 and r2.stdout == r.stdout
+    # empty prompt text
+    r3 = cli("--model", model_files["v3"], "--prompt", "", env=env)
+    assert r3.returncode == 1 and "empty" in r3.stderr
+
+
+def test_stream_utf8_is_whole_characters():
+    """The CLI's incremental printer never splits a UTF-8 character across tokens."""
+    from llmc.generate import Utf8Printer
+
+    chunks = []
+    p = Utf8Printer(chunks.append)
+    data = "héllo 世界 🙂".encode()
+    for i in range(len(data)):  # one byte per "token"
+        p.feed(data[i:i + 1])
+    p.close()
+    for c in chunks:
+        c.encode("utf-8")  # each piece is valid text on its own
+    assert "".join(chunks) == "héllo 世界 🙂"
+    chunks.clear()
+    p = Utf8Printer(chunks.append)
+    p.feed(b"ok\xe4\xb8")  # cut in the middle of a character at the end
+    p.close()
+    assert "".join(chunks) == "ok\ufffd"
