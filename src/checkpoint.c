@@ -85,7 +85,10 @@ static llmc_status atomic_close(llmc_model *m, atomic_file *af, llmc_status st) 
 
 /* ------------------------------------------------------------------ reading helpers */
 
+/* Size in bytes, or -1 for something that is not a regular file (a directory, a pipe). */
 static long file_size(FILE *f) {
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) return -1;
     if (fseek(f, 0, SEEK_END) != 0) return -1;
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -125,6 +128,10 @@ llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const ch
     llmc_status st = LLMC_OK;
     float *host = NULL;
     long size = file_size(f);
+    if (size < 0) {
+        st = llmc_model_fail(m, LLMC_ERR_IO, "'%s' is not a regular file (a directory?)", path);
+        goto done;
+    }
     if (size < (long)sizeof h || fread(h, sizeof h, 1, f) != 1) {
         st = llmc_model_fail(m, LLMC_ERR_FORMAT, "model file '%s' is truncated: %ld bytes, shorter than its 1024-byte header",
                              path, size);
@@ -244,6 +251,7 @@ static void checkpoint_paths(const char *dir, int step, char *model, char *state
 llmc_status llmc_checkpoint_save(llmc_model *m, const char *dir, const llmc_train_state *ts) {
     char model_path[4096], state_path[4096];
     checkpoint_paths(dir, ts->step, model_path, state_path, sizeof model_path);
+    if (!m->params) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model has no parameters to save");
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return llmc_model_fail(m, LLMC_ERR_IO, "cannot create directory '%s': %s", dir, strerror(errno));
     llmc_status st = llmc_model_save(m, model_path, 0);

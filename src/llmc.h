@@ -152,7 +152,8 @@ typedef struct llmc_sampling {
     uint64_t seed;
 } llmc_sampling;
 void llmc_sampling_default(llmc_sampling *s);
-/* Picks a token from V logits; advances *rng_state. Pure host code. */
+/* Picks a token from V logits; advances *rng_state (not for temperature 0). Returns -1 if V <= 0,
+ * a logit is NaN or +Inf, all are -Inf, or temperature < 0. Pure host code. */
 int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state);
 
 /* Generation session. prompts: batch sequences, concatenated, lengths in prompt_lens.
@@ -179,7 +180,7 @@ typedef struct llmc_data_position {
  * With shuffle, shard order and sample order are permuted per epoch from seed.
  * Returns NULL only if malloc fails; otherwise check llmc_dataloader_error(). */
 llmc_dataloader *llmc_dataloader_open(const char *pattern, int B, int T, int shuffle, uint64_t seed);
-const char *llmc_dataloader_error(const llmc_dataloader *d); /* NULL if open succeeded */
+const char *llmc_dataloader_error(const llmc_dataloader *d); /* NULL if open succeeded and the last next/seek did not fail */
 void llmc_dataloader_free(llmc_dataloader *d);
 /* Fills B*T inputs and the B*T targets shifted by one. */
 llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets);

@@ -114,7 +114,7 @@ static void bench(int N, int C, double peak) {
     /* backward: dout = a, x = res, dinp = b2 (grows, harmless) */
     float bwd = time_ms([&] { OKS(llmc_cuda_layernorm_backward(&g_dev, b2, dw, db, a, res, w, mean, rstd, N, C)); });
     float rr = time_ms([&] {
-        OKS(layernorm_backward_launch<8, 0>(&g_dev, b2, dw, db, a, res, w, mean, rstd, N, C));
+        OKS((layernorm_backward_launch<8, 0>(&g_dev, b2, dw, db, a, res, w, mean, rstd, N, C)));
     });
     double fb = 4.0 * nc * 2 + 8.0 * N, bb = 4.0 * nc * 2 + 8.0 * N;
     printf("BENCH layernorm N=%d C=%d  fwd %.3f ms %.0f GB/s (%.0f%%)  bwd %.3f ms %.0f GB/s (%.0f%%)  "

@@ -187,7 +187,7 @@ cdef class Model:
             raise LlmcError(f"tokens must have shape (B, T), got {x.shape}")
         y = None
         if targets is not None:
-            y = np.ascontiguousarray(targets, dtype=np.int32).reshape(x.shape[0], -1) if np.size(targets) == x.size \
+            y = np.ascontiguousarray(targets, dtype=np.int32).reshape(x.shape) if np.size(targets) == x.size \
                 else None
             if y is None:
                 raise LlmcError(f"targets must have the shape of inputs {x.shape}, got {np.shape(targets)}")

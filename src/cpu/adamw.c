@@ -86,9 +86,15 @@ llmc_status llmc_cpu_sum_squares(llmc_device *dev, double *out, const void *x, s
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < nchunks; c++) {
         size_t i0 = (size_t)c * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+        /* 16 independent partial sums: one accumulator would be bound by add latency */
+        double acc[16] = {0};
+        size_t i = i0;
+        for (; i + 16 <= i1; i += 16)
+#pragma omp simd
+            for (int l = 0; l < 16; l++) acc[l] += (double)a[i + l] * (double)a[i + l];
+        for (int l = 0; i < i1; i++, l++) acc[l] += (double)a[i] * (double)a[i];
         double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (size_t i = i0; i < i1; i++) s += (double)a[i] * (double)a[i];
+        for (int l = 0; l < 16; l++) s += acc[l];
         part[c] = s;
     }
     double total = 0.0;
