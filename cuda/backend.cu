@@ -84,6 +84,8 @@ static void cuda_destroy(llmc_device *dev) {
     if (im->scratch) cudaFree(im->scratch);
     if (im->pinned) cudaFreeHost(im->pinned);
     if (im->pinned_done) cudaEventDestroy(im->pinned_done);
+    free(im->host_counts);
+    free(im->host_distinct);
     if (im->lt) cublasLtDestroy(im->lt);
     if (im->stream) cudaStreamDestroy(im->stream);
     (void)cudaGetLastError();
@@ -281,4 +283,9 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_encoder_forward_at,
     llmc_cuda_kv_append,
     llmc_cuda_attention_decode,
+    llmc_cuda_argmax_rows,
+    llmc_cuda_graph_begin,
+    llmc_cuda_graph_end,
+    llmc_cuda_graph_launch,
+    llmc_cuda_graph_free,
 };

@@ -56,12 +56,12 @@ __device__ __forceinline__ void dlogits_vector(bf16 *dst, const float (&x)[VEC],
 }
 
 /* VEC: 8 (Vp % 8 == 0, aligned) or 1. CACHE: vectors per thread kept in registers (VEC 8 only).
- * THREADS: the block size it is launched with (bounds the registers so that it fits). */
-template <int VEC, int CACHE, int THREADS>
+ * THREADS: the block size it is launched with (bounds the registers so that it fits).
+ * UNR: vectors loaded per batch before their math (more bytes in flight, more registers). */
+template <int VEC, int CACHE, int THREADS, int UNR>
 __global__ void __launch_bounds__(THREADS)
     classifier_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp, float dloss) {
     static_assert(VEC == 8 || CACHE == 0, "the register cache holds 16-byte vectors");
-    constexpr int UNR = 4;
     __shared__ float red_m[32], red_s[32];
     __shared__ float lse_shared;
     const int tid = threadIdx.x;
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
             const int i = i0 + u * blockDim.x;
-            if (i < nvec) ld_bf16_cs<VEC>(f[u], x + (size_t)i * VEC); /* last read of the row */
+            if (i < nvec) ld_bf16<VEC>(f[u], x + (size_t)i * VEC);
         }
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
@@ -152,11 +152,13 @@ __global__ void __launch_bounds__(THREADS)
     }
 }
 
-/* The engine's choice, measured in dev/cuda/classifier.cu on H100 (N=8192, Vp=50304, fwd+bwd):
- * re-reading the row (it is still in L2: 2 blocks/SM x 100 KB) beat keeping it in registers
- * (7 vectors/thread: 75% of copy bandwidth, 1 block/SM, no overlap of the two passes). */
+/* The engine's choice, measured in dev/cuda/classifier.cu on H100 (N=8192, Vp=50304, fwd+bwd,
+ * as % of device-to-device copy bandwidth): re-reading the row from L2 with 1024 threads and
+ * one vector per batch (few registers: 2 blocks/SM) 89%; batches of 4 vectors 67% (x1024) and
+ * 78% (x512); keeping the row in registers (7 vectors/thread, 1 block/SM) 75%. */
 #define CLS_THREADS 1024
 #define CLS_CACHE 0
+#define CLS_UNR 1
 
 llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *logits, const int *targets, int N,
                                          int V, int Vp, float dloss) {
@@ -164,10 +166,10 @@ llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "classifier_forward: bad shape N=%d V=%d Vp=%d", N, V, Vp);
     cudaStream_t s = llmc_cuda_stream(dev);
     if (Vp % 8 == 0 && llmc_is_aligned16(logits)) {
-        classifier_kernel<8, CLS_CACHE, CLS_THREADS>
+        classifier_kernel<8, CLS_CACHE, CLS_THREADS, CLS_UNR>
             <<<N, CLS_THREADS, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
     } else {
-        classifier_kernel<1, 0, 256><<<N, 256, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
+        classifier_kernel<1, 0, 256, 1><<<N, 256, 0, s>>>(losses, (bf16 *)logits, targets, V, Vp, dloss);
     }
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;

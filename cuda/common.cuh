@@ -37,6 +37,10 @@ typedef struct llmc_cuda_impl {
     void *pinned; /* grow-only pinned host staging buffer */
     size_t pinned_bytes;
     cudaEvent_t pinned_done; /* recorded after the last copy that reads pinned */
+    int *host_counts;        /* encoder backward's per-token counts: grow-only, all zero between calls */
+    size_t host_counts_len;
+    int *host_distinct;      /* encoder backward's distinct tokens: grow-only */
+    size_t host_distinct_len;
     int algo_next;           /* round-robin replacement in algo_cache */
     llmc_cuda_algo_entry algo_cache[LLMC_CUDA_ALGO_CACHE];
 } llmc_cuda_impl;

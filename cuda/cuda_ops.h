@@ -55,4 +55,9 @@ llmc_status llmc_cuda_kv_append(llmc_device *dev, void *kcache, void *vcache, co
 llmc_status llmc_cuda_attention_decode(llmc_device *dev, void *out, const void *qkv, const void *kcache,
                                        const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                        int maxlen);
+llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
+llmc_status llmc_cuda_graph_begin(llmc_device *dev);
+llmc_status llmc_cuda_graph_end(llmc_device *dev, void **graph);
+llmc_status llmc_cuda_graph_launch(llmc_device *dev, void *graph);
+void llmc_cuda_graph_free(llmc_device *dev, void *graph);
 #endif

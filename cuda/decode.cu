@@ -7,6 +7,8 @@
  * softmax (running max, sum, and its 8 output dims) in fp32. The groups are merged through
  * shared memory in a fixed order; with several chunks a second kernel merges the chunks'
  * partial (max, sum, acc) in chunk order. No atomics: results are deterministic. */
+#include <limits.h>
+#include <stdlib.h>
 #include "common.cuh"
 
 namespace llmc_decode {
@@ -194,6 +196,65 @@ llmc_status launch_decode(llmc_device *dev, bf16 *out, const bf16 *qkv, const bf
     return LLMC_OK;
 }
 
+/* One block per row: each thread scans a strided share of the row, then a (value, index)
+ * reduction that prefers the larger value and, on ties, the lower index. NaN and +Inf are
+ * detected on the bits (fast-math builds may fold float NaN tests away). */
+__device__ __forceinline__ void better_of(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) {
+        v = v2;
+        i = i2;
+    }
+}
+
+__global__ void argmax_rows_kernel(int *out, const bf16 *logits, int V, int Vp) {
+    __shared__ float s_v[32];
+    __shared__ int s_i[32], s_bad[32];
+    const unsigned short *row = reinterpret_cast<const unsigned short *>(logits) + (size_t)blockIdx.x * Vp;
+    float best = -INFINITY;
+    int arg = INT_MAX, bad = 0;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        const unsigned short b = row[j];
+        bad |= (b & 0x7F80u) == 0x7F80u && b != 0xFF80u; /* NaN or +Inf (not -Inf) */
+        const float v = __uint_as_float((unsigned)b << 16);
+        if (v > best) { /* j grows: a tie keeps the earlier index */
+            best = v;
+            arg = j;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+        const int i2 = __shfl_xor_sync(0xffffffffu, arg, o);
+        bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+        better_of(best, arg, v2, i2);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) {
+        s_v[warp] = best;
+        s_i[warp] = arg;
+        s_bad[warp] = bad;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < nw ? s_v[lane] : -INFINITY;
+        arg = lane < nw ? s_i[lane] : INT_MAX;
+        bad = lane < nw ? s_bad[lane] : 0;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, arg, o);
+            bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+            better_of(best, arg, v2, i2);
+        }
+        if (lane == 0) out[blockIdx.x] = (bad || arg == INT_MAX) ? -1 : arg;
+    }
+}
+
+/* A captured decode step, and the op scratch it was recorded with: a graph that refers to a
+ * scratch buffer that has since been reallocated must not be replayed. */
+struct captured {
+    cudaGraphExec_t exec;
+    void *scratch;
+};
+
 static size_t grid_for(llmc_device *dev, size_t work) {
     size_t grid = LLMC_CEIL_DIV(work, (size_t)256);
     const size_t cap = (size_t)llmc_cuda_impl_of(dev)->sm_count * 16;
@@ -264,4 +325,60 @@ llmc_status llmc_cuda_attention_decode(llmc_device *dev, void *out, const void *
                                 "attention_decode: head size %d is not supported on CUDA (8, 16, 32, 64, 128 or 256)",
                                 HS);
     }
+}
+
+llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp) {
+    if (N < 0 || V <= 0 || Vp < V)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "argmax_rows: bad shape N=%d V=%d Vp=%d", N, V, Vp);
+    if (N == 0) return LLMC_OK;
+    argmax_rows_kernel<<<N, 512, 0, llmc_cuda_stream(dev)>>>(out, (const bf16 *)logits, V, Vp);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+/* ---- CUDA graphs of whole steps ---- */
+
+llmc_status llmc_cuda_graph_begin(llmc_device *dev) {
+    LLMC_CUDA_TRY(dev, cudaStreamBeginCapture(llmc_cuda_stream(dev), cudaStreamCaptureModeThreadLocal));
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_graph_end(llmc_device *dev, void **graph) {
+    *graph = nullptr;
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(llmc_cuda_stream(dev), &g);
+    if (e != cudaSuccess || !g) {
+        if (g) cudaGraphDestroy(g);
+        return llmc_cuda_check(dev, e != cudaSuccess ? e : cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture",
+                               __FILE__, __LINE__);
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return llmc_cuda_check(dev, e, "cudaGraphInstantiate", __FILE__, __LINE__);
+    captured *c = (captured *)malloc(sizeof *c);
+    if (!c) {
+        cudaGraphExecDestroy(exec);
+        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "out of host memory for a CUDA graph");
+    }
+    c->exec = exec;
+    c->scratch = llmc_cuda_impl_of(dev)->scratch;
+    *graph = c;
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_graph_launch(llmc_device *dev, void *graph) {
+    captured *c = (captured *)graph;
+    if (c->scratch != llmc_cuda_impl_of(dev)->scratch)
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "CUDA graph is stale: the op scratch buffer was reallocated");
+    LLMC_CUDA_TRY(dev, cudaGraphLaunch(c->exec, llmc_cuda_stream(dev)));
+    return LLMC_OK;
+}
+
+void llmc_cuda_graph_free(llmc_device *dev, void *graph) {
+    (void)dev;
+    captured *c = (captured *)graph;
+    if (!c) return;
+    cudaGraphExecDestroy(c->exec);
+    free(c);
 }

@@ -1,8 +1,8 @@
 /* encoder.cu — token + position embedding, and its deterministic backward.
  *
  * Backward without float atomics: dwpe[t] sums dout[b,t] over b in order; for dwte the host
- * groups the rows (b,t) by token id (stable radix sort of the host token ids) and uploads the
- * groups; one block per group sums its rows in that order into dwte[token] (frequent tokens
+ * groups the rows (b,t) by token id (stable counting sort of the host token ids) and uploads
+ * the groups; one block per group sums its rows in that order into dwte[token] (frequent tokens
  * are split into fixed segments whose partial sums are then added in segment order). */
 #include <stdlib.h>
 #include <string.h>
@@ -136,31 +136,6 @@ __global__ void encoder_backward_wte_join_kernel(bf16 *dwte, const float *partia
     }
 }
 
-/* Stable LSD radix sort of row indices by token id, 16 bits per pass (one pass when all
- * ids < 65536, as GPT-2's are). */
-static int sort_rows_by_token(const int *tok, int n, int *order, int *tmp) {
-    int maxtok = 0;
-    for (int i = 0; i < n; i++)
-        if (tok[i] > maxtok) maxtok = tok[i];
-    size_t *count = (size_t *)malloc(65537 * sizeof(size_t));
-    if (!count) return -1;
-    for (int i = 0; i < n; i++) order[i] = i;
-    int passes = maxtok >= 65536 ? 2 : 1;
-    for (int pass = 0; pass < passes; pass++) {
-        const int shift = 16 * pass;
-        memset(count, 0, 65537 * sizeof(size_t));
-        for (int i = 0; i < n; i++) count[(((unsigned)tok[i] >> shift) & 0xffffu) + 1]++;
-        for (int d = 0; d < 65536; d++) count[d + 1] += count[d];
-        for (int i = 0; i < n; i++) {
-            int r = order[i];
-            tmp[count[((unsigned)tok[r] >> shift) & 0xffffu]++] = r;
-        }
-        memcpy(order, tmp, (size_t)n * sizeof(int));
-    }
-    free(count);
-    return 0;
-}
-
 llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
                                        const int *tokens_host, int B, int T, int C) {
     (void)tokens;
@@ -170,10 +145,14 @@ llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe,
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: the CUDA backend needs tokens_host");
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     const int n = B * T;
-    for (int i = 0; i < n; i++)
-        if (tokens_host[i] < 0)
-            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: negative token id %d at %d",
-                                    tokens_host[i], i);
+    int maxtok = 0;
+    for (int i = 0; i < n; i++) {
+        const int t = tokens_host[i];
+        if (t < 0 || t >= (1 << 24))
+            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: token id %d at %d out of range", t,
+                                    i);
+        if (t > maxtok) maxtok = t;
+    }
 
     const bool vec = C % 8 == 0 && llmc_is_aligned16(dwte) && llmc_is_aligned16(dwpe) && llmc_is_aligned16(dout);
 
@@ -189,61 +168,69 @@ llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe,
         LLMC_CUDA_LAUNCHED(dev);
     }
 
-    /* dwte: group the rows by token on the host, split frequent tokens into segments. */
-    int *order = (int *)malloc((size_t)n * sizeof(int));
-    int *tmp = (int *)malloc((size_t)n * sizeof(int));
-    if (!order || !tmp || sort_rows_by_token(tokens_host, n, order, tmp) != 0) {
-        free(order);
-        free(tmp);
-        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "encoder_backward: out of host memory");
+    /* dwte: group the rows by token on the host with a counting sort (stable: rows ascend within
+     * a token), tokens in order of first appearance, frequent tokens split into segments. This
+     * runs while the GPU is still busy with the earlier backward, so it must stay cheap: two
+     * passes over the rows, two over the distinct tokens, no allocation in the steady state. */
+    const size_t range = (size_t)maxtok + 1;
+    if (range > im->host_counts_len) {
+        free(im->host_counts);
+        im->host_counts = (int *)calloc(range, sizeof(int));
+        im->host_counts_len = im->host_counts ? range : 0;
     }
+    if ((size_t)n > im->host_distinct_len) {
+        free(im->host_distinct);
+        im->host_distinct = (int *)malloc((size_t)n * sizeof(int));
+        im->host_distinct_len = im->host_distinct ? (size_t)n : 0;
+    }
+    if (!im->host_counts || !im->host_distinct)
+        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "encoder_backward: out of host memory");
+    int *count = im->host_counts, *distinct = im->host_distinct;
+    int U = 0;
+    for (int i = 0; i < n; i++)
+        if (count[tokens_host[i]]++ == 0) distinct[U++] = tokens_host[i];
     int nseg = 0, njobs = 0, nslots = 0;
-    for (int i = 0; i < n;) {
-        int j = i;
-        while (j < n && tokens_host[order[j]] == tokens_host[order[i]]) j++;
-        const int segs = LLMC_CEIL_DIV(j - i, ENC_SEG);
+    for (int u = 0; u < U; u++) {
+        const int segs = LLMC_CEIL_DIV(count[distinct[u]], ENC_SEG);
         nseg += segs;
         if (segs > 1) {
             njobs++;
             nslots += segs;
         }
-        i = j;
     }
     /* staging layout (ints): rows[n], segs[4 * nseg], jobs[3 * njobs] */
     const size_t words = (size_t)n + 4 * (size_t)nseg + 3 * (size_t)njobs;
     int *host;
     llmc_status st = llmc_cuda_pinned_acquire(dev, words * sizeof(int), (void **)&host);
     if (st != LLMC_OK) {
-        free(order);
-        free(tmp);
+        for (int u = 0; u < U; u++) count[distinct[u]] = 0;
         return st;
     }
     int *hrows = host, *hsegs = host + n, *hjobs = hsegs + 4 * (size_t)nseg;
-    memcpy(hrows, order, (size_t)n * sizeof(int));
     {
-        int g = 0, job = 0, slot = 0;
-        for (int i = 0; i < n;) {
-            int j = i;
-            const int tok = tokens_host[order[i]];
-            while (j < n && tokens_host[order[j]] == tok) j++;
-            const int segs = LLMC_CEIL_DIV(j - i, ENC_SEG);
+        /* count[t] becomes the next free row slot of token t */
+        int g = 0, job = 0, slot = 0, start = 0;
+        for (int u = 0; u < U; u++) {
+            const int t = distinct[u], c = count[t];
+            const int segs = LLMC_CEIL_DIV(c, ENC_SEG);
             if (segs > 1) {
-                hjobs[3 * job] = tok;
+                hjobs[3 * job] = t;
                 hjobs[3 * job + 1] = slot;
                 hjobs[3 * job + 2] = segs;
                 job++;
             }
             for (int k = 0; k < segs; k++, g++) {
-                hsegs[4 * g] = tok;
-                hsegs[4 * g + 1] = i + k * ENC_SEG;
-                hsegs[4 * g + 2] = i + (k + 1) * ENC_SEG < j ? i + (k + 1) * ENC_SEG : j;
+                hsegs[4 * g] = t;
+                hsegs[4 * g + 1] = start + k * ENC_SEG;
+                hsegs[4 * g + 2] = (k + 1) * ENC_SEG < c ? start + (k + 1) * ENC_SEG : start + c;
                 hsegs[4 * g + 3] = segs > 1 ? slot++ : -1;
             }
-            i = j;
+            count[t] = start;
+            start += c;
         }
+        for (int i = 0; i < n; i++) hrows[count[tokens_host[i]]++] = i;
+        for (int u = 0; u < U; u++) count[distinct[u]] = 0; /* keep the array zero for the next call */
     }
-    free(order);
-    free(tmp);
 
     const size_t ints_bytes = (words * sizeof(int) + 255) & ~(size_t)255;
     char *scratch;

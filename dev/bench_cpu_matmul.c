@@ -213,16 +213,29 @@ static void check_sgemm_flags(void) {
 
 /* ---- timing ---- */
 
+/* Wall time by default. -DBENCH_CPU_TIME uses process CPU time instead: with
+ * OMP_NUM_THREADS=1 on a busy shared machine it is far less noisy for A/B tuning. */
+#ifdef BENCH_CPU_TIME
+#include <time.h>
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+#else
+static double now(void) { return omp_get_wtime(); }
+#endif
+
 typedef enum { FWD, BWD_DATA, BWD_WEIGHT } kind;
 static double time_op(kind k, int N, int C, int OC, int reps, float *inp, float *w, float *bias, float *out,
                       float *dout, float *dinp, float *dw) {
     double best = 1e30;
     for (int r = 0; r < reps + 1; r++) {
-        double t0 = omp_get_wtime();
+        double t0 = now();
         if (k == FWD) ops->matmul_forward(&dev, out, NULL, inp, w, bias, N, C, OC);
         if (k == BWD_DATA) ops->matmul_backward(&dev, dinp, NULL, NULL, dout, inp, w, NULL, N, C, OC);
         if (k == BWD_WEIGHT) ops->matmul_backward(&dev, NULL, dw, NULL, dout, inp, w, NULL, N, C, OC);
-        double t = omp_get_wtime() - t0;
+        double t = now() - t0;
         if (r > 0 && t < best) best = t; /* first run warms caches and the workspace */
     }
     return best;

@@ -15,6 +15,7 @@ the decode step captured in a CUDA graph (bf16 on cuda, fp32 on cpu without a gr
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -114,19 +115,26 @@ class TorchGPT2:
         logits = F.linear(h, self.p["wte"])[:, :self.cfg["vocab_size"]]
         return logits.argmax(-1)
 
-    def decode(self, tok, pos):
-        """tok (B,) long, pos () long tensor: the position of tok (same for every row)."""
+    def decode(self, tok, pos, sdpa=True):
+        """tok (B,) long, pos () long tensor: the position of tok (same for every row).
+        Written without host synchronisation (no tensor-to-int conversions) so it can be captured."""
         torch = self.torch
         F = torch.nn.functional
-        x = (self.p["wte"][tok] + self.p["wpe"][pos]).unsqueeze(1)
+        p1 = pos.view(1)
+        x = (F.embedding(tok, self.p["wte"]) + F.embedding(p1, self.p["wpe"])).unsqueeze(1)
         mask = (torch.arange(self.maxlen, device=self.device) <= pos).view(1, 1, 1, -1)
+        scale = 1.0 / math.sqrt(self.cfg["channels"] // self.cfg["num_heads"])
 
         def write(l, k, v):
-            self.kc[l].index_copy_(2, pos.view(1), k)
-            self.vc[l].index_copy_(2, pos.view(1), v)
+            self.kc[l].index_copy_(2, p1, k)
+            self.vc[l].index_copy_(2, p1, v)
 
         def attend(l, q, k, v):
-            return F.scaled_dot_product_attention(q, self.kc[l], self.vc[l], attn_mask=mask)
+            if sdpa:
+                return F.scaled_dot_product_attention(q, self.kc[l], self.vc[l], attn_mask=mask)
+            s = (q @ self.kc[l].transpose(-1, -2)).float() * scale
+            s = s.masked_fill(~mask, float("-inf")).softmax(-1)
+            return s.to(q.dtype) @ self.vc[l]
 
         h = self._blocks(x, write, attend)[:, 0]
         logits = F.linear(h, self.p["wte"])[:, :self.cfg["vocab_size"]]
@@ -147,15 +155,25 @@ def torch_decode(tm, B, P, n, rng, first_prompt=None):
         pos_in = torch.tensor(P, device=tm.device)
         first = [int(nxt[0])]
         if cuda:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):  # warm up outside the graph (cuBLAS handles, workspaces)
-                    tm.decode(tok_in, pos_in)
-            torch.cuda.current_stream().wait_stream(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = tm.decode(tok_in, pos_in)
+            graph, out = None, None
+            for sdpa in (True, False):  # SDPA with a mask first; plain matmul-softmax if it cannot be captured
+                try:
+                    s = torch.cuda.Stream()
+                    s.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(s):
+                        for _ in range(3):  # warm up outside the graph (cuBLAS handles, workspaces)
+                            tm.decode(tok_in, pos_in, sdpa)
+                    torch.cuda.current_stream().wait_stream(s)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        out = tm.decode(tok_in, pos_in, sdpa)
+                    break
+                except Exception as e:
+                    print(f"  (torch: capture with sdpa={sdpa} failed: {type(e).__name__}: {str(e).splitlines()[0]})")
+                    graph = None
+                    torch.cuda.synchronize()
+            if graph is None:
+                raise RuntimeError("the torch decode step could not be captured")
             # the warm-up wrote position P of the caches; the timed loop rewrites it
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -234,21 +252,27 @@ def main():
         tps, prompt0, first = llmc_decode(core, B, args.prompt_len, args.n, rng, sampling)
         line = f"decode B={B:<3d} prompt {args.prompt_len} + {args.n} new: llmc {tps:10.1f} tok/s"
         if tm is not None:
-            torch_decode(tm, B, args.prompt_len, min(8, args.n), rng)  # warm up
-            ttps, tfirst = torch_decode(tm, B, args.prompt_len, args.n, rng, first_prompt=prompt0)
-            k = min(len(first), len(tfirst), 32)
-            agree = sum(a == b for a, b in zip(first[:k], tfirst[:k]))
-            line += f" | torch {ttps:10.1f} tok/s | llmc/torch {tps / ttps:5.2f}"
-            if not args.sample:
-                line += f" | greedy agreement {agree}/{k}"
+            try:
+                torch_decode(tm, B, args.prompt_len, min(8, args.n), rng)  # warm up
+                ttps, tfirst = torch_decode(tm, B, args.prompt_len, args.n, rng, first_prompt=prompt0)
+                k = min(len(first), len(tfirst), 32)
+                agree = sum(a == b for a, b in zip(first[:k], tfirst[:k]))
+                line += f" | torch {ttps:10.1f} tok/s | llmc/torch {tps / ttps:5.2f}"
+                if not args.sample:
+                    line += f" | greedy agreement {agree}/{k}"
+            except Exception as e:
+                line += f" | torch failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         print(line, flush=True)
         rows.append(line)
 
     pf = llmc_prefill(core, args.prefill_len, args.reps, rng)
     line = f"prefill {args.prefill_len} tokens (B=1): llmc {1e3 * pf:8.2f} ms"
     if tm is not None:
-        tpf = torch_prefill(tm, args.prefill_len, args.reps, rng)
-        line += f" | torch {1e3 * tpf:8.2f} ms | llmc/torch time {pf / tpf:5.2f}"
+        try:
+            tpf = torch_prefill(tm, args.prefill_len, args.reps, rng)
+            line += f" | torch {1e3 * tpf:8.2f} ms | llmc/torch time {pf / tpf:5.2f}"
+        except Exception as e:
+            line += f" | torch failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     print(line, flush=True)
 
 

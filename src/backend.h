@@ -146,6 +146,17 @@ struct llmc_backend_ops {
     llmc_status (*attention_decode)(llmc_device *dev, void *out, const void *qkv, const void *kcache,
                                     const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                     int maxlen);
+    /* out[i] (=, device int32) = the index of the largest of logits[i, :V] (rows of Vp), the lowest
+     * index on ties; -1 when the row holds a NaN or +Inf or is all -Inf (as llmc_sample_token). */
+    llmc_status (*argmax_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
+    /* Optional (NULL: not supported). Ops enqueued between graph_begin and graph_end are recorded,
+     * not run; graph_launch replays them (same pointers and shapes, current memory contents).
+     * graph_end must follow every graph_begin, also after a failed op. graph_launch fails with
+     * LLMC_ERR_UNSUPPORTED when the graph went stale (a backend workspace moved): capture again. */
+    llmc_status (*graph_begin)(llmc_device *dev);
+    llmc_status (*graph_end)(llmc_device *dev, void **graph);
+    llmc_status (*graph_launch)(llmc_device *dev, void *graph);
+    void (*graph_free)(llmc_device *dev, void *graph);
 };
 
 #ifdef __cplusplus

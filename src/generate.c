@@ -31,7 +31,10 @@ struct llmc_gen_state {
     int *alive;
     int *row;        /* row of `logits` holding the sequence's next-token logits, -1 when stopped */
     int *tok, *slot, *pos; /* staging of one decode step */
-    float *logits;   /* (batch, Vp) fp32 on the host */
+    int greedy;      /* temperature 0: the device picks the argmax, logits stay there */
+    int *pick;       /* greedy: the token of each logits row */
+    float *logits;   /* sampling: (batch, Vp) fp32 on the host */
+    uint16_t *raw;   /* sampling on a bf16 backend: the rows as they come off the device */
     int broken;      /* a device step failed: the cache can no longer be trusted */
     llmc_infer eng;
 };
@@ -48,7 +51,9 @@ void llmc_gen_free(llmc_model *m) {
     free(g->tok);
     free(g->slot);
     free(g->pos);
+    free(g->pick);
     free(g->logits);
+    free(g->raw);
     free(g);
     m->gen = NULL;
 }
@@ -56,8 +61,22 @@ void llmc_gen_free(llmc_model *m) {
 void llmc_gen_end(llmc_model *m) { llmc_gen_free(m); }
 
 static llmc_status download_logits(llmc_model *m, llmc_gen_state *g, int n) {
-    const size_t Vp = (size_t)m->cfg.padded_vocab_size;
-    MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, g->logits, g->eng.logits, m->dev.ops->act_dtype, (size_t)n * Vp));
+    if (g->greedy) return LLMC_OK; /* read lazily by llmc_gen_logits */
+    const size_t Vp = (size_t)m->cfg.padded_vocab_size, total = (size_t)n * Vp;
+    if (!g->raw) {
+        MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, g->logits, g->eng.logits, m->dev.ops->act_dtype, total));
+        return LLMC_OK;
+    }
+    /* bf16 crosses the bus at half the bytes; widening is exact and runs on all host cores */
+    MODEL_TRY(m, m->dev.ops->copy_d2h(&m->dev, g->raw, g->eng.logits, total * sizeof(uint16_t)));
+    const uint16_t *src = g->raw;
+    float *dst = g->logits;
+#pragma omp parallel for schedule(static) if (total > 65536)
+    for (int r = 0; r < n; r++)
+        for (size_t j = 0; j < Vp; j++) {
+            uint32_t u = (uint32_t)src[(size_t)r * Vp + j] << 16;
+            memcpy(&dst[(size_t)r * Vp + j], &u, sizeof u);
+        }
     return LLMC_OK;
 }
 
@@ -108,7 +127,7 @@ static llmc_status prefill(llmc_model *m, llmc_gen_state *g, const int *prompts,
         if (st != LLMC_OK) goto done;
     }
     if (nlive > 0) {
-        st = llmc_infer_last_logits(m, e, nlive);
+        st = llmc_infer_last_logits(m, e, nlive, g->greedy ? g->pick : NULL);
         if (st == LLMC_OK) st = download_logits(m, g, nlive);
     }
 done:
@@ -183,8 +202,13 @@ llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_
     g->tok = malloc(nb * sizeof(int));
     g->slot = malloc(nb * sizeof(int));
     g->pos = malloc(nb * sizeof(int));
-    g->logits = malloc(nb * (size_t)m->cfg.padded_vocab_size * sizeof(float));
-    if (!g->rng || !g->len || !g->generated || !g->alive || !g->row || !g->tok || !g->slot || !g->pos || !g->logits) {
+    g->greedy = s->temperature == 0.0f;
+    g->pick = malloc(nb * sizeof(int));
+    g->logits = g->greedy ? NULL : malloc(nb * (size_t)m->cfg.padded_vocab_size * sizeof(float));
+    if (!g->greedy && m->dev.ops->act_dtype == LLMC_BF16)
+        g->raw = malloc(nb * (size_t)m->cfg.padded_vocab_size * sizeof(uint16_t));
+    if (!g->rng || !g->len || !g->generated || !g->alive || !g->row || !g->tok || !g->slot || !g->pos || !g->pick ||
+        (!g->greedy && (!g->logits || (m->dev.ops->act_dtype == LLMC_BF16 && !g->raw)))) {
         free(offsets);
         llmc_gen_free(m);
         return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
@@ -232,10 +256,16 @@ llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
         if (alive_count) *alive_count = 0;
         return LLMC_OK;
     }
-    /* sampling is pure host work on independent rows and RNG streams */
+    if (g->greedy) {
+        for (int b = 0; b < B; b++)
+            if (g->alive[b]) out[b] = g->pick[g->row[b]];
+    } else {
+        /* sampling is pure host work on independent rows and RNG streams */
 #pragma omp parallel for schedule(dynamic, 1) if (nlive > 1)
-    for (int b = 0; b < B; b++)
-        if (g->alive[b]) out[b] = llmc_sample_token(g->logits + (size_t)g->row[b] * Vp, V, &g->sampling, &g->rng[b]);
+        for (int b = 0; b < B; b++)
+            if (g->alive[b])
+                out[b] = llmc_sample_token(g->logits + (size_t)g->row[b] * Vp, V, &g->sampling, &g->rng[b]);
+    }
     for (int b = 0; b < B; b++)
         if (g->alive[b] && out[b] < 0) {
             g->broken = 1;
@@ -258,7 +288,7 @@ llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
         g->row[b] = n++;
     }
     if (n > 0) {
-        llmc_status st = llmc_infer_decode(m, &g->eng, g->tok, g->slot, g->pos, n);
+        llmc_status st = llmc_infer_decode(m, &g->eng, g->tok, g->slot, g->pos, n, g->greedy ? g->pick : NULL);
         if (st == LLMC_OK) st = download_logits(m, g, n);
         if (st != LLMC_OK) {
             g->broken = 1;
@@ -276,6 +306,12 @@ llmc_status llmc_gen_logits(llmc_model *m, int b, float *dst) {
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "sequence %d outside the session's batch of %d", b, g->batch);
     if (g->broken || !g->alive[b] || g->row[b] < 0)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
-    memcpy(dst, g->logits + (size_t)g->row[b] * m->cfg.padded_vocab_size, (size_t)m->cfg.vocab_size * sizeof(float));
+    const size_t Vp = (size_t)m->cfg.padded_vocab_size, V = (size_t)m->cfg.vocab_size;
+    if (!g->greedy) {
+        memcpy(dst, g->logits + (size_t)g->row[b] * Vp, V * sizeof(float));
+        return LLMC_OK;
+    }
+    const char *row = (const char *)g->eng.logits + (size_t)g->row[b] * Vp * m->esz;
+    MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, dst, row, m->dev.ops->act_dtype, V));
     return LLMC_OK;
 }

@@ -46,11 +46,17 @@ static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
     e->last = carve(&c, S * C * es);
     e->logits = carve(&c, S * Vp * es);
     e->ids = carve(&c, (R + 3 * S) * sizeof(int));
+    e->argmax = carve(&c, S * sizeof(int));
     return c.off;
 }
 
 void llmc_infer_release(llmc_model *m, llmc_infer *e) {
+    if (e->graphs && m->dev.ops)
+        for (int i = 0; i <= e->slots; i++)
+            if (e->graphs[i]) m->dev.ops->graph_free(&m->dev, e->graphs[i]);
     if (e->mem && m->dev.ops) m->dev.ops->free(&m->dev, e->mem);
+    free(e->graphs);
+    free(e->seen);
     free(e->host_ids);
     memset(e, 0, sizeof *e);
 }
@@ -58,7 +64,7 @@ void llmc_infer_release(llmc_model *m, llmc_infer *e) {
 llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen, int rows) {
     const llmc_backend_ops *ops = m->dev.ops;
     memset(e, 0, sizeof *e);
-    if (!ops->encoder_forward_at || !ops->kv_append || !ops->attention_decode)
+    if (!ops->encoder_forward_at || !ops->kv_append || !ops->attention_decode || !ops->argmax_rows)
         return llmc_model_fail(m, LLMC_ERR_UNSUPPORTED, "the %s backend has no KV-cache inference ops", ops->name);
     e->slots = slots;
     e->maxlen = maxlen;
@@ -74,14 +80,23 @@ llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen
                                slots, maxlen, cache / 1073741824.0, (bytes - cache) / 1073741824.0,
                                free_b / 1073741824.0);
     e->host_ids = malloc(((size_t)rows + 3 * (size_t)slots) * sizeof(int));
-    if (!e->host_ids) return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
+    e->use_graphs = ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free &&
+                    !getenv("LLMC_NO_GRAPHS");
+    e->graphs = calloc((size_t)slots + 1, sizeof(void *));
+    e->seen = calloc((size_t)slots + 1, 1);
+    if (!e->host_ids || !e->graphs || !e->seen) {
+        free(e->host_ids);
+        free(e->graphs);
+        free(e->seen);
+        memset(e, 0, sizeof *e);
+        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
+    }
     llmc_status st = ops->alloc(&m->dev, &e->mem, bytes);
     if (st != LLMC_OK) {
         llmc_status r = llmc_model_fail(m, st, "cannot allocate %.2f GiB for generation (KV cache for %d x %d): %s",
                                         bytes / 1073741824.0, slots, maxlen, m->dev.err);
-        free(e->host_ids);
-        e->host_ids = NULL;
         e->mem = NULL;
+        llmc_infer_release(m, e);
         return r;
     }
     plan(m, e, e->mem);
@@ -177,16 +192,72 @@ llmc_status llmc_infer_prefill(llmc_model *m, llmc_infer *e, const int *tokens, 
     return LLMC_OK;
 }
 
-llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n) {
-    MODEL_TRY(m, m->dev.ops->matmul_forward(&m->dev, e->logits, NULL, e->last, param(m, LLMC_WTE, 0), NULL, n,
-                                            m->cfg.channels, m->cfg.padded_vocab_size));
+/* Greedy picks of logits rows 0..n-1 into host ints. */
+static llmc_status pick_greedy(llmc_model *m, llmc_infer *e, int n, int *out) {
+    MODEL_TRY(m, m->dev.ops->argmax_rows(&m->dev, e->argmax, e->logits, n, m->cfg.vocab_size,
+                                         m->cfg.padded_vocab_size));
+    MODEL_TRY(m, m->dev.ops->copy_d2h(&m->dev, out, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }
 
-llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
-                              int n) {
+llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n, int *greedy) {
+    MODEL_TRY(m, m->dev.ops->matmul_forward(&m->dev, e->logits, NULL, e->last, param(m, LLMC_WTE, 0), NULL, n,
+                                            m->cfg.channels, m->cfg.padded_vocab_size));
+    return greedy ? pick_greedy(m, e, n, greedy) : LLMC_OK;
+}
+
+/* Everything of a decode step that runs on the device (what a graph records). */
+static llmc_status decode_ops(llmc_model *m, llmc_infer *e, int n, const int *d_tok, const int *d_slots,
+                              const int *d_pos, const int *d_lens, int greedy) {
     const llmc_backend_ops *ops = m->dev.ops;
     const int C = m->cfg.channels;
+    MODEL_TRY(m, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, param(m, LLMC_WTE, 0), param(m, LLMC_WPE, 0),
+                                         n, C));
+    llmc_status st = run_layers(m, e, n, 1, d_slots, d_pos, d_lens);
+    if (st != LLMC_OK) return st;
+    MODEL_TRY(m, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, param(m, LLMC_WTE, 0), NULL, n, C,
+                                     m->cfg.padded_vocab_size));
+    if (greedy)
+        MODEL_TRY(m, ops->argmax_rows(&m->dev, e->argmax, e->logits, n, m->cfg.vocab_size, m->cfg.padded_vocab_size));
+    return LLMC_OK;
+}
+
+/* Replays (or records, the second time this row count comes up) the step as a graph.
+ * Returns 1 when the step ran that way, 0 when the caller must run it eagerly; any trouble
+ * with graphs turns them off for the engine rather than failing the step. */
+static int decode_graph(llmc_model *m, llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
+                        const int *d_lens, int greedy) {
+    const llmc_backend_ops *ops = m->dev.ops;
+    if (!e->use_graphs) return 0;
+    if (!e->graphs[n]) {
+        if (!e->seen[n]) { /* the first run of a shape warms up workspaces and kernel caches */
+            e->seen[n] = 1;
+            return 0;
+        }
+        if (ops->graph_begin(&m->dev) != LLMC_OK) {
+            e->use_graphs = 0;
+            return 0;
+        }
+        llmc_status st = decode_ops(m, e, n, d_tok, d_slots, d_pos, d_lens, greedy);
+        void *g = NULL;
+        llmc_status st2 = ops->graph_end(&m->dev, &g);
+        if (st != LLMC_OK || st2 != LLMC_OK) {
+            if (g) ops->graph_free(&m->dev, g);
+            e->use_graphs = 0;
+            return 0;
+        }
+        e->graphs[n] = g;
+    }
+    llmc_status st = ops->graph_launch(&m->dev, e->graphs[n]);
+    if (st == LLMC_OK) return 1;
+    ops->graph_free(&m->dev, e->graphs[n]);
+    e->graphs[n] = NULL;
+    if (st != LLMC_ERR_UNSUPPORTED) e->use_graphs = 0; /* stale: record again next time */
+    return 0;
+}
+
+llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
+                              int n, int *greedy) {
     if (n < 1 || n > e->slots || n > e->rows)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "decode of %d rows does not fit the engine", n);
     for (int i = 0; i < n; i++)
@@ -196,11 +267,10 @@ llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, c
     int *d_tok, *d_slots, *d_pos, *d_lens;
     llmc_status st = upload_ids(m, e, tokens, n, slots, pos, n, 1, &d_tok, &d_slots, &d_pos, &d_lens);
     if (st != LLMC_OK) return st;
-    MODEL_TRY(m, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, param(m, LLMC_WTE, 0), param(m, LLMC_WPE, 0),
-                                         n, C));
-    st = run_layers(m, e, n, 1, d_slots, d_pos, d_lens);
-    if (st != LLMC_OK) return st;
-    MODEL_TRY(m, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, param(m, LLMC_WTE, 0), NULL, n, C,
-                                     m->cfg.padded_vocab_size));
+    if (!decode_graph(m, e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL)) {
+        st = decode_ops(m, e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL);
+        if (st != LLMC_OK) return st;
+    }
+    if (greedy) MODEL_TRY(m, m->dev.ops->copy_d2h(&m->dev, greedy, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }

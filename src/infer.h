@@ -18,7 +18,12 @@ typedef struct llmc_infer {
     void *last;                     /* (slots, C): final-LN rows whose logits prefill computes */
     void *logits;                   /* (slots, Vp) */
     int *ids;                       /* rows + 3 * slots ints of per-call indices */
+    int *argmax;                    /* (slots) greedy picks */
     int *host_ids;                  /* host staging of the same size */
+    /* decode steps replayed as device graphs (backends with graph ops), one per row count */
+    int use_graphs;
+    void **graphs;                  /* slots + 1 */
+    unsigned char *seen;            /* slots + 1: row counts run eagerly once already */
 } llmc_infer;
 
 /* Allocates the cache and scratch (the engine must be zeroed or released first). */
@@ -30,11 +35,13 @@ void llmc_infer_release(llmc_model *m, llmc_infer *e);
  * position goes to row out_rows[i] of e->last. */
 llmc_status llmc_infer_prefill(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots,
                                const int *out_rows, int count, int T);
-/* logits rows 0..n-1 (=) from rows 0..n-1 of e->last. */
-llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n);
+/* logits rows 0..n-1 (=) from rows 0..n-1 of e->last; with greedy (host, n ints) also the
+ * argmax of each row. */
+llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n, int *greedy);
 /* One token per row (host arrays of n): token tokens[i] at position pos[i] of slot slots[i];
- * its K, V join the cache and logits row i (=) is the model's output there. n <= slots. */
+ * its K, V join the cache and logits row i (=) is the model's output there. n <= slots.
+ * greedy: as in llmc_infer_last_logits. */
 llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
-                              int n);
+                              int n, int *greedy);
 
 #endif

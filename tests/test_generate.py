@@ -90,9 +90,11 @@ def run_checked(model, prompts, max_new, tol, temperature=1.0, top_k=0, top_p=1.
 # ---------------------------------------------------------------- cached path == full recompute
 
 @pytest.mark.parametrize("device", BACKENDS)
-def test_cached_logits_match_recompute_batch1(device):
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_cached_logits_match_recompute_batch1(device, temperature):
+    """temperature 0 takes the greedy path: the argmax is taken where the logits are."""
     model = make_model(device)
-    seqs, worst = run_checked(model, [[5, 17, 42, 7, 1]], 24, LOGIT_TOL[device])
+    seqs, worst = run_checked(model, [[5, 17, 42, 7, 1]], 24, LOGIT_TOL[device], temperature=temperature)
     assert len(seqs[0]) == 5 + 24
 
 
@@ -301,6 +303,19 @@ def test_cli_tokens_greedy(model_files, version):
     want = llmc.GPT2.from_pretrained(model_files[version]).generate([1, 2, 3], max_new_tokens=8, temperature=0)
     assert got == want.tolist() and len(got) == 8
     assert "tok/s" in r.stderr
+
+
+@pytest.mark.parametrize("version", [3, 5])
+def test_cli_reads_llmc_c_files(tmp_path, version):
+    """A model file written by hand in llm.c's layout (helpers.write_model_file)."""
+    from helpers import write_model_file
+
+    path = tmp_path / f"llmc_c_v{version}.bin"
+    write_model_file(path, version=version, seed=version)
+    r = cli("--model", path, "--tokens", "7 8 9", "-n", 5, "--temperature", 0, "--ids")
+    assert r.returncode == 0, r.stderr
+    want = llmc.GPT2.from_pretrained(path).generate([7, 8, 9], max_new_tokens=5, temperature=0)
+    assert ids_of(r.stdout) == want.tolist()
 
 
 def test_cli_seed_and_batch(model_files):

@@ -213,6 +213,14 @@ static float time_ms(F f, int reps = 20, int warmup = 3) {
     return t[reps / 2];
 }
 
+/* Keeps the GPU busy for a while: enqueued before an op whose host-side work should be hidden
+ * (as it is in training, where the GPU runs far behind the host). */
+__global__ void lab_spin_kernel(long long cycles) {
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+}
+
 /* Device-to-device copy bandwidth (read + write bytes), the practical ceiling. */
 static double copy_bandwidth_gbs(void) {
     size_t bytes = (size_t)1 << 30;

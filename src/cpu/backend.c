@@ -142,4 +142,5 @@ const llmc_backend_ops llmc_cpu_backend_ops = {
     .encoder_forward_at = llmc_cpu_encoder_forward_at,
     .kv_append = llmc_cpu_kv_append,
     .attention_decode = llmc_cpu_attention_decode,
+    .argmax_rows = llmc_cpu_argmax_rows,
 };

@@ -25,7 +25,8 @@ llmc_status llmc_cpu_classifier_forward(llmc_device *dev, float *losses, void *l
         if (dloss != 0.0f) {
             float scale = (float)(dloss / sum);
 #pragma omp simd
-            for (int j = 0; j < V; j++) x[j] = llmc_expf(x[j] - mx) * scale - (j == tgt ? dloss : 0.0f);
+            for (int j = 0; j < V; j++) x[j] = llmc_expf(x[j] - mx) * scale;
+            x[tgt] -= dloss;
             for (int j = V; j < Vp; j++) x[j] = 0.0f;
         }
     }

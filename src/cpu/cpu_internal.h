@@ -47,16 +47,28 @@ static inline float llmc_bits_to_f32(uint32_t u) {
     memcpy(&f, &u, 4);
     return f;
 }
+static inline uint32_t llmc_f32_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 
-/* e^x with ~1 ulp error. Inputs are clamped to [-87, 88] (the result stays a normal
- * float: exp of very negative numbers gives ~1.6e-38 instead of 0, which is harmless
- * in softmax/sigmoid sums). NaN propagates. */
+/* e^x, within ~1.3 ulp on [-87, 88]; below -87 gives 0, above 88 saturates at
+ * e^88 ~ 1.65e38 (never inf, so sigmoid-style formulas stay finite); NaN stays NaN.
+ * The range handling works on the bits with integer min/max and masks: written as
+ * float compares, gcc folds the clamped paths into constants behind branches and
+ * then refuses to vectorise the loop. */
 static inline float llmc_expf(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    /* x = n ln2 + r, |r| <= ln2/2; adding 1.5*2^23 rounds to the nearest integer */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693145751953125f;
+    const uint32_t lo = 0xC2AE0000u; /* -87.0f */
+    const int32_t hi = 0x42B00000;   /* 88.0f */
+    uint32_t u0 = llmc_f32_to_bits(x);
+    uint32_t u = u0 < lo ? u0 : lo;  /* unsigned order: every float below -87 (and -inf, -NaN) is above lo */
+    int32_t si = (int32_t)u;
+    si = si < hi ? si : hi;          /* signed order: positives above 88 (and +inf, +NaN) */
+    float xc = llmc_bits_to_f32((uint32_t)si);
+    /* xc = n ln2 + r, |r| <= ln2/2; adding 1.5*2^23 rounds to the nearest integer */
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693145751953125f;
     r = r - n * 1.42860682030941723e-6f;
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
@@ -67,7 +79,10 @@ static inline float llmc_expf(float x) {
     p = p * r + 1.0f;
     p = p * r + 1.0f;
     int32_t e = (int32_t)n + 127;
-    return p * llmc_bits_to_f32((uint32_t)e << 23);
+    uint32_t rb = llmc_f32_to_bits(p * llmc_bits_to_f32((uint32_t)e << 23));
+    uint32_t under = 0u - (uint32_t)(u0 > lo && u0 <= 0xFF800000u);
+    uint32_t nan = 0u - (uint32_t)((u0 & 0x7FFFFFFFu) > 0x7F800000u);
+    return llmc_bits_to_f32((rb & ~under) | (nan & (u0 | 0x00400000u)));
 }
 
 #define LLMC_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
@@ -90,5 +105,9 @@ static inline float llmc_dgelu(float x) {
 }
 
 static inline int llmc_cpu_min(int a, int b) { return a < b ? a : b; }
+
+/* Elementwise work below this many elements runs on one thread: waking the team costs
+ * more than it saves, and on a busy machine a descheduled thread stalls the region. */
+#define LLMC_CPU_PAR_MIN (1L << 18)
 
 #endif

@@ -38,4 +38,5 @@ llmc_status llmc_cpu_kv_append(llmc_device *dev, void *kcache, void *vcache, con
 llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *qkv, const void *kcache,
                                       const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                       int maxlen);
+llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
 #endif

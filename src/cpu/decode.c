@@ -111,3 +111,24 @@ llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *q
     llmc_cpu_scratch_release(owned);
     return LLMC_OK;
 }
+
+llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp) {
+    if (N < 0 || V <= 0 || Vp < V)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "argmax_rows: bad shape N=%d V=%d Vp=%d", N, V, Vp);
+    const float *x = (const float *)logits;
+#pragma omp parallel for schedule(static) if (N > 1)
+    for (int i = 0; i < N; i++) {
+        const float *row = x + (size_t)i * Vp;
+        float best = -INFINITY;
+        int arg = -1, bad = 0;
+        for (int j = 0; j < V; j++) {
+            bad |= !(row[j] < INFINITY); /* NaN or +Inf */
+            if (row[j] > best) {
+                best = row[j];
+                arg = j;
+            }
+        }
+        out[i] = bad ? -1 : arg;
+    }
+    return LLMC_OK;
+}

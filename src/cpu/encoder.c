@@ -8,7 +8,7 @@ llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tok
     float *o = (float *)out;
     const float *te = (const float *)wte, *pe = (const float *)wpe;
     long rows = (long)B * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= LLMC_CPU_PAR_MIN)
     for (long i = 0; i < rows; i++) {
         float *restrict dst = o + i * C;
         const float *restrict a = te + (size_t)tokens[i] * C;
@@ -30,7 +30,7 @@ llmc_status llmc_cpu_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, 
     const float *d = (const float *)dout;
     enum { CHUNK = 64 };
     int nchunks = (C + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)B * T * C >= LLMC_CPU_PAR_MIN)
     for (int ch = 0; ch < nchunks; ch++) {
         int c0 = ch * CHUNK, nc = llmc_cpu_min(CHUNK, C - c0);
         for (int t = 0; t < T; t++) {

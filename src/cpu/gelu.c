@@ -7,7 +7,7 @@ llmc_status llmc_cpu_gelu_forward(llmc_device *dev, void *out, const void *inp, 
     float *o = (float *)out;
     const float *x = (const float *)inp;
     long len = (long)n;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (len >= LLMC_CPU_PAR_MIN)
     for (long i = 0; i < len; i++) o[i] = llmc_gelu(x[i]);
     return LLMC_OK;
 }

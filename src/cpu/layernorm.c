@@ -11,7 +11,7 @@ llmc_status llmc_cpu_layernorm_forward(llmc_device *dev, void *residual_out, voi
     const float *x1 = (const float *)inp, *x2 = (const float *)inp2;
     const float *wt = (const float *)w, *bs = (const float *)b;
     float *res = (float *)residual_out, *o = (float *)out;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *a = x1 + (size_t)i * C;
         const float *x = a;
@@ -57,7 +57,7 @@ llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, void *dw, 
 
     /* rows: dinp, each row on its own */
     if (dx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
         for (int i = 0; i < N; i++) {
             const float *restrict gi = g + (size_t)i * C, *restrict xi = x + (size_t)i * C;
             float m = mean[i], rs = rstd[i];
@@ -83,7 +83,7 @@ llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, void *dw, 
     if (dwt || dbs) {
         enum { CHUNK = 128 };
         int nchunks = (C + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
         for (int ch = 0; ch < nchunks; ch++) {
             int c0 = ch * CHUNK, nc = llmc_cpu_min(CHUNK, C - c0);
             float aw[CHUNK], ab[CHUNK];

@@ -385,7 +385,7 @@ llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu,
 static void column_sums(float *restrict dbias, const float *restrict dout, int N, int OC) {
     enum { CHUNK = 256 };
     int nchunks = (OC + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * OC >= LLMC_CPU_PAR_MIN)
     for (int ch = 0; ch < nchunks; ch++) {
         int j0 = ch * CHUNK, nj = llmc_cpu_min(CHUNK, OC - j0);
         float acc[CHUNK];
