@@ -5,6 +5,9 @@
 //   OMP_NUM_THREADS=2 /tmp/bench            # checks + timings
 //   /tmp/bench check | /tmp/bench perf [N]  # one part only
 #include <math.h>
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,9 @@
  *
  * Each sequence samples from its own RNG stream (stream 0 is the one a single
  * sequence gets), so sampling runs in parallel across sequences and a sequence's
- * tokens do not depend on when the others stop.
+ * tokens do not depend on when the others stop. Greedy sessions (temperature 0) take
+ * the argmax where the logits are and bring back one int per sequence; the logits are
+ * read only if llmc_gen_logits asks for them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -261,7 +263,7 @@ llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
             if (g->alive[b]) out[b] = g->pick[g->row[b]];
     } else {
         /* sampling is pure host work on independent rows and RNG streams */
-#pragma omp parallel for schedule(dynamic, 1) if (nlive > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (nlive > 1 && (long)nlive * V >= 65536)
         for (int b = 0; b < B; b++)
             if (g->alive[b])
                 out[b] = llmc_sample_token(g->logits + (size_t)g->row[b] * Vp, V, &g->sampling, &g->rng[b]);

@@ -14,7 +14,7 @@ llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward_at: bad shape N=%d C=%d", N, C);
     float *o = (float *)out;
     const float *e = (const float *)wte, *p = (const float *)wpe;
-#pragma omp parallel for schedule(static) if (N > 16)
+#pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
     for (int i = 0; i < N; i++) {
         float *restrict row = o + (size_t)i * C;
         const float *restrict a = e + (size_t)tokens[i] * C, *restrict b = p + (size_t)pos[i] * C;
@@ -38,7 +38,7 @@ llmc_status llmc_cpu_kv_append(llmc_device *dev, void *kcache, void *vcache, con
     const float *in = (const float *)qkv;
     float *kc = (float *)kcache, *vc = (float *)vcache;
     const long rows = (long)B * T;
-#pragma omp parallel for schedule(static) if (rows * C > 65536)
+#pragma omp parallel for schedule(static) if (rows * C >= LLMC_CPU_PAR_MIN)
     for (long r = 0; r < rows; r++) {
         int b = (int)(r / T), t = (int)(r % T);
         const float *k = in + (size_t)r * 3 * C + C, *v = k + C;
@@ -72,7 +72,9 @@ llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *q
     const float scale = 1.0f / sqrtf((float)HS);
     const float *in = (const float *)qkv, *kc = (const float *)kcache, *vc = (const float *)vcache;
     float *o = (float *)out;
-    int nt = omp_get_max_threads();
+    long work = 0; /* multiply-adds, to keep tiny steps off the thread pool */
+    for (int i = 0; i < N; i++) work += (long)lens[i] * C * 2;
+    int nt = work < LLMC_CPU_PAR_MIN ? 1 : omp_get_max_threads();
     if (nt > pairs) nt = pairs > 0 ? pairs : 1;
     size_t row = ((size_t)maxlen + 15) & ~(size_t)15;
     void *owned;
@@ -80,7 +82,7 @@ llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *q
     if (!ws)
         return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes (attention_decode)",
                                 row * nt * sizeof(float));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
     for (int ih = 0; ih < pairs; ih++) {
         int i = ih / NH, h = ih % NH, n = lens[i];
         float *restrict s = ws + row * omp_get_thread_num();
@@ -116,7 +118,7 @@ llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits,
     if (N < 0 || V <= 0 || Vp < V)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "argmax_rows: bad shape N=%d V=%d Vp=%d", N, V, Vp);
     const float *x = (const float *)logits;
-#pragma omp parallel for schedule(static) if (N > 1)
+#pragma omp parallel for schedule(static) if ((long)N * V >= LLMC_CPU_PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *row = x + (size_t)i * Vp;
         float best = -INFINITY;
