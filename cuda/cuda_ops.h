@@ -60,4 +60,12 @@ llmc_status llmc_cuda_graph_begin(llmc_device *dev);
 llmc_status llmc_cuda_graph_end(llmc_device *dev, void **graph);
 llmc_status llmc_cuda_graph_launch(llmc_device *dev, void *graph);
 void llmc_cuda_graph_free(llmc_device *dev, void *graph);
+/* matmul_forward for few rows (gemv.cu): the same semantics, tensor-core skinny product.
+ * Returns LLMC_ERR_UNSUPPORTED, leaving dev->err alone, for shapes it does not take (N > 16,
+ * C not a multiple of 8, unaligned rows) or when LLMC_GEMV=0; the caller falls back. */
+llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
+                                   const void *bias, int N, int C, int OC);
+/* Whether kernels of the decode path are launched with programmatic dependent launch
+ * (overlapping a kernel's launch with its predecessor's tail); LLMC_PDL=0 turns it off. */
+int llmc_cuda_pdl_enabled(void);
 #endif

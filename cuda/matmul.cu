@@ -236,6 +236,9 @@ llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu
     static const char *op = "matmul_forward";
     llmc_status st = check_shape(dev, op, N, C, OC);
     if (st != LLMC_OK) return st;
+    /* Few rows (decode): a weight stream, cuBLASLt's tiles waste most of it (gemv.cu). */
+    st = llmc_cuda_gemv_forward(dev, out, pre_gelu, inp, w, bias, N, C, OC);
+    if (st != LLMC_ERR_UNSUPPORTED) return st;
     lt_problem p;
     memset(&p, 0, sizeof p);
     p.transa = 1;

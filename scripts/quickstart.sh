@@ -16,10 +16,10 @@ make all python
 echo "== 2/4 preparing Shakespeare"
 python3 -m llmc.prepare --dataset shakespeare --out data/shakespeare
 
-STEPS="${STEPS:-150}"
+STEPS="${STEPS:-300}"
 echo "== 3/4 training a small GPT-2 (4 layers, 256 channels) for ${STEPS} steps on the CPU"
-./train_gpt2 -e "L=4,H=4,C=256,T=128" -b 8 -t 128 -x "$STEPS" -l 1e-3 -u 10 -q 0.1 \
-  -v 50 -m 8 -s 0 -n "$STEPS" -o out/quickstart
+./train_gpt2 -e "L=4,H=4,C=256,T=128" -b 8 -t 128 -x "$STEPS" -l 1e-3 -u 20 -q 0.1 \
+  -v 100 -m 8 -s 0 -n "$STEPS" -o out/quickstart
 
 echo "== 4/4 sampling from the trained model"
 python3 -m llmc.generate --model "out/quickstart/model_$(printf %08d "$STEPS").bin" \

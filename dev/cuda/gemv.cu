@@ -1,0 +1,296 @@
+/* Lab: the few-row matmul forward (cuda/gemv.cu) that matmul_forward routes N <= 32 to.
+ *
+ * test:  float64 CPU reference on NaN-poisoned outputs (with a guard zone after them) for
+ *        N = 1, 2, 7, 16, 32 x (C, OC) = (768,2304) (768,768) (768,3072) (3072,768) (768,50304)
+ *        (80,200) and awkward ones, with bias / no bias / GELU; bitwise determinism; a row's
+ *        bits independent of N (batch invariance); fallbacks (C % 8, misaligned x).
+ * bench: per call, in a CUDA graph of back-to-back calls over rotating weight copies (no L2
+ *        reuse), gemv (with and without programmatic dependent launch) vs the cuBLASLt path;
+ *        then a decode step's matmuls and layernorms (d12, 12 layers + LM head) as one graph.
+ * Build (repo root):
+ *   nvcc -O3 --use_fast_math -lineinfo --expt-relaxed-constexpr -std=c++17 -arch=sm_90 -Isrc -Icuda \
+ *        -Xcompiler -fopenmp dev/cuda/gemv.cu src/status.c -lcublasLt -lgomp -o build/labs/gemv
+ *   build/labs/gemv [test|bench] */
+#include "lab.cuh"
+#include "../../cuda/gemv.cu"
+
+static double gelu_d(double x) { return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+static const int kGuard = 64; /* poisoned elements after each output that must stay untouched */
+
+/* 0 cuBLASLt, 1 gemv, 2 gemv + PDL (PDL also for the decode kernels) */
+static void set_mode(int m) {
+    llmc_gemv::g_mode = m > 0;
+    llmc_gemv::g_pdl = m == 2;
+}
+
+static int guard_intact(const void *d, size_t n) {
+    std::vector<uint16_t> g = down_raw16((const bf16 *)d + n, kGuard);
+    for (uint16_t v : g)
+        if (v != 0xffff) return 0;
+    return 1;
+}
+
+/* One shape: all variants, against one float64 reference of x @ W^T. */
+static void test_shape(const std::vector<int> &Ns, int C, int OC, int xoff = 0) {
+    const int NMAX = *std::max_element(Ns.begin(), Ns.end());
+    std::vector<float> x = rand_normal((size_t)NMAX * C, 1.0), w = rand_normal((size_t)OC * C, 1.0 / sqrt(C)),
+                       bias = rand_normal(OC, 0.5);
+    round_bf16(x); round_bf16(w); round_bf16(bias);
+    bf16 *d_x = (bf16 *)dmalloc(((size_t)NMAX * C + 8) * 2), *d_w = (bf16 *)dmalloc((size_t)OC * C * 2),
+         *d_b = (bf16 *)dmalloc(OC * 2), *d_out = (bf16 *)dmalloc(((size_t)NMAX * OC + kGuard) * 2),
+         *d_pre = (bf16 *)dmalloc(((size_t)NMAX * OC + kGuard) * 2);
+    bf16 *xin = d_x + xoff; /* xoff != 0: misaligned rows, must fall back */
+    up_bf16(xin, x); up_bf16(d_w, w); up_bf16(d_b, bias);
+    std::vector<double> dot((size_t)NMAX * OC);
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++)
+        for (int r = 0; r < NMAX; r++) {
+            double s = 0;
+            const float *xr = &x[(size_t)r * C], *wr = &w[(size_t)o * C];
+            for (int c = 0; c < C; c++) s += (double)xr[c] * wr[c];
+            dot[(size_t)r * OC + o] = s;
+        }
+    std::vector<uint16_t> row_n1; /* row 0's output bits at the smallest N (bias, no GELU) */
+    for (int N : Ns) {
+        for (int variant = 0; variant < 4; variant++) { /* 0 bias, 1 no bias, 2 GELU + bias, 3 GELU no bias */
+            const int wb = variant == 0 || variant == 2, gelu = variant >= 2;
+            std::vector<double> rpre((size_t)N * OC), rout((size_t)N * OC);
+            for (int r = 0; r < N; r++)
+                for (int o = 0; o < OC; o++) {
+                    double v = dot[(size_t)r * OC + o] + (wb ? bias[o] : 0.0);
+                    rpre[(size_t)r * OC + o] = v;
+                    rout[(size_t)r * OC + o] = gelu ? gelu_d(v) : v;
+                }
+            std::vector<uint16_t> first_out, first_pre;
+            for (int rep = 0; rep < 2; rep++) {
+                poison(d_out, ((size_t)N * OC + kGuard) * 2);
+                poison(d_pre, ((size_t)N * OC + kGuard) * 2);
+                OKS(llmc_cuda_matmul_forward(&g_dev, d_out, gelu ? d_pre : NULL, xin, d_w, wb ? d_b : NULL, N, C, OC));
+                lab_sync();
+                CK(cudaGetLastError());
+                if (rep == 0) {
+                    char what[160];
+                    snprintf(what, sizeof what, "N=%-2d C=%-4d OC=%-5d %-14s out", N, C, OC,
+                             variant == 0 ? "bias" : variant == 1 ? "no bias" : variant == 2 ? "gelu+bias" : "gelu");
+                    check(what, rel_err(down_bf16(d_out, (size_t)N * OC), rout), 8e-3);
+                    if (gelu) {
+                        snprintf(what, sizeof what, "N=%-2d C=%-4d OC=%-5d %-14s pre_gelu", N, C, OC, "");
+                        check(what, rel_err(down_bf16(d_pre, (size_t)N * OC), rpre), 8e-3);
+                    }
+                    first_out = down_raw16(d_out, (size_t)N * OC);
+                    if (gelu) first_pre = down_raw16(d_pre, (size_t)N * OC);
+                    int guards = guard_intact(d_out, (size_t)N * OC) && (!gelu || guard_intact(d_pre, (size_t)N * OC));
+                    if (!guards) check_true("  guard zone after the output untouched", 0);
+                    if (variant == 0 && xoff == 0 && C % 8 == 0) { /* the gemv path (cuBLASLt need not be) */
+                        std::vector<uint16_t> r0(first_out.begin(), first_out.begin() + OC);
+                        if (row_n1.empty()) row_n1 = r0;
+                        else if (r0 != row_n1) check_true("  row 0 bitwise equal to the smallest N (batch invariance)", 0);
+                    }
+                } else {
+                    int same = first_out == down_raw16(d_out, (size_t)N * OC);
+                    if (gelu) same &= first_pre == down_raw16(d_pre, (size_t)N * OC);
+                    if (!same) check_true("  bitwise deterministic", 0);
+                }
+            }
+        }
+    }
+    g_checks++; /* the silent checks above (guards, determinism, invariance) count once per shape */
+    for (void *p : {(void *)d_x, (void *)d_w, (void *)d_b, (void *)d_out, (void *)d_pre}) CK(cudaFree(p));
+}
+
+/* cuBLASLt's error on the same problem, for comparison (bias, N rows). */
+static void lt_reference_error(int N, int C, int OC) {
+    std::vector<float> x = rand_normal((size_t)N * C, 1.0), w = rand_normal((size_t)OC * C, 1.0 / sqrt(C)),
+                       bias = rand_normal(OC, 0.5);
+    round_bf16(x); round_bf16(w); round_bf16(bias);
+    bf16 *d_x = (bf16 *)dmalloc((size_t)N * C * 2), *d_w = (bf16 *)dmalloc((size_t)OC * C * 2),
+         *d_b = (bf16 *)dmalloc(OC * 2), *d_out = (bf16 *)dmalloc((size_t)N * OC * 2);
+    up_bf16(d_x, x); up_bf16(d_w, w); up_bf16(d_b, bias);
+    std::vector<double> ref((size_t)N * OC);
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++)
+        for (int r = 0; r < N; r++) {
+            double s = bias[o];
+            for (int c = 0; c < C; c++) s += (double)x[(size_t)r * C + c] * w[(size_t)o * C + c];
+            ref[(size_t)r * OC + o] = s;
+        }
+    double e[2];
+    for (int m = 0; m < 2; m++) {
+        set_mode(m == 0 ? 0 : 2);
+        poison(d_out, (size_t)N * OC * 2);
+        OKS(llmc_cuda_matmul_forward(&g_dev, d_out, NULL, d_x, d_w, d_b, N, C, OC));
+        lab_sync();
+        e[m] = rel_err(down_bf16(d_out, (size_t)N * OC), ref);
+    }
+    printf("  error vs float64, N=%d C=%d OC=%d: cuBLASLt %.3e, gemv %.3e\n", N, C, OC, e[0], e[1]);
+    for (void *p : {(void *)d_x, (void *)d_w, (void *)d_b, (void *)d_out}) CK(cudaFree(p));
+}
+
+/* ---- benchmark ---- */
+
+/* Median time of one replay of a graph recorded from f(), in ms. */
+template <class F>
+static float graph_ms(F f, int reps = 20) {
+    cudaStream_t s = lab_stream();
+    f(); /* eager once: workspaces, algorithm caches */
+    lab_sync();
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    f();
+    CK(cudaStreamEndCapture(s, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    float ms = time_ms([&] { CK(cudaGraphLaunch(ge, s)); }, reps, 3);
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    return ms;
+}
+
+static void bench_shape(const std::vector<int> &Ns, int C, int OC, double copy_gbs) {
+    const size_t wbytes = (size_t)OC * C * 2;
+    int copies = (int)((400ull << 20) / wbytes) + 1; /* rotating copies: 400 MB, far beyond L2 */
+    if (copies < 4) copies = 4;
+    std::vector<bf16 *> ws(copies);
+    for (auto &p : ws) p = (bf16 *)dmalloc(wbytes);
+    up_bf16(ws[0], rand_normal((size_t)OC * C, 0.03));
+    for (int i = 1; i < copies; i++) CK(cudaMemcpy(ws[i], ws[0], wbytes, cudaMemcpyDeviceToDevice));
+    const int NMAX = 32;
+    bf16 *x = (bf16 *)dmalloc((size_t)NMAX * C * 2), *b = (bf16 *)dmalloc(OC * 2),
+         *out = (bf16 *)dmalloc((size_t)NMAX * OC * 2);
+    up_bf16(x, rand_normal((size_t)NMAX * C, 1.0));
+    up_bf16(b, rand_normal(OC, 0.1));
+    for (int N : Ns) {
+        const double bytes = wbytes + (double)N * C * 2 + (double)N * OC * 2 + OC * 2;
+        auto run_all = [&] {
+            for (int i = 0; i < copies; i++) OKS(llmc_cuda_matmul_forward(&g_dev, out, NULL, x, ws[i], b, N, C, OC));
+        };
+        float t[3];
+        for (int m = 0; m < 3; m++) {
+            set_mode(m);
+            t[m] = graph_ms(run_all, 10) / copies;
+        }
+        /* alternative tile shapes of this kernel (same k split), with PDL */
+        llmc_gemv::config base = llmc_gemv::choose(N, C, OC, llmc_cuda_impl_of(&g_dev)->sm_count);
+        const int alts[][3] = {{1, 1, 8}, {1, 2, 8}, {2, 1, 8}, {2, 2, 4}, {4, 1, 4}, {4, 2, 4}, {4, 4, 2}};
+        const int mr_min = N <= 8 ? 1 : N <= 16 ? 2 : 4;
+        char alt_txt[512] = "";
+        for (auto &a : alts) {
+            if (a[0] < mr_min || a[0] > (mr_min == 1 ? 2 : 4)) continue;
+            llmc_gemv::config c = base;
+            c.mr = a[0], c.nt = a[1], c.s = a[2], c.pdl = 1;
+            float ms = graph_ms([&] {
+                           for (int i = 0; i < copies; i++)
+                               CK(llmc_gemv::launch(lab_stream(), c, out, NULL, x, ws[i], b, N, C, OC));
+                       }, 10) / copies;
+            size_t l = strlen(alt_txt);
+            snprintf(alt_txt + l, sizeof alt_txt - l, " %d/%d/%d:%.2f", a[0], a[1], a[2], ms * 1e3);
+        }
+        /* a single call timed alone (launch latency included) */
+        set_mode(2);
+        int k = 0;
+        float single = time_ms([&] { OKS(llmc_cuda_matmul_forward(&g_dev, out, NULL, x, ws[k++ % copies], b, N, C, OC)); });
+        printf("BENCH gemv N=%-2d C=%-4d OC=%-5d W %6.2f MB | per call in graph: cuBLASLt %7.2f us (%5.0f GB/s) | "
+               "gemv %7.2f us (%5.0f GB/s, %3.0f%% of copy) | gemv+PDL %7.2f us (%5.0f GB/s) | alone %6.2f us | "
+               "mr/nt/s:us%s\n",
+               N, C, OC, wbytes / 1e6, t[0] * 1e3, bytes / t[0] / 1e6, t[1] * 1e3, bytes / t[1] / 1e6,
+               100.0 * bytes / t[1] / 1e6 / copy_gbs, t[2] * 1e3, bytes / t[2] / 1e6, single * 1e3, alt_txt);
+    }
+    for (auto p : ws) CK(cudaFree(p));
+    for (void *p : {(void *)x, (void *)b, (void *)out}) CK(cudaFree(p));
+}
+
+/* The matmuls and layernorms of one d12 decode step (attention left out) as one graph. */
+static void bench_step(const std::vector<int> &Ns) {
+    const int L = 12, C = 768, Vp = 50304, NM = 32;
+    struct layer {
+        bf16 *qkvw, *qkvb, *pw, *pb, *fw, *fb, *f2w, *f2b, *l1w, *l1b, *l2w, *l2b;
+    };
+    std::vector<layer> ls(L);
+    auto param = [&](size_t n, double sc) {
+        bf16 *p = (bf16 *)dmalloc(n * 2);
+        std::vector<float> h = rand_normal(n < (1u << 20) ? n : (1u << 20), sc); /* tiled: cheap to draw */
+        std::vector<float> full(n);
+        for (size_t i = 0; i < n; i++) full[i] = h[i % h.size()];
+        up_bf16(p, full);
+        return p;
+    };
+    for (auto &l : ls) {
+        l.qkvw = param((size_t)3 * C * C, 0.02); l.qkvb = param(3 * C, 0.01);
+        l.pw = param((size_t)C * C, 0.02); l.pb = param(C, 0.01);
+        l.fw = param((size_t)4 * C * C, 0.02); l.fb = param(4 * C, 0.01);
+        l.f2w = param((size_t)4 * C * C, 0.02); l.f2b = param(C, 0.01);
+        l.l1w = param(C, 0.1); l.l1b = param(C, 0.1); l.l2w = param(C, 0.1); l.l2b = param(C, 0.1);
+    }
+    bf16 *wte = param((size_t)Vp * C, 0.02), *lfw = param(C, 0.1), *lfb = param(C, 0.1);
+    bf16 *x = param((size_t)NM * C, 1.0), *res = param((size_t)NM * C, 1.0), *ln = param((size_t)NM * C, 1.0),
+         *qkv = param((size_t)NM * 3 * C, 1.0), *proj = param((size_t)NM * C, 0.1), *fch = param((size_t)NM * 4 * C, 1.0),
+         *fg = param((size_t)NM * 4 * C, 1.0), *logits = param((size_t)NM * Vp, 1.0);
+    float *mean = (float *)dmalloc(NM * 4), *rstd = (float *)dmalloc(NM * 4);
+    for (int N : Ns) {
+        auto step = [&] {
+            for (int l = 0; l < L; l++) {
+                OKS(llmc_cuda_layernorm_forward(&g_dev, x, ln, mean, rstd, res, proj, ls[l].l1w, ls[l].l1b, N, C));
+                OKS(llmc_cuda_matmul_forward(&g_dev, qkv, NULL, ln, ls[l].qkvw, ls[l].qkvb, N, C, 3 * C));
+                /* attention would read qkv here and write the C-wide input of the projection */
+                OKS(llmc_cuda_matmul_forward(&g_dev, proj, NULL, qkv, ls[l].pw, ls[l].pb, N, C, C));
+                OKS(llmc_cuda_layernorm_forward(&g_dev, res, ln, mean, rstd, x, proj, ls[l].l2w, ls[l].l2b, N, C));
+                OKS(llmc_cuda_matmul_forward(&g_dev, fg, fch, ln, ls[l].fw, ls[l].fb, N, C, 4 * C));
+                OKS(llmc_cuda_matmul_forward(&g_dev, proj, NULL, fg, ls[l].f2w, ls[l].f2b, N, 4 * C, C));
+            }
+            OKS(llmc_cuda_layernorm_forward(&g_dev, x, ln, mean, rstd, res, proj, lfw, lfb, N, C));
+            OKS(llmc_cuda_matmul_forward(&g_dev, logits, NULL, ln, wte, NULL, N, C, Vp));
+        };
+        const double wbytes = 2.0 * (L * 12.0 * C * C + (double)Vp * C);
+        float t[3];
+        for (int m = 0; m < 3; m++) {
+            set_mode(m);
+            t[m] = graph_ms(step);
+        }
+        printf("BENCH step N=%-2d (12 x [ln, qkv, proj, ln, fc+gelu, fcproj] + ln + lm_head, %.0f MB of weights): "
+               "cuBLASLt %7.1f us | gemv %7.1f us | gemv+PDL %7.1f us (%4.0f GB/s; weights alone at 3 TB/s: %.0f us)\n",
+               N, wbytes / 1e6, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, wbytes / t[2] / 1e6, wbytes / 3e12 * 1e6);
+    }
+    for (auto &l : ls)
+        for (void *p : {l.qkvw, l.qkvb, l.pw, l.pb, l.fw, l.fb, l.f2w, l.f2b, l.l1w, l.l1b, l.l2w, l.l2b})
+            CK(cudaFree(p));
+    for (void *p : {(void *)wte, (void *)lfw, (void *)lfb, (void *)x, (void *)res, (void *)ln, (void *)qkv,
+                    (void *)proj, (void *)fch, (void *)fg, (void *)logits, (void *)mean, (void *)rstd})
+        CK(cudaFree(p));
+}
+
+int main(int argc, char **argv) {
+    lab_open();
+    const int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
+    if (!bench_only) {
+        const std::vector<int> Ns = {1, 2, 7, 16, 32};
+        for (int pdl = 2; pdl >= 1; pdl--) {
+            set_mode(pdl);
+            printf("== mode %s\n", pdl == 2 ? "gemv + PDL" : "gemv, plain launch");
+            test_shape(Ns, 80, 200);
+            test_shape(Ns, 768, 768);
+            if (pdl == 1) continue;
+            test_shape(Ns, 768, 2304);
+            test_shape(Ns, 768, 3072);
+            test_shape(Ns, 3072, 768);
+            test_shape(Ns, 768, 50304);
+            test_shape({1, 3, 9, 31}, 8, 8);     /* tiny, k tail inside the first step */
+            test_shape({1, 5, 17}, 24, 37);      /* odd OC: scalar stores */
+            test_shape({2, 32}, 1600, 4800);     /* k split with an uneven last warp */
+            test_shape({1, 4}, 6400, 96);        /* C beyond 12 warps x 256 */
+            test_shape({1, 3}, 20, 36);          /* C % 8 != 0: cuBLASLt fallback */
+            test_shape({2, 5}, 64, 40, 4);       /* misaligned x rows: fallback */
+        }
+        set_mode(2);
+        lt_reference_error(1, 768, 2304);
+        lt_reference_error(32, 3072, 768);
+    }
+    if (argc > 1 && strcmp(argv[1], "test") == 0) return lab_finish("gemv");
+    const double copy = copy_bandwidth_gbs();
+    printf("device-to-device copy: %.0f GB/s (read + write)\n", copy);
+    const int shapes[][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50304}};
+    for (auto &s : shapes) bench_shape({1, 8, 16, 32}, s[0], s[1], copy);
+    bench_step({1, 8, 32});
+    set_mode(2);
+    return lab_finish("gemv");
+}
