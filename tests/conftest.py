@@ -1,6 +1,7 @@
 """Shared test fixtures: backends to parametrize over, and the normwise error check."""
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,21 @@ try:  # the installed package, or the source tree's pure-Python modules
 except ImportError:
     sys.path.insert(0, os.path.join(REPO, "python"))
 
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+SHARED = Path(REPO).parent / "shared" / "data"
+RANKS = SHARED / "gpt2.tiktoken"
+SHAKESPEARE = SHARED / "shakespeare.txt"
+
+
+@pytest.fixture
+def enc(monkeypatch):
+    """GPT-2's encoding from the shared ranks file, else tiktoken's own, else skip."""
+    from llmc import tokenizer as tok
+    if RANKS.is_file():
+        monkeypatch.setenv(tok.ENV_VAR, str(RANKS))
+    try:
+        return tok.get_encoding()
+    except RuntimeError:
+        pytest.skip(f"no GPT-2 ranks: {RANKS} is missing and tiktoken cannot download them")
 
 
 def cuda_available() -> bool:

@@ -11,7 +11,7 @@ import pytest
 import llmc
 from llmc import _core
 from llmc import reference as ref
-from conftest import BACKENDS, SHARED_DATA, rel_err
+from conftest import BACKENDS, RANKS as _RANKS, rel_err
 
 LlmcError = llmc.LlmcError
 
@@ -371,7 +371,7 @@ def test_cli_bad_model_files(model_files, tmp_path):
     assert r.returncode == 1 and "--model" in r.stderr
 
 
-RANKS = os.path.join(SHARED_DATA, "gpt2.tiktoken")
+RANKS = str(_RANKS)
 
 
 @pytest.mark.skipif(not os.path.isfile(RANKS), reason="no local GPT-2 ranks file")

@@ -13,19 +13,8 @@ from llmc import datasets as ds
 from llmc import prepare as P
 from llmc import tokenizer as tok
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RANKS = SHARED / "gpt2.tiktoken"
-SHAKESPEARE = SHARED / "shakespeare.txt"
+from conftest import RANKS, SHAKESPEARE, SHARED  # noqa: F401  (the enc fixture lives there too)
 
-
-@pytest.fixture
-def enc(monkeypatch):
-    if RANKS.is_file():
-        monkeypatch.setenv(tok.ENV_VAR, str(RANKS))
-    try:
-        return tok.get_encoding()
-    except RuntimeError:
-        pytest.skip(f"no GPT-2 ranks: {RANKS} is missing and tiktoken cannot download them")
 
 
 def shards(out, prefix="data"):

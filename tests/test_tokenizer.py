@@ -10,20 +10,8 @@ import tiktoken
 
 from llmc import tokenizer as tok
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RANKS = SHARED / "gpt2.tiktoken"
-SHAKESPEARE = SHARED / "shakespeare.txt"
+from conftest import RANKS, SHAKESPEARE, SHARED  # noqa: F401  (the enc fixture lives there too)
 
-
-@pytest.fixture
-def enc(monkeypatch):
-    """GPT-2's encoding from the shared ranks file, else tiktoken's own, else skip."""
-    if RANKS.is_file():
-        monkeypatch.setenv(tok.ENV_VAR, str(RANKS))
-    try:
-        return tok.get_encoding()
-    except RuntimeError:
-        pytest.skip(f"no GPT-2 ranks: {RANKS} is missing and tiktoken cannot download them")
 
 
 TEXTS = [

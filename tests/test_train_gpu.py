@@ -58,3 +58,13 @@ def test_recompute_trains(shards, tmp_path):
     rec = train(shards, tmp_path / "b", "-x", "5", "-r", "2")
     for s in base:
         assert abs(float(base[s]) - float(rec[s])) < 0.05 * abs(float(base[s]))
+
+
+def test_out_of_memory_is_reported_up_front(shards, tmp_path):
+    """A batch that cannot fit fails before training, with the numbers and what to change."""
+    write_shard(tmp_path / "big_train_000000.bin", np.zeros(512 * 1024 + 1, np.int64))
+    cmd = [BIN, "-i", str(tmp_path / "big_train_*.bin"), "-e", "d12", "-b", "512", "-t", "1024",
+           "-x", "1", "-v", "0", "-s", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not enough device memory" in r.stderr and "GiB" in r.stderr and "-b" in r.stderr, r.stderr
