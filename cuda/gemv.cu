@@ -1,4 +1,4 @@
-/* gemv.cu — matmul_forward for few rows (N <= 32: the decode step, short prompts).
+/* gemv.cu — matmul_forward for few rows (N <= 16 by default: the decode step, short prompts).
  *
  * At such N the product is a stream over the weights (OC x C bf16, read once) and cuBLASLt's
  * GEMM tiles leave most of the memory bandwidth unused. Here the tensor cores still do the
@@ -9,41 +9,46 @@
  * (8 consecutive k) of its own W row and of its x row and feeds them to two mmas of one
  * 32-wide k step: lane (g = lane/4, t = lane%4) owns k = 8t..8t+7 of the step, and its
  * fragment slots {2t, 2t+1, 2t+8, 2t+9} of mma s in {0,1} hold k = 8t + 4s + {0,1,2,3}.
- * Four lanes of a W row read 64 contiguous bytes; nothing is staged through shared memory.
+ * Four lanes of a W row read 64 contiguous bytes. The loads of a warp's whole k range go out
+ * at once as cp.async into the lane's own shared-memory slots (one memory latency per warp;
+ * plain register loads were issued by ptxas one k step at a time).
  *
  * A block owns 8*NT output columns (rows of W) and splits C among its KW warps; the warps'
  * fp32 partials meet in shared memory and are added in warp order by the epilogue threads,
  * which also add the bias and apply GELU. No atomics: results are deterministic. KW and the
  * per-warp k range depend on C only, so a row's result does not depend on N or on the other
- * rows (the same bits at batch 1 and batch 32).
+ * rows (the same bits at every N this kernel takes; checked by the lab).
  *
  * Launch overlap (programmatic dependent launch): the kernel asks for its successor to be
  * launched at once, and, launched itself as a dependent, prefetches its W slice into L2
  * before it waits for the previous kernel. Only L2 prefetches happen before the wait: L2 is
  * coherent, so a prefetch can never return stale data even if the previous kernel writes W. */
+#ifndef LLMC_GEMV_CU /* the labs include the backend's .cu files into one translation unit */
+#define LLMC_GEMV_CU
 #include <stdlib.h>
 #include <string.h>
 #include "common.cuh"
 
 namespace llmc_gemv {
 
-/* Rows handled here; more go to cuBLASLt. Measured on H100 (dev/cuda/NOTES.md): at N = 32
- * cuBLASLt was faster on 4 of the 5 GPT-2 shapes, at N <= 16 this kernel on most. */
-static int g_max_n = 16;
-constexpr int kMaxKW = 12;  /* warps per block (k split); 12 * 16 pairs * 256 B = 48 KB of partials */
-constexpr int kStepsPerWarp = 8; /* 32-wide k steps of one warp: 256 k */
+constexpr int kMaxN = 32; /* rows the kernel takes */
+/* Rows routed here by default; more go to cuBLASLt (measured with dev/cuda/gemv.cu on H100). */
+constexpr int kDefaultMaxN = 16;
+constexpr int kMaxKW = 12;       /* warps per block (k split) */
+constexpr int kStepsPerWarp = 8; /* 32-wide k steps of one warp: 256 k, all in flight at once */
 
-/* Knobs, read once: LLMC_GEMV=0 sends every matmul to cuBLASLt; LLMC_PDL=0 launches this
- * kernel and the decode kernels without programmatic dependent launch. */
-static int g_mode = -1; /* -1 unread, 0 off, 1 on */
+/* Knobs, read once: LLMC_GEMV=n routes N <= n (0..32) here, 0 sends every matmul to cuBLASLt;
+ * LLMC_PDL=0 launches this kernel and the decode kernels without programmatic dependent launch. */
+static int g_max_n = -1;
 static int g_pdl = -1;
 
-static int mode(void) {
-    if (g_mode < 0) {
+static int max_rows(void) {
+    if (g_max_n < 0) {
         const char *e = getenv("LLMC_GEMV");
-        g_mode = e && strcmp(e, "0") == 0 ? 0 : 1;
+        int v = e && *e ? atoi(e) : kDefaultMaxN;
+        g_max_n = v < 0 ? 0 : (v > kMaxN ? kMaxN : v);
     }
-    return g_mode;
+    return g_max_n;
 }
 
 __device__ __forceinline__ int4 ld_stream(const bf16 *p) { /* W: read once, keep it out of L1 */
@@ -55,6 +60,17 @@ __device__ __forceinline__ int4 ld_stream(const bf16 *p) { /* W: read once, keep
 }
 __device__ __forceinline__ int4 ld_keep(const bf16 *p) { /* x: read by every block, L1/L2 hits */
     return __ldg(reinterpret_cast<const int4 *>(p));
+}
+/* 16-byte asynchronous copies to shared memory; bytes = 0 writes zeros and reads nothing.
+ * cg (L2 only) for the weights, ca (through L1) for x, which every block of the SM reads. */
+__device__ __forceinline__ void cp_async_cg(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_ca(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all(void) {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
 }
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ void grid_dep_wait(void) {
@@ -76,15 +92,27 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* Bytes of shared memory a launch needs: per warp S steps x (NT + MR) 16-byte slots per lane
+ * when staging, then the warps' partials; the bias slice is static. */
+__host__ __device__ constexpr size_t stage_bytes(int kw, int mr, int nt, int s, bool stage) {
+    return stage ? (size_t)kw * s * (nt + mr) * 32 * 16 : 0;
+}
+__host__ __device__ constexpr size_t part_bytes(int kw, int mr, int nt) {
+    return (size_t)kw * ((mr + 1) / 2) * nt * 2 * 32 * sizeof(float2);
+}
+
 /* MR: groups of 8 input rows (1, 2 or 4: N <= 8, 16, 32); NT: 8-column tiles per block;
- * S: k steps whose loads are in flight together. blockDim.x = 32 * KW. */
-template <int MR, int NT, int S>
+ * S: k steps whose loads are in flight together; STAGE: loads as cp.async into the lane's own
+ * shared-memory slots (ptxas issued register loads one step at a time, a memory latency per
+ * step) or straight into registers. blockDim.x = 32 * KW. */
+template <int MR, int NT, int S, bool STAGE>
 __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre, const bf16 *x, const bf16 *w,
                                                            const bf16 *bias, int N, int C, int OC, int spw,
                                                            int prefetch) {
     constexpr int MT = (MR + 1) / 2; /* 16-row mma tiles of x */
     constexpr int P = MT * NT * 2;   /* accumulator pairs per lane */
-    extern __shared__ float2 part[]; /* [KW][P][32] */
+    constexpr int J = NT + MR;       /* 16-byte slots per lane and step */
+    extern __shared__ __align__(16) unsigned char smem[];
     __shared__ float s_bias[8 * NT];
     grid_dep_launch();
 
@@ -93,55 +121,95 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
     const int o0 = blockIdx.x * 8 * NT;
     const int c8 = C >> 3, ksteps = (C + 31) >> 5;
     const int s_begin = warp * spw, s_end = min(ksteps, s_begin + spw);
+    int4 *my = reinterpret_cast<int4 *>(smem) + (size_t)warp * S * J * 32 + lane; /* [S][J][32] of this warp */
+    float2 *part = reinterpret_cast<float2 *>(smem + stage_bytes(KW, MR, NT, S, STAGE)); /* [KW][P][32] */
 
+    /* Rows past N or OC read a valid row (register path) or nothing (staged: zero fill); their
+     * results are never stored. */
     const bf16 *wrow[NT];
-    bool wok[NT];
+    int wbytes[NT];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
         const int o = o0 + nt * 8 + g;
-        wok[nt] = o < OC;
-        wrow[nt] = w + (size_t)(wok[nt] ? o : 0) * C + 8 * t;
+        wrow[nt] = w + (size_t)min(o, OC - 1) * C;
+        wbytes[nt] = o < OC ? 16 : 0;
     }
     const bf16 *xrow[MR];
-    bool xok[MR];
+    int xbytes[MR];
 #pragma unroll
     for (int r = 0; r < MR; r++) {
-        const int m = r * 8 + g;
-        xok[r] = m < N;
-        xrow[r] = x + (size_t)(xok[r] ? m : 0) * C + 8 * t;
+        xrow[r] = x + (size_t)min(r * 8 + g, N - 1) * C;
+        xbytes[r] = r * 8 + g < N ? 16 : 0;
     }
 
     if (prefetch) {
         for (int s = s_begin; s < s_end; s++)
             if (s * 4 + t < c8)
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-                    if (wok[nt]) prefetch_l2(wrow[nt] + s * 32);
+                for (int nt = 0; nt < NT; nt++) prefetch_l2(wrow[nt] + (s * 4 + t) * 8);
     }
     grid_dep_wait(); /* x, bias (and out) may belong to the previous kernel: nothing read or written before */
     /* the bias is loaded now, with the weights, not after the reduction (one memory latency less) */
     float bv = 0.0f;
     if (bias && threadIdx.x < 8 * NT && o0 + (int)threadIdx.x < OC) bv = __bfloat162float(bias[o0 + threadIdx.x]);
 
-    float acc[MT][NT][4];
+    /* two accumulator sets, one per k16 half of a step: two dependent mma chains of half the
+     * length (the chain's latency showed at small N), added in a fixed order at the end */
+    float acc[2][MT][NT][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+    for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) acc[mt][nt][j] = 0.0f;
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[h][mt][nt][j] = 0.0f;
 
     const int4 zero = make_int4(0, 0, 0, 0);
     for (int s0 = s_begin; s0 < s_end; s0 += S) {
         int4 wv[S][NT], xv[S][MR];
+        if constexpr (STAGE) {
+            const uint32_t base = (uint32_t)__cvta_generic_to_shared(my);
 #pragma unroll
-        for (int u = 0; u < S; u++) {
-            const int s = s0 + u;
-            const bool kok = s < s_end && s * 4 + t < c8;
+            for (int u = 0; u < S; u++) {
+                const int ch = (s0 + u) * 4 + t; /* this lane's 8-wide chunk of k */
+                const bool ok = s0 + u < s_end && ch < c8;
+                const int chc = ok ? ch : 0;
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++) wv[u][nt] = kok && wok[nt] ? ld_stream(wrow[nt] + s * 32) : zero;
+                for (int nt = 0; nt < NT; nt++)
+                    cp_async_cg(base + (u * J + nt) * 32 * 16, wrow[nt] + chc * 8, ok ? wbytes[nt] : 0);
 #pragma unroll
-            for (int r = 0; r < MR; r++) xv[u][r] = kok && xok[r] ? ld_keep(xrow[r] + s * 32) : zero;
+                for (int r = 0; r < MR; r++)
+                    cp_async_ca(base + (u * J + NT + r) * 32 * 16, xrow[r] + chc * 8, ok ? xbytes[r] : 0);
+            }
+            cp_async_wait_all(); /* each lane reads back only its own slots: no barrier needed */
+#pragma unroll
+            for (int u = 0; u < S; u++) {
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) wv[u][nt] = my[(u * J + nt) * 32];
+#pragma unroll
+                for (int r = 0; r < MR; r++) xv[u][r] = my[(u * J + NT + r) * 32];
+            }
+        } else {
+            bool kv[S];
+#pragma unroll
+            for (int u = 0; u < S; u++) {
+                const int st = min(s0 + u, s_end - 1);
+                const int ch = min(st * 4 + t, c8 - 1);
+                kv[u] = s0 + u < s_end && st * 4 + t < c8;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) wv[u][nt] = ld_stream(wrow[nt] + ch * 8);
+#pragma unroll
+                for (int r = 0; r < MR; r++) xv[u][r] = ld_keep(xrow[r] + ch * 8);
+            }
+#pragma unroll
+            for (int u = 0; u < S; u++)
+                if (!kv[u]) {
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) wv[u][nt] = zero;
+#pragma unroll
+                    for (int r = 0; r < MR; r++) xv[u][r] = zero;
+                }
         }
 #pragma unroll
         for (int u = 0; u < S; u++)
@@ -156,7 +224,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++) {
                         const int4 b = wv[u][nt];
-                        mma_bf16(acc[mt][nt], a0, a1, a2, a3, h ? b.z : b.x, h ? b.w : b.y);
+                        mma_bf16(acc[h][mt][nt], a0, a1, a2, a3, h ? b.z : b.x, h ? b.w : b.y);
                     }
                 }
     }
@@ -168,7 +236,8 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 #pragma unroll
             for (int h = 0; h < 2; h++)
                 part[((size_t)warp * P + (mt * NT + nt) * 2 + h) * 32 + lane] =
-                    make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+                    make_float2(acc[0][mt][nt][2 * h] + acc[1][mt][nt][2 * h],
+                                acc[0][mt][nt][2 * h + 1] + acc[1][mt][nt][2 * h + 1]);
     if (threadIdx.x < 8 * NT) s_bias[threadIdx.x] = bv;
     __syncthreads();
 
@@ -212,6 +281,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 struct config {
     int mr, nt, s, kw, spw;
     int pdl, prefetch; /* launched as a dependent; L2 prefetch of W before the wait */
+    int stage;         /* cp.async through shared memory (else register loads) */
 };
 
 /* The k split depends on C only (see the top of the file); the tile shapes on N. */
@@ -221,54 +291,72 @@ static config choose(int N, int C, int OC, int sm_count) {
     c.kw = LLMC_CEIL_DIV(ksteps, kStepsPerWarp);
     if (c.kw > kMaxKW) c.kw = kMaxKW;
     c.spw = LLMC_CEIL_DIV(ksteps, c.kw);
-    /* measured (dev/cuda/gemv.cu, H100): MR=2 ran faster than MR=1 even at N=1 */
-    if (N <= 16) {
+    if (N <= 8) {
+        c.mr = 1, c.nt = 1, c.s = 8;
+    } else if (N <= 16) {
         c.mr = 2, c.nt = 1, c.s = 8;
     } else {
         c.mr = 4, c.nt = 2, c.s = 4;
     }
+    c.stage = 1;
     c.pdl = llmc_cuda_pdl_enabled();
     /* prefetching a grid of many waves only doubles the load instructions (LM head: -20%) */
     c.prefetch = c.pdl && LLMC_CEIL_DIV(OC, 8 * c.nt) <= 4 * sm_count;
     return c;
 }
 
-template <int MR, int NT, int S>
+template <int MR, int NT, int S, bool STAGE>
 static cudaError_t launch_one(cudaStream_t stream, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
                               const bf16 *w, const bf16 *bias, int N, int C, int OC) {
-    constexpr int P = ((MR + 1) / 2) * NT * 2;
+    const size_t smem = stage_bytes(c.kw, MR, NT, S, STAGE) + part_bytes(c.kw, MR, NT);
+    static size_t opted[64]; /* this instance's dynamic shared-memory limit so far, per device */
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    const int di = dev >= 0 && dev < 64 ? dev : 0;
+    if (smem > 48 * 1024 && smem > opted[di]) {
+        e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        opted[di] = smem;
+    }
     cudaLaunchConfig_t lc;
     memset(&lc, 0, sizeof lc);
     lc.gridDim = dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT));
     lc.blockDim = dim3((unsigned)(32 * c.kw));
-    lc.dynamicSmemBytes = (size_t)c.kw * P * 32 * sizeof(float2);
+    lc.dynamicSmemBytes = smem;
     lc.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     lc.attrs = attr;
     lc.numAttrs = c.pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&lc, gemv_kernel<MR, NT, S>, out, pre, x, w, bias, N, C, OC, c.spw, c.prefetch);
+    return cudaLaunchKernelEx(&lc, gemv_kernel<MR, NT, S, STAGE>, out, pre, x, w, bias, N, C, OC, c.spw,
+                              c.prefetch);
 }
 
 static cudaError_t launch(cudaStream_t stream, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
                           const bf16 *w, const bf16 *bias, int N, int C, int OC) {
-#define LLMC_GEMV_CASE(MR, NT, S) \
-    if (c.mr == MR && c.nt == NT && c.s == S) return launch_one<MR, NT, S>(stream, c, out, pre, x, w, bias, N, C, OC)
+#define LLMC_GEMV_CASE(MR, NT, S)                                                                           \
+    if (c.mr == MR && c.nt == NT && c.s == S)                                                               \
+        return c.stage ? launch_one<MR, NT, S, true>(stream, c, out, pre, x, w, bias, N, C, OC)             \
+                       : launch_one<MR, NT, S, false>(stream, c, out, pre, x, w, bias, N, C, OC)
     LLMC_GEMV_CASE(1, 1, 8);
-    LLMC_GEMV_CASE(1, 2, 8);
     LLMC_GEMV_CASE(2, 1, 8);
-    LLMC_GEMV_CASE(2, 2, 4);
     LLMC_GEMV_CASE(4, 1, 4);
     LLMC_GEMV_CASE(4, 2, 4);
-    LLMC_GEMV_CASE(4, 4, 2);
 #undef LLMC_GEMV_CASE
     return cudaErrorInvalidConfiguration;
 }
 
+/* Shared memory of a launch, dynamic and static; the opt-in limit of sm_90 is 227 KB. */
+constexpr size_t kSmemLimit = 227 * 1024;
+static size_t smem_bytes(const config &c) {
+    return stage_bytes(c.kw, c.mr, c.nt, c.s, c.stage) + part_bytes(c.kw, c.mr, c.nt) + 8 * c.nt * sizeof(float);
+}
+
 /* Shapes and pointers this path takes: whole 16-byte rows of x and W. */
 static bool supported(int N, int C, int OC, const void *out, const void *pre, const void *inp, const void *w) {
-    return N >= 1 && N <= g_max_n && C >= 8 && C % 8 == 0 && OC >= 1 && llmc_is_aligned16(inp) &&
+    return N >= 1 && N <= max_rows() && C >= 8 && C % 8 == 0 && OC >= 1 && llmc_is_aligned16(inp) &&
            llmc_is_aligned16(w) && ((uintptr_t)out & 3u) == 0 && ((uintptr_t)pre & 3u) == 0;
 }
 
@@ -285,10 +373,12 @@ int llmc_cuda_pdl_enabled(void) {
 llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                    const void *bias, int N, int C, int OC) {
     using namespace llmc_gemv;
-    if (!mode() || !supported(N, C, OC, out, pre_gelu, inp, w)) return LLMC_ERR_UNSUPPORTED;
+    if (!supported(N, C, OC, out, pre_gelu, inp, w)) return LLMC_ERR_UNSUPPORTED;
     const config c = choose(N, C, OC, llmc_cuda_impl_of(dev)->sm_count);
+    if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
     LLMC_CUDA_TRY(dev, launch(llmc_cuda_stream(dev), c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp,
                               (const bf16 *)w, (const bf16 *)bias, N, C, OC));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
+#endif /* LLMC_GEMV_CU */

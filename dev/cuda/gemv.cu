@@ -19,8 +19,9 @@ static double gelu_d(double x) { return 0.5 * x * (1.0 + tanh(0.7978845608028654
 static const int kGuard = 64; /* poisoned elements after each output that must stay untouched */
 
 /* 0 cuBLASLt, 1 gemv, 2 gemv + PDL (PDL also for the decode kernels) */
+static int g_lab_max_n = 32; /* rows routed to the kernel in modes 1 and 2 */
 static void set_mode(int m) {
-    llmc_gemv::g_mode = m > 0;
+    llmc_gemv::g_max_n = m > 0 ? g_lab_max_n : 0;
     llmc_gemv::g_pdl = m == 2;
 }
 
@@ -82,6 +83,18 @@ static void test_shape(const std::vector<int> &Ns, int C, int OC, int xoff = 0) 
                     if (gelu) first_pre = down_raw16(d_pre, (size_t)N * OC);
                     int guards = guard_intact(d_out, (size_t)N * OC) && (!gelu || guard_intact(d_pre, (size_t)N * OC));
                     if (!guards) check_true("  guard zone after the output untouched", 0);
+                    if (variant == 0 && xoff == 0 && C % 8 == 0 && llmc_gemv::g_max_n > 0) {
+                        /* the register-load variant adds in the same order: the same bits */
+                        llmc_gemv::config c = llmc_gemv::choose(N, C, OC, llmc_cuda_impl_of(&g_dev)->sm_count);
+                        c.stage = 0;
+                        bf16 *alt = (bf16 *)dmalloc((size_t)N * OC * 2);
+                        poison(alt, (size_t)N * OC * 2);
+                        CK(llmc_gemv::launch(lab_stream(), c, alt, NULL, xin, d_w, d_b, N, C, OC));
+                        lab_sync();
+                        if (down_raw16(alt, (size_t)N * OC) != first_out)
+                            check_true("  register-load variant bitwise equal to the staged one", 0);
+                        CK(cudaFree(alt));
+                    }
                     if (variant == 0 && xoff == 0 && C % 8 == 0) { /* the gemv path (cuBLASLt need not be) */
                         std::vector<uint16_t> r0(first_out.begin(), first_out.begin() + OC);
                         if (row_n1.empty()) row_n1 = r0;
@@ -172,32 +185,177 @@ static void bench_shape(const std::vector<int> &Ns, int C, int OC, double copy_g
         }
         /* alternative tile shapes of this kernel (same k split), with PDL */
         llmc_gemv::config base = llmc_gemv::choose(N, C, OC, llmc_cuda_impl_of(&g_dev)->sm_count);
-        const int alts[][3] = {{1, 1, 8}, {1, 2, 8}, {2, 1, 8}, {2, 2, 4}, {4, 1, 4}, {4, 2, 4}, {4, 4, 2}};
+        const int alts[][3] = {{1, 1, 8}, {2, 1, 8}, {4, 1, 4}, {4, 2, 4}};
         const int mr_min = N <= 8 ? 1 : N <= 16 ? 2 : 4;
         char alt_txt[512] = "";
-        for (auto &a : alts) {
-            if (a[0] < mr_min || a[0] > (mr_min == 1 ? 2 : 4)) continue;
-            llmc_gemv::config c = base;
-            c.mr = a[0], c.nt = a[1], c.s = a[2], c.pdl = 1;
-            float ms = graph_ms([&] {
-                           for (int i = 0; i < copies; i++)
-                               CK(llmc_gemv::launch(lab_stream(), c, out, NULL, x, ws[i], b, N, C, OC));
-                       }, 10) / copies;
-            size_t l = strlen(alt_txt);
-            snprintf(alt_txt + l, sizeof alt_txt - l, " %d/%d/%d:%.2f", a[0], a[1], a[2], ms * 1e3);
-        }
+        for (auto &a : alts)
+            for (int stage = 1; stage >= 0; stage--) {
+                if (a[0] < mr_min || a[0] > (mr_min == 1 ? 2 : 4)) continue;
+                llmc_gemv::config c = base;
+                c.mr = a[0], c.nt = a[1], c.s = a[2], c.pdl = 1, c.stage = stage;
+                if (llmc_gemv::smem_bytes(c) > llmc_gemv::kSmemLimit) continue;
+                float ms = graph_ms([&] {
+                               for (int i = 0; i < copies; i++)
+                                   CK(llmc_gemv::launch(lab_stream(), c, out, NULL, x, ws[i], b, N, C, OC));
+                           }, 10) / copies;
+                size_t l = strlen(alt_txt);
+                snprintf(alt_txt + l, sizeof alt_txt - l, " %d/%d/%d/%s:%.2f", a[0], a[1], a[2], stage ? "cp" : "reg",
+                         ms * 1e3);
+            }
         /* a single call timed alone (launch latency included) */
         set_mode(2);
         int k = 0;
         float single = time_ms([&] { OKS(llmc_cuda_matmul_forward(&g_dev, out, NULL, x, ws[k++ % copies], b, N, C, OC)); });
         printf("BENCH gemv N=%-2d C=%-4d OC=%-5d W %6.2f MB | per call in graph: cuBLASLt %7.2f us (%5.0f GB/s) | "
                "gemv %7.2f us (%5.0f GB/s, %3.0f%% of copy) | gemv+PDL %7.2f us (%5.0f GB/s) | alone %6.2f us | "
-               "mr/nt/s:us%s\n",
+               "mr/nt/s/loads:us%s\n",
                N, C, OC, wbytes / 1e6, t[0] * 1e3, bytes / t[0] / 1e6, t[1] * 1e3, bytes / t[1] / 1e6,
                100.0 * bytes / t[1] / 1e6 / copy_gbs, t[2] * 1e3, bytes / t[2] / 1e6, single * 1e3, alt_txt);
     }
     for (auto p : ws) CK(cudaFree(p));
     for (void *p : {(void *)x, (void *)b, (void *)out}) CK(cudaFree(p));
+}
+
+/* ---- launch-latency experiments ---- */
+
+__global__ void lab_empty_kernel(void) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Residual add + layernorm (no mean/rstd outputs), one warp per row, C = 256 * V, launched as a
+ * programmatic dependent: what layernorm_forward would cost in the decode chain with PDL. */
+template <int V>
+__global__ void lab_ln_pdl_kernel(bf16 *res_out, bf16 *out, const bf16 *a, const bf16 *b, const bf16 *w,
+                                  const bf16 *bias, int N, int C) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= N) return;
+    float x[V][8];
+    float sum = 0.f;
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        const size_t at = (size_t)row * C + (v * 32 + lane) * 8;
+        float y[8];
+        ld_bf16<8>(x[v], a + at);
+        ld_bf16<8>(y, b + at);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            x[v][k] += y[k];
+            sum += x[v][k];
+        }
+        st_bf16<8>(res_out + at, x[v]);
+    }
+    const float mean = warp_sum(sum) / C;
+    float sq = 0.f;
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int k = 0; k < 8; k++) sq += (x[v][k] - mean) * (x[v][k] - mean);
+    const float rstd = rsqrtf(warp_sum(sq) / C + 1e-5f);
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        const int c = (v * 32 + lane) * 8;
+        float g[8], h[8], o[8];
+        ld_bf16<8>(g, w + c);
+        ld_bf16<8>(h, bias + c);
+#pragma unroll
+        for (int k = 0; k < 8; k++) o[k] = (x[v][k] - mean) * rstd * g[k] + h[k];
+        st_bf16<8>(out + (size_t)row * C + c, o);
+    }
+}
+
+static void lab_ln_pdl(bf16 *res_out, bf16 *out, const bf16 *a, const bf16 *b, const bf16 *w, const bf16 *bias, int N,
+                       int C) {
+    cudaLaunchConfig_t lc;
+    memset(&lc, 0, sizeof lc);
+    lc.gridDim = dim3((unsigned)LLMC_CEIL_DIV(N, 4));
+    lc.blockDim = dim3(128);
+    lc.stream = lab_stream();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
+    if (C != 768) { fprintf(stderr, "lab_ln_pdl: C=768 only\n"); exit(1); }
+    CK(cudaLaunchKernelEx(&lc, lab_ln_pdl_kernel<3>, res_out, out, a, b, w, bias, N, C));
+}
+
+static void bench_latency(void) {
+    /* empty kernels back to back in a graph */
+    for (int pdl = 0; pdl < 2; pdl++) {
+        float ms = graph_ms([&] {
+            for (int i = 0; i < 100; i++) {
+                cudaLaunchConfig_t lc;
+                memset(&lc, 0, sizeof lc);
+                lc.gridDim = dim3(132);
+                lc.blockDim = dim3(128);
+                lc.stream = lab_stream();
+                cudaLaunchAttribute attr[1];
+                attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+                attr[0].val.programmaticStreamSerializationAllowed = 1;
+                lc.attrs = attr;
+                lc.numAttrs = pdl;
+                CK(cudaLaunchKernelEx(&lc, lab_empty_kernel));
+            }
+        });
+        printf("BENCH launch: empty kernel (132 x 128) in a graph, %s: %.2f us per kernel\n",
+               pdl ? "PDL" : "plain", ms * 10.0);
+    }
+    /* one shape at N=1: weights hot in L2 (1 copy), in L2 (8 copies), cold (400 MB of copies) */
+    for (int shape = 0; shape < 2; shape++) {
+        const int N = 1, C = 768, OC = shape ? 2304 : 768;
+        const size_t wbytes = (size_t)OC * C * 2;
+        const int cold = (int)((400ull << 20) / wbytes) + 1;
+        std::vector<bf16 *> ws(cold);
+        for (auto &p : ws) p = (bf16 *)dmalloc(wbytes);
+        up_bf16(ws[0], rand_normal((size_t)OC * C, 0.03));
+        for (int i = 1; i < cold; i++) CK(cudaMemcpy(ws[i], ws[0], wbytes, cudaMemcpyDeviceToDevice));
+        bf16 *x = (bf16 *)dmalloc((size_t)C * 2), *b = (bf16 *)dmalloc(OC * 2), *out = (bf16 *)dmalloc((size_t)OC * 2);
+        up_bf16(x, rand_normal(C, 1.0));
+        up_bf16(b, rand_normal(OC, 0.1));
+        for (int copies : {1, 8, cold}) {
+            const int calls = copies < 64 ? 64 : copies;
+            char txt[512];
+            int len = snprintf(txt, sizeof txt, "BENCH latency N=1 C=%d OC=%d, %3d weight copies:", C, OC, copies);
+            for (int v = 0; v < 6; v++) { /* lt, gemv, gemv+PDL (auto prefetch), +PDL no prefetch, +PDL prefetch,
+                                             +PDL register loads */
+                set_mode(v == 0 ? 0 : v == 1 ? 1 : 2);
+                llmc_gemv::config c = llmc_gemv::choose(N, C, OC, llmc_cuda_impl_of(&g_dev)->sm_count);
+                if (v == 3) c.prefetch = 0;
+                if (v == 4) c.prefetch = 1;
+                if (v == 5) c.stage = 0;
+                float ms = graph_ms([&] {
+                               for (int i = 0; i < calls; i++) {
+                                   if (v < 3)
+                                       OKS(llmc_cuda_matmul_forward(&g_dev, out, NULL, x, ws[i % copies], b, N, C, OC));
+                                   else
+                                       CK(llmc_gemv::launch(lab_stream(), c, out, NULL, x, ws[i % copies], b, N, C, OC));
+                               }
+                           }, 10) / calls;
+                static const char *nm[] = {"cuBLASLt", "gemv", "gemv+PDL", "PDL no-prefetch", "PDL prefetch",
+                                           "PDL reg-loads"};
+                len += snprintf(txt + len, sizeof txt - len, " %s %.2f us |", nm[v], ms * 1e3);
+            }
+            printf("%s\n", txt);
+        }
+        /* eager: a small copy, then the product (the prefill's last-logits pattern) */
+        for (int v = 1; v <= 2; v++) {
+            set_mode(v);
+            float ms = time_ms([&] {
+                CK(cudaMemcpyAsync(x, b, 256, cudaMemcpyDeviceToDevice, lab_stream()));
+                OKS(llmc_cuda_matmul_forward(&g_dev, out, NULL, x, ws[0], b, N, C, OC));
+            });
+            printf("BENCH eager d2d copy + gemv N=1 C=%d OC=%d %s: %.2f us\n", C, OC, v == 2 ? "PDL" : "plain", ms * 1e3);
+        }
+        for (auto p : ws) CK(cudaFree(p));
+        for (void *p : {(void *)x, (void *)b, (void *)out}) CK(cudaFree(p));
+    }
 }
 
 /* The matmuls and layernorms of one d12 decode step (attention left out) as one graph. */
@@ -228,28 +386,37 @@ static void bench_step(const std::vector<int> &Ns) {
          *fg = param((size_t)NM * 4 * C, 1.0), *logits = param((size_t)NM * Vp, 1.0);
     float *mean = (float *)dmalloc(NM * 4), *rstd = (float *)dmalloc(NM * 4);
     for (int N : Ns) {
+        int labln = 0; /* 1: the lab's PDL layernorm instead of the engine's */
+        auto lnf = [&](bf16 *ro, bf16 *o, const bf16 *a, const bf16 *b2, const bf16 *w, const bf16 *bb) {
+            if (labln) lab_ln_pdl(ro, o, a, b2, w, bb, N, C);
+            else OKS(llmc_cuda_layernorm_forward(&g_dev, ro, o, mean, rstd, a, b2, w, bb, N, C));
+        };
         auto step = [&] {
             for (int l = 0; l < L; l++) {
-                OKS(llmc_cuda_layernorm_forward(&g_dev, x, ln, mean, rstd, res, proj, ls[l].l1w, ls[l].l1b, N, C));
+                lnf(x, ln, res, proj, ls[l].l1w, ls[l].l1b);
                 OKS(llmc_cuda_matmul_forward(&g_dev, qkv, NULL, ln, ls[l].qkvw, ls[l].qkvb, N, C, 3 * C));
                 /* attention would read qkv here and write the C-wide input of the projection */
                 OKS(llmc_cuda_matmul_forward(&g_dev, proj, NULL, qkv, ls[l].pw, ls[l].pb, N, C, C));
-                OKS(llmc_cuda_layernorm_forward(&g_dev, res, ln, mean, rstd, x, proj, ls[l].l2w, ls[l].l2b, N, C));
+                lnf(res, ln, x, proj, ls[l].l2w, ls[l].l2b);
                 OKS(llmc_cuda_matmul_forward(&g_dev, fg, fch, ln, ls[l].fw, ls[l].fb, N, C, 4 * C));
                 OKS(llmc_cuda_matmul_forward(&g_dev, proj, NULL, fg, ls[l].f2w, ls[l].f2b, N, 4 * C, C));
             }
-            OKS(llmc_cuda_layernorm_forward(&g_dev, x, ln, mean, rstd, res, proj, lfw, lfb, N, C));
+            lnf(x, ln, res, proj, lfw, lfb);
             OKS(llmc_cuda_matmul_forward(&g_dev, logits, NULL, ln, wte, NULL, N, C, Vp));
         };
         const double wbytes = 2.0 * (L * 12.0 * C * C + (double)Vp * C);
-        float t[3];
-        for (int m = 0; m < 3; m++) {
-            set_mode(m);
+        float t[4];
+        for (int m = 0; m < 4; m++) {
+            set_mode(m < 3 ? m : 2);
+            labln = m == 3;
             t[m] = graph_ms(step);
         }
+        labln = 0;
         printf("BENCH step N=%-2d (12 x [ln, qkv, proj, ln, fc+gelu, fcproj] + ln + lm_head, %.0f MB of weights): "
-               "cuBLASLt %7.1f us | gemv %7.1f us | gemv+PDL %7.1f us (%4.0f GB/s; weights alone at 3 TB/s: %.0f us)\n",
-               N, wbytes / 1e6, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, wbytes / t[2] / 1e6, wbytes / 3e12 * 1e6);
+               "cuBLASLt %7.1f us | gemv %7.1f us | gemv+PDL %7.1f us | gemv+PDL, PDL layernorm (lab) %7.1f us "
+               "(%4.0f GB/s; weights alone at 3 TB/s: %.0f us)\n",
+               N, wbytes / 1e6, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, wbytes / t[3] / 1e6,
+               wbytes / 3e12 * 1e6);
     }
     for (auto &l : ls)
         for (void *p : {l.qkvw, l.qkvb, l.pw, l.pb, l.fw, l.fb, l.f2w, l.f2b, l.l1w, l.l1b, l.l2w, l.l2b})
@@ -261,12 +428,14 @@ static void bench_step(const std::vector<int> &Ns) {
 
 int main(int argc, char **argv) {
     lab_open();
+    /* the kernel takes N <= 32 (tested and timed so); the engine routes N <= 16 by default */
     const int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
     if (!bench_only) {
         const std::vector<int> Ns = {1, 2, 7, 16, 32};
         for (int pdl = 2; pdl >= 1; pdl--) {
             set_mode(pdl);
             printf("== mode %s\n", pdl == 2 ? "gemv + PDL" : "gemv, plain launch");
+            if (pdl == 1) test_shape(Ns, 768, 50304); /* many waves: no prefetch; small grids below prefetch */
             test_shape(Ns, 80, 200);
             test_shape(Ns, 768, 768);
             if (pdl == 1) continue;
@@ -289,8 +458,11 @@ int main(int argc, char **argv) {
     const double copy = copy_bandwidth_gbs();
     printf("device-to-device copy: %.0f GB/s (read + write)\n", copy);
     const int shapes[][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50304}};
+    bench_latency();
     for (auto &s : shapes) bench_shape({1, 8, 16, 32}, s[0], s[1], copy);
-    bench_step({1, 8, 32});
+    bench_step({1, 8, 16, 32});
+    g_lab_max_n = llmc_gemv::kDefaultMaxN;
+    bench_step({32}); /* as the engine runs it by default */
     set_mode(2);
     return lab_finish("gemv");
 }

@@ -26,6 +26,7 @@
 #include "../../cuda/adamw.cu"
 #include "../../cuda/norm.cu"
 #include "../../cuda/decode.cu" /* KV-cache ops: not tested here, but the op table names them */
+#include "../../cuda/gemv.cu"
 
 /* The labs do not link attention.cu (another file's business); the op table needs the names. */
 llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *, float *, const void *, int, int, int, int) {
