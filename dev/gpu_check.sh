@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batch of GPU work for the device machine: build for sm_90, run every test
 # (GPU ones included), then the training benchmark. Logs go to $OUT (or ./gpu_out).
-# Usage: bash dev/gpu_check.sh [tests|bench|all]
+# Usage: bash dev/gpu_check.sh [tests|bench|gen|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
@@ -25,4 +25,9 @@ if [[ "$what" == bench || "$what" == all ]]; then
     -i "data/shakespeare/shakespeare_train_*.bin" 2>&1 | tee "$OUT/bench_train.log" | tail -12
   kill $smi 2>/dev/null
   echo "peak GPU memory used: $(sort -n "$OUT/bench_mem.log" | tail -1) MiB" | tee -a "$OUT/bench_train.log"
+fi
+
+if [[ "$what" == gen || "$what" == all ]]; then
+  echo "== bench: generation d12"
+  timeout 240 python3 dev/bench_generate.py --device cuda --batch 1,32 --torch 2>&1 | tee "$OUT/bench_generate.log" | tail -12
 fi
