@@ -367,6 +367,27 @@ llmc_status llmc_cpu_sgemm(llmc_device *dev, int transA, int transB, int M, int 
 
 /* ---------------- the ops ---------------- */
 
+/* A few rows (decode steps): one dot product per output streams W once. Packing W for
+ * the GEMM would read and write it twice for the same one pass of arithmetic. */
+#define MATVEC_MAX_ROWS 4
+
+static void matvec_forward(float *restrict dst, float *restrict gelu_out, const float *restrict inp,
+                           const float *restrict w, const float *restrict bias, int N, int C, int OC) {
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < OC; j++) {
+        const float *restrict wj = w + (size_t)j * C;
+        for (int i = 0; i < N; i++) {
+            const float *restrict x = inp + (size_t)i * C;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int k = 0; k < C; k++) acc += x[k] * wj[k];
+            if (bias) acc += bias[j];
+            dst[(size_t)i * OC + j] = acc;
+            if (gelu_out) gelu_out[(size_t)i * OC + j] = llmc_gelu(acc);
+        }
+    }
+}
+
 llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                     const void *bias, int N, int C, int OC) {
     if (N < 0 || C < 0 || OC < 0)
@@ -376,6 +397,10 @@ llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu,
     if (pre_gelu) {
         dst = (float *)pre_gelu;
         e.gelu_out = (float *)out;
+    }
+    if (N <= MATVEC_MAX_ROWS) {
+        matvec_forward(dst, e.gelu_out, (const float *)inp, (const float *)w, (const float *)bias, N, C, OC);
+        return LLMC_OK;
     }
     return llmc_cpu_sgemm(dev, 0, 1, N, OC, C, (const float *)inp, C, (const float *)w, C, dst, OC, 0,
                           (e.bias || e.gelu_out) ? &e : NULL);
