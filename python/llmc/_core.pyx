@@ -97,7 +97,8 @@ cdef class Model:
     cdef int _ok(self, llmc_status st) except -1:
         return _check(st, llmc_model_error(self.m))
 
-    cdef llmc_model_options _options(self, str backend, int device, int master_weights, int recompute):
+    cdef llmc_model_options _options(self, int device, int master_weights, int recompute):
+        """Options without the backend name: callers set o.backend from bytes they keep alive."""
         cdef llmc_model_options o
         llmc_model_options_default(&o)
         o.device = device
@@ -108,7 +109,7 @@ cdef class Model:
     def init_random(self, dict config, str backend="cpu", uint64_t seed=1337, int device=0,
                     int master_weights=1, int recompute=0):
         cdef llmc_config c = _config_struct(config)
-        cdef llmc_model_options o = self._options(backend, device, master_weights, recompute)
+        cdef llmc_model_options o = self._options(device, master_weights, recompute)
         b = backend.encode()
         o.backend = b
         with nogil:
@@ -116,7 +117,7 @@ cdef class Model:
         self._ok(st)
 
     def load(self, path, str backend="cpu", int device=0, int master_weights=1, int recompute=0):
-        cdef llmc_model_options o = self._options(backend, device, master_weights, recompute)
+        cdef llmc_model_options o = self._options(device, master_weights, recompute)
         b = backend.encode()
         o.backend = b
         p = str(path).encode()
@@ -315,7 +316,7 @@ cdef class Model:
 
     def checkpoint_load(self, directory, int step=-1, str backend="cpu", int device=0, int master_weights=1,
                         int recompute=0):
-        cdef llmc_model_options o = self._options(backend, device, master_weights, recompute)
+        cdef llmc_model_options o = self._options(device, master_weights, recompute)
         b = backend.encode()
         o.backend = b
         cdef llmc_train_state ts
