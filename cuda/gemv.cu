@@ -19,10 +19,14 @@
  * per-warp k range depend on C only, so a row's result does not depend on N or on the other
  * rows (the same bits at every N this kernel takes; checked by the lab).
  *
- * Launch overlap (programmatic dependent launch): the kernel asks for its successor to be
- * launched at once, and, launched itself as a dependent, prefetches its W slice into L2
- * before it waits for the previous kernel. Only L2 prefetches happen before the wait: L2 is
- * coherent, so a prefetch can never return stale data even if the previous kernel writes W. */
+ * Launch overlap (programmatic dependent launch): launched as a dependent, the kernel issues
+ * its first chunk of W loads (cp.async into shared memory) before it waits for the previous
+ * kernel, so the weight latency hides behind that kernel; x, bias and out are touched only
+ * after the wait. It asks for its successor right after its own wait (not before), so at most
+ * the immediately preceding kernel can still run while W is read early: the host side turns
+ * the early loads off when W overlaps the previous matmul_forward's outputs (the one
+ * predecessor that could write a matrix; model weights are never written by one). Later
+ * chunks (N > 16) are prefetched into L2 before the wait, when the grid fits a few waves. */
 #ifndef LLMC_GEMV_CU /* the labs include the backend's .cu files into one translation unit */
 #define LLMC_GEMV_CU
 #include <stdlib.h>
@@ -108,13 +112,12 @@ __host__ __device__ constexpr size_t part_bytes(int kw, int mr, int nt) {
 template <int MR, int NT, int S, bool STAGE>
 __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre, const bf16 *x, const bf16 *w,
                                                            const bf16 *bias, int N, int C, int OC, int spw,
-                                                           int prefetch) {
+                                                           int prefetch, int early) {
     constexpr int MT = (MR + 1) / 2; /* 16-row mma tiles of x */
     constexpr int P = MT * NT * 2;   /* accumulator pairs per lane */
     constexpr int J = NT + MR;       /* 16-byte slots per lane and step */
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ float s_bias[8 * NT];
-    grid_dep_launch();
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, KW = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -142,13 +145,27 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
         xbytes[r] = r * 8 + g < N ? 16 : 0;
     }
 
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(my);
+    auto issue_w = [&](int s0) { /* cp.async of this lane's W chunks for steps s0 .. s0+S-1 */
+#pragma unroll
+        for (int u = 0; u < S; u++) {
+            const int ch = (s0 + u) * 4 + t;
+            const bool ok = s0 + u < s_end && ch < c8;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                cp_async_cg(sbase + (u * J + nt) * 32 * 16, wrow[nt] + (ok ? ch : 0) * 8, ok ? wbytes[nt] : 0);
+        }
+    };
+    const bool w_early = STAGE && early && s_begin < s_end;
+    if (w_early) issue_w(s_begin); /* committed with the x loads after the wait */
     if (prefetch) {
-        for (int s = s_begin; s < s_end; s++)
+        for (int s = w_early ? s_begin + S : s_begin; s < s_end; s++)
             if (s * 4 + t < c8)
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) prefetch_l2(wrow[nt] + (s * 4 + t) * 8);
     }
     grid_dep_wait(); /* x, bias (and out) may belong to the previous kernel: nothing read or written before */
+    grid_dep_launch();
     /* the bias is loaded now, with the weights, not after the reduction (one memory latency less) */
     float bv = 0.0f;
     if (bias && threadIdx.x < 8 * NT && o0 + (int)threadIdx.x < OC) bv = __bfloat162float(bias[o0 + threadIdx.x]);
@@ -169,18 +186,14 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
     for (int s0 = s_begin; s0 < s_end; s0 += S) {
         int4 wv[S][NT], xv[S][MR];
         if constexpr (STAGE) {
-            const uint32_t base = (uint32_t)__cvta_generic_to_shared(my);
+            if (!(w_early && s0 == s_begin)) issue_w(s0);
 #pragma unroll
             for (int u = 0; u < S; u++) {
                 const int ch = (s0 + u) * 4 + t; /* this lane's 8-wide chunk of k */
                 const bool ok = s0 + u < s_end && ch < c8;
-                const int chc = ok ? ch : 0;
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-                    cp_async_cg(base + (u * J + nt) * 32 * 16, wrow[nt] + chc * 8, ok ? wbytes[nt] : 0);
 #pragma unroll
                 for (int r = 0; r < MR; r++)
-                    cp_async_ca(base + (u * J + NT + r) * 32 * 16, xrow[r] + chc * 8, ok ? xbytes[r] : 0);
+                    cp_async_ca(sbase + (u * J + NT + r) * 32 * 16, xrow[r] + (ok ? ch : 0) * 8, ok ? xbytes[r] : 0);
             }
             cp_async_wait_all(); /* each lane reads back only its own slots: no barrier needed */
 #pragma unroll
@@ -281,6 +294,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 struct config {
     int mr, nt, s, kw, spw;
     int pdl, prefetch; /* launched as a dependent; L2 prefetch of W before the wait */
+    int early;         /* first W chunk loaded before the wait (staged path) */
     int stage;         /* cp.async through shared memory (else register loads) */
 };
 
@@ -302,6 +316,7 @@ static config choose(int N, int C, int OC, int sm_count) {
     c.pdl = llmc_cuda_pdl_enabled();
     /* prefetching a grid of many waves only doubles the load instructions (LM head: -20%) */
     c.prefetch = c.pdl && LLMC_CEIL_DIV(OC, 8 * c.nt) <= 4 * sm_count;
+    c.early = 1;
     return c;
 }
 
@@ -331,7 +346,7 @@ static cudaError_t launch_one(cudaStream_t stream, const config &c, bf16 *out, b
     lc.attrs = attr;
     lc.numAttrs = c.pdl ? 1 : 0;
     return cudaLaunchKernelEx(&lc, gemv_kernel<MR, NT, S, STAGE>, out, pre, x, w, bias, N, C, OC, c.spw,
-                              c.prefetch);
+                              c.prefetch, c.early);
 }
 
 static cudaError_t launch(cudaStream_t stream, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
@@ -354,6 +369,14 @@ static size_t smem_bytes(const config &c) {
     return stage_bytes(c.kw, c.mr, c.nt, c.s, c.stage) + part_bytes(c.kw, c.mr, c.nt) + 8 * c.nt * sizeof(float);
 }
 
+/* Outputs of the last matmul_forward per device (gemv or cuBLASLt: every call passes here), in
+ * stream order, also under graph capture. W overlapping them: no early W loads. */
+struct span {
+    uintptr_t lo, hi;
+};
+static span g_last_out[64][2];
+static bool overlaps(const span &a, uintptr_t lo, uintptr_t hi) { return a.lo < hi && lo < a.hi; }
+
 /* Shapes and pointers this path takes: whole 16-byte rows of x and W. */
 static bool supported(int N, int C, int OC, const void *out, const void *pre, const void *inp, const void *w) {
     return N >= 1 && N <= max_rows() && C >= 8 && C % 8 == 0 && OC >= 1 && llmc_is_aligned16(inp) &&
@@ -373,8 +396,16 @@ int llmc_cuda_pdl_enabled(void) {
 llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                    const void *bias, int N, int C, int OC) {
     using namespace llmc_gemv;
+    const int di = llmc_cuda_impl_of(dev)->device;
+    span *last = g_last_out[di >= 0 && di < 64 ? di : 0];
+    const uintptr_t wlo = (uintptr_t)w, whi = wlo + (size_t)OC * C * sizeof(bf16);
+    const bool w_fresh = overlaps(last[0], wlo, whi) || overlaps(last[1], wlo, whi);
+    const size_t ob = (size_t)N * OC * sizeof(bf16);
+    last[0] = span{(uintptr_t)out, (uintptr_t)out + ob};
+    last[1] = pre_gelu ? span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : span{0, 0};
     if (!supported(N, C, OC, out, pre_gelu, inp, w)) return LLMC_ERR_UNSUPPORTED;
-    const config c = choose(N, C, OC, llmc_cuda_impl_of(dev)->sm_count);
+    config c = choose(N, C, OC, llmc_cuda_impl_of(dev)->sm_count);
+    if (w_fresh) c.early = 0;
     if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
     LLMC_CUDA_TRY(dev, launch(llmc_cuda_stream(dev), c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp,
                               (const bf16 *)w, (const bf16 *)bias, N, C, OC));

@@ -4,9 +4,21 @@
  * pointer is 16-byte aligned (GPT-2's C = 768..1600 always are); any other C takes the same
  * kernels with scalar accesses. C is limited by shared memory: forward stages a row of bf16
  * per warp, backward keeps 2 fp32 accumulators per column per warp (C <= 29000 on H100). */
+#include <string.h>
 #include "common.cuh"
 
 #define LN_EPS 1e-5f
+
+/* Programmatic dependent launch (forward only, when llmc_cuda_pdl_enabled()): the kernel may
+ * start while the previous one finishes; it waits before touching any memory and then lets
+ * its successor launch (after the wait, so a dependent's pre-wait reads overlap at most this
+ * kernel). No-ops in a normal launch: results do not change. */
+__device__ __forceinline__ void ln_pdl_enter(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
 
 /* ---- forward ----
  * x = inp (+ inp2), rounded to bf16 (that is the residual stream the model keeps, and the
@@ -17,6 +29,7 @@ __global__ void layernorm_forward_kernel(bf16 *residual_out, bf16 *out, float *m
     extern __shared__ __align__(16) unsigned char ln_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int row = blockIdx.x * warps + warp;
+    ln_pdl_enter();
     if (row >= N) return; /* no block-wide barrier below */
     bf16 *xs = reinterpret_cast<bf16 *>(ln_smem) + (size_t)warp * C;
     const size_t base = (size_t)row * C;
@@ -97,16 +110,20 @@ llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, vo
             LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_forward_kernel<1>,
                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     }
-    const int grid = LLMC_CEIL_DIV(N, warps);
-    cudaStream_t s = llmc_cuda_stream(dev);
-    if (vec)
-        layernorm_forward_kernel<8><<<grid, warps * 32, smem, s>>>((bf16 *)residual_out, (bf16 *)out, mean, rstd,
-                                                                   (const bf16 *)inp, (const bf16 *)inp2,
-                                                                   (const bf16 *)w, (const bf16 *)b, N, C);
-    else
-        layernorm_forward_kernel<1><<<grid, warps * 32, smem, s>>>((bf16 *)residual_out, (bf16 *)out, mean, rstd,
-                                                                   (const bf16 *)inp, (const bf16 *)inp2,
-                                                                   (const bf16 *)w, (const bf16 *)b, N, C);
+    cudaLaunchConfig_t lc;
+    memset(&lc, 0, sizeof lc);
+    lc.gridDim = dim3((unsigned)LLMC_CEIL_DIV(N, warps));
+    lc.blockDim = dim3((unsigned)(warps * 32));
+    lc.dynamicSmemBytes = smem;
+    lc.stream = llmc_cuda_stream(dev);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = attr;
+    lc.numAttrs = llmc_cuda_pdl_enabled() ? 1 : 0;
+    LLMC_CUDA_TRY(dev, cudaLaunchKernelEx(&lc, vec ? layernorm_forward_kernel<8> : layernorm_forward_kernel<1>,
+                                          (bf16 *)residual_out, (bf16 *)out, mean, rstd, (const bf16 *)inp,
+                                          (const bf16 *)inp2, (const bf16 *)w, (const bf16 *)b, N, C));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }

@@ -93,6 +93,12 @@ static void test_shape(const std::vector<int> &Ns, int C, int OC, int xoff = 0) 
                         lab_sync();
                         if (down_raw16(alt, (size_t)N * OC) != first_out)
                             check_true("  register-load variant bitwise equal to the staged one", 0);
+                        c.stage = 1, c.early = 0; /* W loaded after the wait: only the timing differs */
+                        poison(alt, (size_t)N * OC * 2);
+                        CK(llmc_gemv::launch(lab_stream(), c, alt, NULL, xin, d_w, d_b, N, C, OC));
+                        lab_sync();
+                        if (down_raw16(alt, (size_t)N * OC) != first_out)
+                            check_true("  late W loads bitwise equal to the early ones", 0);
                         CK(cudaFree(alt));
                     }
                     if (variant == 0 && xoff == 0 && C % 8 == 0) { /* the gemv path (cuBLASLt need not be) */
@@ -323,13 +329,14 @@ static void bench_latency(void) {
             const int calls = copies < 64 ? 64 : copies;
             char txt[512];
             int len = snprintf(txt, sizeof txt, "BENCH latency N=1 C=%d OC=%d, %3d weight copies:", C, OC, copies);
-            for (int v = 0; v < 6; v++) { /* lt, gemv, gemv+PDL (auto prefetch), +PDL no prefetch, +PDL prefetch,
-                                             +PDL register loads */
+            for (int v = 0; v < 7; v++) { /* lt, gemv, gemv+PDL (auto prefetch), +PDL no prefetch, +PDL prefetch,
+                                             +PDL register loads, +PDL W loaded after the wait */
                 set_mode(v == 0 ? 0 : v == 1 ? 1 : 2);
                 llmc_gemv::config c = llmc_gemv::choose(N, C, OC, llmc_cuda_impl_of(&g_dev)->sm_count);
                 if (v == 3) c.prefetch = 0;
                 if (v == 4) c.prefetch = 1;
                 if (v == 5) c.stage = 0;
+                if (v == 6) c.early = 0;
                 float ms = graph_ms([&] {
                                for (int i = 0; i < calls; i++) {
                                    if (v < 3)
@@ -339,7 +346,7 @@ static void bench_latency(void) {
                                }
                            }, 10) / calls;
                 static const char *nm[] = {"cuBLASLt", "gemv", "gemv+PDL", "PDL no-prefetch", "PDL prefetch",
-                                           "PDL reg-loads"};
+                                           "PDL reg-loads", "PDL late-W"};
                 len += snprintf(txt + len, sizeof txt - len, " %s %.2f us |", nm[v], ms * 1e3);
             }
             printf("%s\n", txt);
@@ -356,6 +363,42 @@ static void bench_latency(void) {
         for (auto p : ws) CK(cudaFree(p));
         for (void *p : {(void *)x, (void *)b, (void *)out}) CK(cudaFree(p));
     }
+}
+
+/* W written by the previous matmul (a product used as weights): the early W loads must be
+ * turned off. In one graph, K rounds of: A = x1 @ W0[k]^T (16 x 768), then out[k] = x2 @ A^T
+ * (W = A, 16 x 768): each out[k] must equal the same chain run with a sync between calls. */
+static void test_chain(void) {
+    const int K = 8, N1 = 16, C = 768, N2 = 1;
+    bf16 *x1 = (bf16 *)dmalloc((size_t)N1 * C * 2), *x2 = (bf16 *)dmalloc((size_t)N2 * C * 2),
+         *a = (bf16 *)dmalloc((size_t)N1 * C * 2), *outs = (bf16 *)dmalloc((size_t)K * N2 * N1 * 2);
+    std::vector<bf16 *> w0(K);
+    up_bf16(x1, rand_normal((size_t)N1 * C, 1.0));
+    up_bf16(x2, rand_normal((size_t)N2 * C, 1.0));
+    for (auto &p : w0) {
+        p = (bf16 *)dmalloc((size_t)C * C * 2);
+        up_bf16(p, rand_normal((size_t)C * C, 1.0 / sqrt(C)));
+    }
+    std::vector<uint16_t> want;
+    for (int k = 0; k < K; k++) {
+        OKS(llmc_cuda_matmul_forward(&g_dev, a, NULL, x1, w0[k], NULL, N1, C, C));
+        lab_sync();
+        OKS(llmc_cuda_matmul_forward(&g_dev, outs + (size_t)k * N2 * N1, NULL, x2, a, NULL, N2, C, N1));
+        lab_sync();
+    }
+    want = down_raw16(outs, (size_t)K * N2 * N1);
+    poison(outs, (size_t)K * N2 * N1 * 2);
+    graph_ms([&] {
+        for (int k = 0; k < K; k++) {
+            OKS(llmc_cuda_matmul_forward(&g_dev, a, NULL, x1, w0[k], NULL, N1, C, C));
+            OKS(llmc_cuda_matmul_forward(&g_dev, outs + (size_t)k * N2 * N1, NULL, x2, a, NULL, N2, C, N1));
+        }
+    }, 5);
+    lab_sync();
+    check_true("chain: W = the previous matmul's output, in one graph, bitwise equal to synced calls",
+               down_raw16(outs, (size_t)K * N2 * N1) == want);
+    for (auto p : w0) CK(cudaFree(p));
+    for (void *p : {(void *)x1, (void *)x2, (void *)a, (void *)outs}) CK(cudaFree(p));
 }
 
 /* The matmuls and layernorms of one d12 decode step (attention left out) as one graph. */
@@ -451,6 +494,7 @@ int main(int argc, char **argv) {
             test_shape({2, 5}, 64, 40, 4);       /* misaligned x rows: fallback */
         }
         set_mode(2);
+        test_chain();
         lt_reference_error(1, 768, 2304);
         lt_reference_error(32, 3072, 768);
     }

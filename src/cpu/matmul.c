@@ -23,7 +23,7 @@
 #define KC 256 /* a 16 x KC panel of B (16 KB) fits L1 */
 #endif
 #ifndef UNIT_N
-#define UNIT_N 128 /* C columns per work unit when C is wide (multiple of NR) */
+#define UNIT_N 64 /* C columns per work unit when C is wide (multiple of NR); small units balance better */
 #endif
 #ifndef UNIT_M
 #define UNIT_M 144 /* C rows per work unit when C is tall (multiple of MR) */
@@ -38,7 +38,7 @@
 #define SHARE_FLOATS (1 << 20) /* ~4 MB of the shared operand packed per pass */
 #endif
 #ifndef WIDE_ROWS_OUTER
-#define WIDE_ROWS_OUTER 1
+#define WIDE_ROWS_OUTER 0 /* 1: loop order with the A panel in L1 for wide C (measured slower) */
 #endif
 
 typedef struct gemm {
