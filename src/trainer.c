@@ -332,7 +332,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {'o', "out", LLMC_OPT_STRING, &a->out_dir, "DIR", "output dir for main.log and checkpoints"},
         {'b', "batch-size", LLMC_OPT_INT, &a->B, "N", "sequences per micro-batch"},
         {'t', "seq-len", LLMC_OPT_INT, &a->T, "N", "tokens per sequence"},
-        {'d', "total-batch", LLMC_OPT_INT, &a->total_batch, "N", "tokens per optimizer step (-1: B*T); gradient accumulation"},
+        {'d', "total-batch", LLMC_OPT_INT, &a->total_batch, "N", "tokens per optimizer step (<= 0: B*T); gradient accumulation"},
         {'x', "max-steps", LLMC_OPT_INT, &a->max_steps, "N", "optimizer steps (-1: one epoch)"},
         {'l', "lr", LLMC_OPT_FLOAT, &a->lr, "F", "peak learning rate"},
         {'u', "warmup", LLMC_OPT_INT, &a->warmup, "N", "linear warmup steps"},
