@@ -11,43 +11,31 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include "arena.h"
 #include "infer.h"
-
-#define INFER_ALIGN 256
-
-typedef struct carver {
-    size_t off;
-    char *base;
-} carver;
-
-static void *carve(carver *c, size_t bytes) {
-    void *p = c->base ? c->base + c->off : NULL;
-    c->off += (bytes + INFER_ALIGN - 1) / INFER_ALIGN * INFER_ALIGN;
-    return p;
-}
 
 static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
     const size_t L = m->cfg.num_layers, C = m->cfg.channels, NH = m->cfg.num_heads, Vp = m->cfg.padded_vocab_size;
     const size_t S = e->slots, R = e->rows, es = m->esz, f = sizeof(float);
-    carver c = {0, base};
-    e->kcache = carve(&c, L * S * (size_t)e->maxlen * C * es);
-    e->vcache = carve(&c, L * S * (size_t)e->maxlen * C * es);
-    e->x = carve(&c, R * C * es);
-    e->res2 = carve(&c, R * C * es);
-    e->ln = carve(&c, R * C * es);
-    e->qkv = carve(&c, R * 3 * C * es);
-    e->atty = carve(&c, R * C * es);
-    e->proj = carve(&c, R * C * es);
-    e->fch = carve(&c, R * 4 * C * es);
-    e->fch_gelu = carve(&c, R * 4 * C * es);
-    e->mean = carve(&c, R * f);
-    e->rstd = carve(&c, R * f);
-    e->lse = carve(&c, R * NH * f);
-    e->last = carve(&c, S * C * es);
-    e->logits = carve(&c, S * Vp * es);
-    e->ids = carve(&c, (R + 3 * S) * sizeof(int));
-    e->argmax = carve(&c, S * sizeof(int));
-    return c.off;
+    llmc_arena c = {0, base};
+    e->kcache = llmc_arena_take(&c, L * S * (size_t)e->maxlen * C * es);
+    e->vcache = llmc_arena_take(&c, L * S * (size_t)e->maxlen * C * es);
+    e->x = llmc_arena_take(&c, R * C * es);
+    e->res2 = llmc_arena_take(&c, R * C * es);
+    e->ln = llmc_arena_take(&c, R * C * es);
+    e->qkv = llmc_arena_take(&c, R * 3 * C * es);
+    e->atty = llmc_arena_take(&c, R * C * es);
+    e->proj = llmc_arena_take(&c, R * C * es);
+    e->fch = llmc_arena_take(&c, R * 4 * C * es);
+    e->fch_gelu = llmc_arena_take(&c, R * 4 * C * es);
+    e->mean = llmc_arena_take(&c, R * f);
+    e->rstd = llmc_arena_take(&c, R * f);
+    e->lse = llmc_arena_take(&c, R * NH * f);
+    e->last = llmc_arena_take(&c, S * C * es);
+    e->logits = llmc_arena_take(&c, S * Vp * es);
+    e->ids = llmc_arena_take(&c, (R + 3 * S) * sizeof(int));
+    e->argmax = llmc_arena_take(&c, S * sizeof(int));
+    return c.offset;
 }
 
 void llmc_infer_release(llmc_model *m, llmc_infer *e) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "model_internal.h"
+#include "arena.h"
 #include "rng.h"
 
 /* ------------------------------------------------------------------ errors */
@@ -209,57 +210,44 @@ llmc_status llmc_model_zero_grad(llmc_model *m) {
 
 /* ------------------------------------------------------------------ activation memory */
 
-#define ARENA_ALIGN 256
-
-typedef struct arena_plan {
-    size_t offset;
-    char *base; /* NULL while only measuring */
-} arena_plan;
-
-static void *carve(arena_plan *p, size_t bytes) {
-    void *ptr = p->base ? p->base + p->offset : NULL;
-    p->offset += (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    return ptr;
-}
-
 /* Lays the activations of (B,T) out in base (or just measures when base is NULL). */
 static size_t plan_acts(const llmc_model *m, int B, int T, char *base, llmc_acts *a) {
     const size_t L = m->cfg.num_layers, C = m->cfg.channels, NH = m->cfg.num_heads, Vp = m->cfg.padded_vocab_size;
     const size_t N = (size_t)B * T, e = m->esz, f = sizeof(float);
     const size_t L_ln = m->opts.recompute >= 2 ? 1 : L, L_gelu = m->opts.recompute >= 1 ? 1 : L;
-    arena_plan p = {0, base};
-    a->encoded = carve(&p, N * C * e);
-    a->ln1 = carve(&p, L_ln * N * C * e);
-    a->ln1_mean = carve(&p, L * N * f);
-    a->ln1_rstd = carve(&p, L * N * f);
-    a->qkv = carve(&p, L * N * 3 * C * e);
-    a->atty = carve(&p, L * N * C * e);
-    a->att_lse = carve(&p, L * NH * N * f);
-    a->residual2 = carve(&p, L * N * C * e);
-    a->ln2 = carve(&p, L_ln * N * C * e);
-    a->ln2_mean = carve(&p, L * N * f);
-    a->ln2_rstd = carve(&p, L * N * f);
-    a->fch = carve(&p, L * N * 4 * C * e);
-    a->fch_gelu = carve(&p, L_gelu * N * 4 * C * e);
-    a->residual3 = carve(&p, L * N * C * e);
-    a->lnf = carve(&p, N * C * e);
-    a->lnf_mean = carve(&p, N * f);
-    a->lnf_rstd = carve(&p, N * f);
-    a->scratch = carve(&p, N * C * e);
-    a->logits = carve(&p, N * Vp * e);
-    a->losses = carve(&p, N * f);
-    a->inputs = carve(&p, N * sizeof(int));
-    a->targets = carve(&p, N * sizeof(int));
+    llmc_arena p = {0, base};
+    a->encoded = llmc_arena_take(&p, N * C * e);
+    a->ln1 = llmc_arena_take(&p, L_ln * N * C * e);
+    a->ln1_mean = llmc_arena_take(&p, L * N * f);
+    a->ln1_rstd = llmc_arena_take(&p, L * N * f);
+    a->qkv = llmc_arena_take(&p, L * N * 3 * C * e);
+    a->atty = llmc_arena_take(&p, L * N * C * e);
+    a->att_lse = llmc_arena_take(&p, L * NH * N * f);
+    a->residual2 = llmc_arena_take(&p, L * N * C * e);
+    a->ln2 = llmc_arena_take(&p, L_ln * N * C * e);
+    a->ln2_mean = llmc_arena_take(&p, L * N * f);
+    a->ln2_rstd = llmc_arena_take(&p, L * N * f);
+    a->fch = llmc_arena_take(&p, L * N * 4 * C * e);
+    a->fch_gelu = llmc_arena_take(&p, L_gelu * N * 4 * C * e);
+    a->residual3 = llmc_arena_take(&p, L * N * C * e);
+    a->lnf = llmc_arena_take(&p, N * C * e);
+    a->lnf_mean = llmc_arena_take(&p, N * f);
+    a->lnf_rstd = llmc_arena_take(&p, N * f);
+    a->scratch = llmc_arena_take(&p, N * C * e);
+    a->logits = llmc_arena_take(&p, N * Vp * e);
+    a->losses = llmc_arena_take(&p, N * f);
+    a->inputs = llmc_arena_take(&p, N * sizeof(int));
+    a->targets = llmc_arena_take(&p, N * sizeof(int));
     return p.offset;
 }
 
 static size_t plan_grad_acts(const llmc_model *m, int B, int T, char *base, llmc_grad_acts *g) {
     const size_t N = (size_t)B * T, C = m->cfg.channels, e = m->esz;
-    arena_plan p = {0, base};
-    g->dresidual = carve(&p, N * C * e);
-    g->dbtc = carve(&p, N * C * e);
-    g->dqkv = carve(&p, N * 3 * C * e);
-    g->dfch = carve(&p, N * 4 * C * e);
+    llmc_arena p = {0, base};
+    g->dresidual = llmc_arena_take(&p, N * C * e);
+    g->dbtc = llmc_arena_take(&p, N * C * e);
+    g->dqkv = llmc_arena_take(&p, N * 3 * C * e);
+    g->dfch = llmc_arena_take(&p, N * 4 * C * e);
     return p.offset;
 }
 
