@@ -14,6 +14,15 @@ static float dot(const float *restrict a, const float *restrict b, int n) {
     return s;
 }
 
+/* One score row of `row` floats per thread, from the backend's scratch. */
+static float *thread_rows(llmc_device *dev, size_t row, int nt, void **owned) {
+    float *ws = (float *)llmc_cpu_scratch(dev, row * (size_t)nt * sizeof(float), owned);
+    if (!ws)
+        llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes (attention)",
+                         row * (size_t)nt * sizeof(float));
+    return ws;
+}
+
 llmc_status llmc_cpu_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
                                        int NH, int HS) {
     if (B < 0 || T < 0 || NH <= 0 || HS <= 0)
@@ -26,10 +35,8 @@ llmc_status llmc_cpu_attention_forward(llmc_device *dev, void *out, float *lse, 
     int nt = omp_get_max_threads();
     size_t row = ((size_t)T + 15) & ~(size_t)15;
     void *owned;
-    float *ws = (float *)llmc_cpu_scratch(dev, row * nt * sizeof(float), &owned);
-    if (!ws)
-        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes (attention)",
-                                row * nt * sizeof(float));
+    float *ws = thread_rows(dev, row, nt, &owned);
+    if (!ws) return LLMC_ERR_OUT_OF_MEMORY;
     int pairs = B * NH;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int bh = 0; bh < pairs; bh++) {
@@ -77,10 +84,8 @@ llmc_status llmc_cpu_attention_backward(llmc_device *dev, void *dqkv, const void
     int nt = omp_get_max_threads();
     size_t row = ((size_t)T + 15) & ~(size_t)15;
     void *owned;
-    float *ws = (float *)llmc_cpu_scratch(dev, row * nt * sizeof(float), &owned);
-    if (!ws)
-        return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: out of memory allocating %zu bytes (attention)",
-                                row * nt * sizeof(float));
+    float *ws = thread_rows(dev, row, nt, &owned);
+    if (!ws) return LLMC_ERR_OUT_OF_MEMORY;
     int pairs = B * NH;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int bh = 0; bh < pairs; bh++) {
