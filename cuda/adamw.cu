@@ -1,7 +1,7 @@
 /* adamw.cu — the AdamW update (backend.h gives the formula) over n elements: bf16 params and
  * grads, fp32 m, v and optional fp32 master weights. The new bf16 params are stochastically
- * rounded with bits hashed from (seed, element index), so a step is deterministic given its
- * seed and independent of how the elements are split over threads. Any n and any alignment:
+ * rounded with bits hashed from (seed, index_base + element index), so a step is deterministic
+ * given its seed and independent of how the elements are split over threads or launches. Any n and any alignment:
  * 16-byte vectors over the body when every pointer allows it, scalars for the rest. */
 #include "common.cuh"
 
@@ -14,7 +14,7 @@ template <int VEC>
 __global__ void adamw_kernel(bf16 *params, float *master, const bf16 *grads, float *m, float *v, size_t nvec,
                              size_t first, adamw_args a) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nvec; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t e = i * VEC; /* element offset inside this launch */
+        const size_t e = i * VEC; /* element offset inside this launch; first + e names it for the hash */
         float g[VEC], mm[VEC], vv[VEC], p[VEC];
         ld_bf16_cs<VEC>(g, grads + e);
         ld_f32<VEC>(mm, m + e);
@@ -38,50 +38,25 @@ __global__ void adamw_kernel(bf16 *params, float *master, const bf16 *grads, flo
         bf16 out[VEC];
 #pragma unroll
         for (int k = 0; k < VEC; k++) out[k] = bf16_round_stochastic(p[k], llmc_hash_index(a.seed, first + e + k));
-        if constexpr (VEC == 8) {
-            int4 raw;
-            __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
-#pragma unroll
-            for (int k = 0; k < 4; k++) h[k] = __halves2bfloat162(out[2 * k], out[2 * k + 1]);
-            *reinterpret_cast<int4 *>(params + e) = raw;
-        } else {
-#pragma unroll
-            for (int k = 0; k < VEC; k++) params[e + k] = out[k];
-        }
+        st_bf16<VEC>(params + e, out);
     }
-}
-
-static int adamw_grid(llmc_device *dev, size_t nvec) {
-    size_t need = LLMC_CEIL_DIV(nvec, (size_t)256);
-    size_t cap = (size_t)llmc_cuda_impl_of(dev)->sm_count * 8;
-    if (need < 1) need = 1;
-    return (int)(need < cap ? need : cap);
 }
 
 llmc_status llmc_cuda_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                    float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
                                    float b2_correction, float eps, float weight_decay, float grad_scale,
-                                   uint32_t seed) {
+                                   uint32_t seed, size_t index_base) {
     if (n == 0) return LLMC_OK;
     adamw_args a = {lr, beta1, beta2, b1_correction, b2_correction, eps, weight_decay, grad_scale, seed};
     cudaStream_t s = llmc_cuda_stream(dev);
     bf16 *p = (bf16 *)params;
     const bf16 *g = (const bf16 *)grads;
-    size_t body = 0;
-    if (llmc_is_aligned16(p) && llmc_is_aligned16(g) && llmc_is_aligned16(m) && llmc_is_aligned16(v) &&
-        llmc_is_aligned16(master)) {
-        const size_t nvec = n / 8;
-        body = nvec * 8;
-        if (nvec) {
-            adamw_kernel<8><<<adamw_grid(dev, nvec), 256, 0, s>>>(p, master, g, m, v, nvec, 0, a);
-            LLMC_CUDA_LAUNCHED(dev);
-        }
-    }
-    if (body < n) {
-        const size_t rest = n - body;
-        adamw_kernel<1><<<adamw_grid(dev, rest), 256, 0, s>>>(p + body, master ? master + body : NULL, g + body,
-                                                              m + body, v + body, rest, body, a);
+    const bool aligned = llmc_is_aligned16(p) && llmc_is_aligned16(g) && llmc_is_aligned16(m) &&
+                         llmc_is_aligned16(v) && llmc_is_aligned16(master);
+    return llmc_cuda_vec8_split(n, aligned, [&](auto vec, size_t first, size_t count) {
+        adamw_kernel<decltype(vec)::value><<<llmc_cuda_grid(dev, count, 256, 8), 256, 0, s>>>(
+            p + first, master ? master + first : NULL, g + first, m + first, v + first, count, index_base + first, a);
         LLMC_CUDA_LAUNCHED(dev);
-    }
-    return LLMC_OK;
+        return LLMC_OK;
+    });
 }

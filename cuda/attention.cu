@@ -19,6 +19,7 @@
  * that validates and times them (H100, B=64 T=1024 NH=12 HS=64: fwd ~0.45 ms, bwd ~1.45 ms).
  */
 #include "cuda_ops.h"
+#include "launch.cuh"
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
@@ -586,7 +587,7 @@ __global__ void __launch_bounds__(TL::NW * 32, TL::MINB)
 
 /* ---------------------------------------------------------------- launchers */
 
-static inline int grid_heads(int B, int NH) { return B * NH < 65535 ? B * NH : 65535; }
+constexpr int kMaxGridY = 65535; /* heads beyond it are looped over inside the kernels */
 
 /* Tile choices per head size (picked with dev/cuda/attention.cu on an H100, see its header). */
 template <int HS> struct Config;
@@ -607,7 +608,7 @@ llmc_status forward_impl(llmc_device *dev, void *out, float *lse, const void *qk
     const size_t smem = (size_t)(BR + 4 * TL::BC) * LD * sizeof(bf16);
     auto kern = fwd_kernel<HS, TL>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
+    const dim3 grid((T + BR - 1) / BR, llmc_grid_size((size_t)B * NH, 1, kMaxGridY));
     const float sl2 = kLog2e / sqrtf((float)HS);
     kern<<<grid, TL::NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, sl2);
     LLMC_CUDA_LAUNCHED(dev);
@@ -617,7 +618,7 @@ llmc_status forward_impl(llmc_device *dev, void *out, float *lse, const void *qk
 template <int HS>
 llmc_status launch_rowdot(llmc_device *dev, float *D, const void *dout, const void *out, int B, int T, int NH) {
     const long threads = (long)B * T * NH * (HS / 8);
-    rowdot_kernel<HS><<<(unsigned)((threads + 255) / 256), 256, 0, llmc_cuda_stream(dev)>>>(
+    rowdot_kernel<HS><<<(unsigned)LLMC_CEIL_DIV(threads, 256L), 256, 0, llmc_cuda_stream(dev)>>>(
         D, (const bf16 *)dout, (const bf16 *)out, B, T, NH);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
@@ -631,7 +632,7 @@ llmc_status launch_dkdv(llmc_device *dev, const float *D, void *dqkv, const void
     const size_t smem = (size_t)(2 * BC + 4 * BR) * LD * sizeof(bf16) + 4 * BR * sizeof(float);
     auto kern = dkdv_kernel<HS, TL>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid((T + BC - 1) / BC, grid_heads(B, NH));
+    const dim3 grid((T + BC - 1) / BC, llmc_grid_size((size_t)B * NH, 1, kMaxGridY));
     kern<<<grid, TL::NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse,
                                                              D, B, T, NH, scale * kLog2e, scale);
     LLMC_CUDA_LAUNCHED(dev);
@@ -646,7 +647,7 @@ llmc_status launch_dq(llmc_device *dev, const float *D, void *dqkv, const void *
     const size_t smem = (size_t)(2 * BR + 4 * BC) * LD * sizeof(bf16);
     auto kern = dq_kernel<HS, TL>;
     LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid((T + BR - 1) / BR, grid_heads(B, NH));
+    const dim3 grid((T + BR - 1) / BR, llmc_grid_size((size_t)B * NH, 1, kMaxGridY));
     kern<<<grid, TL::NW * 32, smem, llmc_cuda_stream(dev)>>>((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, lse,
                                                              D, B, T, NH, scale * kLog2e, scale);
     LLMC_CUDA_LAUNCHED(dev);

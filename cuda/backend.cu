@@ -199,11 +199,7 @@ __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
         dst[i] = __bfloat162float(src[i]);
 }
 
-static int convert_grid(size_t n) {
-    size_t g = LLMC_CEIL_DIV(n, (size_t)256);
-    return (int)(g < 4096 ? g : 4096);
-}
-
+#define CONVERT_MAX_BLOCKS 4096
 static llmc_status cuda_upload_f32(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n) {
     if (n == 0) return LLMC_OK;
     if (dtype == LLMC_F32) return cuda_copy_h2d(dev, dst, src, n * sizeof(float));
@@ -217,7 +213,8 @@ static llmc_status cuda_upload_f32(llmc_device *dev, void *dst, llmc_dtype dtype
         size_t m = n - off < chunk ? n - off : chunk;
         /* Stream order keeps this copy behind the conversion of the previous chunk. */
         LLMC_CUDA_TRY(dev, cudaMemcpyAsync(tmp, src + off, m * sizeof(float), cudaMemcpyHostToDevice, s));
-        f32_to_bf16_kernel<<<convert_grid(m), 256, 0, s>>>((bf16 *)dst + off, (const float *)tmp, m);
+        f32_to_bf16_kernel<<<llmc_grid_size(m, 256, CONVERT_MAX_BLOCKS), 256, 0, s>>>((bf16 *)dst + off,
+                                                                                    (const float *)tmp, m);
         LLMC_CUDA_LAUNCHED(dev);
     }
     return LLMC_OK;
@@ -235,7 +232,8 @@ static llmc_status cuda_download_f32(llmc_device *dev, float *dst, const void *s
     if (st != LLMC_OK) return st;
     for (size_t off = 0; off < n; off += chunk) {
         size_t m = n - off < chunk ? n - off : chunk;
-        bf16_to_f32_kernel<<<convert_grid(m), 256, 0, s>>>((float *)tmp, (const bf16 *)src + off, m);
+        bf16_to_f32_kernel<<<llmc_grid_size(m, 256, CONVERT_MAX_BLOCKS), 256, 0, s>>>((float *)tmp,
+                                                                                    (const bf16 *)src + off, m);
         LLMC_CUDA_LAUNCHED(dev);
         LLMC_CUDA_TRY(dev, cudaMemcpyAsync(dst + off, tmp, m * sizeof(float), cudaMemcpyDeviceToHost, s));
     }

@@ -44,15 +44,7 @@ __device__ __forceinline__ void dlogits_vector(bf16 *dst, const float (&x)[VEC],
         float p = __expf(x[k] - lse);
         d[k] = c < V ? (p - (c == target ? 1.0f : 0.0f)) * dloss : 0.0f;
     }
-    if constexpr (VEC == 8) {
-        int4 raw;
-        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(d[2 * i], d[2 * i + 1]);
-        __stcs(reinterpret_cast<int4 *>(dst), raw); /* read again only by the next matmul, much later */
-    } else {
-        st_bf16<VEC>(dst, d);
-    }
+    st_bf16_cs<VEC>(dst, d); /* read again only by the next matmul, much later */
 }
 
 /* VEC: 8 (Vp % 8 == 0, aligned) or 1. CACHE: vectors per thread kept in registers (VEC 8 only).

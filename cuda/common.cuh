@@ -1,6 +1,7 @@
-/* common.cuh — shared pieces of the CUDA backend: the private device state,
- * bf16 vector load/store, warp/block reductions, GELU and stochastic rounding.
- * Included by every .cu file of the backend and by the labs in dev/cuda. */
+/* common.cuh — shared pieces of the CUDA backend: the private device state, grid sizes per
+ * device, bf16 vector load/store, warp/block reductions, GELU and stochastic rounding.
+ * Included by every .cu file of the backend (attention.cu: launch.cuh only) and by the labs
+ * in dev/cuda. */
 #ifndef LLMC_CUDA_COMMON_CUH
 #define LLMC_CUDA_COMMON_CUH
 
@@ -8,7 +9,9 @@
 #include <cuda_bf16.h>
 #include <cublasLt.h>
 #include <stdint.h>
+#include <type_traits>
 #include "cuda_ops.h"
+#include "launch.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -24,6 +27,12 @@ typedef struct llmc_cuda_algo_entry {
     int state; /* 0 empty, 1 algo found, -1 no algorithm for this problem */
     cublasLtMatmulAlgo_t algo;
 } llmc_cuda_algo_entry;
+
+#define LLMC_CUDA_GEMV_KERNELS 8 /* instances of gemv.cu's kernel */
+
+typedef struct llmc_cuda_span { /* a byte range [lo, hi) of device memory */
+    uintptr_t lo, hi;
+} llmc_cuda_span;
 
 typedef struct llmc_cuda_impl {
     int device;
@@ -43,9 +52,19 @@ typedef struct llmc_cuda_impl {
     size_t host_distinct_len;
     int algo_next;           /* round-robin replacement in algo_cache */
     llmc_cuda_algo_entry algo_cache[LLMC_CUDA_ALGO_CACHE];
+    /* gemv.cu: the dynamic shared memory each kernel instance is opted in to on this device */
+    size_t gemv_smem_optin[LLMC_CUDA_GEMV_KERNELS];
+    /* gemv.cu: the outputs (out, pre_gelu) of the last matmul_forward on the stream */
+    llmc_cuda_span gemv_last_out[2];
 } llmc_cuda_impl;
 
 static inline llmc_cuda_impl *llmc_cuda_impl_of(llmc_device *dev) { return (llmc_cuda_impl *)dev->impl; }
+
+/* Blocks for work items, threads to a block, at most blocks_per_sm per SM: enough in flight
+ * to saturate memory, and no more (grid-stride kernels loop over the rest). */
+static inline int llmc_cuda_grid(llmc_device *dev, size_t work, int threads, int blocks_per_sm) {
+    return llmc_grid_size(work, (size_t)threads, (size_t)llmc_cuda_impl_of(dev)->sm_count * blocks_per_sm);
+}
 
 /* Pinned host buffer of at least bytes; waits until the previous copy out of it has finished.
  * After enqueuing the copy that reads it, call llmc_cuda_pinned_release. */
@@ -56,65 +75,30 @@ llmc_status llmc_cuda_pinned_release(llmc_device *dev);
  * epilogue cannot be used. Defined in gelu.cu. */
 llmc_status llmc_cuda_gelu_backward_inplace(llmc_device *dev, void *dinp, const void *pre, size_t n);
 
-#define LLMC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
-
 static inline int llmc_is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* An elementwise pass over n elements as up to two launches: 16-byte vectors over the body
+ * when aligned (every pointer of the pass is 16-byte aligned), scalars for the rest.
+ * launch(vec, first, count) enqueues the VEC = decltype(vec)::value kernel on elements from
+ * first, count vectors (or elements) of them, and returns its status. */
+template <class Launch>
+static llmc_status llmc_cuda_vec8_split(size_t n, bool aligned, Launch launch) {
+    size_t body = 0;
+    if (aligned) {
+        const size_t nvec = n / 8;
+        body = nvec * 8;
+        if (nvec) {
+            const llmc_status st = launch(std::integral_constant<int, 8>(), (size_t)0, nvec);
+            if (st != LLMC_OK) return st;
+        }
+    }
+    if (body < n) return launch(std::integral_constant<int, 1>(), body, n - body);
+    return LLMC_OK;
+}
 
 /* ------------------------------------------------------------------------------------------
  * Device side.
  * ---------------------------------------------------------------------------------------- */
-
-/* Loads VEC consecutive bf16 as floats. VEC == 8 is one 16-byte load (p must be 16-byte
- * aligned); VEC == 1 is the scalar path used when a row length is not a multiple of 8. */
-template <int VEC>
-__device__ __forceinline__ void ld_bf16(float (&f)[VEC], const bf16 *p) {
-    if constexpr (VEC == 8) {
-        int4 raw = *reinterpret_cast<const int4 *>(p);
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float2 t = __bfloat1622float2(h[i]);
-            f[2 * i] = t.x;
-            f[2 * i + 1] = t.y;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < VEC; i++) f[i] = __bfloat162float(p[i]);
-    }
-}
-
-/* Same, with a streaming (evict-first) hint: for data read exactly once. */
-template <int VEC>
-__device__ __forceinline__ void ld_bf16_cs(float (&f)[VEC], const bf16 *p) {
-    if constexpr (VEC == 8) {
-        int4 raw = __ldcs(reinterpret_cast<const int4 *>(p));
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float2 t = __bfloat1622float2(h[i]);
-            f[2 * i] = t.x;
-            f[2 * i + 1] = t.y;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < VEC; i++) f[i] = __bfloat162float(p[i]);
-    }
-}
-
-/* Stores VEC floats as bf16, rounding to nearest even. */
-template <int VEC>
-__device__ __forceinline__ void st_bf16(bf16 *p, const float (&f)[VEC]) {
-    if constexpr (VEC == 8) {
-        int4 raw;
-        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-        *reinterpret_cast<int4 *>(p) = raw;
-    } else {
-#pragma unroll
-        for (int i = 0; i < VEC; i++) p[i] = __float2bfloat16_rn(f[i]);
-    }
-}
 
 /* Unpacks a raw 16-byte register of 8 bf16 (kept in registers between passes). */
 __device__ __forceinline__ void unpack_bf16x8(float (&f)[8], int4 raw) {
@@ -124,6 +108,72 @@ __device__ __forceinline__ void unpack_bf16x8(float (&f)[8], int4 raw) {
         float2 t = __bfloat1622float2(h[i]);
         f[2 * i] = t.x;
         f[2 * i + 1] = t.y;
+    }
+}
+/* Packs 8 floats into 8 bf16, rounding to nearest even. */
+__device__ __forceinline__ int4 pack_bf16x8(const float (&f)[8]) {
+    int4 raw;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return raw;
+}
+
+/* Loads VEC consecutive bf16 as floats. VEC == 8 is one 16-byte load (p must be 16-byte
+ * aligned); VEC == 1 is the scalar path used when a row length is not a multiple of 8. */
+template <int VEC>
+__device__ __forceinline__ void ld_bf16(float (&f)[VEC], const bf16 *p) {
+    if constexpr (VEC == 8) {
+        unpack_bf16x8(f, *reinterpret_cast<const int4 *>(p));
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) f[i] = __bfloat162float(p[i]);
+    }
+}
+
+/* Same, with a streaming (evict-first) hint on the vector path: for data read exactly once. */
+template <int VEC>
+__device__ __forceinline__ void ld_bf16_cs(float (&f)[VEC], const bf16 *p) {
+    if constexpr (VEC == 8)
+        unpack_bf16x8(f, __ldcs(reinterpret_cast<const int4 *>(p)));
+    else
+        ld_bf16<VEC>(f, p);
+}
+
+/* Stores VEC floats as bf16, rounding to nearest even. */
+template <int VEC>
+__device__ __forceinline__ void st_bf16(bf16 *p, const float (&f)[VEC]) {
+    if constexpr (VEC == 8) {
+        *reinterpret_cast<int4 *>(p) = pack_bf16x8(f);
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) p[i] = __float2bfloat16_rn(f[i]);
+    }
+}
+
+/* Same, with a streaming hint on the vector path: for data not read again soon. */
+template <int VEC>
+__device__ __forceinline__ void st_bf16_cs(bf16 *p, const float (&f)[VEC]) {
+    if constexpr (VEC == 8) {
+        const int4 raw = pack_bf16x8(f);
+        __stcs(reinterpret_cast<int4 *>(p), raw);
+    } else {
+        st_bf16<VEC>(p, f);
+    }
+}
+
+/* Stores VEC values that are bf16 already (rounded by the caller). */
+template <int VEC>
+__device__ __forceinline__ void st_bf16(bf16 *p, const bf16 (&v)[VEC]) {
+    if constexpr (VEC == 8) {
+        int4 raw;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = __halves2bfloat162(v[2 * i], v[2 * i + 1]);
+        *reinterpret_cast<int4 *>(p) = raw;
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) p[i] = v[i];
     }
 }
 

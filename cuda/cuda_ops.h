@@ -15,6 +15,8 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
         cudaError_t e_ = (call);                                                        \
         if (e_ != cudaSuccess) return llmc_cuda_check((dev), e_, #call, __FILE__, __LINE__); \
     } while (0)
+/* Every CUDA kernel takes bf16 weights; a or b may be NULL (an optional tensor). */
+#define LLMC_CUDA_WEIGHTS(op, a, b) LLMC_REQUIRE_WEIGHTS(op, a, b, LLMC_BF16)
 /* After a kernel launch: reports launch errors (bad config) without synchronizing. */
 #define LLMC_CUDA_LAUNCHED(dev) LLMC_CUDA_TRY(dev, cudaGetLastError())
 /* A device scratch buffer of at least bytes (16-byte aligned), shared by all ops of the device:
@@ -22,19 +24,21 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
  * until the next call (stream order keeps consecutive users apart). */
 llmc_status llmc_cuda_scratch(llmc_device *dev, size_t bytes, void **ptr);
 
-llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
-                                     const void *wpe, int B, int T, int C);
-llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
-                                      const int *tokens_host, int B, int T, int C);
+llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
+                                     const llmc_tensor *wpe, int B, int T, int C);
+llmc_status llmc_cuda_encoder_backward(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,
+                                      const void *dout, const int *tokens, const int *tokens_host, int B, int T, int C);
 llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
-                                       const void *inp, const void *inp2, const void *w, const void *b, int N, int C);
-llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
-                                        const void *inp, const void *w, const float *mean, const float *rstd, int N,
-                                        int C);
-llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
-                                    const void *bias, int N, int C, int OC);
-llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout,
-                                     const void *inp, const void *w, const void *pre_gelu, int N, int C, int OC);
+                                       const void *inp, const void *inp2, const llmc_tensor *w, const llmc_tensor *b,
+                                       int N, int C);
+llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *db,
+                                        const void *dout, const void *inp, const llmc_tensor *w, const float *mean,
+                                        const float *rstd, int N, int C);
+llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                    const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC);
+llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *dbias,
+                                     const void *dout, const void *inp, const llmc_tensor *w, const void *pre_gelu,
+                                     int N, int C, int OC);
 llmc_status llmc_cuda_gelu_forward(llmc_device *dev, void *out, const void *inp, size_t n);
 llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
                                        int NH, int HS);
@@ -45,11 +49,11 @@ llmc_status llmc_cuda_classifier_forward(llmc_device *dev, float *losses, void *
 llmc_status llmc_cuda_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                   float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
                                   float b2_correction, float eps, float weight_decay, float grad_scale,
-                                  uint32_t seed);
+                                  uint32_t seed, size_t index_base);
 llmc_status llmc_cuda_sum_squares(llmc_device *dev, double *out, const void *x, size_t n);
 /* KV-cache inference (decode.cu) */
 llmc_status llmc_cuda_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos,
-                                         const void *wte, const void *wpe, int N, int C);
+                                         const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C);
 llmc_status llmc_cuda_kv_append(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
                                 const int *pos, int B, int T, int NH, int HS, int maxlen);
 llmc_status llmc_cuda_attention_decode(llmc_device *dev, void *out, const void *qkv, const void *kcache,
@@ -61,11 +65,11 @@ llmc_status llmc_cuda_graph_end(llmc_device *dev, void **graph);
 llmc_status llmc_cuda_graph_launch(llmc_device *dev, void *graph);
 void llmc_cuda_graph_free(llmc_device *dev, void *graph);
 /* matmul_forward for few rows (gemv.cu): the same semantics, tensor-core skinny product.
- * Returns LLMC_ERR_UNSUPPORTED, leaving dev->err alone, for shapes it does not take (N > 16,
- * C not a multiple of 8, unaligned rows) or when LLMC_GEMV=0; the caller falls back. */
+ * Returns LLMC_ERR_UNSUPPORTED, leaving dev->err alone, for shapes it does not take (N above
+ * dev->tuning.skinny_rows or 32, C not a multiple of 8, unaligned rows); the caller falls back. */
 llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                    const void *bias, int N, int C, int OC);
 /* Whether kernels of the decode path are launched with programmatic dependent launch
- * (overlapping a kernel's launch with its predecessor's tail); LLMC_PDL=0 turns it off. */
-int llmc_cuda_pdl_enabled(void);
+ * (overlapping a kernel's launch with its predecessor's tail): dev->tuning.pdl. */
+static inline int llmc_cuda_pdl(const llmc_device *dev) { return dev->tuning.pdl != 0; }
 #endif

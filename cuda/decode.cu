@@ -8,49 +8,24 @@
  * shared memory in a fixed order; with several chunks a second kernel merges the chunks'
  * partial (max, sum, acc) in chunk order. No atomics: results are deterministic.
  *
- * Every kernel here is launched as a programmatic dependent (when llmc_cuda_pdl_enabled()):
- * it lets its own successor launch at once and waits for its predecessor before touching
- * memory, so launch latency overlaps the previous kernel's tail without changing semantics. */
+ * Every kernel here is launched as a programmatic dependent (when llmc_cuda_pdl(dev)): it
+ * lets its own successor launch at once and waits for its predecessor before touching memory,
+ * so launch latency overlaps the previous kernel's tail without changing semantics. */
 #include <limits.h>
 #include <stdlib.h>
-#include <string.h>
 #include "common.cuh"
 
 namespace llmc_decode {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-/* Programmatic dependent launch, device side: no-ops when launched normally. */
-__device__ __forceinline__ void pdl_begin(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" :::);
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-/* Host side: kernel<<<grid, block, smem, stream>>>(args) with the dependent-launch attribute. */
-template <typename... KArgs, typename... Args>
-static cudaError_t launch_dep(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                              Args... args) {
-    cudaLaunchConfig_t lc;
-    memset(&lc, 0, sizeof lc);
-    lc.gridDim = grid;
-    lc.blockDim = block;
-    lc.dynamicSmemBytes = smem;
-    lc.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = attr;
-    lc.numAttrs = llmc_cuda_pdl_enabled() ? 1 : 0;
-    return cudaLaunchKernelEx(&lc, kernel, ((KArgs)args)...);
-}
 constexpr int kWarps = 4; /* warps per attention block */
 
 template <int VEC>
 __global__ void embed_at_kernel(bf16 *out, const int *tokens, const int *pos, const bf16 *wte, const bf16 *wpe,
                                 int N, int C) {
-    pdl_begin();
+    llmc_pdl_launch_dependents();
+    llmc_pdl_wait();
     const int nvec = C / VEC;
     const size_t total = (size_t)N * nvec;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -70,7 +45,8 @@ __global__ void embed_at_kernel(bf16 *out, const int *tokens, const int *pos, co
 template <int VEC>
 __global__ void kv_append_kernel(bf16 *kc, bf16 *vc, const bf16 *qkv, const int *slots, const int *pos, int B, int T,
                                  int NH, int HS, int maxlen) {
-    pdl_begin();
+    llmc_pdl_launch_dependents();
+    llmc_pdl_wait();
     const int C = NH * HS, cpr = HS / VEC;
     const size_t total = (size_t)B * T * NH * cpr;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -103,7 +79,8 @@ __global__ void __launch_bounds__(kWarps * 32) attn_decode_kernel(bf16 *out, flo
     constexpr int G = kWarps * KPW; /* lane groups per block */
     __shared__ float s_m[G], s_l[G];
     __shared__ float s_acc[G][HS];
-    pdl_begin();
+    llmc_pdl_launch_dependents();
+    llmc_pdl_wait();
 
     const int pair = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
     const int i = pair / NH, h = pair - (pair / NH) * NH;
@@ -183,7 +160,8 @@ __global__ void __launch_bounds__(kWarps * 32) attn_decode_kernel(bf16 *out, flo
 
 /* Merges the nsplit partials of each (row, head), in split order. grid N * NH. */
 __global__ void attn_decode_merge_kernel(bf16 *out, const float *part, int NH, int HS, int nsplit) {
-    pdl_begin();
+    llmc_pdl_launch_dependents();
+    llmc_pdl_wait();
     const int pair = blockIdx.x, i = pair / NH, h = pair - (pair / NH) * NH;
     const float *P = part + (size_t)pair * nsplit * (HS + 2);
     float M = -INFINITY;
@@ -221,12 +199,13 @@ llmc_status launch_decode(llmc_device *dev, bf16 *out, const bf16 *qkv, const bf
         part = (float *)p;
     }
     const float sl2 = kLog2e / sqrtf((float)HS);
-    LLMC_CUDA_TRY(dev, launch_dep(attn_decode_kernel<HS>, dim3(pairs, nsplit), dim3(kWarps * 32), 0, im->stream, out,
-                                  part, qkv, kc, vc, slots, lens, NH, maxlen, chunk, sl2));
+    const int pdl = llmc_cuda_pdl(dev);
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(pdl, attn_decode_kernel<HS>, dim3(pairs, nsplit), dim3(kWarps * 32), 0,
+                                       im->stream, out, part, qkv, kc, vc, slots, lens, NH, maxlen, chunk, sl2));
     LLMC_CUDA_LAUNCHED(dev);
     if (nsplit > 1) {
-        LLMC_CUDA_TRY(dev, launch_dep(attn_decode_merge_kernel, dim3(pairs), dim3(HS < 128 ? HS : 128), 0, im->stream,
-                                      out, (const float *)part, NH, HS, nsplit));
+        LLMC_CUDA_TRY(dev, llmc_launch_pdl(pdl, attn_decode_merge_kernel, dim3(pairs), dim3(HS < 128 ? HS : 128), 0,
+                                           im->stream, out, (const float *)part, NH, HS, nsplit));
         LLMC_CUDA_LAUNCHED(dev);
     }
     return LLMC_OK;
@@ -245,7 +224,8 @@ __device__ __forceinline__ void better_of(float &v, int &i, float v2, int i2) {
 __global__ void argmax_rows_kernel(int *out, const bf16 *logits, int V, int Vp) {
     __shared__ float s_v[32];
     __shared__ int s_i[32], s_bad[32];
-    pdl_begin();
+    llmc_pdl_launch_dependents();
+    llmc_pdl_wait();
     const unsigned short *row = reinterpret_cast<const unsigned short *>(logits) + (size_t)blockIdx.x * Vp;
     float best = -INFINITY;
     int arg = INT_MAX, bad = 0;
@@ -292,26 +272,24 @@ struct captured {
     void *scratch;
 };
 
-static size_t grid_for(llmc_device *dev, size_t work) {
-    size_t grid = LLMC_CEIL_DIV(work, (size_t)256);
-    const size_t cap = (size_t)llmc_cuda_impl_of(dev)->sm_count * 16;
-    return grid < 1 ? 1 : (grid > cap ? cap : grid);
-}
-
 } /* namespace llmc_decode */
 
 using namespace llmc_decode;
 
 llmc_status llmc_cuda_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos,
-                                         const void *wte, const void *wpe, int N, int C) {
+                                         const llmc_tensor *wte_t, const llmc_tensor *wpe_t, int N, int C) {
     if (N < 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward_at: bad shape N=%d C=%d", N, C);
+    LLMC_CUDA_WEIGHTS("encoder_forward_at", wte_t, wpe_t);
+    const void *wte = wte_t->data, *wpe = wpe_t->data;
     if (N == 0) return LLMC_OK;
     cudaStream_t s = llmc_cuda_stream(dev);
     const bool vec = C % 8 == 0 && llmc_is_aligned16(out) && llmc_is_aligned16(wte) && llmc_is_aligned16(wpe);
     const int vw = vec ? 8 : 1;
-    LLMC_CUDA_TRY(dev, launch_dep(vec ? embed_at_kernel<8> : embed_at_kernel<1>, dim3((unsigned)grid_for(dev, (size_t)N * C / vw)),
-                                  dim3(256), 0, s, (bf16 *)out, tokens, pos, (const bf16 *)wte, (const bf16 *)wpe, N, C));
+    const unsigned grid = (unsigned)llmc_cuda_grid(dev, (size_t)N * C / vw, 256, 16);
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), vec ? embed_at_kernel<8> : embed_at_kernel<1>, dim3(grid),
+                                       dim3(256), 0, s, (bf16 *)out, tokens, pos, (const bf16 *)wte,
+                                       (const bf16 *)wpe, N, C));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
@@ -326,9 +304,10 @@ llmc_status llmc_cuda_kv_append(llmc_device *dev, void *kcache, void *vcache, co
     const size_t elems = (size_t)B * T * NH * HS;
     const bool vec = HS % 8 == 0 && llmc_is_aligned16(kcache) && llmc_is_aligned16(vcache) && llmc_is_aligned16(qkv);
     const int vw = vec ? 8 : 1;
-    LLMC_CUDA_TRY(dev, launch_dep(vec ? kv_append_kernel<8> : kv_append_kernel<1>, dim3((unsigned)grid_for(dev, elems / vw)),
-                                  dim3(256), 0, s, (bf16 *)kcache, (bf16 *)vcache, (const bf16 *)qkv, slots, pos, B, T,
-                                  NH, HS, maxlen));
+    const unsigned grid = (unsigned)llmc_cuda_grid(dev, elems / vw, 256, 16);
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), vec ? kv_append_kernel<8> : kv_append_kernel<1>, dim3(grid),
+                                       dim3(256), 0, s, (bf16 *)kcache, (bf16 *)vcache, (const bf16 *)qkv, slots, pos,
+                                       B, T, NH, HS, maxlen));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
@@ -362,8 +341,8 @@ llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits
     if (N < 0 || V <= 0 || Vp < V)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "argmax_rows: bad shape N=%d V=%d Vp=%d", N, V, Vp);
     if (N == 0) return LLMC_OK;
-    LLMC_CUDA_TRY(dev, launch_dep(argmax_rows_kernel, dim3(N), dim3(512), 0, llmc_cuda_stream(dev), out,
-                                  (const bf16 *)logits, V, Vp));
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), argmax_rows_kernel, dim3(N), dim3(512), 0,
+                                       llmc_cuda_stream(dev), out, (const bf16 *)logits, V, Vp));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }

@@ -27,22 +27,21 @@ __global__ void encoder_forward_kernel(bf16 *out, const int *tokens, const bf16 
     }
 }
 
-llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
-                                      const void *wpe, int B, int T, int C) {
+llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte_t,
+                                      const llmc_tensor *wpe_t, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward: bad shape B=%d T=%d C=%d", B, T, C);
+    LLMC_CUDA_WEIGHTS("encoder_forward", wte_t, wpe_t);
+    const void *wte = wte_t->data, *wpe = wpe_t->data;
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     const bool vec = C % 8 == 0 && llmc_is_aligned16(out) && llmc_is_aligned16(wte) && llmc_is_aligned16(wpe);
     const int v = vec ? 8 : 1;
-    const size_t total = (size_t)B * T * (C / v);
-    size_t grid = LLMC_CEIL_DIV(total, (size_t)256);
-    const size_t cap = (size_t)im->sm_count * 16;
-    if (grid > cap) grid = cap;
+    const int grid = llmc_cuda_grid(dev, (size_t)B * T * (C / v), 256, 16);
     if (vec)
-        encoder_forward_kernel<8><<<(int)grid, 256, 0, im->stream>>>((bf16 *)out, tokens, (const bf16 *)wte,
+        encoder_forward_kernel<8><<<grid, 256, 0, im->stream>>>((bf16 *)out, tokens, (const bf16 *)wte,
                                                                      (const bf16 *)wpe, B, T, C);
     else
-        encoder_forward_kernel<1><<<(int)grid, 256, 0, im->stream>>>((bf16 *)out, tokens, (const bf16 *)wte,
+        encoder_forward_kernel<1><<<grid, 256, 0, im->stream>>>((bf16 *)out, tokens, (const bf16 *)wte,
                                                                      (const bf16 *)wpe, B, T, C);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
@@ -136,11 +135,14 @@ __global__ void encoder_backward_wte_join_kernel(bf16 *dwte, const float *partia
     }
 }
 
-llmc_status llmc_cuda_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
-                                       const int *tokens_host, int B, int T, int C) {
+llmc_status llmc_cuda_encoder_backward(llmc_device *dev, const llmc_tensor *dwte_t, const llmc_tensor *dwpe_t,
+                                       const void *dout, const int *tokens, const int *tokens_host, int B, int T,
+                                       int C) {
     (void)tokens;
     if (B <= 0 || T <= 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: bad shape B=%d T=%d C=%d", B, T, C);
+    LLMC_CUDA_WEIGHTS("encoder_backward", dwte_t, dwpe_t);
+    void *dwte = dwte_t->data, *dwpe = dwpe_t->data;
     if (!tokens_host)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: the CUDA backend needs tokens_host");
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);

@@ -26,55 +26,28 @@ __global__ void gelu_backward_inplace_kernel(bf16 *d, const bf16 *pre, size_t nv
     }
 }
 
-static int elementwise_grid(llmc_device *dev, size_t nvec, int threads) {
-    size_t need = LLMC_CEIL_DIV(nvec, (size_t)threads);
-    size_t cap = (size_t)llmc_cuda_impl_of(dev)->sm_count * 16; /* enough blocks in flight to saturate memory */
-    if (need < 1) need = 1;
-    return (int)(need < cap ? need : cap);
-}
-
 llmc_status llmc_cuda_gelu_forward(llmc_device *dev, void *out, const void *inp, size_t n) {
     if (n == 0) return LLMC_OK;
     cudaStream_t s = llmc_cuda_stream(dev);
     const int threads = 256;
-    size_t body = 0;
-    if (llmc_is_aligned16(out) && llmc_is_aligned16(inp)) {
-        size_t nvec = n / 8;
-        body = nvec * 8;
-        if (nvec) {
-            gelu_forward_kernel<8><<<elementwise_grid(dev, nvec, threads), threads, 0, s>>>((bf16 *)out,
-                                                                                          (const bf16 *)inp, nvec);
-            LLMC_CUDA_LAUNCHED(dev);
-        }
-    }
-    if (body < n) {
-        size_t rest = n - body;
-        gelu_forward_kernel<1><<<elementwise_grid(dev, rest, threads), threads, 0, s>>>(
-            (bf16 *)out + body, (const bf16 *)inp + body, rest);
+    const bool aligned = llmc_is_aligned16(out) && llmc_is_aligned16(inp);
+    return llmc_cuda_vec8_split(n, aligned, [&](auto vec, size_t first, size_t count) {
+        gelu_forward_kernel<decltype(vec)::value><<<llmc_cuda_grid(dev, count, threads, 16), threads, 0, s>>>(
+            (bf16 *)out + first, (const bf16 *)inp + first, count);
         LLMC_CUDA_LAUNCHED(dev);
-    }
-    return LLMC_OK;
+        return LLMC_OK;
+    });
 }
 
 llmc_status llmc_cuda_gelu_backward_inplace(llmc_device *dev, void *dinp, const void *pre, size_t n) {
     if (n == 0) return LLMC_OK;
     cudaStream_t s = llmc_cuda_stream(dev);
     const int threads = 256;
-    size_t body = 0;
-    if (llmc_is_aligned16(dinp) && llmc_is_aligned16(pre)) {
-        size_t nvec = n / 8;
-        body = nvec * 8;
-        if (nvec) {
-            gelu_backward_inplace_kernel<8><<<elementwise_grid(dev, nvec, threads), threads, 0, s>>>(
-                (bf16 *)dinp, (const bf16 *)pre, nvec);
-            LLMC_CUDA_LAUNCHED(dev);
-        }
-    }
-    if (body < n) {
-        size_t rest = n - body;
-        gelu_backward_inplace_kernel<1><<<elementwise_grid(dev, rest, threads), threads, 0, s>>>(
-            (bf16 *)dinp + body, (const bf16 *)pre + body, rest);
+    const bool aligned = llmc_is_aligned16(dinp) && llmc_is_aligned16(pre);
+    return llmc_cuda_vec8_split(n, aligned, [&](auto vec, size_t first, size_t count) {
+        gelu_backward_inplace_kernel<decltype(vec)::value><<<llmc_cuda_grid(dev, count, threads, 16), threads, 0, s>>>(
+            (bf16 *)dinp + first, (const bf16 *)pre + first, count);
         LLMC_CUDA_LAUNCHED(dev);
-    }
-    return LLMC_OK;
+        return LLMC_OK;
+    });
 }

@@ -1,4 +1,5 @@
-/* gemv.cu — matmul_forward for few rows (N <= 16 by default: the decode step, short prompts).
+/* gemv.cu — matmul_forward for few rows (N <= dev->tuning.skinny_rows, 16 by default: the
+ * decode step, short prompts).
  *
  * At such N the product is a stream over the weights (OC x C bf16, read once) and cuBLASLt's
  * GEMM tiles leave most of the memory bandwidth unused. Here the tensor cores still do the
@@ -29,30 +30,19 @@
  * chunks (N > 16) are prefetched into L2 before the wait, when the grid fits a few waves. */
 #ifndef LLMC_GEMV_CU /* the labs include the backend's .cu files into one translation unit */
 #define LLMC_GEMV_CU
-#include <stdlib.h>
-#include <string.h>
 #include "common.cuh"
 
 namespace llmc_gemv {
 
-constexpr int kMaxN = 32; /* rows the kernel takes */
-/* Rows routed here by default; more go to cuBLASLt (measured with dev/cuda/gemv.cu on H100). */
-constexpr int kDefaultMaxN = 16;
+constexpr int kMaxN = 32;        /* rows the kernel takes */
 constexpr int kMaxKW = 12;       /* warps per block (k split) */
 constexpr int kStepsPerWarp = 8; /* 32-wide k steps of one warp: 256 k, all in flight at once */
 
-/* Knobs, read once: LLMC_GEMV=n routes N <= n (0..32) here, 0 sends every matmul to cuBLASLt;
- * LLMC_PDL=0 launches this kernel and the decode kernels without programmatic dependent launch. */
-static int g_max_n = -1;
-static int g_pdl = -1;
-
-static int max_rows(void) {
-    if (g_max_n < 0) {
-        const char *e = getenv("LLMC_GEMV");
-        int v = e && *e ? atoi(e) : kDefaultMaxN;
-        g_max_n = v < 0 ? 0 : (v > kMaxN ? kMaxN : v);
-    }
-    return g_max_n;
+/* Rows routed here: dev->tuning.skinny_rows (16 by default, measured with dev/cuda/gemv.cu on
+ * H100; more go to cuBLASLt), at most kMaxN; 0 sends every matmul to cuBLASLt. */
+static int max_rows(const llmc_device *dev) {
+    const int v = dev->tuning.skinny_rows;
+    return v < 0 ? 0 : (v > kMaxN ? kMaxN : v);
 }
 
 __device__ __forceinline__ int4 ld_stream(const bf16 *p) { /* W: read once, keep it out of L1 */
@@ -77,16 +67,6 @@ __device__ __forceinline__ void cp_async_wait_all(void) {
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
 }
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-__device__ __forceinline__ void grid_dep_wait(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void grid_dep_launch(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-}
 
 __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
@@ -164,8 +144,8 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) prefetch_l2(wrow[nt] + (s * 4 + t) * 8);
     }
-    grid_dep_wait(); /* x, bias (and out) may belong to the previous kernel: nothing read or written before */
-    grid_dep_launch();
+    llmc_pdl_wait(); /* x, bias (and out) may belong to the previous kernel: nothing read or written before */
+    llmc_pdl_launch_dependents();
     /* the bias is loaded now, with the weights, not after the reduction (one memory latency less) */
     float bv = 0.0f;
     if (bias && threadIdx.x < 8 * NT && o0 + (int)threadIdx.x < OC) bv = __bfloat162float(bias[o0 + threadIdx.x]);
@@ -299,7 +279,7 @@ struct config {
 };
 
 /* The k split depends on C only (see the top of the file); the tile shapes on N. */
-static config choose(int N, int C, int OC, int sm_count) {
+static config choose(llmc_device *dev, int N, int C, int OC) {
     config c;
     const int ksteps = (C + 31) / 32;
     c.kw = LLMC_CEIL_DIV(ksteps, kStepsPerWarp);
@@ -313,53 +293,42 @@ static config choose(int N, int C, int OC, int sm_count) {
         c.mr = 4, c.nt = 2, c.s = 4;
     }
     c.stage = 1;
-    c.pdl = llmc_cuda_pdl_enabled();
+    c.pdl = llmc_cuda_pdl(dev);
     /* prefetching a grid of many waves only doubles the load instructions (LM head: -20%) */
-    c.prefetch = c.pdl && LLMC_CEIL_DIV(OC, 8 * c.nt) <= 4 * sm_count;
+    c.prefetch = c.pdl && LLMC_CEIL_DIV(OC, 8 * c.nt) <= 4 * llmc_cuda_impl_of(dev)->sm_count;
     c.early = 1;
     return c;
 }
 
+/* slot: this instance's entry in the device's opt-in record (impl->gemv_smem_optin). */
 template <int MR, int NT, int S, bool STAGE>
-static cudaError_t launch_one(cudaStream_t stream, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
+static cudaError_t launch_one(llmc_device *dev, int slot, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
                               const bf16 *w, const bf16 *bias, int N, int C, int OC) {
     const size_t smem = stage_bytes(c.kw, MR, NT, S, STAGE) + part_bytes(c.kw, MR, NT);
-    static size_t opted[64]; /* this instance's dynamic shared-memory limit so far, per device */
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return e;
-    const int di = dev >= 0 && dev < 64 ? dev : 0;
-    if (smem > 48 * 1024 && smem > opted[di]) {
-        e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    size_t *opted = &llmc_cuda_impl_of(dev)->gemv_smem_optin[slot];
+    if (smem > 48 * 1024 && smem > *opted) {
+        cudaError_t e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
         if (e != cudaSuccess) return e;
-        opted[di] = smem;
+        *opted = smem;
     }
-    cudaLaunchConfig_t lc;
-    memset(&lc, 0, sizeof lc);
-    lc.gridDim = dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT));
-    lc.blockDim = dim3((unsigned)(32 * c.kw));
-    lc.dynamicSmemBytes = smem;
-    lc.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = attr;
-    lc.numAttrs = c.pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&lc, gemv_kernel<MR, NT, S, STAGE>, out, pre, x, w, bias, N, C, OC, c.spw,
-                              c.prefetch, c.early);
+    return llmc_launch_pdl(c.pdl, gemv_kernel<MR, NT, S, STAGE>, dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT)),
+                           dim3((unsigned)(32 * c.kw)), smem, llmc_cuda_stream(dev), out, pre, x, w, bias, N, C, OC,
+                           c.spw, c.prefetch, c.early);
 }
 
-static cudaError_t launch(cudaStream_t stream, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
-                          const bf16 *w, const bf16 *bias, int N, int C, int OC) {
-#define LLMC_GEMV_CASE(MR, NT, S)                                                                           \
-    if (c.mr == MR && c.nt == NT && c.s == S)                                                               \
-        return c.stage ? launch_one<MR, NT, S, true>(stream, c, out, pre, x, w, bias, N, C, OC)             \
-                       : launch_one<MR, NT, S, false>(stream, c, out, pre, x, w, bias, N, C, OC)
-    LLMC_GEMV_CASE(1, 1, 8);
-    LLMC_GEMV_CASE(2, 1, 8);
-    LLMC_GEMV_CASE(4, 1, 4);
-    LLMC_GEMV_CASE(4, 2, 4);
+static cudaError_t launch(llmc_device *dev, const config &c, bf16 *out, bf16 *pre, const bf16 *x, const bf16 *w,
+                          const bf16 *bias, int N, int C, int OC) {
+#define LLMC_GEMV_CASE(MR, NT, S, SLOT)                                                                      \
+    if (c.mr == MR && c.nt == NT && c.s == S)                                                                \
+        return c.stage ? launch_one<MR, NT, S, true>(dev, 2 * (SLOT) + 1, c, out, pre, x, w, bias, N, C, OC) \
+                       : launch_one<MR, NT, S, false>(dev, 2 * (SLOT), c, out, pre, x, w, bias, N, C, OC)
+    LLMC_GEMV_CASE(1, 1, 8, 0);
+    LLMC_GEMV_CASE(2, 1, 8, 1);
+    LLMC_GEMV_CASE(4, 1, 4, 2);
+    LLMC_GEMV_CASE(4, 2, 4, 3);
 #undef LLMC_GEMV_CASE
+    static_assert(2 * 4 == LLMC_CUDA_GEMV_KERNELS, "one opt-in slot per kernel instance");
     return cudaErrorInvalidConfiguration;
 }
 
@@ -369,46 +338,34 @@ static size_t smem_bytes(const config &c) {
     return stage_bytes(c.kw, c.mr, c.nt, c.s, c.stage) + part_bytes(c.kw, c.mr, c.nt) + 8 * c.nt * sizeof(float);
 }
 
-/* Outputs of the last matmul_forward per device (gemv or cuBLASLt: every call passes here), in
- * stream order, also under graph capture. W overlapping them: no early W loads. */
-struct span {
-    uintptr_t lo, hi;
-};
-static span g_last_out[64][2];
-static bool overlaps(const span &a, uintptr_t lo, uintptr_t hi) { return a.lo < hi && lo < a.hi; }
+/* W overlapping the outputs of the last matmul_forward of the device (gemv or cuBLASLt: every
+ * call passes here; in stream order, also under graph capture): no early W loads. */
+static bool overlaps(const llmc_cuda_span &a, uintptr_t lo, uintptr_t hi) { return a.lo < hi && lo < a.hi; }
 
 /* Shapes and pointers this path takes: whole 16-byte rows of x and W. */
-static bool supported(int N, int C, int OC, const void *out, const void *pre, const void *inp, const void *w) {
-    return N >= 1 && N <= max_rows() && C >= 8 && C % 8 == 0 && OC >= 1 && llmc_is_aligned16(inp) &&
+static bool supported(const llmc_device *dev, int N, int C, int OC, const void *out, const void *pre,
+                      const void *inp, const void *w) {
+    return N >= 1 && N <= max_rows(dev) && C >= 8 && C % 8 == 0 && OC >= 1 && llmc_is_aligned16(inp) &&
            llmc_is_aligned16(w) && ((uintptr_t)out & 3u) == 0 && ((uintptr_t)pre & 3u) == 0;
 }
 
 } /* namespace llmc_gemv */
 
-int llmc_cuda_pdl_enabled(void) {
-    if (llmc_gemv::g_pdl < 0) {
-        const char *e = getenv("LLMC_PDL");
-        llmc_gemv::g_pdl = e && strcmp(e, "0") == 0 ? 0 : 1;
-    }
-    return llmc_gemv::g_pdl;
-}
-
 llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                    const void *bias, int N, int C, int OC) {
     using namespace llmc_gemv;
-    const int di = llmc_cuda_impl_of(dev)->device;
-    span *last = g_last_out[di >= 0 && di < 64 ? di : 0];
+    llmc_cuda_span *last = llmc_cuda_impl_of(dev)->gemv_last_out;
     const uintptr_t wlo = (uintptr_t)w, whi = wlo + (size_t)OC * C * sizeof(bf16);
     const bool w_fresh = overlaps(last[0], wlo, whi) || overlaps(last[1], wlo, whi);
     const size_t ob = (size_t)N * OC * sizeof(bf16);
-    last[0] = span{(uintptr_t)out, (uintptr_t)out + ob};
-    last[1] = pre_gelu ? span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : span{0, 0};
-    if (!supported(N, C, OC, out, pre_gelu, inp, w)) return LLMC_ERR_UNSUPPORTED;
-    config c = choose(N, C, OC, llmc_cuda_impl_of(dev)->sm_count);
+    last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};
+    last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
+    if (!supported(dev, N, C, OC, out, pre_gelu, inp, w)) return LLMC_ERR_UNSUPPORTED;
+    config c = choose(dev, N, C, OC);
     if (w_fresh) c.early = 0;
     if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
-    LLMC_CUDA_TRY(dev, launch(llmc_cuda_stream(dev), c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp,
-                              (const bf16 *)w, (const bf16 *)bias, N, C, OC));
+    LLMC_CUDA_TRY(dev, launch(dev, c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp, (const bf16 *)w,
+                              (const bf16 *)bias, N, C, OC));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }

@@ -4,21 +4,9 @@
  * pointer is 16-byte aligned (GPT-2's C = 768..1600 always are); any other C takes the same
  * kernels with scalar accesses. C is limited by shared memory: forward stages a row of bf16
  * per warp, backward keeps 2 fp32 accumulators per column per warp (C <= 29000 on H100). */
-#include <string.h>
 #include "common.cuh"
 
 #define LN_EPS 1e-5f
-
-/* Programmatic dependent launch (forward only, when llmc_cuda_pdl_enabled()): the kernel may
- * start while the previous one finishes; it waits before touching any memory and then lets
- * its successor launch (after the wait, so a dependent's pre-wait reads overlap at most this
- * kernel). No-ops in a normal launch: results do not change. */
-__device__ __forceinline__ void ln_pdl_enter(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-}
 
 /* ---- forward ----
  * x = inp (+ inp2), rounded to bf16 (that is the residual stream the model keeps, and the
@@ -29,7 +17,11 @@ __global__ void layernorm_forward_kernel(bf16 *residual_out, bf16 *out, float *m
     extern __shared__ __align__(16) unsigned char ln_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int row = blockIdx.x * warps + warp;
-    ln_pdl_enter();
+    /* Programmatic dependent launch (forward only, when llmc_cuda_pdl(dev)): wait before touching
+     * any memory, then let the successor launch (after the wait, so a dependent's pre-wait reads
+     * overlap at most this kernel). */
+    llmc_pdl_wait();
+    llmc_pdl_launch_dependents();
     if (row >= N) return; /* no block-wide barrier below */
     bf16 *xs = reinterpret_cast<bf16 *>(ln_smem) + (size_t)warp * C;
     const size_t base = (size_t)row * C;
@@ -83,10 +75,12 @@ __global__ void layernorm_forward_kernel(bf16 *residual_out, bf16 *out, float *m
 }
 
 llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
-                                        const void *inp, const void *inp2, const void *w, const void *b, int N,
-                                        int C) {
+                                        const void *inp, const void *inp2, const llmc_tensor *weight,
+                                        const llmc_tensor *bias, int N, int C) {
     if (N <= 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: bad shape N=%d C=%d", N, C);
+    LLMC_CUDA_WEIGHTS("layernorm_forward", weight, bias);
+    const void *w = weight->data, *b = llmc_tensor_data(bias);
     if (inp2 && !residual_out)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: inp2 given without residual_out");
     const size_t row_bytes = (size_t)C * sizeof(bf16);
@@ -102,28 +96,13 @@ llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, vo
     const size_t smem = (size_t)warps * row_bytes;
     const bool vec = C % 8 == 0 && llmc_is_aligned16(out) && llmc_is_aligned16(inp) && llmc_is_aligned16(w) &&
                      llmc_is_aligned16(b) && llmc_is_aligned16(inp2) && llmc_is_aligned16(residual_out);
-    if (smem > 48 * 1024) {
-        if (vec)
-            LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_forward_kernel<8>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        else
-            LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(layernorm_forward_kernel<1>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    }
-    cudaLaunchConfig_t lc;
-    memset(&lc, 0, sizeof lc);
-    lc.gridDim = dim3((unsigned)LLMC_CEIL_DIV(N, warps));
-    lc.blockDim = dim3((unsigned)(warps * 32));
-    lc.dynamicSmemBytes = smem;
-    lc.stream = llmc_cuda_stream(dev);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = attr;
-    lc.numAttrs = llmc_cuda_pdl_enabled() ? 1 : 0;
-    LLMC_CUDA_TRY(dev, cudaLaunchKernelEx(&lc, vec ? layernorm_forward_kernel<8> : layernorm_forward_kernel<1>,
-                                          (bf16 *)residual_out, (bf16 *)out, mean, rstd, (const bf16 *)inp,
-                                          (const bf16 *)inp2, (const bf16 *)w, (const bf16 *)b, N, C));
+    auto kernel = vec ? layernorm_forward_kernel<8> : layernorm_forward_kernel<1>;
+    if (smem > 48 * 1024)
+        LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), kernel, dim3((unsigned)LLMC_CEIL_DIV(N, warps)),
+                                       dim3((unsigned)(warps * 32)), smem, llmc_cuda_stream(dev), (bf16 *)residual_out,
+                                       (bf16 *)out, mean, rstd, (const bf16 *)inp, (const bf16 *)inp2,
+                                       (const bf16 *)w, (const bf16 *)b, N, C));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
@@ -317,8 +296,7 @@ static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 
     LLMC_CUDA_TRY(dev, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layernorm_backward_kernel<VEC, CACHE>,
                                                                      warps * 32, smem));
     if (per_sm < 1) per_sm = 1;
-    int grid = LLMC_CEIL_DIV(N, warps);
-    if (grid > im->sm_count * per_sm) grid = im->sm_count * per_sm;
+    const int grid = llmc_cuda_grid(dev, (size_t)N, warps, per_sm);
     float *part;
     llmc_status st = llmc_cuda_scratch(dev, (size_t)2 * grid * C * sizeof(float), (void **)&part);
     if (st != LLMC_OK) return st;
@@ -332,11 +310,16 @@ static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 
     return LLMC_OK;
 }
 
-llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
-                                         const void *inp, const void *w, const float *mean, const float *rstd, int N,
+llmc_status llmc_cuda_layernorm_backward(llmc_device *dev, void *dinp, const llmc_tensor *dweight,
+                                         const llmc_tensor *dbias, const void *dout, const void *inp,
+                                         const llmc_tensor *weight, const float *mean, const float *rstd, int N,
                                          int C) {
     if (N <= 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_backward: bad shape N=%d C=%d", N, C);
+    LLMC_CUDA_WEIGHTS("layernorm_backward", weight, dweight);
+    LLMC_CUDA_WEIGHTS("layernorm_backward", dbias, NULL);
+    const void *w = weight->data;
+    void *dw = llmc_tensor_data(dweight), *db = llmc_tensor_data(dbias);
     const bool vec = C % 8 == 0 && llmc_is_aligned16(dinp) && llmc_is_aligned16(dout) && llmc_is_aligned16(inp) &&
                      llmc_is_aligned16(w);
     bf16 *di = (bf16 *)dinp, *gw = (bf16 *)dw, *gb = (bf16 *)db;

@@ -207,10 +207,8 @@ static llmc_status dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout,
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     const int vec = (OC % 8 == 0 && llmc_is_aligned16(dout)) ? 8 : 1;
     const int gx = LLMC_CEIL_DIV(OC, 32 * vec);
-    int gy = LLMC_CEIL_DIV(N, DBIAS_ROWS);
-    int cap = LLMC_CEIL_DIV(im->sm_count * 8, gx); /* a few waves of blocks, not one block per 8 rows */
-    if (gy > cap) gy = cap;
-    if (gy < 1) gy = 1;
+    /* a few waves of blocks, not one block per 8 rows */
+    const int gy = llmc_grid_size((size_t)N, DBIAS_ROWS, (size_t)LLMC_CEIL_DIV(im->sm_count * 8, gx));
     float *partials;
     llmc_status st = llmc_cuda_scratch(dev, (size_t)gy * OC * sizeof(float), (void **)&partials);
     if (st != LLMC_OK) return st;
@@ -231,11 +229,13 @@ static llmc_status check_shape(llmc_device *dev, const char *op, int N, int C, i
     return LLMC_OK;
 }
 
-llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
-                                     const void *bias, int N, int C, int OC) {
-    static const char *op = "matmul_forward";
+llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                     const llmc_tensor *weight, const llmc_tensor *bias_t, int N, int C, int OC) {
+    const char *const op = "matmul_forward";
     llmc_status st = check_shape(dev, op, N, C, OC);
     if (st != LLMC_OK) return st;
+    LLMC_CUDA_WEIGHTS(op, weight, bias_t);
+    const void *w = weight->data, *bias = llmc_tensor_data(bias_t);
     /* Few rows (decode): a weight stream, cuBLASLt's tiles waste most of it (gemv.cu). */
     st = llmc_cuda_gemv_forward(dev, out, pre_gelu, inp, w, bias, N, C, OC);
     if (st != LLMC_ERR_UNSUPPORTED) return st;
@@ -273,11 +273,16 @@ llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu
     return LLMC_OK;
 }
 
-llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout,
-                                      const void *inp, const void *w, const void *pre_gelu, int N, int C, int OC) {
-    static const char *op = "matmul_backward";
+llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_tensor *dweight,
+                                      const llmc_tensor *dbias_t, const void *dout, const void *inp,
+                                      const llmc_tensor *weight, const void *pre_gelu, int N, int C, int OC) {
+    const char *const op = "matmul_backward";
     llmc_status st = check_shape(dev, op, N, C, OC);
     if (st != LLMC_OK) return st;
+    LLMC_CUDA_WEIGHTS(op, weight, dweight);
+    LLMC_CUDA_WEIGHTS(op, dbias_t, NULL);
+    const void *w = weight->data;
+    void *dw = llmc_tensor_data(dweight), *dbias = llmc_tensor_data(dbias_t);
     lt_problem p;
 
     if (dinp) {

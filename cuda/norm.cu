@@ -49,20 +49,18 @@ llmc_status llmc_cuda_sum_squares(llmc_device *dev, double *out, const void *x, 
     const bool vec = llmc_is_aligned16(x);
     const size_t nvec = vec ? n / 8 : 0;
     const size_t units = vec ? nvec + (n - nvec * 8) : n;
-    size_t blocks = LLMC_CEIL_DIV(units, (size_t)SS_THREADS * 4);
-    if (blocks > SS_MAX_BLOCKS) blocks = SS_MAX_BLOCKS;
-    if (blocks < 1) blocks = 1;
+    const int blocks = llmc_grid_size(units, (size_t)SS_THREADS * 4, SS_MAX_BLOCKS);
     void *scratch;
     llmc_status st = llmc_cuda_scratch(dev, 256 + blocks * sizeof(float), &scratch);
     if (st != LLMC_OK) return st;
     double *dsum = (double *)scratch;
     float *partials = (float *)((char *)scratch + 256);
     if (vec)
-        sum_squares_partial_kernel<8><<<(int)blocks, SS_THREADS, 0, s>>>(partials, (const bf16 *)x, nvec, n);
+        sum_squares_partial_kernel<8><<<blocks, SS_THREADS, 0, s>>>(partials, (const bf16 *)x, nvec, n);
     else
-        sum_squares_partial_kernel<1><<<(int)blocks, SS_THREADS, 0, s>>>(partials, (const bf16 *)x, n, n);
+        sum_squares_partial_kernel<1><<<blocks, SS_THREADS, 0, s>>>(partials, (const bf16 *)x, n, n);
     LLMC_CUDA_LAUNCHED(dev);
-    sum_squares_final_kernel<<<1, SS_THREADS, 0, s>>>(dsum, partials, (int)blocks);
+    sum_squares_final_kernel<<<1, SS_THREADS, 0, s>>>(dsum, partials, blocks);
     LLMC_CUDA_LAUNCHED(dev);
     double h = 0.0;
     LLMC_CUDA_TRY(dev, cudaMemcpyAsync(&h, dsum, sizeof h, cudaMemcpyDeviceToHost, s));

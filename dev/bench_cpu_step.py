@@ -25,7 +25,7 @@ def main():
     for i in range(a.steps + 1):  # the first step allocates grads, activations and AdamW state
         t0 = time.perf_counter()
         model.zero_grad()
-        loss = model._m.forward_backward(x, y, 1.0)
+        loss = model._trainer().forward_backward(x, y, 1.0)
         model.step(lr=3e-4)
         times.append(time.perf_counter() - t0)
         print(f"step {i}: loss {loss:.4f} {times[-1] * 1e3:.0f} ms", flush=True)

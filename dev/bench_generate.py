@@ -31,19 +31,39 @@ except ImportError:  # not installed: the source tree (its _core must have been 
 from llmc import _core
 
 
+class _OldSession:
+    """The generation API before sessions were handles (llmc_gen_* on the model): lets this bench
+    time an older build in the same device session (PYTHONPATH=<its install> python dev/bench_generate.py)."""
+
+    def __init__(self, core, prompts, n, temperature, top_k, top_p, seed, eot):
+        self.core, self.B = core, len(prompts)
+        core.gen_begin(prompts, n, temperature, top_k, top_p, seed, eot)
+
+    def next(self):
+        return self.core.gen_next(self.B)
+
+    def end(self):
+        self.core.gen_end()
+
+
+def session(core, prompts, n, temperature, top_k):
+    kind = getattr(_core, "Session", None) or _OldSession
+    return kind(core, prompts, n, temperature, top_k, 1.0, 1, -1)
+
+
 def llmc_decode(core, B, P, n, rng, sampling):
     prompts = [rng.integers(0, 50000, P).astype(np.int32) for _ in range(B)]
     temperature, top_k = sampling
-    core.gen_begin(prompts, n, temperature, top_k, 1.0, 1, -1)
+    s = session(core, prompts, n, temperature, top_k)
     t0 = time.perf_counter()
     count, alive = 0, B
     first = []
     while alive:
-        out, alive = core.gen_next(B)
+        out, alive = s.next()
         count += int((out >= 0).sum())
         first.append(int(out[0]))
     dt = time.perf_counter() - t0
-    core.gen_end()
+    s.end()
     return count / dt, [int(t) for t in prompts[0]], first
 
 
@@ -52,9 +72,9 @@ def llmc_prefill(core, length, reps, rng):
     for _ in range(reps + 1):  # the first one warms up
         prompt = rng.integers(0, 50000, length).astype(np.int32)
         t0 = time.perf_counter()
-        core.gen_begin([prompt], 1, 0.0, 0, 1.0, 1, -1)
+        s = session(core, [prompt], 1, 0.0, 0)
         times.append(time.perf_counter() - t0)
-        core.gen_end()
+        s.end()
     return statistics.median(times[1:])
 
 

@@ -1,14 +1,17 @@
 /*
  * backend.h — the op table that every backend (CPU, CUDA) implements.
  *
- * model.c writes the GPT-2 graph once and calls these ops. Ops work at the
+ * train.c and infer.c write the GPT-2 graph once and call these ops. Ops work at the
  * granularity a GPU wants (residual+layernorm fused, matmul with bias and GELU
  * epilogue, flash attention, classifier that yields loss and dlogits).
  *
  * Conventions shared by every op:
  *  - Pointers are device pointers of the backend. "act" tensors (activations,
- *    parameters, gradients) have dtype ops->act_dtype: fp32 on CPU, bf16 on CUDA.
+ *    gradients) have dtype ops->act_dtype: fp32 on CPU, bf16 on CUDA.
  *    Statistics (mean, rstd, lse, losses) and optimizer state are always fp32.
+ *  - Weights (and their gradients) come as typed tensors (llmc_tensor): an op checks the
+ *    dtype with llmc_weight_check and refuses one it has no kernel for, so a new weight
+ *    format is a new kernel behind the same slot, not a new calling convention.
  *  - Row-major. N = B*T rows. Weights are (OC, C) as in llm.c: out = inp @ W^T.
  *  - "+=" outputs accumulate into what is there (gradients); "=" outputs overwrite.
  *  - Ops are asynchronous on GPU; errors are returned as an llmc_status with the
@@ -20,6 +23,7 @@
 
 #include "llmc.h"
 #include <stdarg.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,22 +31,60 @@ extern "C" {
 
 typedef struct llmc_backend_ops llmc_backend_ops;
 
+/* Tuning knobs a backend reads (set from llmc_model_options when the device opens). */
+typedef struct llmc_device_tuning {
+    int pdl;         /* launch decode kernels as programmatic dependents */
+    int skinny_rows; /* matmul_forward with N <= skinny_rows uses the skinny kernel (0: never) */
+} llmc_device_tuning;
+
 typedef struct llmc_device {
     const llmc_backend_ops *ops;
     void *impl;              /* backend-private: streams, BLAS handles, workspaces */
+    llmc_device_tuning tuning;
     char err[LLMC_ERR_LEN];  /* the last error message */
 } llmc_device;
 
 /* Writes a printf-style message into dev->err and returns code. */
 llmc_status llmc_device_fail(llmc_device *dev, llmc_status code, const char *fmt, ...);
 
-/* Opens a backend by name ("cpu", "cuda"); on failure the message is in dev->err. */
-llmc_status llmc_device_open(llmc_device *dev, const char *name, int index);
+/* Opens a backend by name ("cpu", "cuda"); on failure the message is in dev->err.
+ * tuning NULL: the defaults of llmc_model_options_default. */
+llmc_status llmc_device_open(llmc_device *dev, const char *name, int index, const llmc_device_tuning *tuning);
 void llmc_device_close(llmc_device *dev);
 /* Backends linked into this binary (defined by registry_*.c). NULL if not linked. */
 const llmc_backend_ops *llmc_backend_lookup(const char *name);
 /* Comma-separated names of linked backends, for error messages. */
 const char *llmc_backend_names(void);
+
+/* LLMC_OK when t (may be NULL when optional) is a plain tensor of dtype want; otherwise a message
+ * naming the op, the tensor and both dtypes, and LLMC_ERR_UNSUPPORTED. */
+llmc_status llmc_weight_check(llmc_device *dev, const char *op, const llmc_tensor *t, llmc_dtype want);
+/* Returns from the calling op (which has `dev`) unless a and b (each may be NULL) are plain tensors
+ * of dtype: the weight check every backend's ops start with. */
+#define LLMC_REQUIRE_WEIGHTS(op, a, b, dtype)                                    \
+    do {                                                                         \
+        llmc_status s_ = llmc_weight_check(dev, (op), (a), (dtype));             \
+        if (s_ == LLMC_OK) s_ = llmc_weight_check(dev, (op), (b), (dtype));      \
+        if (s_ != LLMC_OK) return s_;                                            \
+    } while (0)
+/* Defines `llmc_status name(type *obj, llmc_status code, const char *fmt, ...)`: a printf-style
+ * message into obj->err (a char array), returning code. Every handle's failures go through one. */
+#define LLMC_DEFINE_FAIL(qualifier, name, type)                                     \
+    qualifier llmc_status name(type *obj, llmc_status code, const char *fmt, ...) { \
+        va_list ap;                                                                 \
+        va_start(ap, fmt);                                                          \
+        vsnprintf(obj->err, sizeof obj->err, fmt, ap);                              \
+        va_end(ap);                                                                 \
+        return code;                                                                \
+    }
+/* return handler(obj, status) when call fails. */
+#define LLMC_TRY_WITH(handler, obj, call)                                           \
+    do {                                                                            \
+        llmc_status s_ = (call);                                                    \
+        if (s_ != LLMC_OK) return handler((obj), s_);                               \
+    } while (0)
+/* The data pointer of an optional tensor. */
+static inline void *llmc_tensor_data(const llmc_tensor *t) { return t ? t->data : NULL; }
 
 
 struct llmc_backend_ops {
@@ -68,34 +110,36 @@ struct llmc_backend_ops {
     /* ---- layers ---- */
 
     /* out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]. tokens: device int32 (B*T). */
-    llmc_status (*encoder_forward)(llmc_device *dev, void *out, const int *tokens, const void *wte, const void *wpe,
-                                   int B, int T, int C);
+    llmc_status (*encoder_forward)(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
+                                   const llmc_tensor *wpe, int B, int T, int C);
     /* dwte[tokens[b,t],:] += dout[b,t,:]; dwpe[t,:] += sum_b dout[b,t,:].
      * tokens_host is the same ids in host memory (lets a GPU group rows per token
      * deterministically, without float atomics). */
-    llmc_status (*encoder_backward)(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
-                                    const int *tokens_host, int B, int T, int C);
+    llmc_status (*encoder_backward)(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,
+                                    const void *dout, const int *tokens, const int *tokens_host, int B, int T, int C);
 
     /* x = inp + inp2 (inp2 may be NULL: x = inp); if residual_out: residual_out = x (=).
      * out = (x - mean) * rstd * w + b (=), mean/rstd (=, fp32, N each), eps 1e-5.
      * residual_out may be NULL only when inp2 is NULL. */
     llmc_status (*layernorm_forward)(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
-                                     const void *inp, const void *inp2, const void *w, const void *b,
+                                     const void *inp, const void *inp2, const llmc_tensor *w, const llmc_tensor *b,
                                      int N, int C);
     /* dinp (+=), dw (+=), db (+=) given dout, the layernorm input x and its mean/rstd. */
-    llmc_status (*layernorm_backward)(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout, const void *inp,
-                                      const void *w, const float *mean, const float *rstd, int N, int C);
+    llmc_status (*layernorm_backward)(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *db,
+                                      const void *dout, const void *inp, const llmc_tensor *w, const float *mean,
+                                      const float *rstd, int N, int C);
 
     /* pre = inp (N,C) @ w(OC,C)^T + bias(OC, may be NULL).
      * pre_gelu == NULL: out = pre.  Else: pre_gelu = pre, out = gelu_tanh(pre). (all =) */
-    llmc_status (*matmul_forward)(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
-                                  const void *bias, int N, int C, int OC);
+    llmc_status (*matmul_forward)(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const llmc_tensor *w,
+                                  const llmc_tensor *bias, int N, int C, int OC);
     /* dinp (=) = dout @ w, then if pre_gelu != NULL: dinp *= gelu_tanh'(pre_gelu)
      *   (the input of this matmul was gelu(pre_gelu); this yields the grad of pre_gelu).
      * dw (+=) += dout^T @ inp;  dbias (+=, may be NULL) += column sums of dout.
      * dinp may be NULL (no input grad wanted). dout is not modified. */
-    llmc_status (*matmul_backward)(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                                   const void *w, const void *pre_gelu, int N, int C, int OC);
+    llmc_status (*matmul_backward)(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *dbias,
+                                   const void *dout, const void *inp, const llmc_tensor *w, const void *pre_gelu,
+                                   int N, int C, int OC);
     /* out = gelu_tanh(inp) elementwise (=), n elements. Used by recompute. */
     llmc_status (*gelu_forward)(llmc_device *dev, void *out, const void *inp, size_t n);
 
@@ -121,11 +165,13 @@ struct llmc_backend_ops {
      * b1_correction = 1 - b1^t, b2_correction = 1 - b2^t.
      * master (fp32, may be NULL): when given it is the source of truth for p, and params gets
      * it rounded to act dtype (bf16: stochastic rounding seeded by seed; fp32: copy).
-     * When master is NULL, params is read and written directly (bf16: stochastic rounding). */
+     * When master is NULL, params is read and written directly (bf16: stochastic rounding).
+     * The rounding of element i draws its bits from (seed, index_base + i): an update split into
+     * pieces (a ZeRO shard) rounds exactly as the whole. */
     llmc_status (*adamw_update)(llmc_device *dev, void *params, float *master, const void *grads, float *m, float *v,
                                 size_t n, float lr, float beta1, float beta2, float b1_correction,
                                 float b2_correction, float eps, float weight_decay, float grad_scale,
-                                uint32_t seed);
+                                uint32_t seed, size_t index_base);
     /* *out (host) = sum of squares of n act-dtype elements, accumulated in fp32 or wider,
      * in a fixed order (deterministic). Synchronizes. */
     llmc_status (*sum_squares)(llmc_device *dev, double *out, const void *x, size_t n);
@@ -134,8 +180,8 @@ struct llmc_backend_ops {
      * A cache holds K or V of one layer for S sequence slots: (S, NH, maxlen, HS), act dtype.
      * tokens, pos, slots and lens are device int32 arrays. */
     /* out[i,:] = wte[tokens[i],:] + wpe[pos[i],:] (=) for N rows: each row has its own position. */
-    llmc_status (*encoder_forward_at)(llmc_device *dev, void *out, const int *tokens, const int *pos, const void *wte,
-                                      const void *wpe, int N, int C);
+    llmc_status (*encoder_forward_at)(llmc_device *dev, void *out, const int *tokens, const int *pos,
+                                      const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C);
     /* qkv (B,T,3C) as in attention_forward. For b < B, t < T:
      * kcache[slots[b], h, pos[b] + t, :] = k[b,t,h,:], vcache likewise (=); pos[b] + T <= maxlen. */
     llmc_status (*kv_append)(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,

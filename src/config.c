@@ -1,4 +1,4 @@
-/* config.c — model shapes: descriptors ("d12"), validation and the flat parameter layout. */
+/* config.c — model shapes: descriptors ("d12") and validation. The parameter layout is weights.c's. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +49,7 @@ llmc_status llmc_config_from_descriptor(const char *desc, llmc_config *c, char *
         char *end;
         long d = strtol(desc + 1, &end, 10);
         if (*end == '\0' && (d == 12 || d == 24 || d == 36 || d == 48)) {
-            static const int heads[] = {12, 16, 20, 25}, chans[] = {768, 1024, 1280, 1600};
+            static const int heads[] = {12, 16, 20, 25}, chans[] = {768, 1024, 1280, 1600}; /* read-only */
             int i = (int)(d / 12 - 1);
             c->num_layers = (int)d;
             c->num_heads = heads[i];
@@ -87,37 +87,4 @@ bad:
              "(positive integers)",
              desc);
     return LLMC_ERR_INVALID_ARG;
-}
-
-void llmc_param_layout(const llmc_config *c, llmc_tensor_info t[LLMC_NUM_PARAM_TENSORS]) {
-    static const char *names[LLMC_NUM_PARAM_TENSORS] = {
-        "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-        "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
-    const int L = c->num_layers, C = c->channels, Vp = c->padded_vocab_size, maxT = c->max_seq_len;
-    /* shapes without the layer dimension; per-layer tensors get L in front */
-    const int shapes[LLMC_NUM_PARAM_TENSORS][2] = {
-        {Vp, C}, {maxT, C}, {C, 0}, {C, 0}, {3 * C, C}, {3 * C, 0}, {C, C}, {C, 0},
-        {C, 0},  {C, 0},    {4 * C, C}, {4 * C, 0}, {C, 4 * C}, {C, 0}, {C, 0}, {C, 0}};
-    size_t off = 0;
-    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
-        int layered = i >= LLMC_LN1W && i <= LLMC_FCPROJB;
-        llmc_tensor_info *x = &t[i];
-        memset(x, 0, sizeof *x);
-        x->name = names[i];
-        x->offset = off;
-        x->ndim = 0;
-        if (layered) x->shape[x->ndim++] = L;
-        x->shape[x->ndim++] = shapes[i][0];
-        if (shapes[i][1]) x->shape[x->ndim++] = shapes[i][1];
-        x->numel = 1;
-        for (int d = 0; d < x->ndim; d++) x->numel *= (size_t)x->shape[d];
-        x->weight_decay = shapes[i][1] != 0; /* matrices, incl. wte and wpe */
-        off += x->numel;
-    }
-}
-
-size_t llmc_param_count(const llmc_config *c) {
-    llmc_tensor_info t[LLMC_NUM_PARAM_TENSORS];
-    llmc_param_layout(c, t);
-    return t[LLMC_NUM_PARAM_TENSORS - 1].offset + t[LLMC_NUM_PARAM_TENSORS - 1].numel;
 }

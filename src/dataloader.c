@@ -261,30 +261,14 @@ static llmc_status open_impl(llmc_dataloader *d, const char *pattern) {
     return LLMC_OK;
 }
 
-llmc_dataloader *llmc_dataloader_open(const char *pattern, int B, int T, int shuffle, uint64_t seed) {
+llmc_dataloader *llmc_dataloader_new(void) {
     llmc_dataloader *d = calloc(1, sizeof *d);
-    if (!d) return NULL;
-    d->B = B;
-    d->T = T;
-    d->shuffle = shuffle != 0;
-    d->seed = seed;
-    d->fd = -1;
-    d->fd_file = -1;
-    if (open_impl(d, pattern) == LLMC_OK) {
-        d->ok = 1;
-        d->has_err = 0;
-    }
+    if (d) d->fd = d->fd_file = -1;
     return d;
 }
 
-/* The open error if open failed; otherwise the error of the last next/seek if it failed, else NULL. */
-const char *llmc_dataloader_error(const llmc_dataloader *d) {
-    if (!d) return "no data loader";
-    return d->has_err ? d->err : NULL;
-}
-
-void llmc_dataloader_free(llmc_dataloader *d) {
-    if (!d) return;
+/* Back to the state of llmc_dataloader_new, keeping nothing of an earlier open. */
+static void release(llmc_dataloader *d) {
     if (d->fd >= 0) close(d->fd);
     if (d->shards)
         for (int i = 0; i < d->num_shards; i++) free(d->shards[i].path);
@@ -292,12 +276,40 @@ void llmc_dataloader_free(llmc_dataloader *d) {
     free(d->shard_order);
     free(d->sample_order);
     free(d->buf);
+    memset(d, 0, sizeof *d);
+    d->fd = d->fd_file = -1;
+}
+
+llmc_status llmc_dataloader_open(llmc_dataloader *d, const char *pattern, int B, int T, int shuffle, uint64_t seed) {
+    release(d);
+    d->B = B;
+    d->T = T;
+    d->shuffle = shuffle != 0;
+    d->seed = seed;
+    llmc_status st = open_impl(d, pattern);
+    if (st == LLMC_OK) {
+        d->ok = 1;
+        d->has_err = 0;
+    }
+    return st;
+}
+
+/* The message of the last failure (open, next or seek), "" when there was none. */
+const char *llmc_dataloader_error(const llmc_dataloader *d) {
+    if (!d) return "out of memory";
+    return d->has_err ? d->err : "";
+}
+
+void llmc_dataloader_free(llmc_dataloader *d) {
+    if (!d) return;
+    release(d);
     free(d);
 }
 
 llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets) {
     if (!d) return LLMC_ERR_INVALID_ARG;
-    if (!d->ok) return LLMC_ERR_INVALID_ARG; /* keeps the open error in d->err */
+    if (!d->ok) /* keeps the open error in d->err */
+        return d->has_err ? LLMC_ERR_INVALID_ARG : fail(d, LLMC_ERR_INVALID_ARG, "the data loader is not open");
     if (!inputs || !targets) return fail(d, LLMC_ERR_INVALID_ARG, "inputs and targets must not be NULL");
     size_t bt = (size_t)d->B * (size_t)d->T;
     int file = file_at(d, d->pos.epoch, d->pos.shard);
@@ -336,7 +348,8 @@ llmc_data_position llmc_dataloader_tell(const llmc_dataloader *d) {
 
 llmc_status llmc_dataloader_seek(llmc_dataloader *d, llmc_data_position p) {
     if (!d) return LLMC_ERR_INVALID_ARG;
-    if (!d->ok) return LLMC_ERR_INVALID_ARG;
+    if (!d->ok) /* keeps the open error in d->err */
+        return d->has_err ? LLMC_ERR_INVALID_ARG : fail(d, LLMC_ERR_INVALID_ARG, "the data loader is not open");
     if (p.shard >= (uint64_t)d->num_shards)
         return fail(d, LLMC_ERR_INVALID_ARG, "cannot seek to shard %llu: there are %d shards",
                     (unsigned long long)p.shard, d->num_shards);

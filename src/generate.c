@@ -1,20 +1,24 @@
 /*
- * generate.c — autoregressive sampling sessions (llmc_gen_*) on a KV-cache engine.
+ * generate.c — generation sessions (llmc_gen): autoregressive sampling on a KV-cache engine.
  *
- * llmc_gen_begin validates the prompts, sizes a cache for the session (batch x the
- * longest prompt + max_new, capped at the model's context) and prefills every prompt
- * (infer.c): from then on the session holds, for each live sequence, the logits of
- * its last token. llmc_gen_next samples one token per live sequence from those logits,
- * then runs one batched decode step over the sequences that go on (each at its own
- * position), which leaves the logits for the next call. A token that ends a sequence
- * (EOT, max_new, or the context limit) is never fed back.
+ * A session refers to a model's weights and owns everything else: the KV cache and scratch
+ * of its engine (infer.c, with the engine's device graphs), the batch and each sequence's
+ * sampler state. Several sessions may be alive on one model at once.
  *
- * Each sequence samples from its own RNG stream (stream 0 is the one a single
- * sequence gets), so sampling runs in parallel across sequences and a sequence's
- * tokens do not depend on when the others stop. Greedy sessions (temperature 0) take
- * the argmax where the logits are and bring back one int per sequence; the logits are
- * read only if llmc_gen_logits asks for them.
+ * llmc_gen_begin validates the prompts, sizes a cache (batch x the longest prompt +
+ * max_new, capped at the model's context) and prefills every prompt: from then on the
+ * session holds, for each live sequence, the logits of its last token. llmc_gen_next
+ * samples one token per live sequence from those logits, then runs one batched decode step
+ * over the sequences that go on (each at its own position), which leaves the logits for the
+ * next call. A token that ends a sequence (EOT, max_new, or the context limit) is never fed back.
+ *
+ * Each sequence samples from its own RNG stream (stream 0 is the one a single sequence
+ * gets), so sampling runs in parallel across sequences and a sequence's tokens do not depend
+ * on when the others stop. Greedy sessions (temperature 0) take the argmax where the logits
+ * are and bring back one int per sequence; the logits are read only if llmc_gen_logits asks.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "infer.h"
@@ -24,62 +28,70 @@
  * get their own full-length pass). */
 #define PREFILL_ROWS 4096
 
-struct llmc_gen_state {
+struct llmc_gen {
+    char err[LLMC_ERR_LEN];
+    llmc_model *m; /* while a session runs */
     int batch, max_new, eot, maxT;
     llmc_sampling sampling;
-    uint64_t *rng;   /* per sequence */
-    int *len;        /* tokens so far (prompt + generated) */
+    uint64_t *rng; /* per sequence */
+    int *len;      /* tokens so far (prompt + generated) */
     int *generated;
     int *alive;
-    int *row;        /* row of `logits` holding the sequence's next-token logits, -1 when stopped */
+    int *row;              /* row of `logits` holding the sequence's next-token logits, -1 when stopped */
     int *tok, *slot, *pos; /* staging of one decode step */
-    int greedy;      /* temperature 0: the device picks the argmax, logits stay there */
-    int *pick;       /* greedy: the token of each logits row */
-    float *logits;   /* sampling: (batch, Vp) fp32 on the host */
-    uint16_t *raw;   /* sampling on a bf16 backend: the rows as they come off the device */
-    int broken;      /* a device step failed: the cache can no longer be trusted */
+    int greedy;            /* temperature 0: the device picks the argmax, logits stay there */
+    int *pick;             /* greedy: the token of each logits row */
+    float *logits;         /* sampling: (batch, Vp) fp32 on the host */
+    uint16_t *raw;         /* sampling on a bf16 backend: the rows as they come off the device */
+    int broken;            /* a device step failed: the cache can no longer be trusted */
     llmc_infer eng;
 };
 
-void llmc_gen_free(llmc_model *m) {
-    llmc_gen_state *g = m->gen;
-    if (!g) return;
-    llmc_infer_release(m, &g->eng);
-    free(g->rng);
-    free(g->len);
-    free(g->generated);
-    free(g->alive);
-    free(g->row);
-    free(g->tok);
-    free(g->slot);
-    free(g->pos);
-    free(g->pick);
-    free(g->logits);
-    free(g->raw);
-    free(g);
-    m->gen = NULL;
+LLMC_DEFINE_FAIL(static, fail, llmc_gen)
+
+void llmc_gen_options_default(llmc_gen_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_new = 64;
+    llmc_sampling_default(&o->sampling);
+    o->eot = 50256;
+    o->graphs = -1;
 }
 
-void llmc_gen_end(llmc_model *m) { llmc_gen_free(m); }
+llmc_gen *llmc_gen_new(void) { return calloc(1, sizeof(llmc_gen)); }
+const char *llmc_gen_error(const llmc_gen *g) { return g ? g->err : "out of memory"; }
+int llmc_gen_batch(const llmc_gen *g) { return g->m ? g->batch : 0; }
+size_t llmc_gen_memory(const llmc_gen *g) { return g->m ? llmc_infer_memory(&g->eng) : 0; }
 
-static llmc_status download_logits(llmc_model *m, llmc_gen_state *g, int n) {
+void llmc_gen_end(llmc_gen *g) {
+    if (!g || !g->m) return;
+    llmc_infer_release(&g->eng);
+    void *bufs[] = {g->rng,  g->len, g->generated, g->alive,  g->row, g->tok,
+                    g->slot, g->pos, g->pick,      g->logits, g->raw};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    g->m->users--;
+    char err[LLMC_ERR_LEN];
+    memcpy(err, g->err, sizeof err);
+    memset(g, 0, sizeof *g);
+    memcpy(g->err, err, sizeof err); /* the message of a failed begin outlives the session */
+}
+
+void llmc_gen_free(llmc_gen *g) {
+    llmc_gen_end(g);
+    free(g);
+}
+
+static llmc_status download_logits(llmc_gen *g, int n) {
     if (g->greedy) return LLMC_OK; /* read lazily by llmc_gen_logits */
-    const size_t Vp = (size_t)m->cfg.padded_vocab_size, total = (size_t)n * Vp;
+    llmc_model *m = g->m;
+    const size_t total = (size_t)n * (size_t)m->w.cfg.padded_vocab_size;
+    llmc_status st;
     if (!g->raw) {
-        MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, g->logits, g->eng.logits, m->dev.ops->act_dtype, total));
-        return LLMC_OK;
+        st = m->dev.ops->download_f32(&m->dev, g->logits, g->eng.logits, m->dev.ops->act_dtype, total);
+    } else { /* bf16 crosses the bus at half the bytes; widening is exact and runs on all host cores */
+        st = m->dev.ops->copy_d2h(&m->dev, g->raw, g->eng.logits, total * sizeof(uint16_t));
+        if (st == LLMC_OK) llmc_bf16_to_f32_n(g->logits, g->raw, total);
     }
-    /* bf16 crosses the bus at half the bytes; widening is exact and runs on all host cores */
-    MODEL_TRY(m, m->dev.ops->copy_d2h(&m->dev, g->raw, g->eng.logits, total * sizeof(uint16_t)));
-    const uint16_t *src = g->raw;
-    float *dst = g->logits;
-#pragma omp parallel for schedule(static) if (total > 65536)
-    for (int r = 0; r < n; r++)
-        for (size_t j = 0; j < Vp; j++) {
-            uint32_t u = (uint32_t)src[(size_t)r * Vp + j] << 16;
-            memcpy(&dst[(size_t)r * Vp + j], &u, sizeof u);
-        }
-    return LLMC_OK;
+    return st == LLMC_OK ? st : fail(g, st, "%s", m->dev.err);
 }
 
 /* Sequence order for prefill: by prompt length, then index (keys are len << 32 | index). */
@@ -90,7 +102,7 @@ static int cmp_u64(const void *pa, const void *pb) {
 
 /* Prefills the live sequences, grouped by prompt length so that each pass is one
  * (count, T) batch, and computes their first logits. */
-static llmc_status prefill(llmc_model *m, llmc_gen_state *g, const int *prompts, const size_t *offsets) {
+static llmc_status prefill(llmc_gen *g, const int *prompts, const size_t *offsets) {
     llmc_infer *e = &g->eng;
     int nlive = 0;
     uint64_t *order = malloc((size_t)g->batch * sizeof(uint64_t));
@@ -98,7 +110,7 @@ static llmc_status prefill(llmc_model *m, llmc_gen_state *g, const int *prompts,
     int *slots = malloc((size_t)g->batch * sizeof(int)), *rows = malloc((size_t)g->batch * sizeof(int));
     llmc_status st = LLMC_OK;
     if (!order || !buf || !slots || !rows) {
-        st = llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate prefill buffers");
+        st = fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate prefill buffers");
         goto done;
     }
     for (int b = 0; b < g->batch; b++) {
@@ -125,12 +137,12 @@ static llmc_status prefill(llmc_model *m, llmc_gen_state *g, const int *prompts,
             count++;
         }
         if (count == 0) continue;
-        st = llmc_infer_prefill(m, e, buf, slots, rows, count, T);
+        st = llmc_infer_prefill(e, buf, slots, rows, count, T);
         if (st != LLMC_OK) goto done;
     }
     if (nlive > 0) {
-        st = llmc_infer_last_logits(m, e, nlive, g->greedy ? g->pick : NULL);
-        if (st == LLMC_OK) st = download_logits(m, g, nlive);
+        st = llmc_infer_last_logits(e, nlive, g->greedy ? g->pick : NULL);
+        if (st == LLMC_OK) st = download_logits(g, nlive);
     }
 done:
     free(order);
@@ -140,62 +152,39 @@ done:
     return st;
 }
 
-llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_lens, int batch, int max_new,
-                           const llmc_sampling *s, int eot_token) {
-    llmc_gen_free(m);
-    if (!m->params) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model has no parameters: load or init it first");
-    if (batch < 1) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "generation batch must be >= 1 (got %d)", batch);
-    if (!prompts || !prompt_lens || !s) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "no prompts given");
-    if (max_new < 1)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "number of new tokens must be >= 1 (got %d)", max_new);
-    if (!(s->temperature >= 0.0f) || s->top_k < 0 || !(s->top_p > 0.0f && s->top_p <= 1.0f))
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
-                               "bad sampling settings: temperature %g (>= 0), top_k %d (>= 0), top_p %g (in (0, 1])",
-                               s->temperature, s->top_k, s->top_p);
-    const int maxT = m->cfg.max_seq_len, V = m->cfg.vocab_size;
-    size_t *offsets = malloc((size_t)batch * sizeof(size_t));
-    if (!offsets) return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+/* Checks the prompts; fills offsets and the sizes the cache and scratch need. */
+static llmc_status check_prompts(llmc_gen *g, const int *prompts, const int *prompt_lens, int batch, int max_new,
+                                 size_t *offsets, long long *longest, long long *total, long long *need) {
+    const int maxT = g->m->w.cfg.max_seq_len, V = g->m->w.cfg.vocab_size;
     size_t off = 0;
-    long long longest = 0, total = 0, need = 1;
+    *longest = *total = 0;
+    *need = 1;
     for (int b = 0; b < batch; b++) {
-        int n = prompt_lens[b];
+        const int n = prompt_lens[b];
         offsets[b] = off;
-        if (n < 1) {
-            free(offsets);
-            return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "prompt %d is empty: give at least one token", b);
-        }
-        if (n > maxT) {
-            free(offsets);
-            return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
-                                   "prompt %d has %d tokens, longer than the model's context of %d tokens", b, n, maxT);
-        }
+        if (n < 1) return fail(g, LLMC_ERR_INVALID_ARG, "prompt %d is empty: give at least one token", b);
+        if (n > maxT)
+            return fail(g, LLMC_ERR_INVALID_ARG,
+                        "prompt %d has %d tokens, longer than the model's context of %d tokens", b, n, maxT);
         for (int i = 0; i < n; i++)
-            if (prompts[off + i] < 0 || prompts[off + i] >= V) {
-                free(offsets);
-                return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
-                                       "prompt %d: token id %d at position %d is out of range (vocabulary of %d)", b,
-                                       prompts[off + i], i, V);
-            }
+            if (prompts[off + i] < 0 || prompts[off + i] >= V)
+                return fail(g, LLMC_ERR_INVALID_ARG,
+                            "prompt %d: token id %d at position %d is out of range (vocabulary of %d)", b,
+                            prompts[off + i], i, V);
         off += (size_t)n;
         if (n < maxT) { /* a full context has no room for a new token */
-            longest = n > longest ? n : longest;
-            total += n;
-            long long last = (long long)n + max_new - 1; /* positions the cache must hold */
-            need = last > need ? last : need;
+            *longest = n > *longest ? n : *longest;
+            *total += n;
+            const long long last = (long long)n + max_new - 1; /* positions the cache must hold */
+            *need = last > *need ? last : *need;
         }
     }
-    llmc_gen_state *g = calloc(1, sizeof *g);
-    if (!g) {
-        free(offsets);
-        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
-    }
-    m->gen = g;
-    g->batch = batch;
-    g->max_new = max_new;
-    g->eot = eot_token;
-    g->maxT = maxT;
-    g->sampling = *s;
-    const size_t nb = (size_t)batch;
+    return LLMC_OK;
+}
+
+static llmc_status alloc_session(llmc_gen *g, int batch) {
+    const size_t nb = (size_t)batch, Vp = (size_t)g->m->w.cfg.padded_vocab_size;
+    const int bf16 = g->m->dev.ops->act_dtype == LLMC_BF16;
     g->rng = malloc(nb * sizeof(uint64_t));
     g->len = malloc(nb * sizeof(int));
     g->generated = calloc(nb, sizeof(int));
@@ -204,51 +193,77 @@ llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_
     g->tok = malloc(nb * sizeof(int));
     g->slot = malloc(nb * sizeof(int));
     g->pos = malloc(nb * sizeof(int));
-    g->greedy = s->temperature == 0.0f;
     g->pick = malloc(nb * sizeof(int));
-    g->logits = g->greedy ? NULL : malloc(nb * (size_t)m->cfg.padded_vocab_size * sizeof(float));
-    if (!g->greedy && m->dev.ops->act_dtype == LLMC_BF16)
-        g->raw = malloc(nb * (size_t)m->cfg.padded_vocab_size * sizeof(uint16_t));
+    g->logits = g->greedy ? NULL : malloc(nb * Vp * sizeof(float));
+    g->raw = !g->greedy && bf16 ? malloc(nb * Vp * sizeof(uint16_t)) : NULL;
     if (!g->rng || !g->len || !g->generated || !g->alive || !g->row || !g->tok || !g->slot || !g->pos || !g->pick ||
-        (!g->greedy && (!g->logits || (m->dev.ops->act_dtype == LLMC_BF16 && !g->raw)))) {
-        free(offsets);
-        llmc_gen_free(m);
-        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
-    }
-    int nlive = 0;
-    for (int b = 0; b < batch; b++) {
-        /* stream b: splitmix of seed + b * golden ratio; stream 0 is llmc_rng_seed(seed) */
-        g->rng[b] = llmc_rng_seed(s->seed + (uint64_t)b * 0x9E3779B97F4A7C15ull);
-        g->len[b] = prompt_lens[b];
-        g->alive[b] = prompt_lens[b] < maxT;
-        g->row[b] = -1;
-        nlive += g->alive[b];
-    }
-    llmc_status st = LLMC_OK;
-    if (nlive > 0) {
-        int maxlen = need < maxT ? (int)need : maxT;
-        long long rows = total < PREFILL_ROWS ? total : PREFILL_ROWS;
-        rows = rows > longest ? rows : longest;
-        rows = rows > batch ? rows : batch;
-        st = llmc_infer_alloc(m, &g->eng, batch, maxlen, (int)rows);
-        if (st == LLMC_OK) st = prefill(m, g, prompts, offsets);
+        (!g->greedy && (!g->logits || (bf16 && !g->raw))))
+        return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+    return LLMC_OK;
+}
+
+llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const int *prompt_lens, int batch,
+                           const llmc_gen_options *o) {
+    llmc_gen_end(g);
+    g->err[0] = '\0';
+    llmc_gen_options defaults;
+    llmc_gen_options_default(&defaults);
+    if (!o) o = &defaults;
+    const llmc_sampling *s = &o->sampling;
+    if (!m || !m->params) return fail(g, LLMC_ERR_INVALID_ARG, "model has no parameters: load or init it first");
+    if (batch < 1) return fail(g, LLMC_ERR_INVALID_ARG, "generation batch must be >= 1 (got %d)", batch);
+    if (!prompts || !prompt_lens) return fail(g, LLMC_ERR_INVALID_ARG, "no prompts given");
+    if (o->max_new < 1) return fail(g, LLMC_ERR_INVALID_ARG, "number of new tokens must be >= 1 (got %d)", o->max_new);
+    if (!(s->temperature >= 0.0f) || s->top_k < 0 || !(s->top_p > 0.0f && s->top_p <= 1.0f))
+        return fail(g, LLMC_ERR_INVALID_ARG,
+                    "bad sampling settings: temperature %g (>= 0), top_k %d (>= 0), top_p %g (in (0, 1])",
+                    s->temperature, s->top_k, s->top_p);
+    size_t *offsets = malloc((size_t)batch * sizeof(size_t));
+    if (!offsets) return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+    g->m = m; /* from here on llmc_gen_end undoes everything */
+    m->users++;
+    llmc_model_drop_source(m); /* inference only needs the weights as they are */
+    g->batch = batch;
+    g->max_new = o->max_new;
+    g->eot = o->eot;
+    g->maxT = m->w.cfg.max_seq_len;
+    g->sampling = *s;
+    g->greedy = s->temperature == 0.0f;
+    long long longest, total, need;
+    llmc_status st = check_prompts(g, prompts, prompt_lens, batch, o->max_new, offsets, &longest, &total, &need);
+    if (st == LLMC_OK) st = alloc_session(g, batch);
+    if (st == LLMC_OK) {
+        int nlive = 0;
+        for (int b = 0; b < batch; b++) {
+            /* stream b: splitmix of seed + b * golden ratio; stream 0 is llmc_rng_seed(seed) */
+            g->rng[b] = llmc_rng_seed(s->seed + (uint64_t)b * 0x9E3779B97F4A7C15ull);
+            g->len[b] = prompt_lens[b];
+            g->alive[b] = prompt_lens[b] < g->maxT;
+            g->row[b] = -1;
+            nlive += g->alive[b];
+        }
+        if (nlive > 0) {
+            const int maxlen = need < g->maxT ? (int)need : g->maxT;
+            long long rows = total < PREFILL_ROWS ? total : PREFILL_ROWS;
+            rows = rows > longest ? rows : longest;
+            rows = rows > batch ? rows : batch;
+            const int graphs = o->graphs >= 0 ? o->graphs : getenv("LLMC_NO_GRAPHS") == NULL;
+            st = llmc_infer_alloc(&g->eng, m, g->err, batch, maxlen, (int)rows, graphs);
+            if (st == LLMC_OK) st = prefill(g, prompts, offsets);
+        }
     }
     free(offsets);
-    if (st != LLMC_OK) {
-        char msg[LLMC_ERR_LEN];
-        memcpy(msg, m->err, sizeof msg);
-        llmc_gen_free(m);
-        memcpy(m->err, msg, sizeof msg);
-    }
+    if (st != LLMC_OK) llmc_gen_end(g); /* keeps the message */
     return st;
 }
 
-llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
-    llmc_gen_state *g = m->gen;
-    if (!g) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
-    if (g->broken) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "the generation session failed earlier: begin a new one");
-    const int B = g->batch, V = m->cfg.vocab_size;
-    const size_t Vp = (size_t)m->cfg.padded_vocab_size;
+llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) {
+    if (!g->m) return fail(g, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
+    if (g->broken) return fail(g, LLMC_ERR_INVALID_ARG, "the generation session failed earlier: begin a new one");
+    const int B = g->batch, V = g->m->w.cfg.vocab_size;
+    if (!out || out_len < B)
+        return fail(g, LLMC_ERR_INVALID_ARG, "the output holds %d tokens but the session has %d sequences", out_len, B);
+    const size_t Vp = (size_t)g->m->w.cfg.padded_vocab_size;
     int nlive = 0;
     for (int b = 0; b < B; b++) {
         out[b] = -1;
@@ -266,12 +281,12 @@ llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
 #pragma omp parallel for schedule(dynamic, 1) if (nlive > 1 && (long)nlive * V >= 65536)
         for (int b = 0; b < B; b++)
             if (g->alive[b])
-                out[b] = llmc_sample_token(g->logits + (size_t)g->row[b] * Vp, V, &g->sampling, &g->rng[b]);
+                llmc_sample_token(g->logits + (size_t)g->row[b] * Vp, V, &g->sampling, &g->rng[b], &out[b]);
     }
     for (int b = 0; b < B; b++)
         if (g->alive[b] && out[b] < 0) {
             g->broken = 1;
-            return llmc_model_fail(m, LLMC_ERR_NUMERIC, "the logits of sequence %d are not finite", b);
+            return fail(g, LLMC_ERR_NUMERIC, "the logits of sequence %d are not finite", b);
         }
     int n = 0;
     for (int b = 0; b < B; b++) {
@@ -290,8 +305,8 @@ llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
         g->row[b] = n++;
     }
     if (n > 0) {
-        llmc_status st = llmc_infer_decode(m, &g->eng, g->tok, g->slot, g->pos, n, g->greedy ? g->pick : NULL);
-        if (st == LLMC_OK) st = download_logits(m, g, n);
+        llmc_status st = llmc_infer_decode(&g->eng, g->tok, g->slot, g->pos, n, g->greedy ? g->pick : NULL);
+        if (st == LLMC_OK) st = download_logits(g, n);
         if (st != LLMC_OK) {
             g->broken = 1;
             return st;
@@ -301,19 +316,19 @@ llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive_count) {
     return LLMC_OK;
 }
 
-llmc_status llmc_gen_logits(llmc_model *m, int b, float *dst) {
-    llmc_gen_state *g = m->gen;
-    if (!g) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
+llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst) {
+    if (!g->m) return fail(g, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
     if (b < 0 || b >= g->batch)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "sequence %d outside the session's batch of %d", b, g->batch);
+        return fail(g, LLMC_ERR_INVALID_ARG, "sequence %d outside the session's batch of %d", b, g->batch);
     if (g->broken || !g->alive[b] || g->row[b] < 0)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
-    const size_t Vp = (size_t)m->cfg.padded_vocab_size, V = (size_t)m->cfg.vocab_size;
+        return fail(g, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
+    llmc_model *m = g->m;
+    const size_t Vp = (size_t)m->w.cfg.padded_vocab_size, V = (size_t)m->w.cfg.vocab_size;
     if (!g->greedy) {
         memcpy(dst, g->logits + (size_t)g->row[b] * Vp, V * sizeof(float));
         return LLMC_OK;
     }
     const char *row = (const char *)g->eng.logits + (size_t)g->row[b] * Vp * m->esz;
-    MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, dst, row, m->dev.ops->act_dtype, V));
-    return LLMC_OK;
+    llmc_status st = m->dev.ops->download_f32(&m->dev, dst, row, m->dev.ops->act_dtype, V);
+    return st == LLMC_OK ? st : fail(g, st, "%s", m->dev.err);
 }

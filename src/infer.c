@@ -9,13 +9,32 @@
  *            one query of each sequence to its own cache prefix (ragged lengths).
  * The LM head runs on one row per sequence, never on every prompt position.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "arena.h"
 #include "infer.h"
 
+static llmc_status fail(llmc_infer *e, llmc_status code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, LLMC_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* The device's message onto the session. */
+static llmc_status dev_fail(llmc_infer *e, llmc_status code) {
+    snprintf(e->err, LLMC_ERR_LEN, "%s", e->m->dev.err[0] ? e->m->dev.err : llmc_status_name(code));
+    return code;
+}
+
+#define INFER_TRY(e, call) LLMC_TRY_WITH(dev_fail, e, call)
+
 static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
-    const size_t L = m->cfg.num_layers, C = m->cfg.channels, NH = m->cfg.num_heads, Vp = m->cfg.padded_vocab_size;
+    const llmc_config *cfg = &m->w.cfg;
+    const size_t L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, Vp = cfg->padded_vocab_size;
     const size_t S = e->slots, R = e->rows, es = m->esz, f = sizeof(float);
     llmc_arena c = {0, base};
     e->kcache = llmc_arena_take(&c, L * S * (size_t)e->maxlen * C * es);
@@ -38,7 +57,9 @@ static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
     return c.offset;
 }
 
-void llmc_infer_release(llmc_model *m, llmc_infer *e) {
+void llmc_infer_release(llmc_infer *e) {
+    llmc_model *m = e->m;
+    if (!m) return;
     if (e->graphs && m->dev.ops)
         for (int i = 0; i <= e->slots; i++)
             if (e->graphs[i]) m->dev.ops->graph_free(&m->dev, e->graphs[i]);
@@ -49,44 +70,49 @@ void llmc_infer_release(llmc_model *m, llmc_infer *e) {
     memset(e, 0, sizeof *e);
 }
 
-llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen, int rows) {
+size_t llmc_infer_memory(const llmc_infer *e) { return e->mem ? e->bytes : 0; }
+
+llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots, int maxlen, int rows, int use_graphs) {
     const llmc_backend_ops *ops = m->dev.ops;
     memset(e, 0, sizeof *e);
+    e->m = m;
+    e->err = err;
     if (!ops->encoder_forward_at || !ops->kv_append || !ops->attention_decode || !ops->argmax_rows)
-        return llmc_model_fail(m, LLMC_ERR_UNSUPPORTED, "the %s backend has no KV-cache inference ops", ops->name);
+        return fail(e, LLMC_ERR_UNSUPPORTED, "the %s backend has no KV-cache inference ops", ops->name);
     e->slots = slots;
     e->maxlen = maxlen;
     e->rows = rows;
     size_t bytes = plan(m, e, NULL);
-    size_t cache = 2 * (size_t)m->cfg.num_layers * slots * (size_t)maxlen * m->cfg.channels * m->esz;
+    size_t cache = 2 * (size_t)m->w.cfg.num_layers * slots * (size_t)maxlen * m->w.cfg.channels * m->esz;
     size_t free_b = 0, total_b = 0;
     if (ops->memory_info(&m->dev, &free_b, &total_b) == LLMC_OK && total_b > 0 && bytes > free_b)
-        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY,
-                               "not enough device memory for generation: the KV cache for %d sequence(s) x %d "
-                               "positions takes %.2f GiB and the scratch %.2f GiB, but only %.2f GiB are free; "
-                               "use a smaller batch or fewer new tokens",
-                               slots, maxlen, cache / 1073741824.0, (bytes - cache) / 1073741824.0,
-                               free_b / 1073741824.0);
+        return fail(e, LLMC_ERR_OUT_OF_MEMORY,
+                    "not enough device memory for generation: the KV cache for %d sequence(s) x %d positions takes "
+                    "%.2f GiB and the scratch %.2f GiB, but only %.2f GiB are free; use a smaller batch or fewer "
+                    "new tokens",
+                    slots, maxlen, cache / 1073741824.0, (bytes - cache) / 1073741824.0, free_b / 1073741824.0);
     e->host_ids = malloc(((size_t)rows + 3 * (size_t)slots) * sizeof(int));
-    e->use_graphs = ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free &&
-                    !getenv("LLMC_NO_GRAPHS");
+    e->use_graphs = use_graphs && ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
     e->graphs = calloc((size_t)slots + 1, sizeof(void *));
     e->seen = calloc((size_t)slots + 1, 1);
     if (!e->host_ids || !e->graphs || !e->seen) {
         free(e->host_ids);
         free(e->graphs);
         free(e->seen);
-        memset(e, 0, sizeof *e);
-        return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
+        e->host_ids = NULL;
+        e->graphs = NULL;
+        e->seen = NULL;
+        return fail(e, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
     }
     llmc_status st = ops->alloc(&m->dev, &e->mem, bytes);
     if (st != LLMC_OK) {
-        llmc_status r = llmc_model_fail(m, st, "cannot allocate %.2f GiB for generation (KV cache for %d x %d): %s",
-                                        bytes / 1073741824.0, slots, maxlen, m->dev.err);
+        llmc_status r = fail(e, st, "cannot allocate %.2f GiB for generation (KV cache for %d x %d): %s",
+                             bytes / 1073741824.0, slots, maxlen, m->dev.err);
         e->mem = NULL;
-        llmc_infer_release(m, e);
+        llmc_infer_release(e);
         return r;
     }
+    e->bytes = bytes;
     plan(m, e, e->mem);
     return LLMC_OK;
 }
@@ -95,56 +121,51 @@ llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen
 
 static inline void *at(const llmc_model *m, const void *base, size_t elems) { return (char *)base + elems * m->esz; }
 
-static inline void *param(const llmc_model *m, int i, int layer) {
-    const llmc_tensor_info *t = &m->layout[i];
-    size_t per_layer = (i >= LLMC_LN1W && i <= LLMC_FCPROJB) ? t->numel / m->cfg.num_layers : 0;
-    return at(m, m->params, t->offset + (size_t)layer * per_layer);
-}
-
 /* Per-layer cache of K or V. */
 static inline void *cache_at(const llmc_model *m, const llmc_infer *e, void *cache, int layer) {
-    return at(m, cache, (size_t)layer * e->slots * e->maxlen * m->cfg.channels);
+    return at(m, cache, (size_t)layer * e->slots * e->maxlen * m->w.cfg.channels);
 }
 
 /* The transformer blocks on N rows already embedded in e->x, then the final layernorm into
  * e->ln. Prefill: B sequences of T rows (pos = 0); decode: T = 1, one row per sequence. */
-static llmc_status run_layers(llmc_model *m, llmc_infer *e, int B, int T, const int *slots, const int *pos,
-                              const int *lens) {
+static llmc_status run_layers(llmc_infer *e, int B, int T, const int *slots, const int *pos, const int *lens) {
+    llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
     llmc_device *d = &m->dev;
-    const int L = m->cfg.num_layers, C = m->cfg.channels, NH = m->cfg.num_heads, HS = C / NH, N = B * T;
+    const llmc_weights *W = &m->w;
+    const int L = W->cfg.num_layers, C = W->cfg.channels, NH = W->cfg.num_heads, HS = C / NH, N = B * T;
     for (int l = 0; l < L; l++) {
+        llmc_tensor P[LLMC_NUM_PARAM_TENSORS];
+        llmc_weights_slices(W, l, P);
         void *kc = cache_at(m, e, e->kcache, l), *vc = cache_at(m, e, e->vcache, l);
         if (l == 0)
-            MODEL_TRY(m, ops->layernorm_forward(d, NULL, e->ln, e->mean, e->rstd, e->x, NULL, param(m, LLMC_LN1W, l),
-                                                param(m, LLMC_LN1B, l), N, C));
+            INFER_TRY(e, ops->layernorm_forward(d, NULL, e->ln, e->mean, e->rstd, e->x, NULL, &P[LLMC_LN1W],
+                                                &P[LLMC_LN1B], N, C));
         else /* x = res2 + mlp output of the previous layer */
-            MODEL_TRY(m, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj,
-                                                param(m, LLMC_LN1W, l), param(m, LLMC_LN1B, l), N, C));
-        MODEL_TRY(m, ops->matmul_forward(d, e->qkv, NULL, e->ln, param(m, LLMC_QKVW, l), param(m, LLMC_QKVB, l), N, C,
-                                         3 * C));
-        MODEL_TRY(m, ops->kv_append(d, kc, vc, e->qkv, slots, pos, B, T, NH, HS, e->maxlen));
+            INFER_TRY(e, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj, &P[LLMC_LN1W],
+                                                &P[LLMC_LN1B], N, C));
+        INFER_TRY(e, ops->matmul_forward(d, e->qkv, NULL, e->ln, &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C));
+        INFER_TRY(e, ops->kv_append(d, kc, vc, e->qkv, slots, pos, B, T, NH, HS, e->maxlen));
         if (lens)
-            MODEL_TRY(m, ops->attention_decode(d, e->atty, e->qkv, kc, vc, slots, lens, N, NH, HS, e->maxlen));
+            INFER_TRY(e, ops->attention_decode(d, e->atty, e->qkv, kc, vc, slots, lens, N, NH, HS, e->maxlen));
         else
-            MODEL_TRY(m, ops->attention_forward(d, e->atty, e->lse, e->qkv, B, T, NH, HS));
-        MODEL_TRY(m, ops->matmul_forward(d, e->proj, NULL, e->atty, param(m, LLMC_ATTPROJW, l),
-                                         param(m, LLMC_ATTPROJB, l), N, C, C));
-        MODEL_TRY(m, ops->layernorm_forward(d, e->res2, e->ln, e->mean, e->rstd, e->x, e->proj,
-                                            param(m, LLMC_LN2W, l), param(m, LLMC_LN2B, l), N, C));
-        MODEL_TRY(m, ops->matmul_forward(d, e->fch_gelu, e->fch, e->ln, param(m, LLMC_FCW, l), param(m, LLMC_FCB, l),
-                                         N, C, 4 * C));
-        MODEL_TRY(m, ops->matmul_forward(d, e->proj, NULL, e->fch_gelu, param(m, LLMC_FCPROJW, l),
-                                         param(m, LLMC_FCPROJB, l), N, 4 * C, C));
+            INFER_TRY(e, ops->attention_forward(d, e->atty, e->lse, e->qkv, B, T, NH, HS));
+        INFER_TRY(e, ops->matmul_forward(d, e->proj, NULL, e->atty, &P[LLMC_ATTPROJW], &P[LLMC_ATTPROJB], N, C, C));
+        INFER_TRY(e, ops->layernorm_forward(d, e->res2, e->ln, e->mean, e->rstd, e->x, e->proj, &P[LLMC_LN2W],
+                                            &P[LLMC_LN2B], N, C));
+        INFER_TRY(e, ops->matmul_forward(d, e->fch_gelu, e->fch, e->ln, &P[LLMC_FCW], &P[LLMC_FCB], N, C, 4 * C));
+        INFER_TRY(e, ops->matmul_forward(d, e->proj, NULL, e->fch_gelu, &P[LLMC_FCPROJW], &P[LLMC_FCPROJB], N, 4 * C,
+                                         C));
     }
-    MODEL_TRY(m, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj, param(m, LLMC_LNFW, 0),
-                                        param(m, LLMC_LNFB, 0), N, C));
+    INFER_TRY(e, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj, &W->t[LLMC_LNFW],
+                                        &W->t[LLMC_LNFB], N, C));
     return LLMC_OK;
 }
 
 /* Uploads n tokens and nb slots / pos / lens in one copy; returns the device pointers. */
-static llmc_status upload_ids(llmc_model *m, llmc_infer *e, const int *tokens, int n, const int *slots,
-                              const int *pos, int nb, int T, int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
+static llmc_status upload_ids(llmc_infer *e, const int *tokens, int n, const int *slots, const int *pos, int nb, int T,
+                              int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
+    llmc_model *m = e->m;
     int *h = e->host_ids;
     memcpy(h, tokens, (size_t)n * sizeof(int));
     memcpy(h + n, slots, (size_t)nb * sizeof(int));
@@ -152,7 +173,7 @@ static llmc_status upload_ids(llmc_model *m, llmc_infer *e, const int *tokens, i
         h[n + nb + i] = pos ? pos[i] : 0;
         h[n + 2 * nb + i] = (pos ? pos[i] : 0) + T;
     }
-    MODEL_TRY(m, m->dev.ops->copy_h2d(&m->dev, e->ids, h, ((size_t)n + 3 * (size_t)nb) * sizeof(int)));
+    INFER_TRY(e, m->dev.ops->copy_h2d(&m->dev, e->ids, h, ((size_t)n + 3 * (size_t)nb) * sizeof(int)));
     *d_tok = e->ids;
     *d_slots = e->ids + n;
     *d_pos = e->ids + n + nb;
@@ -160,61 +181,64 @@ static llmc_status upload_ids(llmc_model *m, llmc_infer *e, const int *tokens, i
     return LLMC_OK;
 }
 
-llmc_status llmc_infer_prefill(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots,
-                               const int *out_rows, int count, int T) {
+llmc_status llmc_infer_prefill(llmc_infer *e, const int *tokens, const int *slots, const int *out_rows, int count,
+                               int T) {
+    llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
-    const int C = m->cfg.channels, N = count * T;
+    const int C = m->w.cfg.channels, N = count * T;
     if (count < 1 || T < 1 || N > e->rows || count > e->slots || T > e->maxlen)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "prefill of %d x %d tokens does not fit the engine (%d rows)",
-                               count, T, e->rows);
+        return fail(e, LLMC_ERR_INVALID_ARG, "prefill of %d x %d tokens does not fit the engine (%d rows)", count, T,
+                    e->rows);
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    llmc_status st = upload_ids(m, e, tokens, N, slots, NULL, count, T, &d_tok, &d_slots, &d_pos, &d_lens);
+    llmc_status st = upload_ids(e, tokens, N, slots, NULL, count, T, &d_tok, &d_slots, &d_pos, &d_lens);
     if (st != LLMC_OK) return st;
-    MODEL_TRY(m, ops->encoder_forward(&m->dev, e->x, d_tok, param(m, LLMC_WTE, 0), param(m, LLMC_WPE, 0), count, T,
-                                      C));
-    st = run_layers(m, e, count, T, d_slots, d_pos, NULL);
+    INFER_TRY(e, ops->encoder_forward(&m->dev, e->x, d_tok, &m->w.t[LLMC_WTE], &m->w.t[LLMC_WPE], count, T, C));
+    st = run_layers(e, count, T, d_slots, d_pos, NULL);
     if (st != LLMC_OK) return st;
     for (int i = 0; i < count; i++)
-        MODEL_TRY(m, ops->copy_d2d(&m->dev, at(m, e->last, (size_t)out_rows[i] * C),
+        INFER_TRY(e, ops->copy_d2d(&m->dev, at(m, e->last, (size_t)out_rows[i] * C),
                                    at(m, e->ln, ((size_t)i * T + T - 1) * C), (size_t)C * m->esz));
     return LLMC_OK;
 }
 
 /* Greedy picks of logits rows 0..n-1 into host ints. */
-static llmc_status pick_greedy(llmc_model *m, llmc_infer *e, int n, int *out) {
-    MODEL_TRY(m, m->dev.ops->argmax_rows(&m->dev, e->argmax, e->logits, n, m->cfg.vocab_size,
-                                         m->cfg.padded_vocab_size));
-    MODEL_TRY(m, m->dev.ops->copy_d2h(&m->dev, out, e->argmax, (size_t)n * sizeof(int)));
+static llmc_status pick_greedy(llmc_infer *e, int n, int *out) {
+    llmc_model *m = e->m;
+    INFER_TRY(e, m->dev.ops->argmax_rows(&m->dev, e->argmax, e->logits, n, m->w.cfg.vocab_size,
+                                         m->w.cfg.padded_vocab_size));
+    INFER_TRY(e, m->dev.ops->copy_d2h(&m->dev, out, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }
 
-llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n, int *greedy) {
-    MODEL_TRY(m, m->dev.ops->matmul_forward(&m->dev, e->logits, NULL, e->last, param(m, LLMC_WTE, 0), NULL, n,
-                                            m->cfg.channels, m->cfg.padded_vocab_size));
-    return greedy ? pick_greedy(m, e, n, greedy) : LLMC_OK;
+llmc_status llmc_infer_last_logits(llmc_infer *e, int n, int *greedy) {
+    llmc_model *m = e->m;
+    INFER_TRY(e, m->dev.ops->matmul_forward(&m->dev, e->logits, NULL, e->last, &m->w.t[LLMC_WTE], NULL, n,
+                                            m->w.cfg.channels, m->w.cfg.padded_vocab_size));
+    return greedy ? pick_greedy(e, n, greedy) : LLMC_OK;
 }
 
 /* Everything of a decode step that runs on the device (what a graph records). */
-static llmc_status decode_ops(llmc_model *m, llmc_infer *e, int n, const int *d_tok, const int *d_slots,
-                              const int *d_pos, const int *d_lens, int greedy) {
+static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
+                              const int *d_lens, int greedy) {
+    llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
-    const int C = m->cfg.channels;
-    MODEL_TRY(m, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, param(m, LLMC_WTE, 0), param(m, LLMC_WPE, 0),
-                                         n, C));
-    llmc_status st = run_layers(m, e, n, 1, d_slots, d_pos, d_lens);
+    const llmc_config *c = &m->w.cfg;
+    const llmc_tensor *wte = &m->w.t[LLMC_WTE];
+    INFER_TRY(e, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, wte, &m->w.t[LLMC_WPE], n, c->channels));
+    llmc_status st = run_layers(e, n, 1, d_slots, d_pos, d_lens);
     if (st != LLMC_OK) return st;
-    MODEL_TRY(m, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, param(m, LLMC_WTE, 0), NULL, n, C,
-                                     m->cfg.padded_vocab_size));
+    INFER_TRY(e, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, wte, NULL, n, c->channels, c->padded_vocab_size));
     if (greedy)
-        MODEL_TRY(m, ops->argmax_rows(&m->dev, e->argmax, e->logits, n, m->cfg.vocab_size, m->cfg.padded_vocab_size));
+        INFER_TRY(e, ops->argmax_rows(&m->dev, e->argmax, e->logits, n, c->vocab_size, c->padded_vocab_size));
     return LLMC_OK;
 }
 
 /* Replays (or records, the second time this row count comes up) the step as a graph.
  * Returns 1 when the step ran that way, 0 when the caller must run it eagerly; any trouble
  * with graphs turns them off for the engine rather than failing the step. */
-static int decode_graph(llmc_model *m, llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
+static int decode_graph(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
                         const int *d_lens, int greedy) {
+    llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
     if (!e->use_graphs) return 0;
     if (!e->graphs[n]) {
@@ -226,7 +250,7 @@ static int decode_graph(llmc_model *m, llmc_infer *e, int n, const int *d_tok, c
             e->use_graphs = 0;
             return 0;
         }
-        llmc_status st = decode_ops(m, e, n, d_tok, d_slots, d_pos, d_lens, greedy);
+        llmc_status st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, greedy);
         void *g = NULL;
         llmc_status st2 = ops->graph_end(&m->dev, &g);
         if (st != LLMC_OK || st2 != LLMC_OK) {
@@ -244,21 +268,21 @@ static int decode_graph(llmc_model *m, llmc_infer *e, int n, const int *d_tok, c
     return 0;
 }
 
-llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
-                              int n, int *greedy) {
+llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n,
+                              int *greedy) {
     if (n < 1 || n > e->slots || n > e->rows)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "decode of %d rows does not fit the engine", n);
+        return fail(e, LLMC_ERR_INVALID_ARG, "decode of %d rows does not fit the engine", n);
     for (int i = 0; i < n; i++)
         if (pos[i] < 0 || pos[i] >= e->maxlen || slots[i] < 0 || slots[i] >= e->slots)
-            return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "decode row %d: position %d / slot %d outside the cache",
-                                   i, pos[i], slots[i]);
+            return fail(e, LLMC_ERR_INVALID_ARG, "decode row %d: position %d / slot %d outside the cache", i, pos[i],
+                        slots[i]);
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    llmc_status st = upload_ids(m, e, tokens, n, slots, pos, n, 1, &d_tok, &d_slots, &d_pos, &d_lens);
+    llmc_status st = upload_ids(e, tokens, n, slots, pos, n, 1, &d_tok, &d_slots, &d_pos, &d_lens);
     if (st != LLMC_OK) return st;
-    if (!decode_graph(m, e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL)) {
-        st = decode_ops(m, e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL);
+    if (!decode_graph(e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL)) {
+        st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL);
         if (st != LLMC_OK) return st;
     }
-    if (greedy) MODEL_TRY(m, m->dev.ops->copy_d2h(&m->dev, greedy, e->argmax, (size_t)n * sizeof(int)));
+    if (greedy) INFER_TRY(e, e->m->dev.ops->copy_d2h(&e->m->dev, greedy, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }

@@ -10,8 +10,11 @@
 #include "model_internal.h"
 
 typedef struct llmc_infer {
+    llmc_model *m;                  /* the weights it runs */
+    char *err;                      /* where failures are described (the session's buffer) */
     int slots, maxlen, rows;
     void *mem;
+    size_t bytes;                   /* of mem */
     void *kcache, *vcache;          /* (L, slots, NH, maxlen, HS) each */
     void *x, *res2, *ln, *qkv, *atty, *proj, *fch, *fch_gelu; /* rows x C, C, C, 3C, C, C, 4C, 4C */
     float *mean, *rstd, *lse;       /* rows, rows, rows * NH */
@@ -26,22 +29,25 @@ typedef struct llmc_infer {
     unsigned char *seen;            /* slots + 1: row counts run eagerly once already */
 } llmc_infer;
 
-/* Allocates the cache and scratch (the engine must be zeroed or released first). */
-llmc_status llmc_infer_alloc(llmc_model *m, llmc_infer *e, int slots, int maxlen, int rows);
-void llmc_infer_release(llmc_model *m, llmc_infer *e);
+/* Allocates the cache and scratch (the engine must be zeroed or released first); use_graphs
+ * asks for device graphs of the decode step where the backend has them. */
+llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots, int maxlen, int rows, int use_graphs);
+void llmc_infer_release(llmc_infer *e);
 
 /* Prefill of `count` prompts of the same length T (host tokens, count*T; count*T <= rows):
  * their K, V go to positions 0..T-1 of slots[i]; the final-LN output of each prompt's last
  * position goes to row out_rows[i] of e->last. */
-llmc_status llmc_infer_prefill(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots,
-                               const int *out_rows, int count, int T);
+llmc_status llmc_infer_prefill(llmc_infer *e, const int *tokens, const int *slots, const int *out_rows, int count,
+                               int T);
 /* logits rows 0..n-1 (=) from rows 0..n-1 of e->last; with greedy (host, n ints) also the
  * argmax of each row. */
-llmc_status llmc_infer_last_logits(llmc_model *m, llmc_infer *e, int n, int *greedy);
+llmc_status llmc_infer_last_logits(llmc_infer *e, int n, int *greedy);
 /* One token per row (host arrays of n): token tokens[i] at position pos[i] of slot slots[i];
  * its K, V join the cache and logits row i (=) is the model's output there. n <= slots.
  * greedy: as in llmc_infer_last_logits. */
-llmc_status llmc_infer_decode(llmc_model *m, llmc_infer *e, const int *tokens, const int *slots, const int *pos,
-                              int n, int *greedy);
+llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n,
+                              int *greedy);
+/* Bytes of device memory the engine holds. */
+size_t llmc_infer_memory(const llmc_infer *e);
 
 #endif

@@ -1,15 +1,25 @@
 /*
  * llmc.h — the public C API of llmc.
  *
- * One opaque context per model. Every function that can fail returns an
- * llmc_status; the human-readable message stays in the context and is read
- * with llmc_model_error(). No function here prints, exits or aborts.
+ * Objects (each an opaque handle made by *_new(), released by *_free()):
+ *   llmc_model       the device and the weights (a tensor table, llmc_weights)
+ *   llmc_train       gradients, activations, AdamW state and master weights over a model
+ *   llmc_gen         a generation session: KV cache, batch and sampler state over a model
+ *   llmc_dataloader  batches from llm.c token shards
+ *   llmc_tokenizer   an llm.c tokenizer file (decode only)
+ * Several trainers and sessions may refer to one model; the model must outlive them.
+ *
+ * Errors: every function that can fail returns an llmc_status; the message stays on the
+ * handle it was called on and is read with that handle's *_error(). *_new() returns NULL
+ * only when malloc fails. No function here prints, exits or aborts.
  *
  * Typical use:
  *   llmc_model *m = llmc_model_new();
  *   if (llmc_model_load(m, &opts, "gpt2_124M.bin") != LLMC_OK) puts(llmc_model_error(m));
- *   llmc_model_forward(m, inputs, targets, B, T);
- *   llmc_model_free(m);
+ *   llmc_gen *g = llmc_gen_new();
+ *   llmc_gen_begin(g, m, prompt, &len, 1, &gen_opts);
+ *   while (alive) llmc_gen_next(g, &tok, 1, &alive);
+ *   llmc_gen_free(g); llmc_model_free(m);
  */
 #ifndef LLMC_H
 #define LLMC_H
@@ -38,12 +48,20 @@ typedef enum llmc_status {
     LLMC_ERR_DEVICE = 5,      /* a CUDA / cuBLAS failure, or no device */
     LLMC_ERR_UNSUPPORTED = 6, /* asked for something this build cannot do */
     LLMC_ERR_NUMERIC = 7,     /* NaN or Inf where a number was needed */
+    LLMC_ERR_STOPPED = 8,     /* a callback asked to stop */
 } llmc_status;
 
 const char *llmc_status_name(llmc_status s);
 
 typedef enum llmc_dtype { LLMC_F32 = 0, LLMC_BF16 = 1 } llmc_dtype;
 size_t llmc_dtype_size(llmc_dtype t);
+const char *llmc_dtype_name(llmc_dtype t);
+
+/* bf16 <-> fp32 on the host: round to nearest even, NaN stays NaN. The one place it is written. */
+uint16_t llmc_f32_to_bf16(float f);
+float llmc_bf16_to_f32(uint16_t h);
+void llmc_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n); /* parallel for large n */
+void llmc_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n);
 
 /* ---- model shape ---- */
 typedef struct llmc_config {
@@ -57,81 +75,137 @@ typedef struct llmc_config {
 
 /* Fills cfg from "d12" / "d24" / "d36" / "d48" or an explicit
  * "L=2,H=4,C=128,T=256,V=50257" (any order; V and T default to GPT-2's).
- * On failure writes a message into err. */
+ * Pure functions without a handle: on failure they write a message into err. */
 llmc_status llmc_config_from_descriptor(const char *desc, llmc_config *cfg, char *err, size_t errlen);
 /* Checks sizes and derives padded_vocab_size when it is 0. */
 llmc_status llmc_config_validate(llmc_config *cfg, char *err, size_t errlen);
 
-/* ---- parameter tensors, in llm.c's order ---- */
+/* ---- weights: the tensor table ----
+ * The one place that knows GPT-2's parameter layout (llm.c's order, one flat buffer). */
 enum {
     LLMC_WTE, LLMC_WPE, LLMC_LN1W, LLMC_LN1B, LLMC_QKVW, LLMC_QKVB, LLMC_ATTPROJW, LLMC_ATTPROJB,
     LLMC_LN2W, LLMC_LN2B, LLMC_FCW, LLMC_FCB, LLMC_FCPROJW, LLMC_FCPROJB, LLMC_LNFW, LLMC_LNFB,
     LLMC_NUM_PARAM_TENSORS
 };
-typedef struct llmc_tensor_info {
-    const char *name; /* "wte", "qkvw", ... */
-    size_t offset;    /* in elements from the start of the flat buffer */
-    size_t numel;
+
+/* A typed tensor. For one of the 16 parameters, shape is the whole stacked tensor (layer first
+ * for per-layer ones) and llmc_weights_layer() gives one layer's slice, itself a tensor. */
+typedef struct llmc_tensor {
+    const char *name;     /* "wte", "qkvw", ... */
+    llmc_dtype dtype;
+    void *data;           /* backend memory; NULL in a layout that is not bound to a buffer */
     int ndim;
     int shape[4];
-    int weight_decay; /* 1 for matrices (decayed), 0 for biases and norms */
-} llmc_tensor_info;
-/* Layout of the flat parameter (and gradient) buffer for a config. */
-void llmc_param_layout(const llmc_config *cfg, llmc_tensor_info out[LLMC_NUM_PARAM_TENSORS]);
-size_t llmc_param_count(const llmc_config *cfg);
+    size_t numel;
+    size_t offset;        /* elements from the start of the flat buffer */
+    size_t layer_stride;  /* elements from one layer's slice to the next; 0: not per-layer */
+    const void *scales;   /* quantization scales; NULL for a plain tensor */
+    int weight_decay;     /* 1 for matrices (decayed by AdamW), 0 for biases and norms */
+} llmc_tensor;
 
-/* ---- the model context ---- */
+typedef struct llmc_weights {
+    llmc_config cfg;
+    llmc_dtype dtype;
+    size_t count;         /* elements of all 16 tensors */
+    void *data;           /* the flat buffer the tensors point into (NULL: layout only) */
+    llmc_tensor t[LLMC_NUM_PARAM_TENSORS];
+} llmc_weights;
+
+/* The layout of cfg in dtype, with no buffer (data NULL). cfg must be valid. */
+void llmc_weights_layout(llmc_weights *w, const llmc_config *cfg, llmc_dtype dtype);
+/* Points every tensor into base (a buffer of w->count elements of w->dtype). */
+void llmc_weights_bind(llmc_weights *w, void *base);
+/* One layer's slice of tensor i (the tensor itself for tensors without layers). */
+llmc_tensor llmc_weights_layer(const llmc_weights *w, int i, int layer);
+/* All 16 at once: out[i] = llmc_weights_layer(w, i, layer). */
+void llmc_weights_slices(const llmc_weights *w, int layer, llmc_tensor out[LLMC_NUM_PARAM_TENSORS]);
+size_t llmc_param_count(const llmc_config *cfg);
+/* GPT-2 init into host fp32 (w->count values): N(0, 0.02), residual projections scaled by
+ * 1/sqrt(2L), biases 0, layernorm weights 1, the padding rows of wte 0. */
+void llmc_weights_init_host(const llmc_weights *w, float *host, uint64_t seed);
+
+/* ---- the model: a device and its weights ---- */
 typedef struct llmc_model llmc_model;
 
 typedef struct llmc_model_options {
     const char *backend; /* "cpu" (default when NULL) or "cuda" */
     int device;          /* GPU index for "cuda" */
-    int master_weights;  /* keep fp32 master weights for AdamW (bf16 backends); default 1 */
-    int recompute;       /* 0 off, 1 recompute GELU, 2 also layernorm, in the backward */
+    /* backend tuning; -1 takes the default, which an environment variable may set */
+    int pdl;             /* launch decode kernels as programmatic dependents (LLMC_PDL, default 1) */
+    int skinny_rows;     /* matmuls of at most this many rows use the skinny kernel, 0: never (LLMC_GEMV, 16) */
 } llmc_model_options;
 void llmc_model_options_default(llmc_model_options *o);
 
-/* Allocates an empty context (host memory only). NULL only if malloc fails. */
 llmc_model *llmc_model_new(void);
+/* The model must outlive every trainer and session made on it. */
 void llmc_model_free(llmc_model *m);
 const char *llmc_model_error(const llmc_model *m);
 
-/* GPT-2 init: N(0, 0.02); residual projections scaled by 1/sqrt(2L); biases 0, LN weights 1. */
+/* Opens the device only (no weights yet). o NULL: the defaults. */
+llmc_status llmc_model_open(llmc_model *m, const llmc_model_options *o);
+/* GPT-2 init from seed (see llmc_weights_init_host). o NULL: the options m was opened with. */
 llmc_status llmc_model_init_random(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg, uint64_t seed);
-/* Loads an llm.c model file (v3 fp32 or v5 bf16). */
+/* Loads an llm.c model file (v3 fp32 or v5 bf16). A failed load leaves m as it was.
+ * Refused while a trainer or session uses m. */
 llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const char *path);
-/* Writes a model file, atomically (temp file + rename). version: 3 (fp32) or 5 (bf16). */
+/* Writes a model file, atomically (temp file + rename). version: 3 (fp32), 5 (bf16), 0 (native). */
 llmc_status llmc_model_save(llmc_model *m, const char *path, int version);
 
 const llmc_config *llmc_model_config(const llmc_model *m);
 const char *llmc_model_backend(const llmc_model *m);
 size_t llmc_model_num_params(const llmc_model *m);
+/* The tensor table; NULL before weights exist. */
+const llmc_weights *llmc_model_weights(const llmc_model *m);
+/* Device memory in use by the model's weights (bytes). */
+size_t llmc_model_memory(const llmc_model *m);
 
-/* fp32 copies of the parameters (master weights when kept) and gradients, in layout order. */
+/* fp32 copies of the weights as the model computes with them, in layout order. */
 llmc_status llmc_model_get_params(llmc_model *m, float *dst);
 llmc_status llmc_model_set_params(llmc_model *m, const float *src);
-llmc_status llmc_model_get_grads(llmc_model *m, float *dst);
-/* Direct pointers for zero-copy numpy views: non-NULL only when the buffers are host fp32 (CPU backend). */
+/* Zero-copy pointer: non-NULL only when the weights are host fp32 (CPU backend). */
 float *llmc_model_params_host(llmc_model *m);
-float *llmc_model_grads_host(llmc_model *m);
 
-/* ---- forward / backward / optimizer ----
- * inputs and targets are host arrays of B*T token ids (int32), targets may be NULL.
+/* ---- training state over a model ---- */
+typedef struct llmc_train llmc_train;
+
+typedef struct llmc_train_options {
+    int master_weights;  /* keep fp32 master weights for AdamW (bf16 backends); default 1 */
+    int recompute;       /* 0 off, 1 recompute GELU, 2 also layernorm, in the backward */
+    /* AdamW moments and master weights cover parameters [shard_offset, shard_offset + shard_count);
+     * count 0 means all of them (one process). The hook for ZeRO-1. */
+    size_t shard_offset, shard_count;
+} llmc_train_options;
+void llmc_train_options_default(llmc_train_options *o);
+
+llmc_train *llmc_train_new(void);
+void llmc_train_free(llmc_train *t);
+const char *llmc_train_error(const llmc_train *t);
+/* Attaches to a model (o NULL: the options of the last attach, or the defaults). The model may
+ * still be without weights (a checkpoint load fills it). Allocates nothing yet: activations,
+ * gradients and AdamW state come with first use. */
+llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_options *o);
+llmc_model *llmc_train_model(llmc_train *t);
+/* Device memory in use by the training state (bytes). */
+size_t llmc_train_memory(const llmc_train *t);
+
+/* inputs and targets are host arrays of B*T token ids (int32), targets may be NULL.
  * Token ids are checked: 0 <= id < V, and 1 <= B, 1 <= T <= max_seq_len. */
-llmc_status llmc_model_forward(llmc_model *m, const int *inputs, const int *targets, int B, int T);
+llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T);
 /* Mean loss over B*T of the last forward with targets (NaN if none). */
-float llmc_model_loss(const llmc_model *m);
+float llmc_train_loss(const llmc_train *t);
 /* Copies the last forward's logits, B*T*V floats (padding columns dropped). */
-llmc_status llmc_model_get_logits(llmc_model *m, float *dst);
+llmc_status llmc_train_get_logits(llmc_train *t, float *dst);
 /* Copies the logits of one position, V floats. */
-llmc_status llmc_model_get_logits_at(llmc_model *m, int b, int t, float *dst);
+llmc_status llmc_train_get_logits_at(llmc_train *t, int b, int pos, float *dst);
+/* Copies the last forward's per-position losses, B*T floats. */
+llmc_status llmc_train_get_losses(llmc_train *t, float *dst);
 
-llmc_status llmc_model_zero_grad(llmc_model *m);
+llmc_status llmc_train_zero_grad(llmc_train *t);
 /* Accumulates d(loss_scale * mean loss)/dparams into the gradients. Needs a forward with targets. */
-llmc_status llmc_model_backward(llmc_model *m, float loss_scale);
+llmc_status llmc_train_backward(llmc_train *t, float loss_scale);
 /* forward + backward fused for training: the classifier writes dlogits in the same pass.
  * The logits of this step are not kept. *loss receives the mean loss. */
-llmc_status llmc_model_forward_backward(llmc_model *m, const int *inputs, const int *targets, int B, int T,
+llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const int *targets, int B, int T,
                                         float loss_scale, float *loss);
 
 typedef struct llmc_adamw {
@@ -139,12 +213,21 @@ typedef struct llmc_adamw {
     float grad_clip; /* clip the global grad norm to this; <= 0 means no clipping */
 } llmc_adamw;
 void llmc_adamw_default(llmc_adamw *a);
-/* One AdamW step on the accumulated gradients. Step count t starts at 1 and is kept in the
- * context. Fails with LLMC_ERR_NUMERIC (and leaves weights unchanged) if the grad norm is not finite. */
-llmc_status llmc_model_step(llmc_model *m, const llmc_adamw *a, float *grad_norm);
-int llmc_model_step_count(const llmc_model *m);
+/* One AdamW step on the accumulated gradients. The step count starts at 1 and is kept in the
+ * trainer. Fails with LLMC_ERR_NUMERIC (and leaves weights unchanged) if the grad norm is not finite. */
+llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm);
+int llmc_train_step_count(const llmc_train *t);
 
-/* ---- sampling and generation ---- */
+/* The weights in fp32, the master weights where they are kept; set updates both. */
+llmc_status llmc_train_get_params(llmc_train *t, float *dst);
+llmc_status llmc_train_set_params(llmc_train *t, const float *src);
+llmc_status llmc_train_get_grads(llmc_train *t, float *dst);
+/* Zero-copy pointer to host fp32 gradients (CPU backend), else NULL. */
+float *llmc_train_grads_host(llmc_train *t);
+/* llmc_model_save from the master weights where they are kept. */
+llmc_status llmc_train_save_model(llmc_train *t, const char *path, int version);
+
+/* ---- sampling and generation sessions ---- */
 typedef struct llmc_sampling {
     float temperature; /* 0 = greedy */
     int top_k;         /* 0 = off */
@@ -152,21 +235,40 @@ typedef struct llmc_sampling {
     uint64_t seed;
 } llmc_sampling;
 void llmc_sampling_default(llmc_sampling *s);
-/* Picks a token from V logits; advances *rng_state (not for temperature 0). Returns -1 if V <= 0,
- * a logit is NaN or +Inf, all are -Inf, or temperature < 0. Pure host code. */
-int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state);
+/* Picks a token from V logits into *token; advances *rng_state (not for temperature 0).
+ * LLMC_ERR_INVALID_ARG for V <= 0 or a negative temperature, LLMC_ERR_NUMERIC when a logit is
+ * NaN or +Inf or all are -Inf. Pure host code. */
+llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, int *token);
 
-/* Generation session. prompts: batch sequences, concatenated, lengths in prompt_lens.
- * llmc_gen_next writes one new token per sequence into out[batch]; a sequence that has
- * stopped (EOT, max_new or the context limit) gets -1. Returns LLMC_OK while any is alive;
- * *alive tells how many are. */
-llmc_status llmc_gen_begin(llmc_model *m, const int *prompts, const int *prompt_lens, int batch, int max_new,
-                           const llmc_sampling *s, int eot_token);
-llmc_status llmc_gen_next(llmc_model *m, int *out, int *alive);
-void llmc_gen_end(llmc_model *m);
-/* Copies the V logits that the next llmc_gen_next samples sequence b from (the model's
- * output at the sequence's last token). Fails once b has stopped. For tests and tools. */
-llmc_status llmc_gen_logits(llmc_model *m, int b, float *dst);
+typedef struct llmc_gen llmc_gen;
+typedef struct llmc_gen_options {
+    int max_new;         /* new tokens per sequence, >= 1 */
+    llmc_sampling sampling;
+    int eot;             /* the stop token (-1: none) */
+    int graphs;          /* replay decode steps as device graphs where the backend can;
+                          * -1: default (on unless LLMC_NO_GRAPHS is set) */
+} llmc_gen_options;
+void llmc_gen_options_default(llmc_gen_options *o);
+
+llmc_gen *llmc_gen_new(void);
+void llmc_gen_free(llmc_gen *g);
+const char *llmc_gen_error(const llmc_gen *g);
+/* Starts a session on m: prompts are batch sequences, concatenated, lengths in prompt_lens.
+ * Any earlier session of g ends first. Several sessions may be alive on one model. */
+llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const int *prompt_lens, int batch,
+                           const llmc_gen_options *o);
+/* Sequences in the session (0 when none is running). */
+int llmc_gen_batch(const llmc_gen *g);
+/* Writes one new token per sequence into out[0..batch-1] (out_len must be >= batch); a sequence
+ * that has stopped (EOT, max_new or the context limit) gets -1. *alive tells how many go on. */
+llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive);
+/* Copies the V logits that the next llmc_gen_next samples sequence b from. Fails once b has
+ * stopped. For tests and tools. */
+llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst);
+/* Releases the session's cache; g may begin again. */
+void llmc_gen_end(llmc_gen *g);
+/* Device memory held by the session (bytes). */
+size_t llmc_gen_memory(const llmc_gen *g);
 
 /* ---- data loader over llm.c token shards ---- */
 typedef struct llmc_dataloader llmc_dataloader;
@@ -176,12 +278,12 @@ typedef struct llmc_data_position {
     uint64_t sample; /* index into the (possibly shuffled) sample order of that shard */
 } llmc_data_position;
 
-/* Opens every file matching pattern (a glob). Each shard must hold at least B*T+1 tokens.
- * With shuffle, shard order and sample order are permuted per epoch from seed.
- * Returns NULL only if malloc fails; otherwise check llmc_dataloader_error(). */
-llmc_dataloader *llmc_dataloader_open(const char *pattern, int B, int T, int shuffle, uint64_t seed);
-const char *llmc_dataloader_error(const llmc_dataloader *d); /* NULL if open succeeded and the last next/seek did not fail */
+llmc_dataloader *llmc_dataloader_new(void);
 void llmc_dataloader_free(llmc_dataloader *d);
+const char *llmc_dataloader_error(const llmc_dataloader *d);
+/* Opens every file matching pattern (a glob). Each shard must hold at least B*T+1 tokens.
+ * With shuffle, shard order and sample order are permuted per epoch from seed. */
+llmc_status llmc_dataloader_open(llmc_dataloader *d, const char *pattern, int B, int T, int shuffle, uint64_t seed);
 /* Fills B*T inputs and the B*T targets shifted by one. */
 llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets);
 void llmc_dataloader_reset(llmc_dataloader *d);
@@ -194,26 +296,29 @@ size_t llmc_dataloader_num_batches(const llmc_dataloader *d);
 
 /* ---- tokenizer .bin (decode only: C needs it to print samples) ---- */
 typedef struct llmc_tokenizer llmc_tokenizer;
-llmc_tokenizer *llmc_tokenizer_open(const char *path, char *err, size_t errlen); /* NULL on failure */
+llmc_tokenizer *llmc_tokenizer_new(void);
 void llmc_tokenizer_free(llmc_tokenizer *t);
-/* Bytes of a token (not NUL-terminated safe: use len), NULL for an id out of range. */
+const char *llmc_tokenizer_error(const llmc_tokenizer *t);
+llmc_status llmc_tokenizer_load(llmc_tokenizer *t, const char *path);
+/* Bytes of a token (not NUL-terminated: use len), NULL for an id out of range. */
 const char *llmc_tokenizer_decode(const llmc_tokenizer *t, int token, int *len);
+/* The end-of-text id, or -1 when the vocabulary has none (version-1 files of fewer than 50257). */
 int llmc_tokenizer_eot(const llmc_tokenizer *t);
 int llmc_tokenizer_vocab_size(const llmc_tokenizer *t);
 
 /* ---- trainer checkpoints: a model file plus a state file, both written atomically ---- */
-typedef struct llmc_train_state {
+typedef struct llmc_checkpoint_info {
     int step;                  /* optimizer steps done */
     uint64_t rng;              /* trainer RNG (sampling) */
     llmc_data_position data;   /* where the train loader resumes */
-} llmc_train_state;
-/* Writes <dir>/model_%08d.bin and <dir>/state_%08d.bin (optimizer m, v, master weights). */
-llmc_status llmc_checkpoint_save(llmc_model *m, const char *dir, const llmc_train_state *st);
-/* Loads both files of a step (step < 0: the latest complete one in dir). */
-llmc_status llmc_checkpoint_load(llmc_model *m, const llmc_model_options *o, const char *dir, int step,
-                                 llmc_train_state *st);
-/* Latest step with both files present in dir, or -1. */
-int llmc_checkpoint_latest(const char *dir);
+} llmc_checkpoint_info;
+/* Writes <dir>/model_%08d.bin and <dir>/state_%08d.bin (AdamW m, v, master weights). */
+llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_checkpoint_info *info);
+/* Loads both files of a step (step < 0: the latest complete one in dir): the model file into the
+ * model t is attached to (which needs only to be opened), the state into t. */
+llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_checkpoint_info *info);
+/* Latest step with both files present in dir into *step, -1 when there is none. */
+llmc_status llmc_checkpoint_latest(const char *dir, int *step);
 
 /* ---- learning-rate schedules ---- */
 typedef enum llmc_schedule_kind { LLMC_SCHED_COSINE, LLMC_SCHED_LINEAR, LLMC_SCHED_CONSTANT, LLMC_SCHED_WSD } llmc_schedule_kind;
@@ -225,9 +330,60 @@ typedef struct llmc_schedule {
     float final_frac;    /* final lr = max_lr * final_frac */
     float decay_frac;    /* wsd: fraction of total spent in the final decay (default 0.2) */
 } llmc_schedule;
-/* lr at step (0-based). Returns LLMC_ERR_INVALID_ARG for an unknown name in parse. */
+/* lr at step (0-based). */
 float llmc_schedule_lr(const llmc_schedule *s, int step);
+/* LLMC_ERR_INVALID_ARG for an unknown name. */
 llmc_status llmc_schedule_parse(const char *name, llmc_schedule_kind *kind);
+
+/* ---- the training loop (behind ./train_gpt2, ./train_gpt2cu and GPT2.train) ---- */
+typedef struct llmc_loop_options {
+    const char *train_data;  /* glob of train shards */
+    const char *val_data;    /* glob of val shards (NULL: no validation) */
+    const char *out_dir;     /* main.log and checkpoints (NULL: none) */
+    const char *schedule;    /* cosine, linear, constant, wsd */
+    int batch_size, seq_len; /* B, T of a micro-batch */
+    int total_batch;         /* tokens per optimizer step; <= 0: B*T; a multiple gives accumulation */
+    int max_steps;           /* optimizer steps; -1: one epoch */
+    float lr, final_lr_frac, weight_decay, grad_clip;
+    int warmup;
+    int val_every, val_batches;  /* val_batches 0: the whole val set */
+    int sample_every, gen_len;   /* periodic samples, from sample_eot */
+    int sample_eot;
+    int ckpt_every;              /* 0: off; a checkpoint is also written at the end when on */
+    int resume;                  /* continue from the latest checkpoint in out_dir */
+    int shuffle;
+    uint64_t seed;
+    float peak_tflops;           /* for the MFU figure (0: off) */
+} llmc_loop_options;
+/* The defaults, shared by the CLIs and Python. backend: "cpu" or "cuda" (T and the MFU peak differ). */
+void llmc_loop_options_default(llmc_loop_options *o, const char *backend);
+
+typedef enum llmc_event_kind {
+    LLMC_EVENT_START,      /* text: what is trained; step: the first step */
+    LLMC_EVENT_STEP,       /* a finished optimizer step */
+    LLMC_EVENT_VAL,        /* val_loss at step */
+    LLMC_EVENT_SAMPLE,     /* tokens[0..ntokens-1] sampled at step */
+    LLMC_EVENT_CHECKPOINT, /* text: the model file written at step */
+    LLMC_EVENT_NOTE,       /* text: something worth telling (a resume, a fallback) */
+} llmc_event_kind;
+typedef struct llmc_event {
+    llmc_event_kind kind;
+    int step, max_steps;     /* step: optimizer steps done */
+    float loss, lr, grad_norm;
+    float val_loss;
+    double ms, tok_s, mfu;   /* mfu in percent, 0 when off */
+    const int *tokens;
+    int ntokens;
+    const char *text;
+} llmc_event;
+/* Called for every event. A nonzero return stops the loop once the current step's validation, sample
+ * and checkpoint are done; llmc_train_run then returns LLMC_ERR_STOPPED. */
+typedef int (*llmc_event_fn)(const llmc_event *e, void *user);
+
+/* Trains t as the options say, calling fn (may be NULL) for each event. t is attached to a model
+ * with weights, or, when resuming from a checkpoint that exists, to an opened one. Every failure,
+ * data errors included, is reported on t. */
+llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event_fn fn, void *user);
 
 #ifdef __cplusplus
 }

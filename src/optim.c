@@ -1,7 +1,8 @@
-/* optim.c — AdamW with decoupled weight decay and global-norm clipping, over the flat buffers. */
+/* optim.c — AdamW with decoupled weight decay and global-norm clipping, over the trainer's
+ * shard of the parameters, tensor by tensor (weight decay is per tensor). */
 #include <math.h>
 #include <string.h>
-#include "model_internal.h"
+#include "train_internal.h"
 
 void llmc_adamw_default(llmc_adamw *a) {
     a->lr = 3e-4f;
@@ -19,36 +20,46 @@ static uint32_t rounding_seed(int step, int tensor) {
     return (uint32_t)(z >> 32);
 }
 
-llmc_status llmc_model_step(llmc_model *m, const llmc_adamw *a, float *grad_norm) {
-    if (!m->grads) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "step needs gradients: run backward first");
+llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm) {
+    llmc_status st = llmc_train_require(t);
+    if (st != LLMC_OK) return st;
+    if (!t->grad_mem) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "step needs gradients: run backward first");
     if (!(a->lr >= 0.0f) || !(a->beta1 >= 0.0f && a->beta1 < 1.0f) || !(a->beta2 >= 0.0f && a->beta2 < 1.0f) ||
         !(a->eps > 0.0f) || !(a->weight_decay >= 0.0f))
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
                                "bad AdamW settings: lr=%g beta1=%g beta2=%g eps=%g weight_decay=%g", a->lr, a->beta1,
                                a->beta2, a->eps, a->weight_decay);
-    llmc_status st = llmc_model_ensure_optimizer(m);
+    st = llmc_train_ensure_optimizer(t);
     if (st != LLMC_OK) return st;
+    llmc_model *m = t->m;
+    const llmc_backend_ops *ops = m->dev.ops;
 
     double sumsq = 0.0;
-    MODEL_TRY(m, m->dev.ops->sum_squares(&m->dev, &sumsq, m->grads, m->num_params));
+    TRAIN_TRY(t, ops->sum_squares(&m->dev, &sumsq, t->grad_mem, t->grads.count));
     float norm = (float)sqrt(sumsq);
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
-        return llmc_model_fail(m, LLMC_ERR_NUMERIC, "gradient norm is %s at step %d: the update was skipped",
-                               isnan(norm) ? "NaN" : "infinite", m->step + 1);
+        return llmc_train_fail(t, LLMC_ERR_NUMERIC, "gradient norm is %s at step %d: the update was skipped",
+                               isnan(norm) ? "NaN" : "infinite", t->step + 1);
     float scale = (a->grad_clip > 0.0f && norm > a->grad_clip) ? a->grad_clip / norm : 1.0f;
 
-    int t = m->step + 1;
-    float b1c = 1.0f - powf(a->beta1, (float)t), b2c = 1.0f - powf(a->beta2, (float)t);
+    const int step = t->step + 1;
+    const float b1c = 1.0f - powf(a->beta1, (float)step), b2c = 1.0f - powf(a->beta2, (float)step);
+    const size_t lo = t->shard_offset, hi = t->shard_offset + t->shard_count;
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
-        const llmc_tensor_info *ti = &m->layout[i];
-        size_t off = ti->offset;
-        MODEL_TRY(m, m->dev.ops->adamw_update(&m->dev, (char *)m->params + off * m->esz, m->master ? m->master + off : NULL,
-                                              (char *)m->grads + off * m->esz, m->adam_m + off, m->adam_v + off,
-                                              ti->numel, a->lr, a->beta1, a->beta2, b1c, b2c, a->eps,
-                                              ti->weight_decay ? a->weight_decay : 0.0f, scale, rounding_seed(t, i)));
+        const llmc_tensor *p = &m->w.t[i], *g = &t->grads.t[i];
+        /* the part of this tensor inside the shard; the optimizer state is indexed from lo */
+        const size_t from = p->offset > lo ? p->offset : lo;
+        const size_t to = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+        if (from >= to) continue;
+        const size_t skip = from - p->offset, s = from - lo;
+        TRAIN_TRY(t, ops->adamw_update(&m->dev, (char *)p->data + skip * m->esz, t->master ? t->master + s : NULL,
+                                       (const char *)g->data + skip * m->esz, t->adam_m + s, t->adam_v + s, to - from,
+                                       a->lr, a->beta1, a->beta2, b1c, b2c, a->eps,
+                                       p->weight_decay ? a->weight_decay : 0.0f, scale, rounding_seed(step, i), skip));
     }
-    m->step = t;
-    m->logits_state = 0;
+    t->step = step;
+    t->logits_state = LOGITS_NONE;
+    llmc_model_drop_source(m); /* the weights have moved on from the values they were loaded with */
     return LLMC_OK;
 }

@@ -7,8 +7,8 @@
  * llmc_rng_f32 draw. "More likely" means larger logit, then smaller index, so the
  * cut is deterministic even with ties.
  *
- * Returns -1 (callers treat it as an error) when V <= 0, the temperature is
- * negative or NaN, top_p is NaN, a logit is NaN or +Inf, or every logit is -Inf.
+ * Fails with LLMC_ERR_INVALID_ARG when V <= 0 or the temperature is negative or NaN or top_p
+ * is NaN, with LLMC_ERR_NUMERIC when a logit is NaN or +Inf or every logit is -Inf.
  * -Inf logits are fine otherwise: they get probability 0.
  *
  * Speed matters (one call per sequence per generated token, V = 50257): every pass
@@ -321,19 +321,9 @@ static int nucleus_sample(const row *r, cand *c, float top_p, int arg, uint64_t 
     return draw_blocks(r, e, arg, rng);
 }
 
-int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state) {
-    llmc_sampling def;
-    if (!s) {
-        llmc_sampling_default(&def);
-        s = &def;
-    }
-    if (!logits || V <= 0) return -1;
+/* The token, or -1 when the draw cannot be made (a malloc failed, or bad values found late). */
+static int sample(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, float mx) {
     float temperature = s->temperature, top_p = s->top_p;
-    if (!(temperature >= 0.0f) || isnan(top_p)) return -1;
-
-    int bad;
-    float mx = scan_max(logits, V, &bad);
-    if (bad || mx == -INFINITY) return -1;
     int arg = 0;
     while (logits[arg] != mx) arg++; /* first maximum */
     if (temperature == 0.0f) return arg;
@@ -365,4 +355,19 @@ int llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64
     int tok = nucleus_sample(&r, (cand *)(w + V), top_p, arg, rng);
     free(w);
     return tok;
+}
+
+llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, int *token) {
+    llmc_sampling def;
+    if (!s) {
+        llmc_sampling_default(&def);
+        s = &def;
+    }
+    *token = -1;
+    if (!logits || V <= 0 || !(s->temperature >= 0.0f) || isnan(s->top_p)) return LLMC_ERR_INVALID_ARG;
+    int bad;
+    float mx = scan_max(logits, V, &bad);
+    if (bad || mx == -INFINITY) return LLMC_ERR_NUMERIC;
+    *token = sample(logits, V, s, rng_state, mx);
+    return *token >= 0 ? LLMC_OK : LLMC_ERR_OUT_OF_MEMORY;
 }

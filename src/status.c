@@ -1,4 +1,4 @@
-/* status.c — error codes, error messages and opening a backend device. */
+/* status.c — error codes, error messages, weight dtype checks and opening a backend device. */
 #include <stdio.h>
 #include <string.h>
 #include "backend.h"
@@ -13,11 +13,20 @@ const char *llmc_status_name(llmc_status s) {
     case LLMC_ERR_DEVICE: return "device error";
     case LLMC_ERR_UNSUPPORTED: return "unsupported";
     case LLMC_ERR_NUMERIC: return "numerical error";
+    case LLMC_ERR_STOPPED: return "stopped";
     }
     return "unknown error";
 }
 
 size_t llmc_dtype_size(llmc_dtype t) { return t == LLMC_BF16 ? 2 : 4; }
+
+const char *llmc_dtype_name(llmc_dtype t) {
+    switch (t) {
+    case LLMC_F32: return "fp32";
+    case LLMC_BF16: return "bf16";
+    }
+    return "unknown dtype";
+}
 
 llmc_status llmc_device_fail(llmc_device *dev, llmc_status code, const char *fmt, ...) {
     va_list ap;
@@ -27,8 +36,26 @@ llmc_status llmc_device_fail(llmc_device *dev, llmc_status code, const char *fmt
     return code;
 }
 
-llmc_status llmc_device_open(llmc_device *dev, const char *name, int index) {
+llmc_status llmc_weight_check(llmc_device *dev, const char *op, const llmc_tensor *t, llmc_dtype want) {
+    if (!t || (t->dtype == want && !t->scales)) return LLMC_OK;
+    const char *name = t->name ? t->name : "weight";
+    if (t->scales)
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "%s on %s: tensor '%s' is quantized, which this op does not take",
+                                op, dev->ops ? dev->ops->name : "?", name);
+    return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "%s on %s takes %s weights, but tensor '%s' is %s", op,
+                            dev->ops ? dev->ops->name : "?", llmc_dtype_name(want), name, llmc_dtype_name(t->dtype));
+}
+
+llmc_status llmc_device_open(llmc_device *dev, const char *name, int index, const llmc_device_tuning *tuning) {
     memset(dev, 0, sizeof *dev);
+    if (tuning) {
+        dev->tuning = *tuning;
+    } else {
+        llmc_model_options o;
+        llmc_model_options_default(&o);
+        dev->tuning.pdl = o.pdl;
+        dev->tuning.skinny_rows = o.skinny_rows;
+    }
     const llmc_backend_ops *ops = llmc_backend_lookup(name);
     if (!ops)
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "unknown device '%s': this build has %s", name ? name : "",

@@ -14,6 +14,7 @@
 #define GPT2_EOT 50256 /* version 1 files predate the EOT field; they are all GPT-2's */
 
 struct llmc_tokenizer {
+    char err[LLMC_ERR_LEN];
     int vocab_size;
     int eot;
     unsigned char *bytes; /* all token bytes back to back */
@@ -32,7 +33,8 @@ static uint32_t rd_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-llmc_tokenizer *llmc_tokenizer_open(const char *path, char *err, size_t errlen) {
+/* The tokenizer in path, or NULL with a message in err. */
+static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
     if (!path) {
         set_err(err, errlen, "no tokenizer path given");
@@ -134,11 +136,38 @@ llmc_tokenizer *llmc_tokenizer_open(const char *path, char *err, size_t errlen) 
     return t;
 }
 
+llmc_tokenizer *llmc_tokenizer_new(void) {
+    llmc_tokenizer *t = calloc(1, sizeof *t);
+    if (t) t->eot = -1;
+    return t;
+}
+
 void llmc_tokenizer_free(llmc_tokenizer *t) {
     if (!t) return;
     free(t->bytes);
     free(t->offsets);
     free(t);
+}
+
+const char *llmc_tokenizer_error(const llmc_tokenizer *t) { return t ? t->err : "out of memory"; }
+
+llmc_status llmc_tokenizer_load(llmc_tokenizer *t, const char *path) {
+    char err[LLMC_ERR_LEN];
+    llmc_tokenizer *loaded = read_tokenizer(path, err, sizeof err);
+    if (!loaded) {
+        snprintf(t->err, sizeof t->err, "%s", err[0] ? err : "cannot read the tokenizer");
+        /* a failed load keeps what t held */
+        return strncmp(err, "cannot open", 11) == 0 ? LLMC_ERR_IO : LLMC_ERR_FORMAT;
+    }
+    free(t->bytes);
+    free(t->offsets);
+    t->vocab_size = loaded->vocab_size;
+    t->eot = loaded->eot;
+    t->bytes = loaded->bytes;
+    t->offsets = loaded->offsets;
+    t->err[0] = '\0';
+    free(loaded);
+    return LLMC_OK;
 }
 
 const char *llmc_tokenizer_decode(const llmc_tokenizer *t, int token, int *len) {

@@ -86,7 +86,7 @@ def test_tokenizer_passed_as_model(tmp_path):
 
 def test_state_file_passed_as_model(tmp_path):
     m = llmc.GPT2.from_config(TINY)
-    m._m.checkpoint_save(tmp_path / "ck", 1)
+    m._trainer().checkpoint_save(tmp_path / "ck", 1)
     load_fails(tmp_path / "ck" / "state_00000001.bin", "not a model file", "state file")
 
 
@@ -159,14 +159,15 @@ def test_failed_load_keeps_model_usable(tmp_path, good_file):
     with pytest.raises(LlmcError, match="NaN"):
         core.load(bad)
     assert np.array_equal(core.get_params(), before)
-    assert np.isfinite(core.forward(np.zeros((1, 4), np.int32), np.ones((1, 4), np.int32)))
+    assert np.isfinite(_core.Trainer(core).forward(np.zeros((1, 4), np.int32), np.ones((1, 4), np.int32)))
 
     empty = _core.Model()
     with pytest.raises(LlmcError, match="NaN"):
         empty.load(bad)
-    for call in (lambda: empty.forward(np.zeros((1, 4), np.int32)), empty.get_params,
-                 lambda: empty.save(tmp_path / "x.bin"), lambda: empty.step(1e-3),
-                 lambda: empty.gen_begin([[1]], 2)):
+    empty.open("cpu")
+    for call in (lambda: _core.Trainer(empty).forward(np.zeros((1, 4), np.int32)), empty.get_params,
+                 lambda: empty.save(tmp_path / "x.bin"), lambda: _core.Trainer(empty).step(1e-3),
+                 lambda: _core.Session(empty, [[1]], 2)):
         with pytest.raises(LlmcError):
             call()
     assert not (tmp_path / "x.bin").exists()
@@ -306,9 +307,9 @@ def test_empty_prompt(model):
 
 def test_empty_prompt_in_batch(model):
     with pytest.raises(LlmcError, match="prompt 1 is empty"):
-        model._m.gen_begin([[1, 2], []], 4, eot=63)
+        _core.Session(model._m, [[1, 2], []], 4, eot=63)
     with pytest.raises(LlmcError, match="no prompts"):
-        model._m.gen_begin([], 4, eot=63)
+        _core.Session(model._m, [], 4, eot=63)
 
 
 @pytest.mark.parametrize("n", [0, -1, -(2 ** 31)])

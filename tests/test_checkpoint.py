@@ -52,6 +52,18 @@ def test_default_version_on_cpu_is_v3(tmp_path):
     assert read_model_header(tmp_path / "m.bin")[1] == 3
 
 
+@pytest.mark.parametrize("L,NH,C,maxT,V", [(1, 1, 8, 4, 10), (3, 2, 40, 24, 130), (12, 12, 768, 1024, 50257)])
+def test_param_table_is_llm_c_layout(L, NH, C, maxT, V):
+    """The engine's one tensor table (weights.c) against llm.c's layout written out by hand."""
+    table = _core.param_layout(dict(num_layers=L, num_heads=NH, channels=C, max_seq_len=maxT, vocab_size=V))
+    off = 0
+    for (name, offset, shape, decayed), (want_name, want_shape) in zip(table, llmc_layout(L, NH, C, maxT, V)):
+        assert (name, offset, shape) == (want_name, off, want_shape)
+        assert decayed == (len(want_shape) - (name not in ("wte", "wpe")) == 2)  # matrices only
+        off += int(np.prod(shape))
+    assert len(table) == 16
+
+
 def test_v3_header_and_layout_match_llmc(tmp_path):
     desc = "L=3,H=2,C=40,T=24,V=130"  # Vp = 256: padding rows are stored too
     m = tiny(desc=desc)
@@ -218,9 +230,17 @@ def shards(tmp_path):
 
 
 def new_core(seed=1337):
+    """A trainer over a freshly initialised tiny model."""
     c = _core.Model()
     c.init_random(dict(TINY_CFG), seed=seed)
-    return c
+    return _core.Trainer(c)
+
+
+def empty_core():
+    """A trainer over a model with a device but no weights: what a checkpoint load fills."""
+    c = _core.Model()
+    c.open("cpu")
+    return _core.Trainer(c)
 
 
 def test_checkpoint_state_round_trip(tmp_path, shards):
@@ -236,12 +256,12 @@ def test_checkpoint_state_round_trip(tmp_path, shards):
     assert read_model_header(ck / "state_00000005.bin")[0] == STATE_MAGIC
     assert _core.checkpoint_latest(ck) == 5
 
-    r = _core.Model()
+    r = empty_core()
     st = r.checkpoint_load(ck)  # step -1: the latest
     assert st == dict(step=5, rng=rng, data_position=pos)
     assert r.step_count == m.step_count == 5
     assert np.array_equal(bits(r.get_params()), bits(m.get_params()))
-    st3 = _core.Model().checkpoint_load(ck, step=5)
+    st3 = empty_core().checkpoint_load(ck, step=5)
     assert st3["data_position"] == pos
 
 
@@ -254,7 +274,7 @@ def test_checkpoint_restores_adamw_state(tmp_path, shards):
     m.checkpoint_save(tmp_path, 5, rng=1, data_position=pos)
     live_loss, live_norm = train_steps(m, dl, 5, step0=5)
 
-    r = _core.Model()
+    r = empty_core()
     st = r.checkpoint_load(tmp_path, 5)
     dl2 = _core.DataLoader(shards, B, T)
     dl2.seek(st["data_position"])
@@ -266,8 +286,9 @@ def test_checkpoint_restores_adamw_state(tmp_path, shards):
 
     # control: the weights alone (fresh AdamW moments, step 0) do not reproduce the run,
     # so the equality above really depends on the restored optimizer state
-    w = _core.Model()
-    w.load(tmp_path / "model_00000005.bin")
+    wm = _core.Model()
+    wm.load(tmp_path / "model_00000005.bin")
+    w = _core.Trainer(wm)
     dl2.seek(pos)
     cold_loss, _ = train_steps(w, dl2, 5, step0=5)
     assert cold_loss[0] == live_loss[0]  # same weights, same batch
@@ -286,7 +307,7 @@ def test_resume_equals_straight_run(tmp_path, shards):
     first.checkpoint_save(tmp_path / "ck", 5, data_position=dl1.tell())
     del first, dl1
 
-    second = _core.Model()
+    second = empty_core()
     st = second.checkpoint_load(tmp_path / "ck")
     dl2 = _core.DataLoader(shards, B, T)
     dl2.seek(st["data_position"])
@@ -308,22 +329,22 @@ def test_checkpoint_latest(tmp_path):
     (tmp_path / "state_00000040.bin").write_bytes((tmp_path / "state_00000020.bin").read_bytes())
     (tmp_path / "state_00000050.bin.tmp.123").write_bytes(b"x")
     assert _core.checkpoint_latest(tmp_path) == 20
-    assert _core.Model().checkpoint_load(tmp_path)["step"] == 20
+    assert empty_core().checkpoint_load(tmp_path)["step"] == 20
     assert leftovers(tmp_path) == ["state_00000050.bin.tmp.123"]
 
 
 def test_checkpoint_load_errors(tmp_path):
     with pytest.raises(llmc.LlmcError, match="no complete checkpoint"):
-        _core.Model().checkpoint_load(tmp_path)
+        empty_core().checkpoint_load(tmp_path)
     m = new_core()
     m.checkpoint_save(tmp_path, 4)
     with pytest.raises(llmc.LlmcError, match="state_00000009"):
-        _core.Model().checkpoint_load(tmp_path, step=9)
+        empty_core().checkpoint_load(tmp_path, step=9)
     state = tmp_path / "state_00000004.bin"
     data = state.read_bytes()
     state.write_bytes(data[:-4])  # truncated optimizer state
     with pytest.raises(llmc.LlmcError, match="state file"):
-        _core.Model().checkpoint_load(tmp_path, step=4)
+        empty_core().checkpoint_load(tmp_path, step=4)
     state.write_bytes((tmp_path / "model_00000004.bin").read_bytes())  # a model file where the state belongs
     with pytest.raises(llmc.LlmcError, match="a model file"):
-        _core.Model().checkpoint_load(tmp_path, step=4)
+        empty_core().checkpoint_load(tmp_path, step=4)

@@ -44,32 +44,32 @@ def ref_config(cfg):
                       padded_vocab_size=cfg["padded_vocab_size"])
 
 
-def recompute_logits(core, seq):
-    core.forward(np.asarray(seq, np.int32)[None, :])
-    return core.logits_at(0, len(seq) - 1)
+def recompute_logits(trainer, seq):
+    trainer.forward(np.asarray(seq, np.int32)[None, :])
+    return trainer.logits_at(0, len(seq) - 1)
 
 
 def run_checked(model, prompts, max_new, tol, temperature=1.0, top_k=0, top_p=1.0, seed=7, eot=-1):
     """Runs a session; before every gen_next compares each live sequence's cached logits with a
     full forward over its prefix (on the same model context: the session must not mind).
     Returns the sequences (prompt + new tokens) and the worst relative error seen."""
-    core = model._m
+    trainer = model._trainer()
     B = len(prompts)
     seqs = [list(map(int, p)) for p in prompts]
     live = [len(p) < model.config["max_seq_len"] for p in prompts]
-    core.gen_begin(prompts, max_new, temperature, top_k, top_p, seed, eot)
+    session = _core.Session(model._m, prompts, max_new, temperature, top_k, top_p, seed, eot)
     worst, checks = 0.0, 0
     try:
         while any(live):
             for b in range(B):
                 if not live[b]:
                     with pytest.raises(LlmcError, match="stopped"):
-                        core.gen_logits(b)
+                        session.logits(b)
                     continue
-                err = rel_err(core.gen_logits(b), recompute_logits(core, seqs[b]))
+                err = rel_err(session.logits(b), recompute_logits(trainer, seqs[b]))
                 assert err <= tol, f"sequence {b} at length {len(seqs[b])}: relative error {err:.3e} > {tol:.1e}"
                 worst, checks = max(worst, err), checks + 1
-            out, alive = core.gen_next(B)
+            out, alive = session.next()
             for b in range(B):
                 if live[b]:
                     assert out[b] >= 0
@@ -79,10 +79,10 @@ def run_checked(model, prompts, max_new, tol, temperature=1.0, top_k=0, top_p=1.
                 else:
                     assert out[b] == -1
             assert alive == sum(live)
-        out, alive = core.gen_next(B)  # a finished session keeps answering "nothing alive"
+        out, alive = session.next()  # a finished session keeps answering "nothing alive"
         assert alive == 0 and np.all(out == -1)
     finally:
-        core.gen_end()
+        session.end()
     assert checks > 0
     return seqs, worst
 
@@ -207,6 +207,55 @@ def test_stream_yields_what_generate_returns():
                                                        eot=-1))
 
 
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_interleaved_streams_equal_each_alone(device, temperature):
+    """Two streams on one model, advanced in turn, each give exactly the tokens they give alone: each
+    is its own session (KV cache, batch, sampler state, device graphs)."""
+    model = make_model(device)
+    kw = dict(temperature=temperature, top_k=40, eot=-1)
+    alone_a = list(model.stream([5, 17, 42], max_new_tokens=30, seed=1, **kw))
+    alone_b = list(model.stream([9, 2], max_new_tokens=21, seed=2, **kw))
+    a = model.stream([5, 17, 42], max_new_tokens=30, seed=1, **kw)
+    b = model.stream([9, 2], max_new_tokens=21, seed=2, **kw)
+    got_a, got_b = [], []
+    for step in range(40):  # b joins late and finishes first; a third, batched session runs alongside
+        if step == 3:
+            batch = _core.Session(model._m, [[1, 2, 3], [4]], 5, temperature, 40, 1.0, 3, -1)
+        if step < 30:
+            got_a.append(next(a))
+        if 2 <= step < 23:
+            got_b.append(next(b))
+        if step == 10:
+            out, alive = batch.next()
+            assert alive == 2 and np.all(out >= 0)
+    assert got_a == alone_a and got_b == alone_b
+    assert len(alone_a) == 30 and len(alone_b) == 21
+
+
+def test_model_refuses_new_weights_under_a_session(tmp_path):
+    model = make_model("cpu")
+    model.save(tmp_path / "m.bin")
+    session = _core.Session(model._m, [[1, 2]], 4)
+    with pytest.raises(LlmcError, match="session"):
+        model._m.load(tmp_path / "m.bin")
+    session.end()
+    model._m.load(tmp_path / "m.bin")  # fine once the session is over
+
+
+def test_generation_allocates_no_training_state(tmp_path):
+    """A model that only generates has weights and a session, and no gradients or optimizer state."""
+    model = make_model("cpu")
+    model.save(tmp_path / "m.bin")
+    fresh = llmc.GPT2.from_pretrained(tmp_path / "m.bin")
+    fresh.generate([1, 2, 3], max_new_tokens=4)
+    assert fresh._t is None and fresh.memory == dict(weights=4 * fresh.num_params, training=0)
+    session = _core.Session(fresh._m, [[1, 2, 3]], 8)
+    assert session.memory > 0
+    fresh.forward(np.array([[1, 2, 3]]), np.array([[2, 3, 4]]))
+    assert fresh.memory["training"] > 0  # activations, from the first forward
+
+
 def test_eot_stops_and_session_survives_training_state():
     """EOT ends a sequence (not returned by generate); a session does not disturb the model's own
     forward state and vice versa."""
@@ -217,7 +266,7 @@ def test_eot_stops_and_session_survives_training_state():
     k = next(i for i in range(1, 12) if first[i] not in first[:i])  # a token not seen before
     out = model.generate([1, 2], max_new_tokens=12, temperature=1.0, seed=3, eot=int(first[k]))
     np.testing.assert_array_equal(out, first[:k])
-    np.testing.assert_array_equal(model._m.logits(), logits_before)
+    np.testing.assert_array_equal(model._trainer().logits(*x.shape), logits_before)
 
 
 # ---------------------------------------------------------------- bad input
@@ -225,6 +274,13 @@ def test_eot_stops_and_session_survives_training_state():
 @pytest.fixture(scope="module")
 def tiny():
     return make_model("cpu", cfg=dict(num_layers=2, num_heads=2, channels=32, max_seq_len=32, vocab_size=64))
+
+
+def ended(model):
+    """A session that has ended."""
+    s = _core.Session(model._m, [[1, 2]], 3)
+    s.end()
+    return s
 
 
 def test_bad_input_raises(tiny):
@@ -237,8 +293,8 @@ def test_bad_input_raises(tiny):
         (lambda: tiny.generate([1] * 33, max_new_tokens=1), "33 tokens.*32"),
         (lambda: tiny.generate([1], max_new_tokens=2, temperature=-1), "temperature"),
         (lambda: tiny.generate([1], max_new_tokens=2, top_p=0), "top_p"),
-        (lambda: tiny._m.gen_logits(0), "no generation session"),
-        (lambda: tiny._m.gen_next(1), "no generation session"),
+        (lambda: ended(tiny).logits(0), "no generation session"),
+        (lambda: ended(tiny).next(), "no generation session"),
     ]
     for call, pattern in cases:
         with pytest.raises(LlmcError, match=pattern):
@@ -248,13 +304,13 @@ def test_bad_input_raises(tiny):
 
 
 def test_gen_logits_index_checked(tiny):
-    tiny._m.gen_begin([[1, 2]], 3)
+    s = _core.Session(tiny._m, [[1, 2]], 3)
     try:
         with pytest.raises(LlmcError, match="outside"):
-            tiny._m.gen_logits(1)
-        assert tiny._m.gen_logits(0).shape == (64,)
+            s.logits(1)
+        assert s.logits(0).shape == (64,)
     finally:
-        tiny._m.gen_end()
+        s.end()
 
 
 def test_bad_model_file_and_device(tmp_path):

@@ -68,12 +68,12 @@ def test_fused_training_step_equals_forward_then_backward(device):
     a, b = make_model(device), make_model(device)
     x, y = batch(a.config, 2, 33)
     a.zero_grad()
-    la = a._m.forward_backward(x, y, 0.5)
+    la = a._trainer().forward_backward(x, y, 0.5)
     b.zero_grad()
     _, lb = b.forward(x, y)
     b.backward(0.5)
     assert la == pytest.approx(lb, rel=1e-6)
-    np.testing.assert_array_equal(a._m.get_grads(), b._m.get_grads())
+    np.testing.assert_array_equal(a._trainer().get_grads(), b._trainer().get_grads())
 
 
 @pytest.mark.parametrize("device", BACKENDS)
@@ -111,7 +111,7 @@ def test_same_seed_same_losses(device):
         losses = []
         for _ in range(4):
             model.zero_grad()
-            losses.append(model._m.forward_backward(x, y, 1.0))
+            losses.append(model._trainer().forward_backward(x, y, 1.0))
             model.step(lr=1e-3)
         return losses
     assert run() == run()
@@ -125,9 +125,9 @@ def test_recompute_gives_same_gradients(device, recompute):
     x, y = batch(a.config, 2, 24)
     for m in (a, b):
         m.zero_grad()
-        m._m.forward_backward(x, y, 1.0)
+        m._trainer().forward_backward(x, y, 1.0)
     tol = 0.0 if device == "cpu" else 1e-2
-    err = rel_err(b._m.get_grads(), a._m.get_grads())
+    err = rel_err(b._trainer().get_grads(), a._trainer().get_grads())
     assert err <= tol, f"recompute={recompute} changed the gradients by {err}"
 
 

@@ -228,3 +228,318 @@ def test_backward_ops_are_deterministic(device):
     for u, v in zip(e1, e2):
         np.testing.assert_array_equal(u, v)
     assert device.sum_squares(d) == device.sum_squares(d)
+
+
+# ================================================================ decode ops (KV-cache inference)
+def _tuned(dev, **tuning):
+    """Another Device of the same backend with the given tuning knobs (pdl, skinny_rows)."""
+    return type(dev)(dev.name, **tuning)
+
+
+# ---------------------------------------------------------------- encoder at positions
+@pytest.mark.parametrize("N,C,V,maxT", [(1, 8, 16, 4), (7, 24, 50, 300), (5, 20, 30, 40), (40, 768, 1000, 1024)])
+def test_encoder_forward_at(device, N, C, V, maxT):
+    Vp = V + 3
+    tokens = rng.integers(0, V, N).astype(np.int32)
+    tokens[: min(N, 3)] = tokens[0]  # repeated ids
+    pos = rng.integers(0, maxT, N).astype(np.int32)  # arbitrary, not 0..N-1
+    pos[0] = maxT - 1  # the last row of wpe
+    if N > 2:
+        pos[2] = pos[1]  # a repeated position
+    wte, wpe = rnd(Vp, C), rnd(maxT, C)
+    out = device.encoder_forward_at(tokens, pos, wte, wpe)
+    wte64, wpe64 = rounded(device, wte, wpe)
+    assert_close(out, ref.encoder_forward_at(tokens, pos, wte64, wpe64), tol(device), "encoder_forward_at")
+
+
+# ---------------------------------------------------------------- kv_append
+# (S, NH, maxlen, HS, B, T): slot count, cache shape, rows appended and tokens per row
+KV_SHAPES = [(6, 2, 40, 64, 4, 1), (3, 1, 1, 8, 2, 1), (5, 3, 50, 16, 3, 7), (4, 1, 9, 5, 2, 9),
+             (8, 12, 130, 64, 5, 17), (3, 2, 600, 128, 2, 33), (7, 4, 64, 12, 6, 1)]
+
+
+@pytest.mark.parametrize("S,NH,maxlen,HS,B,T", KV_SHAPES)
+@pytest.mark.parametrize("fill", ["random", "nan"])
+def test_kv_append(device, S, NH, maxlen, HS, B, T, fill):
+    C = NH * HS
+    shape = (S, NH, maxlen, HS)
+    if fill == "nan":
+        k0, v0 = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+    else:
+        k0, v0 = rnd(*shape), rnd(*shape)
+    qkv = rnd(B, T, 3 * C)
+    slots = rng.permutation(S)[:B].astype(np.int32)  # permuted, not all used (B < S)
+    pos = rng.integers(0, maxlen - T + 1, B).astype(np.int32)
+    pos[0] = maxlen - T  # ends at the last position of the cache
+    if B > 1 and maxlen - T >= 1:
+        pos[1] = 1
+    k1, v1 = device.kv_append(k0, v0, qkv, slots, pos, NH)
+    k0r, v0r, qr = rounded(device, k0, v0, qkv)
+    rk, rv = ref.kv_append(k0r, v0r, qr, slots, pos, NH)
+
+    written = np.zeros(shape, bool)
+    for b in range(B):
+        written[slots[b], :, pos[b]:pos[b] + T, :] = True
+    for name, got, want, start in (("kcache", k1, rk, k0r), ("vcache", v1, rv, v0r)):
+        # a copy: the appended rows are the k / v parts of qkv bit for bit, on every backend
+        np.testing.assert_array_equal(got[written], want[written], err_msg=f"{name}: appended rows")
+        # everything else keeps its exact starting value (NaN stays NaN)
+        np.testing.assert_array_equal(got[~written], start[~written], err_msg=f"{name}: untouched rows")
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+# ---------------------------------------------------------------- attention_decode
+# (N, NH, HS, S, maxlen); the CUDA kernels take HS in {8, 16, 32, 64, 128, 256}
+DEC_SHAPES = [(1, 1, 64, 1, 1), (1, 2, 64, 3, 600), (3, 1, 128, 4, 600), (5, 2, 128, 7, 600),
+              (40, 2, 64, 45, 600), (17, 3, 32, 20, 600), (9, 4, 16, 12, 300), (3, 8, 8, 4, 600),
+              (2, 1, 256, 3, 600), (12, 12, 64, 16, 130)]
+DEC_SHAPES_CPU = [(4, 2, 40, 5, 70), (3, 3, 12, 4, 33), (2, 2, 1, 3, 17)]
+
+
+def _decode_inputs(N, NH, HS, S, maxlen, poison_tail=False):
+    C = NH * HS
+    qkv = rnd(N, 3 * C)
+    kc, vc = rnd(S, NH, maxlen, HS), rnd(S, NH, maxlen, HS)
+    slots = rng.permutation(S)[:N].astype(np.int32)  # permuted, distinct
+    lens = rng.integers(1, maxlen + 1, N).astype(np.int32)
+    lens[0] = maxlen if N == 1 else 1  # ragged: 1, maxlen and in between
+    if N > 1:
+        lens[-1] = maxlen
+    if N > 2:
+        lens[1] = max(1, maxlen // 2 + 1)
+    if poison_tail:  # cache entries at or past lens[i], and unused slots, must never be read
+        used = np.zeros(S, bool)
+        for i in range(N):
+            s, n = slots[i], lens[i]
+            kc[s, :, n::2] = np.nan
+            kc[s, :, n + 1::2] = 1e30
+            vc[s, :, n::2] = -1e30
+            vc[s, :, n + 1::2] = np.nan
+            used[s] = True
+        kc[~used], vc[~used] = np.nan, np.inf
+    return qkv, kc, vc, slots, lens
+
+
+def _check_decode(device, N, NH, HS, S, maxlen, poison_tail):
+    qkv, kc, vc, slots, lens = _decode_inputs(N, NH, HS, S, maxlen, poison_tail)
+    out = device.attention_decode(qkv, kc, vc, slots, lens, NH)
+    q64, k64, v64 = rounded(device, qkv, kc, vc)
+    assert_close(out, ref.attention_decode(q64, k64, v64, slots, lens, NH), tol(device), "attention_decode")
+
+
+@pytest.mark.parametrize("N,NH,HS,S,maxlen", DEC_SHAPES)
+@pytest.mark.parametrize("poison_tail", [False, True])
+def test_attention_decode(device, N, NH, HS, S, maxlen, poison_tail):
+    _check_decode(device, N, NH, HS, S, maxlen, poison_tail)
+
+
+@pytest.mark.parametrize("N,NH,HS,S,maxlen", DEC_SHAPES_CPU)
+def test_attention_decode_any_head_size_cpu(N, NH, HS, S, maxlen):
+    """The CPU backend takes any head size; CUDA refuses the ones it has no kernel for."""
+    from llmc import _core
+    _check_decode(_core.Device("cpu"), N, NH, HS, S, maxlen, poison_tail=True)
+
+
+def test_attention_decode_refuses_head_size_cuda(device):
+    if device.name != "cuda":
+        pytest.skip("CUDA refuses head sizes it has no kernel for; the CPU takes any")
+    from llmc import _core
+    qkv, kc, vc, slots, lens = _decode_inputs(2, 2, 40, 3, 17)
+    with pytest.raises(_core.LlmcError, match="head size"):
+        device.attention_decode(qkv, kc, vc, slots, lens, 2)
+
+
+def test_attention_decode_shared_slot(device):
+    """Several rows may read one slot, each with its own length."""
+    N, NH, HS, S, maxlen = 6, 2, 64, 3, 200
+    qkv, kc, vc, _, _ = _decode_inputs(N, NH, HS, S, maxlen)
+    slots = np.array([2, 2, 0, 2, 0, 1], np.int32)
+    lens = np.array([1, 200, 7, 100, 199, 64], np.int32)
+    out = device.attention_decode(qkv, kc, vc, slots, lens, NH)
+    q64, k64, v64 = rounded(device, qkv, kc, vc)
+    assert_close(out, ref.attention_decode(q64, k64, v64, slots, lens, NH), tol(device), "attention_decode")
+
+
+def test_attention_decode_is_deterministic(device):
+    """Several chunks of keys per (row, head) on CUDA, merged in a fixed order: the same bits every time."""
+    qkv, kc, vc, slots, lens = _decode_inputs(7, 2, 64, 9, 600)
+    a = device.attention_decode(qkv, kc, vc, slots, lens, 2)
+    for _ in range(3):
+        np.testing.assert_array_equal(device.attention_decode(qkv, kc, vc, slots, lens, 2), a)
+
+
+def test_kv_append_then_decode(device):
+    """A prefill appended with kv_append, then one decode step: matches causal attention_forward's last row."""
+    B, T, NH, HS, S, maxlen = 3, 21, 2, 64, 5, 64
+    C = NH * HS
+    qkv = rnd(B, T, 3 * C)
+    slots = np.array([4, 0, 2], np.int32)
+    k0 = np.full((S, NH, maxlen, HS), np.nan, np.float32)
+    kc, vc = device.kv_append(k0, k0, qkv, slots, np.zeros(B, np.int32), NH)
+    out = device.attention_decode(qkv[:, -1, :], kc, vc, slots, np.full(B, T, np.int32), NH)
+    (q64,) = rounded(device, qkv)
+    full, _ = ref.attention_forward(q64, NH)
+    assert_close(out, full[:, -1, :], tol(device), "decode after kv_append")
+
+
+# ---------------------------------------------------------------- argmax_rows
+@pytest.mark.parametrize("N,V,Vp", [(1, 10, 16), (6, 50, 64), (3, 7, 7), (33, 1000, 1024), (4, 50257, 50304)])
+def test_argmax_rows(device, N, V, Vp):
+    logits = rnd(N, Vp, scale=3.0)
+    logits[:, V:] = 100.0  # larger than anything real: padding columns must be ignored
+    got = device.argmax_rows(logits, V)
+    assert got.dtype == np.int32 and got.shape == (N,)
+    (l64,) = rounded(device, logits)  # bf16 rounding can make ties the reference must see too
+    want = ref.argmax_rows(l64, V)
+    assert np.all(want >= 0)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("V,Vp", [(50, 64), (50257, 50304)])
+def test_argmax_rows_special(device, V, Vp):
+    inf, nan = np.inf, np.nan
+    rows, expect = [], []
+
+    def row(want, setup):
+        x = np.clip(rnd(Vp), -4.0, 4.0)
+        x[V:] = 50.0
+        setup(x)
+        rows.append(x)
+        expect.append(want)
+
+    hi = 8.0  # exact in bf16
+    far = min(V - 1, 3 * 512 + 5)  # another thread and warp of a 512-thread CUDA block
+    row(far, lambda x: x.__setitem__(far, hi))
+    row(0, lambda x: x.__setitem__(0, hi))
+    row(V - 1, lambda x: x.__setitem__(V - 1, hi))
+    # ties: the lowest index wins, wherever the copies sit
+    row(min(3, far), lambda x: x.__setitem__([V - 1, far, 3], hi))
+    row(min(2, V // 2 + 1), lambda x: x.__setitem__([V // 2 + 1, 2, V - 1], hi))
+    row(0, lambda x: x.__setitem__(slice(0, V), 1.5))  # a row of equal values
+    row(0, lambda x: x.__setitem__(slice(0, V), -1e30))
+    # bad rows
+    row(-1, lambda x: x.__setitem__(V // 3, nan))
+    row(-1, lambda x: x.__setitem__(V - 1, np.copysign(nan, -1.0)))
+    row(-1, lambda x: x.__setitem__(V // 2, inf))
+    row(-1, lambda x: (x.__setitem__(1, hi), x.__setitem__(V - 2, inf)))
+    row(-1, lambda x: x.__setitem__(slice(0, V), -inf))  # all -Inf
+    # -Inf among normal values is fine
+    row(far, lambda x: (x.__setitem__(slice(0, V, 3), -inf), x.__setitem__(far, hi)))
+    row(V - 1, lambda x: (x.__setitem__(slice(0, V - 1), -inf), x.__setitem__(V - 1, -1e30)))
+    # NaN, +Inf and large values in the padding columns are ignored
+    row(4, lambda x: (x.__setitem__(4, hi), x.__setitem__(V, nan), x.__setitem__(Vp - 1, inf)))
+
+    logits = np.stack(rows).astype(np.float32)
+    got = device.argmax_rows(logits, V)
+    np.testing.assert_array_equal(got, np.array(expect, np.int32))
+    (l64,) = rounded(device, logits)
+    np.testing.assert_array_equal(ref.argmax_rows(l64, V), np.array(expect, np.int32))
+
+
+# ---------------------------------------------------------------- skinny matmul (decode)
+# On CUDA, matmul_forward with N <= skinny_rows (16 by default) runs cuda/gemv.cu (C a multiple
+# of 8); more rows, or skinny_rows=0, go to cuBLASLt. Each path is checked against the reference.
+SKINNY_N = [1, 2, 7, 8, 9, 15, 16]
+SKINNY_CO = [(8, 33), (40, 50), (768, 2304), (64, 1)]
+EPILOGUES = ["none", "bias", "gelu", "gelu_nobias"]
+
+
+def _check_matmul(dev, N, C, OC, epilogue, what):
+    x, w, b = rnd(N, C), rnd(OC, C, scale=C ** -0.5), rnd(OC)
+    bias = b if epilogue in ("bias", "gelu") else None
+    x64, w64, b64 = rounded(dev, x, w, b)
+    rpre = ref.matmul_forward(x64, w64, b64 if bias is not None else None)
+    if epilogue.startswith("gelu"):
+        out, pre = dev.matmul_forward(x, w, bias, gelu=True)
+        assert_close(pre, rpre, tol(dev), f"{what} pre-gelu")
+        assert_close(out, ref.gelu_forward(rpre), tol(dev), f"{what} gelu out")
+    else:
+        assert_close(dev.matmul_forward(x, w, bias), rpre, tol(dev), what)
+
+
+@pytest.mark.parametrize("N", SKINNY_N)
+@pytest.mark.parametrize("C,OC", SKINNY_CO)
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+@pytest.mark.parametrize("path", ["default", "cublaslt"])
+def test_matmul_forward_skinny(device, N, C, OC, epilogue, path):
+    dev = device if path == "default" else _tuned(device, skinny_rows=0)
+    _check_matmul(dev, N, C, OC, epilogue, f"matmul {path}")
+
+
+@pytest.mark.parametrize("N", [1, 7, 16])
+@pytest.mark.parametrize("path", ["default", "cublaslt"])
+def test_matmul_forward_lm_head(device, N, path):
+    """The LM head of a decode step: (N, 768) @ wte(50257, 768)^T, no bias, odd OC."""
+    dev = device if path == "default" else _tuned(device, skinny_rows=0)
+    _check_matmul(dev, N, 768, 50257, "none", f"lm head {path}")
+
+
+@pytest.mark.parametrize("N", range(17, 33))
+@pytest.mark.parametrize("C,OC", [(40, 50), (768, 2304)])
+def test_matmul_forward_skinny32(device, N, C, OC):
+    dev = _tuned(device, skinny_rows=32)  # the gemv kernel's widest tiles
+    _check_matmul(dev, N, C, OC, "bias", "matmul skinny32")
+    _check_matmul(dev, N, C, OC, "gelu", "matmul skinny32")
+
+
+@pytest.mark.parametrize("C,OC", [(40, 50), (768, 2304), (768, 33)])
+@pytest.mark.parametrize("skinny_rows", [16, 32])
+def test_matmul_forward_skinny_rows_independent(device, C, OC, skinny_rows):
+    """The gemv kernel promises that a row's result does not depend on how many rows come with
+    it: row i of an N-row call has the same bits at every N <= skinny_rows."""
+    if device.name != "cuda":
+        pytest.skip("a promise of the CUDA gemv kernel (the CPU switches kernels at a few rows)")
+    dev = _tuned(device, skinny_rows=skinny_rows)
+    n = skinny_rows
+    x, w, b = rnd(n, C), rnd(OC, C, scale=C ** -0.5), rnd(OC)
+    full_out, full_pre = dev.matmul_forward(x, w, b, gelu=True)
+    full_plain = dev.matmul_forward(x, w)
+    for N in sorted({1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32} & set(range(1, n + 1))):
+        out, pre = dev.matmul_forward(x[:N], w, b, gelu=True)
+        np.testing.assert_array_equal(out, full_out[:N], err_msg=f"gelu out, N={N}")
+        np.testing.assert_array_equal(pre, full_pre[:N], err_msg=f"pre-gelu, N={N}")
+        np.testing.assert_array_equal(dev.matmul_forward(x[:N], w), full_plain[:N], err_msg=f"plain, N={N}")
+    for i in (0, n // 2, n - 1):  # one row alone, as an N=1 call
+        np.testing.assert_array_equal(dev.matmul_forward(x[i:i + 1], w), full_plain[i:i + 1], err_msg=f"row {i}")
+
+
+def test_decode_ops_without_pdl(device):
+    """pdl=0 launches the decode kernels plainly: the same results, bit for bit, as the default."""
+    plain = _tuned(device, pdl=0)
+    x, w, b = rnd(9, 768), rnd(2304, 768, scale=768 ** -0.5), rnd(2304)
+    out, pre = plain.matmul_forward(x, w, b, gelu=True)
+    x64, w64, b64 = rounded(plain, x, w, b)
+    rpre = ref.matmul_forward(x64, w64, b64)
+    assert_close(pre, rpre, tol(plain), "pdl=0 pre-gelu")
+    assert_close(out, ref.gelu_forward(rpre), tol(plain), "pdl=0 gelu out")
+    o2, p2 = device.matmul_forward(x, w, b, gelu=True)
+    np.testing.assert_array_equal(out, o2)
+    np.testing.assert_array_equal(pre, p2)
+
+    qkv, kc, vc, slots, lens = _decode_inputs(5, 2, 64, 6, 600, poison_tail=True)
+    att = plain.attention_decode(qkv, kc, vc, slots, lens, 2)
+    q64, k64, v64 = rounded(plain, qkv, kc, vc)
+    assert_close(att, ref.attention_decode(q64, k64, v64, slots, lens, 2), tol(plain), "pdl=0 attention_decode")
+    np.testing.assert_array_equal(att, device.attention_decode(qkv, kc, vc, slots, lens, 2))
+
+    q3 = rnd(2, 3, 3 * 128)
+    sl, ps = np.array([5, 1], np.int32), np.array([0, 597], np.int32)
+    k1, v1 = plain.kv_append(kc, vc, q3, sl, ps, 2)
+    k2, v2 = device.kv_append(kc, vc, q3, sl, ps, 2)
+    np.testing.assert_array_equal(k1, k2)
+    np.testing.assert_array_equal(v1, v2)
+    q64, k64, v64 = rounded(plain, q3, kc, vc)
+    rk, rv = ref.kv_append(k64, v64, q64, sl, ps, 2)
+    np.testing.assert_array_equal(k1, rk)
+    np.testing.assert_array_equal(v1, rv)
+
+    tokens, pos, wte, wpe = np.array([3, 3, 0], np.int32), np.array([9, 2, 5], np.int32), rnd(7, 40), rnd(10, 40)
+    e = plain.encoder_forward_at(tokens, pos, wte, wpe)
+    wte64, wpe64 = rounded(plain, wte, wpe)
+    assert_close(e, ref.encoder_forward_at(tokens, pos, wte64, wpe64), tol(plain), "pdl=0 encoder_forward_at")
+
+    logits = rnd(3, 1000)
+    logits[1, 10] = np.nan
+    got = plain.argmax_rows(logits, 999)
+    np.testing.assert_array_equal(got, ref.argmax_rows(*rounded(plain, logits), 999))
+    np.testing.assert_array_equal(got, device.argmax_rows(logits, 999))

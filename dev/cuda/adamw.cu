@@ -1,6 +1,6 @@
 /* Lab: AdamW with stochastic rounding (cuda/adamw.cu) against a float64 CPU reference, with
- * and without master weights, on aligned and misaligned views, plus rounding-bias and
- * determinism checks; then bandwidth at GPT-2 124M size.
+ * and without master weights, on aligned and misaligned views, plus rounding-bias,
+ * determinism and split-update (index_base) checks; then bandwidth at GPT-2 124M size.
  * Build/run: see dev/cuda/lab.cuh and dev/cuda/run_labs.sh. */
 #include "lab.cuh"
 
@@ -40,7 +40,7 @@ static void test_case(size_t n, int use_master, int misalign, uint32_t seed) {
     };
     load();
     OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, n, lr, b1, b2, b1c, b2c, eps,
-                               wd, gs, seed));
+                               wd, gs, seed, 0));
     lab_sync();
     std::vector<double> rm(n), rv(n), rp(n);
     for (size_t i = 0; i < n; i++) {
@@ -95,13 +95,21 @@ static void test_case(size_t n, int use_master, int misalign, uint32_t seed) {
     std::vector<uint16_t> first = down_raw16(d_p, n);
     load();
     OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, n, lr, b1, b2, b1c, b2c, eps,
-                               wd, gs, seed));
+                               wd, gs, seed, 0));
     check_true("same seed: bitwise identical", first == down_raw16(d_p, n));
     if (n > 1000) {
         load();
         OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, n, lr, b1, b2, b1c, b2c,
-                                   eps, wd, gs, seed + 1));
+                                   eps, wd, gs, seed + 1, 0));
         check_true("other seed: different rounding", first != down_raw16(d_p, n));
+        /* two pieces with index_base (as ZeRO shards would run it) round exactly as the whole */
+        const size_t k = n / 3;
+        load();
+        OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, k, lr, b1, b2, b1c, b2c,
+                                   eps, wd, gs, seed, 0));
+        OKS(llmc_cuda_adamw_update(&g_dev, d_p + k, use_master ? d_master + k : NULL, d_g + k, d_m + k, d_v + k, n - k,
+                                   lr, b1, b2, b1c, b2c, eps, wd, gs, seed, k));
+        check_true("split at n/3 with index_base: bitwise identical", first == down_raw16(d_p, n));
     }
     for (void *q : {(void *)(d_p - off), (void *)(d_g - off), (void *)(d_m - off), (void *)(d_v - off),
                     (void *)(d_master - off)})
@@ -135,20 +143,20 @@ int main(int argc, char **argv) {
         OKS(g_dev.ops->upload_f32(&g_dev, g, LLMC_BF16, h.data(), h.size()));
         OKS(g_dev.ops->download_f32(&g_dev, back.data(), g, LLMC_BF16, h.size()));
         size_t bad = 0;
-        for (size_t i = 0; i < h.size(); i++) bad += back[i] != bf2f(f2bf(h[i]));
+        for (size_t i = 0; i < h.size(); i++) bad += back[i] != round_bf16(h[i]);
         check_true("upload_f32/download_f32 bf16 round to nearest even", bad == 0);
     }
     uint32_t seed = 1;
     float ms = time_ms([&] {
         OKS(llmc_cuda_adamw_update(&g_dev, p, master, g, m, v, n, 1e-4f, 0.9f, 0.95f, 0.5f, 0.5f, 1e-8f, 0.1f, 1.0f,
-                                   seed++));
+                                   seed++, 0));
     });
     double bytes = 28.0 * n;
     printf("BENCH adamw n=%zu master  %.3f ms  %.0f GB/s (%.0f%% of copy)\n", n, ms, bytes / ms / 1e6,
            100 * bytes / ms / 1e6 / peak);
     ms = time_ms([&] {
         OKS(llmc_cuda_adamw_update(&g_dev, p, NULL, g, m, v, n, 1e-4f, 0.9f, 0.95f, 0.5f, 0.5f, 1e-8f, 0.1f, 1.0f,
-                                   seed++));
+                                   seed++, 0));
     });
     bytes = 22.0 * n;
     printf("BENCH adamw n=%zu no master  %.3f ms  %.0f GB/s (%.0f%% of copy)\n", n, ms, bytes / ms / 1e6,

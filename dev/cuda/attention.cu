@@ -1,7 +1,7 @@
 /* dev/cuda/attention.cu — kernel lab for causal attention (forward + backward), bf16 in/out.
  *
- * Build & run (needs an sm_90 GPU):
- *   nvcc -O3 -arch=sm_90 -Isrc -Icuda dev/cuda/attention.cu -o /tmp/attn && /tmp/attn
+ * Build & run (needs an sm_90 GPU; dev/cuda/run_labs.sh attention builds it too):
+ *   nvcc -O3 -arch=sm_90 -Isrc -Icuda dev/cuda/attention.cu src/dtype.c -o /tmp/attn && /tmp/attn
  *   /tmp/attn check          validation of every version     /tmp/attn bench     benchmark only
  *   /tmp/attn check-engine   validation of the engine only   /tmp/attn sanitize  small shapes, engine
  *   /tmp/attn once           one engine fwd+bwd per head size (for a profiler)
@@ -48,15 +48,20 @@
 #include "../../cuda/attention.cu"
 
 /* The engine file calls three helpers that cuda/backend.cu and src/status.c define in the
- * real build; this standalone lab supplies minimal ones (dev->impl holds the stream). */
+ * real build; this standalone lab supplies minimal ones (dev->impl holds the stream). Weak:
+ * run_labs.sh links src/status.c, whose llmc_device_fail wins and which needs the registry's
+ * two names, never called here. */
 #ifndef LLMC_LAB_LINKS_BACKEND
-extern "C" llmc_status llmc_device_fail(llmc_device *dev, llmc_status code, const char *fmt, ...) {
+extern "C" __attribute__((weak)) llmc_status llmc_device_fail(llmc_device *dev, llmc_status code, const char *fmt,
+                                                              ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(dev->err, sizeof dev->err, fmt, ap);
     va_end(ap);
     return code;
 }
+extern "C" __attribute__((weak)) const llmc_backend_ops *llmc_backend_lookup(const char *) { return NULL; }
+extern "C" __attribute__((weak)) const char *llmc_backend_names(void) { return "none"; }
 cudaStream_t llmc_cuda_stream(llmc_device *dev) { return (cudaStream_t)dev->impl; }
 llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, const char *file, int line) {
     return llmc_device_fail(dev, LLMC_ERR_DEVICE, "%s:%d: %s: %s", file, line, what, cudaGetErrorString(e));
@@ -316,19 +321,6 @@ static double urand() { /* splitmix64 → [0,1) */
 }
 static double nrand() { return sqrt(-2.0 * log(1.0 - urand())) * cos(6.283185307179586 * urand()); }
 
-static uint16_t f2bf(float f) { /* round to nearest even */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static double bf2d(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* float64 reference: materialises the (causal) T x T scores and probabilities per head. */
 struct Ref {
     std::vector<double> out, lse, dqkv;
@@ -347,10 +339,10 @@ static void reference(Ref &r, const std::vector<uint16_t> &qkv, const std::vecto
         for (int t = 0; t < T; ++t)
             for (int d = 0; d < HS; ++d) {
                 const size_t base = ((size_t)b * T + t) * rs + (size_t)h * HS + d;
-                Q[(size_t)t * HS + d] = bf2d(qkv[base]);
-                K[(size_t)t * HS + d] = bf2d(qkv[base + C]);
-                V[(size_t)t * HS + d] = bf2d(qkv[base + 2 * C]);
-                dO[(size_t)t * HS + d] = bf2d(dout[((size_t)b * T + t) * C + (size_t)h * HS + d]);
+                Q[(size_t)t * HS + d] = llmc_bf16_to_f32(qkv[base]);
+                K[(size_t)t * HS + d] = llmc_bf16_to_f32(qkv[base + C]);
+                V[(size_t)t * HS + d] = llmc_bf16_to_f32(qkv[base + 2 * C]);
+                dO[(size_t)t * HS + d] = llmc_bf16_to_f32(dout[((size_t)b * T + t) * C + (size_t)h * HS + d]);
             }
         std::vector<double> P((size_t)T * T, 0.0), dS((size_t)T * T, 0.0), Dq(T);
         for (int q = 0; q < T; ++q) {
@@ -435,9 +427,9 @@ static void check_shape(llmc_device *dev, const Shape &s, int *nfail) {
     const size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nlse = (size_t)B * NH * T;
     std::vector<uint16_t> hqkv(nqkv), hdout(nout);
     for (auto &x : hqkv)
-        x = f2bf((float)(nrand() * s.amp));
+        x = llmc_f32_to_bf16((float)(nrand() * s.amp));
     for (auto &x : hdout)
-        x = f2bf((float)nrand());
+        x = llmc_f32_to_bf16((float)nrand());
     Ref ref;
     reference(ref, hqkv, hdout, B, T, NH, HS);
 
@@ -487,7 +479,7 @@ static void check_shape(llmc_device *dev, const Shape &s, int *nfail) {
                          memcmp(gdqkv.data(), gdqkv2.data(), nqkv * 2) == 0;
 
         const double eo = relerr(nout, [&](size_t i, double &x, double &r) {
-            x = bf2d(gout[i]);
+            x = llmc_bf16_to_f32(gout[i]);
             r = ref.out[i];
             return true;
         });
@@ -500,7 +492,7 @@ static void check_shape(llmc_device *dev, const Shape &s, int *nfail) {
         for (int part = 0; part < 3; ++part)
             eg[part] = relerr(nqkv, [&](size_t i, double &x, double &r) {
                 if ((int)((i % (3 * (size_t)C)) / C) != part) return false;
-                x = bf2d(gdqkv[i]);
+                x = llmc_bf16_to_f32(gdqkv[i]);
                 r = ref.dqkv[i];
                 return true;
             });

@@ -15,10 +15,12 @@ sed -i 's/mm\[k\] = a.beta1 \* mm\[k\] + (1.0f - a.beta1) \* gk;/mm[k] = a.beta1
 for f in layernorm classifier adamw; do
     if cmp -s "cuda/$f.cu" "$T/cuda/$f.cu"; then echo "sed did not break $f"; exit 1; fi
 done
-[ -f build/labs/status.o ] || gcc -O2 -c src/status.c -Isrc -o build/labs/status.o
+CORE="status model config weights dtype" # as run_labs.sh links
+for c in $CORE; do [ -f "build/labs/$c.o" ] || gcc -O2 -fopenmp -c "src/$c.c" -Isrc -o "build/labs/$c.o"; done
 for f in layernorm classifier adamw; do
     nvcc -O3 --use_fast_math -std=c++17 -arch=sm_90 -I"$T/src" -I"$T/cuda" -Xcompiler -fopenmp \
-        "$T/dev/cuda/$f.cu" build/labs/status.o -lcublasLt -lgomp -o "build/labs/broken_$f" &
+        "$T/dev/cuda/$f.cu" $(for c in $CORE; do echo "build/labs/$c.o"; done) -lcublasLt -lgomp \
+        -o "build/labs/broken_$f" &
 done
 wait
 rm -rf "$T"

@@ -1,11 +1,13 @@
 /* lab.cuh — shared harness of the CUDA labs in dev/cuda: compiles the engine's kernels into
  * the lab (one copy of each kernel: the lab includes the engine's .cu files), opens a device
- * through the real op table, and provides random data, bf16 conversion, poisoning, error
- * norms and event timing.
+ * through the real op table (tuning from LLMC_PDL / LLMC_GEMV, as the engine's defaults),
+ * wraps device pointers as weight tensors, and provides random data, bf16 conversion,
+ * poisoning, error norms and event timing.
  *
- * Build one lab (from the repo root):
+ * Build one lab (from the repo root; the C files give llmc_device_open and its defaults):
  *   nvcc -O3 --use_fast_math -std=c++17 -arch=sm_90 -Isrc -Icuda -Xcompiler -fopenmp \
- *        dev/cuda/layernorm.cu src/status.c -lcublasLt -lgomp -o build/labs/layernorm
+ *        dev/cuda/layernorm.cu src/status.c src/model.c src/config.c src/weights.c src/dtype.c \
+ *        -lcublasLt -lgomp -o build/labs/layernorm
  * dev/cuda/run_labs.sh builds and runs them all. */
 #ifndef LLMC_LAB_CUH
 #define LLMC_LAB_CUH
@@ -64,12 +66,16 @@ static llmc_device g_dev;
 static int g_fail = 0, g_checks = 0;
 
 static void lab_open(void) {
-    memset(&g_dev, 0, sizeof g_dev);
-    g_dev.ops = &llmc_cuda_backend_ops;
-    OKS(g_dev.ops->init(&g_dev, 0));
+    OKS(llmc_device_open(&g_dev, "cuda", 0, NULL));
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, 0));
-    printf("device: %s, %d SMs, %.1f GiB\n", p.name, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
+    printf("device: %s, %d SMs, %.1f GiB; pdl %d, skinny rows %d\n", p.name, p.multiProcessorCount,
+           p.totalGlobalMem / 1073741824.0, g_dev.tuning.pdl, g_dev.tuning.skinny_rows);
+}
+/* The device's tuning knobs (what LLMC_PDL / LLMC_GEMV set at open), for labs that compare paths. */
+static void lab_tune(int pdl, int skinny_rows) {
+    g_dev.tuning.pdl = pdl;
+    g_dev.tuning.skinny_rows = skinny_rows;
 }
 static cudaStream_t lab_stream(void) { return llmc_cuda_stream(&g_dev); }
 static void lab_sync(void) { CK(cudaStreamSynchronize(lab_stream())); }
@@ -94,23 +100,11 @@ static std::vector<float> rand_normal(size_t n, double scale, double shift = 0.0
     return v;
 }
 
-/* ---- bf16 on the host ---- */
-static uint16_t f2bf(float f) { /* round to nearest even */
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    b += 0x7fffu + ((b >> 16) & 1u);
-    return (uint16_t)(b >> 16);
-}
-static float bf2f(uint16_t h) {
-    uint32_t b = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
+/* ---- bf16 on the host (src/dtype.c) ---- */
+static float round_bf16(float x) { return llmc_bf16_to_f32(llmc_f32_to_bf16(x)); }
 /* Rounds a host vector to bf16 values in place (so the reference sees what the device sees). */
 static void round_bf16(std::vector<float> &v) {
-    for (auto &x : v) x = bf2f(f2bf(x));
+    for (auto &x : v) x = round_bf16(x);
 }
 
 /* ---- device buffers ---- */
@@ -119,40 +113,52 @@ static void *dmalloc(size_t bytes) {
     CK(cudaMalloc(&p, bytes + 256));
     return p;
 }
+/* Host vector <-> device buffer of the same element type (synchronous). */
+template <class T>
+static void up_raw(void *d, const std::vector<T> &h) {
+    CK(cudaMemcpyAsync(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice, lab_stream()));
+    lab_sync();
+}
+template <class T>
+static std::vector<T> down_raw(const void *d, size_t n) {
+    std::vector<T> h(n);
+    CK(cudaMemcpyAsync(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost, lab_stream()));
+    lab_sync();
+    return h;
+}
+static void up_f32(void *d, const std::vector<float> &h) { up_raw(d, h); }
+static void up_i32(void *d, const std::vector<int> &h) { up_raw(d, h); }
+static std::vector<float> down_f32(const void *d, size_t n) { return down_raw<float>(d, n); }
+static std::vector<uint16_t> down_raw16(const void *d, size_t n) { return down_raw<uint16_t>(d, n); }
+/* fp32 on the host, bf16 on the device */
 static void up_bf16(void *d, const std::vector<float> &h) {
     std::vector<uint16_t> t(h.size());
-    for (size_t i = 0; i < h.size(); i++) t[i] = f2bf(h[i]);
-    CK(cudaMemcpyAsync(d, t.data(), t.size() * 2, cudaMemcpyHostToDevice, lab_stream()));
-    lab_sync();
+    llmc_f32_to_bf16_n(t.data(), h.data(), h.size());
+    up_raw(d, t);
 }
 static std::vector<float> down_bf16(const void *d, size_t n) {
-    std::vector<uint16_t> t(n);
-    CK(cudaMemcpyAsync(t.data(), d, n * 2, cudaMemcpyDeviceToHost, lab_stream()));
-    lab_sync();
+    std::vector<uint16_t> t = down_raw16(d, n);
     std::vector<float> h(n);
-    for (size_t i = 0; i < n; i++) h[i] = bf2f(t[i]);
+    llmc_bf16_to_f32_n(h.data(), t.data(), n);
     return h;
 }
-static std::vector<uint16_t> down_raw16(const void *d, size_t n) {
-    std::vector<uint16_t> t(n);
-    CK(cudaMemcpyAsync(t.data(), d, n * 2, cudaMemcpyDeviceToHost, lab_stream()));
-    lab_sync();
-    return t;
-}
-static void up_f32(void *d, const std::vector<float> &h) {
-    CK(cudaMemcpyAsync(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice, lab_stream()));
-    lab_sync();
-}
-static std::vector<float> down_f32(const void *d, size_t n) {
-    std::vector<float> h(n);
-    CK(cudaMemcpyAsync(h.data(), d, n * 4, cudaMemcpyDeviceToHost, lab_stream()));
-    lab_sync();
-    return h;
-}
-static void up_i32(void *d, const std::vector<int> &h) {
-    CK(cudaMemcpyAsync(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice, lab_stream()));
-    lab_sync();
-}
+/* A device pointer as the bf16 tensor an op takes (shape d0, or d0 x d1). Converts to
+ * const llmc_tensor * for the call it is made in; a NULL pointer gives NULL (no tensor). */
+struct lab_tensor {
+    llmc_tensor t;
+    lab_tensor(const void *data, int d0, int d1 = 0) {
+        memset(&t, 0, sizeof t);
+        t.name = "lab";
+        t.dtype = LLMC_BF16;
+        t.data = (void *)data;
+        t.ndim = d1 ? 2 : 1;
+        t.shape[0] = d0;
+        t.shape[1] = d1;
+        t.numel = (size_t)d0 * (d1 ? d1 : 1);
+    }
+    operator const llmc_tensor *() const { return t.data ? &t : NULL; }
+};
+
 /* NaN everywhere: 0xffff is a bf16 NaN, 0xffffffff an fp32 NaN. */
 static void poison(void *d, size_t bytes) {
     CK(cudaMemsetAsync(d, 0xff, bytes, lab_stream()));
@@ -186,7 +192,7 @@ static void check_true(const char *what, int cond) {
 }
 static int lab_finish(const char *name) {
     printf("SUMMARY %s: %d/%d checks passed%s\n", name, g_checks - g_fail, g_checks, g_fail ? "  <-- FAILURES" : "");
-    llmc_cuda_backend_ops.destroy(&g_dev);
+    llmc_device_close(&g_dev);
     return g_fail ? 1 : 0;
 }
 

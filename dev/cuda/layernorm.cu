@@ -17,12 +17,12 @@ static void test_shape(int N, int C, int with_inp2, int misalign) {
     up_bf16(d_x1, x1); up_bf16(d_x2, x2); up_bf16(d_w, w); up_bf16(d_b, b);
     poison(d_res, nc * 2); poison(d_out, nc * 2); poison(d_mean, N * 4); poison(d_rstd, N * 4);
     OKS(llmc_cuda_layernorm_forward(&g_dev, with_inp2 ? d_res : NULL, d_out, d_mean, d_rstd, d_x1,
-                                    with_inp2 ? d_x2 : NULL, d_w, d_b, N, C));
+                                    with_inp2 ? d_x2 : NULL, lab_tensor(d_w, C), lab_tensor(d_b, C), N, C));
     lab_sync();
 
     /* reference: x is the bf16-rounded sum (the residual the model keeps) */
     std::vector<float> x(nc);
-    for (size_t i = 0; i < nc; i++) x[i] = with_inp2 ? bf2f(f2bf(x1[i] + x2[i])) : x1[i];
+    for (size_t i = 0; i < nc; i++) x[i] = with_inp2 ? round_bf16(x1[i] + x2[i]) : x1[i];
     std::vector<double> r_res(nc), r_out(nc), r_mean(N), r_rstd(N);
     for (int r = 0; r < N; r++) {
         double m = 0, v = 0;
@@ -79,7 +79,8 @@ static void test_shape(int N, int C, int with_inp2, int misalign) {
     std::vector<uint16_t> first_din, first_dw, first_db;
     for (int rep = 0; rep < 2; rep++) {
         up_bf16(d_din, pin); up_bf16(d_dw, pw); up_bf16(d_db, pb);
-        OKS(llmc_cuda_layernorm_backward(&g_dev, d_din, d_dw, d_db, d_dout, d_x, d_w, d_mean, d_rstd, N, C));
+        OKS(llmc_cuda_layernorm_backward(&g_dev, d_din, lab_tensor(d_dw, C), lab_tensor(d_db, C), d_dout, d_x,
+                                         lab_tensor(d_w, C), d_mean, d_rstd, N, C));
         lab_sync();
         if (rep == 0) {
             std::vector<double> rin(nc), rw(C), rb(C);
@@ -110,9 +111,10 @@ static void bench(int N, int C, double peak) {
     up_bf16(a, rand_normal(nc, 1.0)); up_bf16(b2, rand_normal(nc, 1.0));
     up_bf16(w, rand_normal(C, 0.1, 1.0)); up_bf16(b, rand_normal(C, 0.1));
     up_bf16(dw, rand_normal(C, 0.1)); up_bf16(db, rand_normal(C, 0.1));
-    float fwd = time_ms([&] { OKS(llmc_cuda_layernorm_forward(&g_dev, res, out, mean, rstd, a, b2, w, b, N, C)); });
+    const lab_tensor tw(w, C), tb(b, C), tdw(dw, C), tdb(db, C);
+    float fwd = time_ms([&] { OKS(llmc_cuda_layernorm_forward(&g_dev, res, out, mean, rstd, a, b2, tw, tb, N, C)); });
     /* backward: dout = a, x = res, dinp = b2 (grows, harmless) */
-    float bwd = time_ms([&] { OKS(llmc_cuda_layernorm_backward(&g_dev, b2, dw, db, a, res, w, mean, rstd, N, C)); });
+    float bwd = time_ms([&] { OKS(llmc_cuda_layernorm_backward(&g_dev, b2, tdw, tdb, a, res, tw, mean, rstd, N, C)); });
     float rr = time_ms([&] {
         OKS((layernorm_backward_launch<8, 0>(&g_dev, b2, dw, db, a, res, w, mean, rstd, N, C)));
     });

@@ -39,8 +39,8 @@ static void test_shape(int N, int C, int OC, int with_bias, int with_gelu, int w
     up_bf16(d_inp, inp); up_bf16(d_w, w); up_bf16(d_bias, bias);
     poison(d_out, (size_t)N * OC * 2);
     poison(d_pre, (size_t)N * OC * 2);
-    OKS(llmc_cuda_matmul_forward(&g_dev, d_out, with_gelu ? d_pre : NULL, d_inp, d_w, with_bias ? d_bias : NULL, N,
-                                 C, OC));
+    OKS(llmc_cuda_matmul_forward(&g_dev, d_out, with_gelu ? d_pre : NULL, d_inp, lab_tensor(d_w, OC, C),
+                                 lab_tensor(with_bias ? d_bias : NULL, OC), N, C, OC));
     lab_sync();
     std::vector<double> rpre((size_t)N * OC), rout((size_t)N * OC);
 #pragma omp parallel for schedule(static)
@@ -58,7 +58,7 @@ static void test_shape(int N, int C, int OC, int with_bias, int with_gelu, int w
     std::vector<float> pre = rand_normal((size_t)N * C, 1.0), dout = rand_normal((size_t)N * OC, 1.0);
     round_bf16(pre); round_bf16(dout);
     if (with_gelu)
-        for (size_t i = 0; i < inp.size(); i++) inp[i] = bf2f(f2bf((float)gelu_d(pre[i])));
+        for (size_t i = 0; i < inp.size(); i++) inp[i] = round_bf16((float)gelu_d(pre[i]));
     up_bf16(d_inp, inp);
     bf16 *d_prein = (bf16 *)dmalloc((size_t)N * C * 2), *d_dout = (bf16 *)dmalloc((size_t)N * OC * 2),
          *d_dinp = (bf16 *)dmalloc((size_t)N * C * 2), *d_dw = (bf16 *)dmalloc((size_t)OC * C * 2),
@@ -96,8 +96,9 @@ static void test_shape(int N, int C, int OC, int with_bias, int with_gelu, int w
     for (int rep = 0; rep < 2; rep++) {
         poison(d_dinp, (size_t)N * C * 2);
         up_bf16(d_dw, pw); up_bf16(d_db, pb);
-        OKS(llmc_cuda_matmul_backward(&g_dev, with_dinp ? d_dinp : NULL, d_dw, with_bias ? d_db : NULL, d_dout, d_inp,
-                                      d_w, with_gelu ? d_prein : NULL, N, C, OC));
+        OKS(llmc_cuda_matmul_backward(&g_dev, with_dinp ? d_dinp : NULL, lab_tensor(d_dw, OC, C),
+                                      lab_tensor(with_bias ? d_db : NULL, OC), d_dout, d_inp, lab_tensor(d_w, OC, C),
+                                      with_gelu ? d_prein : NULL, N, C, OC));
         lab_sync();
         if (rep == 0) {
             if (with_dinp) check("backward dinp (=)", rel_err(down_bf16(d_dinp, (size_t)N * C), rdin), 2e-2);
@@ -132,12 +133,14 @@ static void bench(int N, int C, int OC, int gelu) {
     up_bf16(out, rand_normal((size_t)N * OC, 1.0)); /* used as dout in the backward */
     up_bf16(dw, rand_normal((size_t)OC * C, 0.01)); up_bf16(db, rand_normal(OC, 0.01));
     double flops = 2.0 * N * C * OC;
-    float f = time_ms([&] { OKS(llmc_cuda_matmul_forward(&g_dev, pre, gelu ? faux : NULL, inp, w, bias, N, C, OC)); });
+    const lab_tensor tw(w, OC, C), tbias(bias, OC), tdw(dw, OC, C), tdb(db, OC);
+    float f =
+        time_ms([&] { OKS(llmc_cuda_matmul_forward(&g_dev, pre, gelu ? faux : NULL, inp, tw, tbias, N, C, OC)); });
     float b = time_ms([&] {
-        OKS(llmc_cuda_matmul_backward(&g_dev, dinp, dw, db, out, inp, w, gelu ? prein : NULL, N, C, OC));
+        OKS(llmc_cuda_matmul_backward(&g_dev, dinp, tdw, tdb, out, inp, tw, gelu ? prein : NULL, N, C, OC));
     });
     float bn = time_ms([&] {
-        OKS(llmc_cuda_matmul_backward(&g_dev, dinp, dw, NULL, out, inp, w, gelu ? prein : NULL, N, C, OC));
+        OKS(llmc_cuda_matmul_backward(&g_dev, dinp, tdw, NULL, out, inp, tw, gelu ? prein : NULL, N, C, OC));
     });
     float own = time_ms([&] { OKS(dbias_reduce(&g_dev, db, out, N, OC)); });
     printf("BENCH matmul N=%d C=%d OC=%d gelu=%d  fwd %.3f ms %.0f TFLOP/s  bwd %.3f ms %.0f TFLOP/s  "

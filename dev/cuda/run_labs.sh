@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Builds (when missing, or always with BUILD=1) and runs the CUDA labs; full logs go to $OUT
-# (default /tmp/labs), a summary to stdout.
+# Builds (when missing, or always with BUILD=1) and runs the CUDA labs; binaries go to $BIN
+# (default build/labs), full logs to $OUT (default /tmp/labs), a summary to stdout.
 # Usage: dev/cuda/run_labs.sh [lab ...]     e.g.  BUILD=1 dev/cuda/run_labs.sh layernorm classifier
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/labs}
-BIN=build/labs
+BIN=${BIN:-build/labs}
 mkdir -p "$OUT" "$BIN"
 LABS=${*:-"layernorm classifier adamw matmul encoder gelu norm"}
 NVFLAGS="-O3 --use_fast_math -lineinfo --expt-relaxed-constexpr -std=c++17 -arch=sm_90 -Isrc -Icuda"
+# The C the labs link: llmc_device_open and the tuning defaults it reads (model.c, which needs
+# config.c and weights.c), host bf16 conversion.
+CORE="status model config weights dtype"
+core_built=0
+build_core() {
+    [ $core_built = 1 ] && return 0
+    for f in $CORE; do
+        if [ "${BUILD:-0}" = 1 ] || [ ! -f "$BIN/$f.o" ]; then
+            gcc -O2 -fopenmp -c "src/$f.c" -Isrc -o "$BIN/$f.o" || return 1
+        fi
+    done
+    core_built=1
+}
 build() {
-    [ -f "$BIN/status.o" ] || gcc -O2 -c src/status.c -Isrc -o "$BIN/status.o" || return 1
-    nvcc $NVFLAGS -Xcompiler -fopenmp "dev/cuda/$1.cu" "$BIN/status.o" -lcublasLt -lgomp -o "$BIN/$1"
+    build_core || return 1
+    nvcc $NVFLAGS -Xcompiler -fopenmp "dev/cuda/$1.cu" $(for f in $CORE; do echo "$BIN/$f.o"; done) \
+        -lcublasLt -lgomp -o "$BIN/$1"
 }
 rc=0
 for lab in $LABS; do

@@ -12,8 +12,9 @@ cdef extern from "llmc.h":
         uint64_t epoch
         uint64_t shard
         uint64_t sample
-    _dl_llmc_dataloader *_dl_open "llmc_dataloader_open"(const char *pattern, int B, int T, int shuffle,
-                                                          uint64_t seed) nogil
+    _dl_llmc_dataloader *_dl_new "llmc_dataloader_new"() nogil
+    int _dl_open "llmc_dataloader_open"(_dl_llmc_dataloader *d, const char *pattern, int B, int T, int shuffle,
+                                        uint64_t seed) nogil
     const char *_dl_error "llmc_dataloader_error"(const _dl_llmc_dataloader *d) nogil
     void _dl_free "llmc_dataloader_free"(_dl_llmc_dataloader *d) nogil
     int _dl_next "llmc_dataloader_next"(_dl_llmc_dataloader *d, int *inputs, int *targets) nogil
@@ -26,7 +27,9 @@ cdef extern from "llmc.h":
 
     ctypedef struct _dl_llmc_tokenizer "llmc_tokenizer":
         pass
-    _dl_llmc_tokenizer *_dl_tok_open "llmc_tokenizer_open"(const char *path, char *err, size_t errlen) nogil
+    _dl_llmc_tokenizer *_dl_tok_new "llmc_tokenizer_new"() nogil
+    int _dl_tok_load "llmc_tokenizer_load"(_dl_llmc_tokenizer *t, const char *path) nogil
+    const char *_dl_tok_error "llmc_tokenizer_error"(const _dl_llmc_tokenizer *t) nogil
     void _dl_tok_free "llmc_tokenizer_free"(_dl_llmc_tokenizer *t) nogil
     const char *_dl_tok_decode "llmc_tokenizer_decode"(const _dl_llmc_tokenizer *t, int token, int *length) nogil
     int _dl_tok_eot "llmc_tokenizer_eot"(const _dl_llmc_tokenizer *t) nogil
@@ -39,7 +42,7 @@ cdef extern from "llmc.h":
         uint64_t seed
     void _dl_sampling_default "llmc_sampling_default"(_dl_sampling *s) nogil
     int _dl_sample_token "llmc_sample_token"(const float *logits, int V, const _dl_sampling *s,
-                                             uint64_t *rng_state) nogil
+                                             uint64_t *rng_state, int *token) nogil
 
     ctypedef int _dl_sched_kind "llmc_schedule_kind"
     ctypedef struct _dl_schedule "llmc_schedule":
@@ -69,16 +72,14 @@ cdef class DataLoader:
         cdef bytes p = _dl_os.fsencode(pattern)
         cdef const char *cp = p
         cdef int sh = 1 if shuffle else 0
-        with nogil:
-            self._d = _dl_open(cp, B, T, sh, seed)
+        cdef int st
+        self._d = _dl_new()
         if self._d == NULL:
             raise MemoryError("out of memory opening the data loader")
-        cdef const char *err = _dl_error(self._d)
-        if err != NULL:
-            msg = err.decode("utf-8", "replace")
-            _dl_free(self._d)
-            self._d = NULL
-            raise LlmcError(msg)
+        with nogil:
+            st = _dl_open(self._d, cp, B, T, sh, seed)
+        if st != 0:
+            self._raise()
         self.B = B
         self.T = T
 
@@ -88,8 +89,7 @@ cdef class DataLoader:
             self._d = NULL
 
     cdef _raise(self):
-        cdef const char *err = _dl_error(self._d)
-        raise LlmcError(err.decode("utf-8", "replace") if err != NULL else "data loader error")
+        raise LlmcError(_dl_error(self._d).decode("utf-8", "replace") or "data loader error")
 
     def next(self):
         """The next batch as (inputs, targets), each int32 of shape (B, T)."""
@@ -151,12 +151,14 @@ cdef class Tokenizer:
         self._t = NULL
         cdef bytes p = _dl_os.fsencode(path)
         cdef const char *cp = p
-        cdef char err[512]
-        err[0] = 0
-        with nogil:
-            self._t = _dl_tok_open(cp, err, sizeof(err))
+        cdef int st
+        self._t = _dl_tok_new()
         if self._t == NULL:
-            raise LlmcError(err.decode("utf-8", "replace") or "cannot open tokenizer")
+            raise MemoryError("out of memory opening the tokenizer")
+        with nogil:
+            st = _dl_tok_load(self._t, cp)
+        if st != 0:
+            raise LlmcError(_dl_tok_error(self._t).decode("utf-8", "replace") or "cannot open tokenizer")
 
     def __dealloc__(self):
         if self._t != NULL:
@@ -206,10 +208,10 @@ def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rn
     cdef uint64_t state = s.seed if rng_state is None else (int(rng_state) & 0xFFFFFFFFFFFFFFFF)
     cdef int V = <int>arr.shape[0]
     cdef const float *p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>arr)
-    cdef int tok
+    cdef int tok = -1, st
     with nogil:
-        tok = _dl_sample_token(p, V, &s, &state)
-    if tok < 0:
+        st = _dl_sample_token(p, V, &s, &state, &tok)
+    if st != 0:
         raise LlmcError("cannot sample: the logits contain NaN or +Inf, are all -Inf, "
                         "or the temperature is negative or NaN")
     return tok, state

@@ -3,7 +3,66 @@
 # Device(name) opens a backend through the same op table the model uses. Each method
 # uploads float32 inputs (converted to the backend's activation dtype), fills "="
 # outputs with NaN so unwritten elements show, runs the op and downloads float32 results.
-# "+=" outputs take their starting values as arguments.
+# "+=" outputs take their starting values as arguments. Weights go to the ops as typed
+# tensors (llmc_tensor), as the model's table hands them over.
+
+cdef extern from "backend.h":
+    ctypedef struct llmc_device_tuning:
+        int pdl, skinny_rows
+    ctypedef struct llmc_backend_ops:
+        const char *name
+        llmc_dtype act_dtype
+        llmc_status (*alloc)(llmc_device *dev, void **ptr, size_t bytes)
+        void (*free)(llmc_device *dev, void *ptr)
+        llmc_status (*copy_h2d)(llmc_device *dev, void *dst, const void *src, size_t bytes)
+        llmc_status (*copy_d2h)(llmc_device *dev, void *dst, const void *src, size_t bytes)
+        llmc_status (*upload_f32)(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n)
+        llmc_status (*download_f32)(llmc_device *dev, float *dst, const void *src, llmc_dtype dtype, size_t n)
+        llmc_status (*synchronize)(llmc_device *dev)
+        llmc_status (*encoder_forward)(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
+                                       const llmc_tensor *wpe, int B, int T, int C)
+        llmc_status (*encoder_backward)(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,
+                                        const void *dout, const int *tokens, const int *tokens_host, int B, int T,
+                                        int C)
+        llmc_status (*layernorm_forward)(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
+                                         const void *inp, const void *inp2, const llmc_tensor *w,
+                                         const llmc_tensor *b, int N, int C)
+        llmc_status (*layernorm_backward)(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *db,
+                                          const void *dout, const void *inp, const llmc_tensor *w, const float *mean,
+                                          const float *rstd, int N, int C)
+        llmc_status (*matmul_forward)(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                      const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC)
+        llmc_status (*matmul_backward)(llmc_device *dev, void *dinp, const llmc_tensor *dw,
+                                       const llmc_tensor *dbias, const void *dout, const void *inp,
+                                       const llmc_tensor *w, const void *pre_gelu, int N, int C, int OC)
+        llmc_status (*gelu_forward)(llmc_device *dev, void *out, const void *inp, size_t n)
+        llmc_status (*attention_forward)(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
+                                         int NH, int HS)
+        llmc_status (*attention_backward)(llmc_device *dev, void *dqkv, const void *dout, const void *qkv,
+                                          const void *out, const float *lse, int B, int T, int NH, int HS)
+        llmc_status (*classifier_forward)(llmc_device *dev, float *losses, void *logits, const int *targets, int N,
+                                          int V, int Vp, float dloss)
+        llmc_status (*adamw_update)(llmc_device *dev, void *params, float *master, const void *grads, float *m,
+                                    float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
+                                    float b2_correction, float eps, float weight_decay, float grad_scale,
+                                    uint32_t seed, size_t index_base)
+        llmc_status (*sum_squares)(llmc_device *dev, double *out, const void *x, size_t n)
+        llmc_status (*encoder_forward_at)(llmc_device *dev, void *out, const int *tokens, const int *pos,
+                                          const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C)
+        llmc_status (*kv_append)(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
+                                 const int *pos, int B, int T, int NH, int HS, int maxlen)
+        llmc_status (*attention_decode)(llmc_device *dev, void *out, const void *qkv, const void *kcache,
+                                        const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
+                                        int maxlen)
+        llmc_status (*argmax_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp)
+    ctypedef struct llmc_device:
+        const llmc_backend_ops *ops
+        llmc_device_tuning tuning
+        char *err
+    llmc_status llmc_device_open(llmc_device *dev, const char *name, int index, const llmc_device_tuning *tuning)
+    void llmc_device_close(llmc_device *dev)
+    const char *llmc_backend_names()
+
 
 cdef class _Buf:
     """A device allocation freed with its Device."""
@@ -19,9 +78,15 @@ cdef class Device:
     cdef llmc_device d
     cdef public bint open
 
-    def __cinit__(self, str name="cpu", int index=0):
+    def __cinit__(self, str name="cpu", int index=0, pdl=None, skinny_rows=None):
+        """pdl / skinny_rows: the backend's tuning knobs (None: the defaults of llmc_model_options)."""
         self.open = False
-        st = llmc_device_open(&self.d, name.encode(), index)
+        cdef llmc_model_options mo
+        llmc_model_options_default(&mo)
+        cdef llmc_device_tuning tune
+        tune.pdl = mo.pdl if pdl is None else int(pdl)
+        tune.skinny_rows = mo.skinny_rows if skinny_rows is None else int(skinny_rows)
+        st = llmc_device_open(&self.d, name.encode(), index, &tune)
         if st != LLMC_OK:
             raise LlmcError(self.d.err.decode())
         self.open = True
@@ -65,6 +130,21 @@ cdef class Device:
         self._ok(self.d.ops.copy_h2d(&self.d, b.ptr, <void *>a.data, a.shape[0] * 4))
         return b
 
+    cdef llmc_tensor _tensor(self, _Buf b, shape, name=b"w"):
+        """The typed tensor of act dtype that b holds (as the model's weight table describes one)."""
+        cdef llmc_tensor t
+        memset(&t, 0, sizeof(t))
+        t.name = name
+        t.dtype = self.d.ops.act_dtype
+        t.data = b.ptr
+        shape = tuple(int(x) for x in np.atleast_1d(np.asarray(shape)))
+        t.ndim = len(shape)
+        t.numel = 1
+        for i, n in enumerate(shape):
+            t.shape[i] = n
+            t.numel *= n
+        return t
+
     cdef _get(self, _Buf b, shape, bint act=True):
         cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(int(np.prod(shape)), np.float32)
         cdef llmc_dtype t = self.d.ops.act_dtype if act else LLMC_F32
@@ -83,14 +163,16 @@ cdef class Device:
         C = wte.shape[1]
         out = self._poisoned((B, T, C))
         tk, we, pe = self._put_int(tokens), self._put(wte), self._put(wpe)
-        self._ok(self.d.ops.encoder_forward(&self.d, out.ptr, <int *>tk.ptr, we.ptr, pe.ptr, B, T, C))
+        cdef llmc_tensor twe = self._tensor(we, wte.shape), tpe = self._tensor(pe, wpe.shape)
+        self._ok(self.d.ops.encoder_forward(&self.d, out.ptr, <int *>tk.ptr, &twe, &tpe, B, T, C))
         return self._get(out, (B, T, C))
 
     def encoder_backward(self, dwte, dwpe, dout, tokens):
         cdef cnp.ndarray[cnp.int32_t, ndim=2] tok = np.ascontiguousarray(tokens, np.int32)
         B, T, C = dout.shape
         gw, gp, do, tk = self._put(dwte), self._put(dwpe), self._put(dout), self._put_int(tok)
-        self._ok(self.d.ops.encoder_backward(&self.d, gw.ptr, gp.ptr, do.ptr, <int *>tk.ptr, <int *>tok.data, B, T, C))
+        cdef llmc_tensor tgw = self._tensor(gw, dwte.shape), tgp = self._tensor(gp, dwpe.shape)
+        self._ok(self.d.ops.encoder_backward(&self.d, &tgw, &tgp, do.ptr, <int *>tk.ptr, <int *>tok.data, B, T, C))
         return self._get(gw, dwte.shape), self._get(gp, dwpe.shape)
 
     def layernorm_forward(self, inp, w, b, inp2=None):
@@ -99,9 +181,10 @@ cdef class Device:
         x, wb, bb = self._put(inp), self._put(w), self._put(b)
         cdef _Buf x2 = self._put(inp2) if inp2 is not None else None
         cdef _Buf res = self._poisoned((N, C)) if inp2 is not None else None
+        cdef llmc_tensor tw = self._tensor(wb, (C,)), tb = self._tensor(bb, (C,))
         self._ok(self.d.ops.layernorm_forward(&self.d, res.ptr if res is not None else NULL, out.ptr,
                                               <float *>mean.ptr, <float *>rstd.ptr, x.ptr,
-                                              x2.ptr if x2 is not None else NULL, wb.ptr, bb.ptr, N, C))
+                                              x2.ptr if x2 is not None else NULL, &tw, &tb, N, C))
         return (self._get(out, (N, C)), self._get(mean, (N,), False), self._get(rstd, (N,), False),
                 self._get(res, (N, C)) if res is not None else None)
 
@@ -110,7 +193,8 @@ cdef class Device:
         gi, gw, gb = self._put(dinp), self._put(dw), self._put(db)
         do, x, wb = self._put(dout), self._put(inp), self._put(w)
         mb, rb = self._put(mean, False), self._put(rstd, False)
-        self._ok(self.d.ops.layernorm_backward(&self.d, gi.ptr, gw.ptr, gb.ptr, do.ptr, x.ptr, wb.ptr,
+        cdef llmc_tensor tgw = self._tensor(gw, (C,)), tgb = self._tensor(gb, (C,)), tw = self._tensor(wb, (C,))
+        self._ok(self.d.ops.layernorm_backward(&self.d, gi.ptr, &tgw, &tgb, do.ptr, x.ptr, &tw,
                                                <float *>mb.ptr, <float *>rb.ptr, N, C))
         return self._get(gi, (N, C)), self._get(gw, (C,)), self._get(gb, (C,))
 
@@ -122,8 +206,12 @@ cdef class Device:
         cdef _Buf pre = self._poisoned((N, OC)) if gelu else None
         x, wb = self._put(inp), self._put(w)
         cdef _Buf bb = self._put(bias) if bias is not None else None
-        self._ok(self.d.ops.matmul_forward(&self.d, out.ptr, pre.ptr if pre is not None else NULL, x.ptr, wb.ptr,
-                                           bb.ptr if bb is not None else NULL, N, C, OC))
+        cdef llmc_tensor tw = self._tensor(wb, (OC, C))
+        cdef llmc_tensor tb
+        if bb is not None:
+            tb = self._tensor(bb, (OC,))
+        self._ok(self.d.ops.matmul_forward(&self.d, out.ptr, pre.ptr if pre is not None else NULL, x.ptr, &tw,
+                                           &tb if bb is not None else NULL, N, C, OC))
         if gelu:
             return self._get(out, (N, OC)), self._get(pre, (N, OC))
         return self._get(out, (N, OC))
@@ -137,8 +225,12 @@ cdef class Device:
         cdef _Buf gb = self._put(dbias) if dbias is not None else None
         cdef _Buf pg = self._put(pre_gelu) if pre_gelu is not None else None
         do, x, wb = self._put(dout), self._put(inp), self._put(w)
-        self._ok(self.d.ops.matmul_backward(&self.d, gi.ptr if gi is not None else NULL, gw.ptr,
-                                            gb.ptr if gb is not None else NULL, do.ptr, x.ptr, wb.ptr,
+        cdef llmc_tensor tgw = self._tensor(gw, (OC, C)), tw = self._tensor(wb, (OC, C))
+        cdef llmc_tensor tgb
+        if gb is not None:
+            tgb = self._tensor(gb, (OC,))
+        self._ok(self.d.ops.matmul_backward(&self.d, gi.ptr if gi is not None else NULL, &tgw,
+                                            &tgb if gb is not None else NULL, do.ptr, x.ptr, &tw,
                                             pg.ptr if pg is not None else NULL, N, C, OC))
         return (self._get(gi, (N, C)) if gi is not None else None, self._get(gw, (OC, C)),
                 self._get(gb, (OC,)) if gb is not None else None)
@@ -174,15 +266,16 @@ cdef class Device:
 
     # ---- optimizer
     def adamw_update(self, params, grads, m, v, float lr, float beta1, float beta2, int t, float eps,
-                     float weight_decay, float grad_scale, uint32_t seed=0, master=None):
-        """Returns (params, m, v, master or None) after one update at step t (1-based)."""
+                     float weight_decay, float grad_scale, uint32_t seed=0, master=None, size_t index_base=0):
+        """Returns (params, m, v, master or None) after one update at step t (1-based); element i rounds
+        with the bits of (seed, index_base + i)."""
         n = params.size
         p, g, mb, vb = self._put(params), self._put(grads), self._put(m, False), self._put(v, False)
         cdef _Buf ms = self._put(master, False) if master is not None else None
         b1c, b2c = 1.0 - beta1 ** t, 1.0 - beta2 ** t
         self._ok(self.d.ops.adamw_update(&self.d, p.ptr, <float *>ms.ptr if ms is not None else NULL, g.ptr,
                                          <float *>mb.ptr, <float *>vb.ptr, n, lr, beta1, beta2, b1c, b2c, eps,
-                                         weight_decay, grad_scale, seed))
+                                         weight_decay, grad_scale, seed, index_base))
         return (self._get(p, params.shape), self._get(mb, params.shape, False), self._get(vb, params.shape, False),
                 self._get(ms, params.shape, False) if ms is not None else None)
 
@@ -190,4 +283,69 @@ cdef class Device:
         cdef double out = 0
         xb = self._put(x)
         self._ok(self.d.ops.sum_squares(&self.d, &out, xb.ptr, np.size(x)))
+        return out
+
+    # ---- inference with a KV cache
+    def encoder_forward_at(self, tokens, pos, wte, wpe):
+        """out[i] = wte[tokens[i]] + wpe[pos[i]] for N rows, each at its own position."""
+        tokens = np.ascontiguousarray(tokens, np.int32).reshape(-1)
+        pos = np.ascontiguousarray(pos, np.int32).reshape(-1)
+        if pos.shape[0] != tokens.shape[0]:
+            raise ValueError(f"encoder_forward_at: {tokens.shape[0]} tokens but {pos.shape[0]} positions")
+        N = tokens.shape[0]
+        C = wte.shape[1]
+        out = self._poisoned((N, C))
+        tk, ps, we, pe = self._put_int(tokens), self._put_int(pos), self._put(wte), self._put(wpe)
+        cdef llmc_tensor twe = self._tensor(we, wte.shape), tpe = self._tensor(pe, wpe.shape)
+        self._ok(self.d.ops.encoder_forward_at(&self.d, out.ptr, <int *>tk.ptr, <int *>ps.ptr, &twe, &tpe, N, C))
+        return self._get(out, (N, C))
+
+    def kv_append(self, kcache, vcache, qkv, slots, pos, int n_head):
+        """Writes the k and v parts of qkv (B,T,3C) into the caches (S, NH, maxlen, HS) at
+        [slots[b], :, pos[b] + t]; returns both caches after the op (they start as given)."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        HS = C // n_head
+        S, NH, maxlen, HS2 = kcache.shape
+        if NH != n_head or HS2 != HS or tuple(vcache.shape) != tuple(kcache.shape) or NH * HS * 3 != C3:
+            raise ValueError(f"kv_append: caches {kcache.shape}/{vcache.shape} do not fit qkv {qkv.shape} "
+                             f"with {n_head} heads")
+        slots = np.ascontiguousarray(slots, np.int32).reshape(-1)
+        pos = np.ascontiguousarray(pos, np.int32).reshape(-1)
+        if slots.shape[0] != B or pos.shape[0] != B:
+            raise ValueError(f"kv_append: {B} rows need {B} slots and positions")
+        kc, vc, q = self._put(kcache), self._put(vcache), self._put(qkv)
+        sl, ps = self._put_int(slots), self._put_int(pos)
+        self._ok(self.d.ops.kv_append(&self.d, kc.ptr, vc.ptr, q.ptr, <int *>sl.ptr, <int *>ps.ptr, B, T, n_head,
+                                      HS, maxlen))
+        return self._get(kc, kcache.shape), self._get(vc, vcache.shape)
+
+    def attention_decode(self, qkv, kcache, vcache, slots, lens, int n_head):
+        """One query per row of qkv (N,3C) against the first lens[i] keys of cache slot slots[i]; out (N,C)."""
+        N, C3 = qkv.shape
+        C = C3 // 3
+        HS = C // n_head
+        S, NH, maxlen, HS2 = kcache.shape
+        if NH != n_head or HS2 != HS or tuple(vcache.shape) != tuple(kcache.shape) or NH * HS * 3 != C3:
+            raise ValueError(f"attention_decode: caches {kcache.shape}/{vcache.shape} do not fit qkv {qkv.shape} "
+                             f"with {n_head} heads")
+        slots = np.ascontiguousarray(slots, np.int32).reshape(-1)
+        lens = np.ascontiguousarray(lens, np.int32).reshape(-1)
+        if slots.shape[0] != N or lens.shape[0] != N:
+            raise ValueError(f"attention_decode: {N} rows need {N} slots and lengths")
+        out = self._poisoned((N, C))
+        q, kc, vc = self._put(qkv), self._put(kcache), self._put(vcache)
+        sl, ln = self._put_int(slots), self._put_int(lens)
+        self._ok(self.d.ops.attention_decode(&self.d, out.ptr, q.ptr, kc.ptr, vc.ptr, <int *>sl.ptr, <int *>ln.ptr,
+                                             N, n_head, HS, maxlen))
+        return self._get(out, (N, C))
+
+    def argmax_rows(self, logits, int V):
+        """int32 (N,): the index of the largest of logits[i, :V] (logits of shape (N, Vp)), -1 for a bad row."""
+        N, Vp = logits.shape
+        lg = self._put(logits)
+        ob = self._put_int(np.full(N, -2, np.int32))  # poison: neither an index nor -1
+        self._ok(self.d.ops.argmax_rows(&self.d, <int *>ob.ptr, lg.ptr, N, V, Vp))
+        cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(N, np.int32)
+        self._ok(self.d.ops.copy_d2h(&self.d, <void *>out.data, ob.ptr, N * 4))
         return out

@@ -141,7 +141,7 @@ def run(argv: Optional[List[str]] = None) -> int:
             raise UsageError(f"cannot read --prompt-file {args.prompt_file}: {e}")
 
     core = _core.Model()
-    core.load(args.model, backend=args.device, device=args.gpu, master_weights=0)
+    core.load(args.model, backend=args.device, device=args.gpu)
     cfg = core.config
     V, T = cfg["vocab_size"], cfg["max_seq_len"]
     eot = args.eot if args.eot is not None else (50256 if V > 50256 else -1)
@@ -177,7 +177,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                       (" ".join(map(str, ids)) + " " if args.ids else
                        b"".join(piece(t) for t in ids).decode("utf-8", "replace")))
     t0 = time.perf_counter()
-    core.gen_begin([ids] * B, args.n, args.temperature, args.top_k, args.top_p, args.seed, eot)
+    session = _core.Session(core, [ids] * B, args.n, args.temperature, args.top_k, args.top_p, args.seed, eot)
     t1 = time.perf_counter()
     outs: List[List[int]] = [[] for _ in range(B)]
     printer = Utf8Printer(_stdout_write)
@@ -185,7 +185,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     try:
         alive = B
         while alive:
-            toks, alive = core.gen_next(B)
+            toks, alive = session.next()
             for b in range(B):
                 t = int(toks[b])
                 if t < 0:
@@ -200,7 +200,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                     else:
                         printer.feed(piece(t))
     finally:
-        core.gen_end()
+        session.end()
     t2 = time.perf_counter()
     if B == 1:
         printer.close()

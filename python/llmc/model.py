@@ -5,8 +5,6 @@ with the C message. Arrays are numpy: tokens int32 of shape (B, T), values float
 """
 from __future__ import annotations
 
-import math
-import time
 from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -18,12 +16,19 @@ Tokens = Union[Sequence[int], np.ndarray]
 
 
 class GPT2:
-    """A GPT-2 model on one backend ("cpu" or "cuda"), with its gradients and AdamW state."""
+    """A GPT-2 model on one backend ("cpu" or "cuda").
 
-    def __init__(self, core: "_core.Model", device: str):
+    The weights live in a C model object; training state (gradients, activations, AdamW moments,
+    master weights) in a C trainer that is made on first use, so a model that only generates
+    never allocates it. Generation runs in C sessions, several of which may be alive at once."""
+
+    def __init__(self, core: "_core.Model", device: str, *, master_weights: bool = True, recompute: int = 0):
         self._m = core
         self.device = device
+        self._train_options = dict(master_weights=int(master_weights), recompute=recompute)
+        self._t: Optional["_core.Trainer"] = None
         self._layout = _core.param_layout(core.config)
+        self._last_shape = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -31,8 +36,8 @@ class GPT2:
                         recompute: int = 0) -> "GPT2":
         """Loads an llm.c/llmc model file (v3 fp32 or v5 bf16)."""
         m = _core.Model()
-        m.load(path, backend=device, device=gpu, master_weights=int(master_weights), recompute=recompute)
-        return cls(m, device)
+        m.load(path, backend=device, device=gpu)
+        return cls(m, device, master_weights=master_weights, recompute=recompute)
 
     @classmethod
     def from_config(cls, config: Union[str, dict, None] = None, device: str = "cpu", *, seed: int = 1337,
@@ -44,13 +49,18 @@ class GPT2:
         else:
             cfg = dict(config or {}, **shape)
         m = _core.Model()
-        m.init_random(cfg, backend=device, seed=seed, device=gpu, master_weights=int(master_weights),
-                      recompute=recompute)
-        return cls(m, device)
+        m.init_random(cfg, backend=device, seed=seed, device=gpu)
+        return cls(m, device, master_weights=master_weights, recompute=recompute)
+
+    def _trainer(self) -> "_core.Trainer":
+        if self._t is None:
+            self._t = _core.Trainer(self._m, **self._train_options)
+        return self._t
 
     def save(self, path, version: Optional[int] = None) -> None:
-        """Writes a model file atomically: version 3 (fp32) or 5 (bf16); default: the backend's own precision."""
-        self._m.save(path, version or 0)
+        """Writes a model file atomically: version 3 (fp32) or 5 (bf16); default: the backend's own precision.
+        After training on the GPU, v3 holds the fp32 master weights."""
+        (self._t.save_model if self._t is not None else self._m.save)(path, version or 0)
 
     # ------------------------------------------------------------------ shape and parameters
     @property
@@ -68,97 +78,130 @@ class GPT2:
     def params(self) -> dict:
         """name -> array. On the CPU these are live views of the C buffers; on the GPU, copies."""
         flat = self._m.params_view()
-        return self._split(flat if flat is not None else self._m.get_params())
+        return self._split(flat if flat is not None else self.get_params())
 
     @property
     def grads(self) -> dict:
-        flat = self._m.grads_view()
-        return self._split(flat if flat is not None else self._m.get_grads())
+        flat = self._trainer().grads_view()
+        return self._split(flat if flat is not None else self._trainer().get_grads())
 
     def get_params(self) -> np.ndarray:
-        """All parameters as one flat float32 copy (llm.c order)."""
-        return self._m.get_params()
+        """All parameters as one flat float32 copy (llm.c order); the fp32 master weights where kept."""
+        return (self._t or self._m).get_params()
 
     def set_params(self, values) -> None:
-        self._m.set_params(values)
+        (self._t or self._m).set_params(values)
+
+    @property
+    def memory(self) -> dict:
+        """Device memory in bytes: the weights, and the training state once there is one."""
+        return dict(weights=self._m.memory, training=self._t.memory if self._t is not None else 0)
 
     # ------------------------------------------------------------------ training
     def forward(self, tokens, targets=None, return_logits: bool = True):
         """Returns (logits (B,T,V) or None, mean loss or None)."""
-        loss = self._m.forward(tokens, targets)
-        logits = self._m.logits() if return_logits else None
+        t = self._trainer()
+        loss = t.forward(tokens, targets)
+        shape = np.shape(np.atleast_2d(tokens))
+        logits = t.logits(*shape) if return_logits else None
         return logits, (None if targets is None else float(loss))
 
     def backward(self, loss_scale: float = 1.0) -> None:
         """Accumulates gradients of loss_scale * the mean loss of the last forward."""
-        self._m.backward(loss_scale)
+        self._trainer().backward(loss_scale)
 
     def zero_grad(self) -> None:
-        self._m.zero_grad()
+        self._trainer().zero_grad()
 
     def step(self, lr: float = 3e-4, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
              weight_decay: float = 0.0, grad_clip: float = 1.0) -> float:
         """One AdamW step; returns the gradient norm before clipping."""
-        return self._m.step(lr, beta1, beta2, eps, weight_decay, grad_clip)
+        return self._trainer().step(lr, beta1, beta2, eps, weight_decay, grad_clip)
 
-    def train(self, data: str, steps: int, batch_size: int = 4, seq_len: int = 64, *, lr: float = 3e-4,
-              schedule: str = "cosine", warmup: int = 0, final_lr_frac: float = 0.0, weight_decay: float = 0.0,
-              grad_clip: float = 1.0, grad_accum: int = 1, shuffle: bool = False, seed: int = 1337,
-              val_data: Optional[str] = None, val_every: int = 0, val_batches: int = 10,
-              callback: Optional[Callable[[dict], None]] = None, progress: bool = True) -> list:
-        """Trains on token shards matching the glob `data`; returns one dict per step
-        (step, loss, lr, grad_norm, ms, tok_s, and val_loss where evaluated). callback gets each dict."""
-        loader = _core.DataLoader(data, batch_size, seq_len, shuffle=shuffle, seed=seed)
-        val = _core.DataLoader(val_data, batch_size, seq_len) if val_data and val_every > 0 else None
-        bar = _progress(steps, progress)
-        history = []
-        for step in range(steps):
-            t0 = time.perf_counter()
-            self.zero_grad()
-            loss = 0.0
-            for _ in range(grad_accum):
-                x, y = loader.next()
-                loss += self._m.forward_backward(x, y, 1.0 / grad_accum) / grad_accum
-            step_lr = _core.schedule_lr(schedule, lr, warmup, steps, final_lr_frac, step)
-            norm = self.step(step_lr, weight_decay=weight_decay, grad_clip=grad_clip)
-            dt = time.perf_counter() - t0
-            rec = dict(step=step + 1, loss=loss, lr=step_lr, grad_norm=norm, ms=1e3 * dt,
-                       tok_s=grad_accum * batch_size * seq_len / dt)
-            if val is not None and ((step + 1) % val_every == 0 or step + 1 == steps):
-                rec["val_loss"] = self.evaluate(val, val_batches)
-            history.append(rec)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{step_lr:.2e}")
-                bar.update(1)
-            if callback is not None:
-                callback(rec)
-        if bar is not None:
-            bar.close()
+    def train(self, data: str, steps: Optional[int] = None, batch_size: Optional[int] = None,
+              seq_len: Optional[int] = None, *, grad_accum: Optional[int] = None,
+              callback: Optional[Callable[[dict], Optional[bool]]] = None, progress: bool = True,
+              **options) -> list:
+        """Trains on token shards matching the glob `data` with the C training loop (the one behind
+        ./train_gpt2), so every option and default is the CLI's; see the README's table. Options, by
+        their long CLI names with '_': steps (-x), batch_size (-b), seq_len (-t), total_batch (-d) or
+        grad_accum (micro-batches per step), lr, warmup, final_lr_frac, schedule, weight_decay, grad_clip,
+        val_data, val_every, val_batches, sample_every, gen_len, ckpt_every, out_dir, resume, shuffle, seed.
+
+        Returns one dict per optimizer step: step, loss, lr, grad_norm, ms, tok_s, mfu, plus val_loss,
+        sample (token ids) and checkpoint where they happened at that step. callback(record) runs as
+        each step finishes (a validation, sample or checkpoint of that step is added to the same dict
+        right after); a true return value stops training once that step's validation, sample and
+        checkpoint are done."""
+        opts = dict(options, train_data=data)
+        for key, value in (("max_steps", steps), ("batch_size", batch_size), ("seq_len", seq_len)):
+            if value is not None:
+                opts[key] = value
+        if "steps" in opts:
+            opts["max_steps"] = opts.pop("steps")
+        opts.setdefault("val_data", None)  # Python validates only when given val_data
+        if "val_data" in opts and opts["val_data"] is None:
+            opts["val_every"] = 0
+        if grad_accum is not None:
+            defaults = _core.loop_defaults(self.device)
+            bt = opts.get("batch_size", defaults["batch_size"]) * opts.get("seq_len", defaults["seq_len"])
+            if opts.get("total_batch", grad_accum * bt) != grad_accum * bt:
+                raise LlmcError(f"grad_accum={grad_accum} and total_batch={opts['total_batch']} disagree "
+                                f"(B*T = {bt})")
+            opts["total_batch"] = grad_accum * bt
+        history: list = []
+        bar = [None]
+
+        def on_event(e: dict):
+            kind = e.pop("event")
+            if kind == "step":
+                rec = e
+                rec.pop("max_steps", None)
+                history.append(rec)
+                if progress and bar[0] is None:
+                    bar[0] = _progress(e.get("max_steps") or opts.get("max_steps", 0), True)
+                if bar[0] is not None:
+                    bar[0].set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
+                    bar[0].update(1)
+                return callback(rec) if callback is not None else None
+            if kind in ("val", "sample", "checkpoint") and history and history[-1]["step"] == e["step"]:
+                key = {"val": "val_loss", "sample": "tokens", "checkpoint": "text"}[kind]
+                history[-1][{"val": "val_loss", "sample": "sample", "checkpoint": "checkpoint"}[kind]] = e[key]
+            return None
+
+        try:
+            self._trainer().run(opts, on_event)
+        finally:
+            if bar[0] is not None:
+                bar[0].close()
+            self._layout = _core.param_layout(self._m.config)  # a resume may have loaded another shape
         return history
 
     def evaluate(self, loader: "_core.DataLoader", batches: int) -> float:
         """Mean loss over the first `batches` batches of a loader (rewound first)."""
         loader.reset()
+        t = self._trainer()
         total = 0.0
         for _ in range(batches):
             x, y = loader.next()
-            total += self._m.forward(x, y)
+            total += t.forward(x, y)
         return total / batches
 
     # ------------------------------------------------------------------ generation
     def stream(self, prompt, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, seed: int = 1337, eot: int = 50256, tokenizer=None) -> Iterator[int]:
-        """Yields new token ids of one sequence as they are sampled (prompt: text or token ids)."""
+        """Yields new token ids of one sequence as they are sampled (prompt: text or token ids). Each
+        stream is its own session: several may run interleaved on one model."""
         ids = self._encode(prompt, tokenizer)
-        self._m.gen_begin([ids], max_new_tokens, temperature, top_k, top_p, seed, eot)
+        session = _core.Session(self._m, [ids], max_new_tokens, temperature, top_k, top_p, seed, eot)
         try:
             alive = 1
             while alive:
-                out, alive = self._m.gen_next(1)
+                out, alive = session.next()
                 if out[0] >= 0:
                     yield int(out[0])
         finally:
-            self._m.gen_end()
+            session.end()
 
     def generate(self, prompt, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 1337, eot: int = 50256, tokenizer=None):
@@ -168,17 +211,17 @@ class GPT2:
         batch = isinstance(prompt, list) and len(prompt) > 0 and not isinstance(prompt[0], (int, np.integer))
         prompts = prompt if batch else [prompt]
         ids = [self._encode(p, tokenizer) for p in prompts]
-        self._m.gen_begin(ids, max_new_tokens, temperature, top_k, top_p, seed, eot)
+        session = _core.Session(self._m, ids, max_new_tokens, temperature, top_k, top_p, seed, eot)
         new = [[] for _ in ids]
         try:
             alive = len(ids)
             while alive:
-                out, alive = self._m.gen_next(len(ids))
+                out, alive = session.next()
                 for b, tok in enumerate(out):
                     if tok >= 0 and tok != eot:
                         new[b].append(int(tok))
         finally:
-            self._m.gen_end()
+            session.end()
         results = [self._decode(n, tokenizer) if isinstance(p, str) else np.array(n, np.int32)
                    for p, n in zip(prompts, new)]
         return results if batch else results[0]

@@ -10,9 +10,11 @@ conventions as the C engine (see src/backend.h):
   * the vocabulary is padded from V to Vp rows in ``wte``; only the first V
     logit columns are real, the padding columns never take part in the loss;
   * the flat parameter buffer lists the 16 tensors in llm.c's order
-    (``PARAM_NAMES``), each tensor stacked over layers where it is per-layer.
+    (``PARAM_NAMES``), each tensor stacked over layers where it is per-layer. That
+    layout is read from the engine's own table (llmc._core.param_layout) so that it is
+    written down once; tests/helpers.py restates it independently to check the table.
 
-Nothing here depends on torch or on the compiled extension.
+The math depends on numpy alone.
 """
 
 from __future__ import annotations
@@ -275,26 +277,24 @@ class Config:
     padded_vocab_size: int
 
 
-PARAM_NAMES = ["wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-               "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"]
+def _table(cfg):
+    """The C library's parameter table for cfg: [(name, offset, shape, decayed)]. The layout is the
+    engine's one piece of knowledge the reference takes from it rather than restating."""
+    from . import _core
+    return _core.param_layout(dict(num_layers=cfg.n_layer, num_heads=cfg.n_head, channels=cfg.n_embd,
+                                   max_seq_len=cfg.max_t, vocab_size=cfg.vocab_size,
+                                   padded_vocab_size=cfg.padded_vocab_size))
 
+
+_ANY = Config(n_layer=1, n_head=1, n_embd=1, max_t=1, vocab_size=1, padded_vocab_size=1)
+PARAM_NAMES = [name for name, _, _, _ in _table(_ANY)]
 # Weight decay applies to the matrices (and embeddings) only, never to biases or norms.
-DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
+DECAYED = {name for name, _, _, decayed in _table(_ANY) if decayed}
 
 
 def param_shapes(cfg):
     """Shape of each of the 16 tensors; per-layer tensors have a leading L axis."""
-    L, C, Vp, maxT = cfg.n_layer, cfg.n_embd, cfg.padded_vocab_size, cfg.max_t
-    return {
-        "wte": (Vp, C), "wpe": (maxT, C),
-        "ln1w": (L, C), "ln1b": (L, C),
-        "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
-        "attprojw": (L, C, C), "attprojb": (L, C),
-        "ln2w": (L, C), "ln2b": (L, C),
-        "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
-        "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
-        "lnfw": (C,), "lnfb": (C,),
-    }
+    return {name: shape for name, _, shape, _ in _table(cfg)}
 
 
 def init_params(cfg, rng):
@@ -498,3 +498,72 @@ class ReferenceGPT2:
 
     def flat_grads(self):
         return flatten(self.grads, self.cfg)
+
+
+# ---------------------------------------------------------------------------
+# Inference with a KV cache (the decode ops of src/backend.h)
+#
+# A cache holds K or V of one layer for S sequence slots: (S, NH, maxlen, HS).
+# ---------------------------------------------------------------------------
+
+__all__ += ["encoder_forward_at", "kv_append", "attention_decode", "argmax_rows"]
+
+
+def encoder_forward_at(tokens, pos, wte, wpe):
+    """out[i,:] = wte[tokens[i],:] + wpe[pos[i],:]: every row has its own position."""
+    tokens = np.asarray(tokens).reshape(-1)
+    pos = np.asarray(pos).reshape(-1)
+    return np.asarray(wte, np.float64)[tokens] + np.asarray(wpe, np.float64)[pos]
+
+
+def kv_append(kcache, vcache, qkv, slots, pos, n_head):
+    """New caches: kcache[slots[b], h, pos[b] + t, :] = k[b,t,h,:] (v likewise) for every
+    b < B, t < T of qkv (B,T,3C); every other element keeps its value."""
+    B, T, _ = qkv.shape
+    _, k, v, _ = _split_qkv(np.asarray(qkv, np.float64), n_head)  # (B,NH,T,HS)
+    kc = np.array(kcache, np.float64)
+    vc = np.array(vcache, np.float64)
+    maxlen = kc.shape[2]
+    for b in range(B):
+        s, p = int(slots[b]), int(pos[b])
+        if not 0 <= p <= maxlen - T:
+            raise ValueError(f"row {b}: positions {p}..{p + T - 1} do not fit a cache of {maxlen}")
+        kc[s, :, p:p + T, :] = k[b]
+        vc[s, :, p:p + T, :] = v[b]
+    return kc, vc
+
+
+def attention_decode(qkv, kcache, vcache, slots, lens, n_head):
+    """One query per row against its cached keys.
+
+    q[i,h,:] is the first C of row i of qkv (N,3C). With K = kcache[slots[i], h, :lens[i]]
+    and V likewise, out[i,h,:] = softmax(K q / sqrt(HS)) V. Entries at or past lens[i]
+    are never looked at. Returns out (N, C).
+    """
+    qkv = np.asarray(qkv, np.float64)
+    N, C3 = qkv.shape
+    C = C3 // 3
+    HS = C // n_head
+    q = qkv[:, :C].reshape(N, n_head, HS)
+    out = np.empty((N, n_head, HS), np.float64)
+    for i in range(N):
+        n = int(lens[i])
+        if not 1 <= n <= kcache.shape[2]:
+            raise ValueError(f"row {i} attends to {n} keys")
+        K = np.asarray(kcache[int(slots[i]), :, :n, :], np.float64)  # (NH, n, HS)
+        V = np.asarray(vcache[int(slots[i]), :, :n, :], np.float64)
+        s = np.einsum("hd,hjd->hj", q[i], K) / math.sqrt(HS)
+        p = np.exp(s - s.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        out[i] = np.einsum("hj,hjd->hd", p, V)
+    return out.reshape(N, C)
+
+
+def argmax_rows(logits, V):
+    """int32 (N,): the index of the largest of logits[i, :V] (the lowest on ties); -1 for a
+    row that holds a NaN or +Inf, or is all -Inf. Columns V.. (the padding) are ignored."""
+    z = np.asarray(logits, np.float64)[:, :V]
+    out = np.argmax(np.where(np.isnan(z), -np.inf, z), axis=-1).astype(np.int32)  # first maximum
+    bad = np.isnan(z).any(axis=-1) | np.isposinf(z).any(axis=-1) | np.all(z == -np.inf, axis=-1)
+    out[bad] = -1
+    return out

@@ -57,9 +57,10 @@ static void adamw_range(const adamw_args *a, long i0, long i1) {
 llmc_status llmc_cpu_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                   float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
                                   float b2_correction, float eps, float weight_decay, float grad_scale,
-                                  uint32_t seed) {
+                                  uint32_t seed, size_t index_base) {
     (void)dev;
     (void)seed; /* fp32 params need no stochastic rounding */
+    (void)index_base;
     adamw_args a = {(float *)params, master ? master : (float *)params, m, v, (const float *)grads, lr, beta1, beta2,
                     b1_correction, b2_correction, eps, weight_decay, grad_scale};
     long len = (long)n;

@@ -72,31 +72,17 @@ static llmc_status cpu_copy(llmc_device *dev, void *dst, const void *src, size_t
     return LLMC_OK;
 }
 
-/* fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 static llmc_status cpu_upload_f32(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n) {
     if (dtype == LLMC_F32) return cpu_copy(dev, dst, src, n * sizeof(float));
     if (dtype != LLMC_BF16) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "cpu: unknown dtype %d", (int)dtype);
-    uint16_t *d = (uint16_t *)dst;
-    for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(src[i]);
+    llmc_f32_to_bf16_n((uint16_t *)dst, src, n);
     return LLMC_OK;
 }
 
 static llmc_status cpu_download_f32(llmc_device *dev, float *dst, const void *src, llmc_dtype dtype, size_t n) {
     if (dtype == LLMC_F32) return cpu_copy(dev, dst, src, n * sizeof(float));
     if (dtype != LLMC_BF16) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "cpu: unknown dtype %d", (int)dtype);
-    const uint16_t *s = (const uint16_t *)src;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)s[i] << 16;
-        memcpy(&dst[i], &u, 4);
-    }
+    llmc_bf16_to_f32_n(dst, (const uint16_t *)src, n);
     return LLMC_OK;
 }
 

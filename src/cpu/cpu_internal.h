@@ -110,4 +110,7 @@ static inline int llmc_cpu_min(int a, int b) { return a < b ? a : b; }
  * more than it saves, and on a busy machine a descheduled thread stalls the region. */
 #define LLMC_CPU_PAR_MIN (1L << 18)
 
+/* Every CPU kernel takes fp32 weights; a or b may be NULL (an optional tensor). */
+#define LLMC_CPU_WEIGHTS(op, a, b) LLMC_REQUIRE_WEIGHTS(op, a, b, LLMC_F32)
+
 #endif

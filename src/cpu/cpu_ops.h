@@ -5,19 +5,21 @@
 #define LLMC_CPU_OPS_H
 #include "../backend.h"
 
-llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
-                                     const void *wpe, int B, int T, int C);
-llmc_status llmc_cpu_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
-                                      const int *tokens_host, int B, int T, int C);
+llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
+                                     const llmc_tensor *wpe, int B, int T, int C);
+llmc_status llmc_cpu_encoder_backward(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,
+                                      const void *dout, const int *tokens, const int *tokens_host, int B, int T, int C);
 llmc_status llmc_cpu_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
-                                       const void *inp, const void *inp2, const void *w, const void *b, int N, int C);
-llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
-                                        const void *inp, const void *w, const float *mean, const float *rstd, int N,
-                                        int C);
-llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
-                                    const void *bias, int N, int C, int OC);
-llmc_status llmc_cpu_matmul_backward(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout,
-                                     const void *inp, const void *w, const void *pre_gelu, int N, int C, int OC);
+                                       const void *inp, const void *inp2, const llmc_tensor *w, const llmc_tensor *b,
+                                       int N, int C);
+llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *db,
+                                        const void *dout, const void *inp, const llmc_tensor *w, const float *mean,
+                                        const float *rstd, int N, int C);
+llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const llmc_tensor *w,
+                                    const llmc_tensor *bias, int N, int C, int OC);
+llmc_status llmc_cpu_matmul_backward(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *dbias,
+                                     const void *dout, const void *inp, const llmc_tensor *w, const void *pre_gelu,
+                                     int N, int C, int OC);
 llmc_status llmc_cpu_gelu_forward(llmc_device *dev, void *out, const void *inp, size_t n);
 llmc_status llmc_cpu_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
                                        int NH, int HS);
@@ -28,11 +30,11 @@ llmc_status llmc_cpu_classifier_forward(llmc_device *dev, float *losses, void *l
 llmc_status llmc_cpu_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                   float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
                                   float b2_correction, float eps, float weight_decay, float grad_scale,
-                                  uint32_t seed);
+                                  uint32_t seed, size_t index_base);
 llmc_status llmc_cpu_sum_squares(llmc_device *dev, double *out, const void *x, size_t n);
 /* KV-cache inference (decode.c) */
-llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos, const void *wte,
-                                        const void *wpe, int N, int C);
+llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos,
+                                        const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C);
 llmc_status llmc_cpu_kv_append(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
                                const int *pos, int B, int T, int NH, int HS, int maxlen);
 llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *qkv, const void *kcache,

@@ -8,12 +8,13 @@
 #include <omp.h>
 #include "cpu_internal.h"
 
-llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos, const void *wte,
-                                        const void *wpe, int N, int C) {
+llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos,
+                                        const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C) {
     if (N < 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward_at: bad shape N=%d C=%d", N, C);
+    LLMC_CPU_WEIGHTS("encoder_forward_at", wte, wpe);
     float *o = (float *)out;
-    const float *e = (const float *)wte, *p = (const float *)wpe;
+    const float *e = (const float *)wte->data, *p = (const float *)wpe->data;
 #pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
     for (int i = 0; i < N; i++) {
         float *restrict row = o + (size_t)i * C;

@@ -1,12 +1,13 @@
 /* encoder.c — token + position embedding, forward and backward. */
 #include "cpu_internal.h"
 
-llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tokens, const void *wte,
-                                     const void *wpe, int B, int T, int C) {
+llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
+                                     const llmc_tensor *wpe, int B, int T, int C) {
     if (B < 0 || T < 0 || C < 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward: bad shape B=%d T=%d C=%d", B, T, C);
+    LLMC_CPU_WEIGHTS("encoder_forward", wte, wpe);
     float *o = (float *)out;
-    const float *te = (const float *)wte, *pe = (const float *)wpe;
+    const float *te = (const float *)wte->data, *pe = (const float *)wpe->data;
     long rows = (long)B * T;
 #pragma omp parallel for schedule(static) if (rows * C >= LLMC_CPU_PAR_MIN)
     for (long i = 0; i < rows; i++) {
@@ -21,12 +22,13 @@ llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tok
 
 /* Rows sharing a token would race if split by row, so threads split the channels
  * instead and every thread walks all rows in order: deterministic, no atomics. */
-llmc_status llmc_cpu_encoder_backward(llmc_device *dev, void *dwte, void *dwpe, const void *dout, const int *tokens,
-                                      const int *tokens_host, int B, int T, int C) {
+llmc_status llmc_cpu_encoder_backward(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,
+                                      const void *dout, const int *tokens, const int *tokens_host, int B, int T, int C) {
     (void)tokens_host;
     if (B < 0 || T < 0 || C < 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_backward: bad shape B=%d T=%d C=%d", B, T, C);
-    float *dte = (float *)dwte, *dpe = (float *)dwpe;
+    LLMC_CPU_WEIGHTS("encoder_backward", dwte, dwpe);
+    float *dte = (float *)dwte->data, *dpe = (float *)dwpe->data;
     const float *d = (const float *)dout;
     enum { CHUNK = 64 };
     int nchunks = (C + CHUNK - 1) / CHUNK;

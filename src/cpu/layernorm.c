@@ -3,13 +3,14 @@
 #include "cpu_internal.h"
 
 llmc_status llmc_cpu_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,
-                                       const void *inp, const void *inp2, const void *w, const void *b, int N,
-                                       int C) {
+                                       const void *inp, const void *inp2, const llmc_tensor *w, const llmc_tensor *b,
+                                       int N, int C) {
     if (N < 0 || C <= 0) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: bad shape N=%d C=%d", N, C);
+    LLMC_CPU_WEIGHTS("layernorm_forward", w, b);
     if (inp2 && !residual_out)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: inp2 given without residual_out");
     const float *x1 = (const float *)inp, *x2 = (const float *)inp2;
-    const float *wt = (const float *)w, *bs = (const float *)b;
+    const float *wt = (const float *)w->data, *bs = (const float *)b->data;
     float *res = (float *)residual_out, *o = (float *)out;
 #pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
     for (int i = 0; i < N; i++) {
@@ -47,13 +48,15 @@ llmc_status llmc_cpu_layernorm_forward(llmc_device *dev, void *residual_out, voi
     return LLMC_OK;
 }
 
-llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, void *dw, void *db, const void *dout,
-                                        const void *inp, const void *w, const float *mean, const float *rstd, int N,
-                                        int C) {
+llmc_status llmc_cpu_layernorm_backward(llmc_device *dev, void *dinp, const llmc_tensor *dw, const llmc_tensor *db,
+                                        const void *dout, const void *inp, const llmc_tensor *w, const float *mean,
+                                        const float *rstd, int N, int C) {
     if (N < 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_backward: bad shape N=%d C=%d", N, C);
-    const float *g = (const float *)dout, *x = (const float *)inp, *wt = (const float *)w;
-    float *dx = (float *)dinp, *dwt = (float *)dw, *dbs = (float *)db;
+    LLMC_CPU_WEIGHTS("layernorm_backward", w, dw);
+    LLMC_CPU_WEIGHTS("layernorm_backward", db, NULL);
+    const float *g = (const float *)dout, *x = (const float *)inp, *wt = (const float *)w->data;
+    float *dx = (float *)dinp, *dwt = (float *)llmc_tensor_data(dw), *dbs = (float *)llmc_tensor_data(db);
 
     /* rows: dinp, each row on its own */
     if (dx) {

@@ -388,21 +388,23 @@ static void matvec_forward(float *restrict dst, float *restrict gelu_out, const 
     }
 }
 
-llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
-                                    const void *bias, int N, int C, int OC) {
+llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                    const llmc_tensor *weight, const llmc_tensor *bias_t, int N, int C, int OC) {
     if (N < 0 || C < 0 || OC < 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "matmul_forward: bad shape N=%d C=%d OC=%d", N, C, OC);
-    llmc_cpu_epilogue e = {(const float *)bias, NULL, NULL, OC};
+    LLMC_CPU_WEIGHTS("matmul_forward", weight, bias_t);
+    const float *w = (const float *)weight->data, *bias = (const float *)llmc_tensor_data(bias_t);
+    llmc_cpu_epilogue e = {bias, NULL, NULL, OC};
     float *dst = (float *)out;
     if (pre_gelu) {
         dst = (float *)pre_gelu;
         e.gelu_out = (float *)out;
     }
     if (N <= MATVEC_MAX_ROWS) {
-        matvec_forward(dst, e.gelu_out, (const float *)inp, (const float *)w, (const float *)bias, N, C, OC);
+        matvec_forward(dst, e.gelu_out, (const float *)inp, w, bias, N, C, OC);
         return LLMC_OK;
     }
-    return llmc_cpu_sgemm(dev, 0, 1, N, OC, C, (const float *)inp, C, (const float *)w, C, dst, OC, 0,
+    return llmc_cpu_sgemm(dev, 0, 1, N, OC, C, (const float *)inp, C, w, C, dst, OC, 0,
                           (e.bias || e.gelu_out) ? &e : NULL);
 }
 
@@ -424,21 +426,26 @@ static void column_sums(float *restrict dbias, const float *restrict dout, int N
     }
 }
 
-llmc_status llmc_cpu_matmul_backward(llmc_device *dev, void *dinp, void *dw, void *dbias, const void *dout,
-                                     const void *inp, const void *w, const void *pre_gelu, int N, int C, int OC) {
+llmc_status llmc_cpu_matmul_backward(llmc_device *dev, void *dinp, const llmc_tensor *dweight,
+                                     const llmc_tensor *dbias_t, const void *dout, const void *inp,
+                                     const llmc_tensor *weight, const void *pre_gelu, int N, int C, int OC) {
     if (N < 0 || C < 0 || OC < 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "matmul_backward: bad shape N=%d C=%d OC=%d", N, C, OC);
+    LLMC_CPU_WEIGHTS("matmul_backward", weight, dweight);
+    LLMC_CPU_WEIGHTS("matmul_backward", dbias_t, NULL);
+    const float *w = (const float *)weight->data;
+    float *dw = (float *)llmc_tensor_data(dweight), *dbias = (float *)llmc_tensor_data(dbias_t);
     llmc_status st;
     if (dinp) {
         llmc_cpu_epilogue e = {NULL, NULL, (const float *)pre_gelu, C};
-        st = llmc_cpu_sgemm(dev, 0, 0, N, C, OC, (const float *)dout, OC, (const float *)w, C, (float *)dinp, C, 0,
+        st = llmc_cpu_sgemm(dev, 0, 0, N, C, OC, (const float *)dout, OC, w, C, (float *)dinp, C, 0,
                             pre_gelu ? &e : NULL);
         if (st != LLMC_OK) return st;
     }
     if (dw) {
-        st = llmc_cpu_sgemm(dev, 1, 0, OC, C, N, (const float *)dout, OC, (const float *)inp, C, (float *)dw, C, 1, NULL);
+        st = llmc_cpu_sgemm(dev, 1, 0, OC, C, N, (const float *)dout, OC, (const float *)inp, C, dw, C, 1, NULL);
         if (st != LLMC_OK) return st;
     }
-    if (dbias) column_sums((float *)dbias, (const float *)dout, N, OC);
+    if (dbias) column_sums(dbias, (const float *)dout, N, OC);
     return LLMC_OK;
 }

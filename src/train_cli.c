@@ -1,0 +1,189 @@
+/*
+ * train_cli.c — the command line of ./train_gpt2 and ./train_gpt2cu: flags in, events out.
+ *
+ * Flags follow llm.c's train_gpt2cu so scripts carry over; the table below is both the
+ * parser and the help text. The training itself is llmc_train_run (train_loop.c), the same
+ * loop Python's GPT2.train calls, with the same defaults (llmc_loop_options_default).
+ */
+#include "trainer.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+#include "file_io.h"
+#include "llmc.h"
+
+typedef struct cli_args {
+    llmc_loop_options loop;
+    const char *init, *backend, *tokenizer;
+    int recompute, master_weights, device;
+} cli_args;
+
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 1;
+}
+
+/* The tokenizer file sits next to the data (prepare.py writes it) unless given. */
+static llmc_tokenizer *open_tokenizer(const cli_args *a) {
+    if (a->loop.sample_every <= 0 || a->loop.gen_len <= 0) return NULL;
+    char path[4096];
+    if (a->tokenizer) {
+        snprintf(path, sizeof path, "%s", a->tokenizer);
+    } else {
+        snprintf(path, sizeof path, "%s", a->loop.train_data);
+        char *slash = strrchr(path, '/');
+        if (slash)
+            snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "gpt2_tokenizer.bin");
+        else
+            snprintf(path, sizeof path, "gpt2_tokenizer.bin");
+    }
+    llmc_tokenizer *tok = llmc_tokenizer_new();
+    if (tok && llmc_tokenizer_load(tok, path) == LLMC_OK) return tok;
+    printf("note: no tokenizer (%s); samples print token ids\n", tok ? llmc_tokenizer_error(tok) : "out of memory");
+    llmc_tokenizer_free(tok);
+    return NULL;
+}
+
+/* Weights from -e (a model file or a descriptor), unless a resume will load a checkpoint. */
+static int init_model(llmc_model *m, const cli_args *a) {
+    llmc_model_options o;
+    llmc_model_options_default(&o);
+    o.backend = a->backend;
+    o.device = a->device;
+    int latest = -1;
+    if (a->loop.resume && a->loop.out_dir) llmc_checkpoint_latest(a->loop.out_dir, &latest);
+    llmc_status st;
+    if (latest >= 0) {
+        st = llmc_model_open(m, &o);
+    } else if (llmc_file_exists(a->init)) {
+        st = llmc_model_load(m, &o, a->init);
+    } else {
+        llmc_config cfg;
+        char err[LLMC_ERR_LEN];
+        if (llmc_config_from_descriptor(a->init, &cfg, err, sizeof err) != LLMC_OK)
+            return fail("-e '%s' is neither an existing model file nor a model descriptor: %s", a->init, err);
+        st = llmc_model_init_random(m, &o, &cfg, a->loop.seed);
+    }
+    return st == LLMC_OK ? 0 : fail("%s", llmc_model_error(m));
+}
+
+static int print_event(const llmc_event *e, void *user) {
+    const llmc_tokenizer *tok = user;
+    switch (e->kind) {
+    case LLMC_EVENT_START:
+    case LLMC_EVENT_NOTE: printf("%s\n", e->text); break;
+    case LLMC_EVENT_STEP:
+        printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s", e->step, e->max_steps, e->loss,
+               e->lr, e->grad_norm, e->ms, e->tok_s);
+        if (e->mfu > 0) printf(" | MFU %.1f%%", e->mfu);
+        printf("\n");
+        break;
+    case LLMC_EVENT_VAL: printf("val loss %.6f (step %d, %d batches)\n", e->val_loss, e->step, e->ntokens); break;
+    case LLMC_EVENT_SAMPLE:
+        printf("generating:\n---\n");
+        for (int i = 0; i < e->ntokens; i++) {
+            int len = 0;
+            const char *s = tok ? llmc_tokenizer_decode(tok, e->tokens[i], &len) : NULL;
+            if (s)
+                fwrite(s, 1, (size_t)len, stdout);
+            else
+                printf("[%d]", e->tokens[i]);
+        }
+        printf("\n---\n");
+        break;
+    case LLMC_EVENT_CHECKPOINT: printf("saved checkpoint %s\n", e->text); break;
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static int run(cli_args *a) {
+    llmc_model *m = llmc_model_new();
+    llmc_train *t = llmc_train_new();
+    llmc_tokenizer *tok = NULL;
+    int rc = 1;
+    if (!m || !t) {
+        fail("out of memory");
+        goto done;
+    }
+    if (a->loop.resume && !a->loop.out_dir) {
+        fail("-y 1 (resume) needs an output directory (-o) holding checkpoints");
+        goto done;
+    }
+    if (init_model(m, a)) goto done;
+    llmc_train_options to;
+    llmc_train_options_default(&to);
+    to.recompute = a->recompute;
+    to.master_weights = a->master_weights;
+    if (llmc_train_attach(t, m, &to) != LLMC_OK) {
+        fail("%s", llmc_train_error(t));
+        goto done;
+    }
+    tok = open_tokenizer(a);
+    if (tok && llmc_tokenizer_eot(tok) >= 0) a->loop.sample_eot = llmc_tokenizer_eot(tok);
+    rc = llmc_train_run(t, &a->loop, print_event, tok) == LLMC_OK ? 0 : fail("%s", llmc_train_error(t));
+done:
+    llmc_tokenizer_free(tok);
+    llmc_train_free(t); /* before the model it refers to */
+    llmc_model_free(m);
+    return rc;
+}
+
+int llmc_train_main(int argc, char **argv, const char *default_backend) {
+    const int gpu = strcmp(default_backend, "cuda") == 0;
+    cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1};
+    llmc_loop_options *o = &args.loop;
+    llmc_loop_options_default(o, default_backend);
+    const llmc_cli_option opts[] = {
+        {'i', "train-data", LLMC_OPT_STRING, &o->train_data, "GLOB", "train token shards"},
+        {'j', "val-data", LLMC_OPT_STRING, &o->val_data, "GLOB", "validation token shards"},
+        {'e', "init", LLMC_OPT_STRING, &args.init, "FILE|DESC",
+         "model file to start from, or d12/d24/d36/d48/L=..,H=..,C=.."},
+        {'o', "out", LLMC_OPT_STRING, &o->out_dir, "DIR", "output dir for main.log and checkpoints"},
+        {'b', "batch-size", LLMC_OPT_INT, &o->batch_size, "N", "sequences per micro-batch"},
+        {'t', "seq-len", LLMC_OPT_INT, &o->seq_len, "N", "tokens per sequence"},
+        {'d', "total-batch", LLMC_OPT_INT, &o->total_batch, "N",
+         "tokens per optimizer step (<= 0: B*T); gradient accumulation"},
+        {'x', "max-steps", LLMC_OPT_INT, &o->max_steps, "N", "optimizer steps (-1: one epoch)"},
+        {'l', "lr", LLMC_OPT_FLOAT, &o->lr, "F", "peak learning rate"},
+        {'u', "warmup", LLMC_OPT_INT, &o->warmup, "N", "linear warmup steps"},
+        {'q', "final-lr-frac", LLMC_OPT_FLOAT, &o->final_lr_frac, "F", "final lr as a fraction of the peak"},
+        {'k', "schedule", LLMC_OPT_STRING, &o->schedule, "NAME", "lr schedule: cosine, linear, constant, wsd"},
+        {'c', "weight-decay", LLMC_OPT_FLOAT, &o->weight_decay, "F", "AdamW weight decay (matrices only)"},
+        {0, "grad-clip", LLMC_OPT_FLOAT, &o->grad_clip, "F", "clip the global grad norm (0: off)"},
+        {'v', "val-every", LLMC_OPT_INT, &o->val_every, "N", "val loss every N steps (0: off)"},
+        {'m', "val-batches", LLMC_OPT_INT, &o->val_batches, "N", "val batches per evaluation (0: whole val set)"},
+        {'s', "sample-every", LLMC_OPT_INT, &o->sample_every, "N", "print a sample every N steps (0: off)"},
+        {'g', "gen-len", LLMC_OPT_INT, &o->gen_len, "N", "tokens per sample"},
+        {'n', "ckpt-every", LLMC_OPT_INT, &o->ckpt_every, "N", "checkpoint every N steps and at the end (0: off)"},
+        {'y', "resume", LLMC_OPT_INT, &o->resume, "0|1", "resume from the latest checkpoint in -o"},
+        {'r', "recompute", LLMC_OPT_INT, &args.recompute, "0|1|2", "recompute in backward: 1 GELU, 2 GELU+layernorm"},
+        {'w', "master-weights", LLMC_OPT_INT, &args.master_weights, "0|1", "keep fp32 master weights (bf16 backends)"},
+        {'z', "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
+        {0, "seed", LLMC_OPT_U64, &o->seed, "N", "seed for init, shuffling and sampling"},
+        {0, "device", LLMC_OPT_STRING, &args.backend, "NAME", "backend: cpu or cuda"},
+        {0, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index"},
+        {0, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE",
+         "gpt2_tokenizer.bin for samples (default: next to -i)"},
+        {0, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
+    };
+    const size_t nopts = sizeof opts / sizeof opts[0];
+    char err[512];
+    int rc = llmc_cli_parse(argc, argv, opts, nopts, stdout, err, sizeof err);
+    if (rc == 1) {
+        llmc_cli_usage(stdout, argv[0], gpu ? "Train GPT-2 on the GPU (bf16)." : "Train GPT-2 on the CPU (fp32).", opts,
+                       nopts);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    return run(&args);
+}

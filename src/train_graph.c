@@ -1,0 +1,277 @@
+/*
+ * train_graph.c — the GPT-2 graph for training, written once for every backend.
+ *
+ * Each layer calls the backend's fused ops, with the weights as typed tensors from the
+ * model's table and the gradients from the trainer's table of the same layout:
+ *   ln1 = LN(res)            (fused with the previous layer's residual add)
+ *   qkv = ln1 W_qkv^T + b    -> attention (flash; keeps only the logsumexp)
+ *   res2 = res + atty W_o^T + b, ln2 = LN(res2)
+ *   h = gelu(ln2 W_fc^T + b) (GELU in the matmul epilogue)
+ *   res3 = res2 + h W_p^T + b
+ * then LN_f, tied LM head and the classifier (loss, and dlogits in the same pass when training).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "train_internal.h"
+
+/* Pointer to element offset `elems` of a buffer of act dtype. */
+static inline void *at(const llmc_train *t, const void *base, size_t elems) { return (char *)base + elems * t->m->esz; }
+
+/* One layer's slices of the activation arena (with recompute, the single shared slice). */
+typedef struct layer_acts {
+    void *res_in, *ln1, *ln2, *qkv, *atty, *res2, *fch, *fch_gelu;
+    float *lse, *m1, *r1, *m2, *r2;
+} layer_acts;
+
+static layer_acts layer_view(const llmc_train *t, int l) {
+    const llmc_acts *a = &t->a;
+    const size_t N = (size_t)t->B * t->T, NC = N * (size_t)t->m->w.cfg.channels, NH = t->m->w.cfg.num_heads;
+    const size_t ln_l = t->opts.recompute < 2 ? (size_t)l : 0, gelu_l = t->opts.recompute < 1 ? (size_t)l : 0;
+    layer_acts v;
+    v.res_in = l == 0 ? a->encoded : at(t, a->residual3, (l - 1) * NC);
+    v.ln1 = at(t, a->ln1, ln_l * NC);
+    v.ln2 = at(t, a->ln2, ln_l * NC);
+    v.qkv = at(t, a->qkv, l * 3 * NC);
+    v.atty = at(t, a->atty, l * NC);
+    v.res2 = at(t, a->residual2, l * NC);
+    v.fch = at(t, a->fch, l * 4 * NC);
+    v.fch_gelu = at(t, a->fch_gelu, gelu_l * 4 * NC);
+    v.lse = a->att_lse + (size_t)l * NH * N;
+    v.m1 = a->ln1_mean + (size_t)l * N;
+    v.r1 = a->ln1_rstd + (size_t)l * N;
+    v.m2 = a->ln2_mean + (size_t)l * N;
+    v.r2 = a->ln2_rstd + (size_t)l * N;
+    return v;
+}
+
+static llmc_status check_tokens(llmc_train *t, const int *ids, size_t n, const char *what) {
+    const int V = t->m->w.cfg.vocab_size;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
+                                   "%s token id %d at position %zu is out of range: the vocabulary has %d tokens "
+                                   "(ids 0..%d)",
+                                   what, ids[i], i, V, V - 1);
+    return LLMC_OK;
+}
+
+static llmc_status check_batch(llmc_train *t, const int *inputs, int B, int T) {
+    llmc_status st = llmc_train_require(t);
+    if (st != LLMC_OK) return st;
+    if (!inputs) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "no input tokens given");
+    if (B <= 0 || T <= 0)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "batch size B=%d and sequence length T=%d must be >= 1", B, T);
+    if (T > t->m->w.cfg.max_seq_len)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
+                               "sequence length T=%d exceeds the model's maximum context of %d tokens", T,
+                               t->m->w.cfg.max_seq_len);
+    return LLMC_OK;
+}
+
+/* Runs the graph on the inputs already in t->a.inputs. dloss != 0 makes the classifier
+ * leave dlogits (scaled by dloss) in place of the logits. */
+static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
+    llmc_model *m = t->m;
+    const llmc_backend_ops *ops = m->dev.ops;
+    llmc_device *d = &m->dev;
+    const llmc_weights *W = &m->w;
+    llmc_acts *a = &t->a;
+    const int L = W->cfg.num_layers, C = W->cfg.channels, NH = W->cfg.num_heads, HS = C / NH;
+    const int V = W->cfg.vocab_size, Vp = W->cfg.padded_vocab_size, N = B * T;
+    const size_t NC = (size_t)N * C;
+    const llmc_tensor *wte = &W->t[LLMC_WTE];
+
+    TRAIN_TRY(t, ops->encoder_forward(d, a->encoded, a->inputs, wte, &W->t[LLMC_WPE], B, T, C));
+    for (int l = 0; l < L; l++) {
+        llmc_tensor P[LLMC_NUM_PARAM_TENSORS];
+        llmc_weights_slices(W, l, P);
+        const layer_acts v = layer_view(t, l);
+
+        if (l == 0)
+            TRAIN_TRY(t, ops->layernorm_forward(d, NULL, v.ln1, v.m1, v.r1, a->encoded, NULL, &P[LLMC_LN1W],
+                                                &P[LLMC_LN1B], N, C));
+        else /* finishes the previous layer: res_in = res2[l-1] + mlp output */
+            TRAIN_TRY(t, ops->layernorm_forward(d, v.res_in, v.ln1, v.m1, v.r1, at(t, a->residual2, (l - 1) * NC),
+                                                a->scratch, &P[LLMC_LN1W], &P[LLMC_LN1B], N, C));
+        TRAIN_TRY(t, ops->matmul_forward(d, v.qkv, NULL, v.ln1, &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C));
+        TRAIN_TRY(t, ops->attention_forward(d, v.atty, v.lse, v.qkv, B, T, NH, HS));
+        TRAIN_TRY(t, ops->matmul_forward(d, a->scratch, NULL, v.atty, &P[LLMC_ATTPROJW], &P[LLMC_ATTPROJB], N, C, C));
+        TRAIN_TRY(t, ops->layernorm_forward(d, v.res2, v.ln2, v.m2, v.r2, v.res_in, a->scratch, &P[LLMC_LN2W],
+                                            &P[LLMC_LN2B], N, C));
+        TRAIN_TRY(t, ops->matmul_forward(d, v.fch_gelu, v.fch, v.ln2, &P[LLMC_FCW], &P[LLMC_FCB], N, C, 4 * C));
+        TRAIN_TRY(
+            t, ops->matmul_forward(d, a->scratch, NULL, v.fch_gelu, &P[LLMC_FCPROJW], &P[LLMC_FCPROJB], N, 4 * C, C));
+    }
+    TRAIN_TRY(t, ops->layernorm_forward(d, at(t, a->residual3, (L - 1) * NC), a->lnf, a->lnf_mean, a->lnf_rstd,
+                                        at(t, a->residual2, (L - 1) * NC), a->scratch, &W->t[LLMC_LNFW],
+                                        &W->t[LLMC_LNFB], N, C));
+    TRAIN_TRY(t, ops->matmul_forward(d, a->logits, NULL, a->lnf, wte, NULL, N, C, Vp));
+    t->logits_state = LOGITS_VALID;
+    if (!t->has_targets) return LLMC_OK;
+
+    TRAIN_TRY(t, ops->classifier_forward(d, a->losses, a->logits, a->targets, N, V, Vp, dloss));
+    if (dloss != 0.0f) t->logits_state = LOGITS_ARE_DLOGITS;
+    TRAIN_TRY(t, ops->copy_d2h(d, t->host_losses, a->losses, (size_t)N * sizeof(float)));
+    double sum = 0.0;
+    for (int i = 0; i < N; i++) sum += t->host_losses[i];
+    t->loss = (float)(sum / N);
+    return LLMC_OK;
+}
+
+static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *targets, int B, int T, int training) {
+    llmc_status st = check_batch(t, inputs, B, T);
+    if (st == LLMC_OK) st = check_tokens(t, inputs, (size_t)B * T, "input");
+    if (st == LLMC_OK && targets) st = check_tokens(t, targets, (size_t)B * T, "target");
+    if (st == LLMC_OK) st = llmc_train_ensure_acts(t, B, T, training);
+    if (st != LLMC_OK) return st;
+    size_t N = (size_t)B * T;
+    llmc_device *d = &t->m->dev;
+    t->B = B;
+    t->T = T;
+    t->has_targets = targets != NULL;
+    t->logits_state = LOGITS_NONE;
+    t->loss = NAN;
+    memcpy(t->host_inputs, inputs, N * sizeof(int));
+    TRAIN_TRY(t, d->ops->copy_h2d(d, t->a.inputs, inputs, N * sizeof(int)));
+    if (targets) TRAIN_TRY(t, d->ops->copy_h2d(d, t->a.targets, targets, N * sizeof(int)));
+    return LLMC_OK;
+}
+
+llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T) {
+    llmc_status st = prepare_batch(t, inputs, targets, B, T, 0);
+    return st != LLMC_OK ? st : forward_graph(t, B, T, 0.0f);
+}
+
+/* Copies n values of rows [row0, row0 + rows) of a (., stride) act-dtype matrix, the first
+ * `keep` columns of each, into dst as fp32. */
+static llmc_status download_rows(llmc_train *t, float *dst, const void *src, size_t row0, size_t rows, int stride,
+                                 int keep) {
+    llmc_device *d = &t->m->dev;
+    float *row = malloc((size_t)stride * sizeof(float));
+    if (!row) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a logits row");
+    for (size_t i = 0; i < rows; i++) {
+        llmc_status st = d->ops->download_f32(d, row, at(t, src, (row0 + i) * stride), d->ops->act_dtype, stride);
+        if (st != LLMC_OK) {
+            free(row);
+            return llmc_train_dev_fail(t, st);
+        }
+        memcpy(dst + i * keep, row, (size_t)keep * sizeof(float));
+    }
+    free(row);
+    return LLMC_OK;
+}
+
+llmc_status llmc_train_get_logits(llmc_train *t, float *dst) {
+    if (!t->m || t->logits_state != LOGITS_VALID)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
+                               "no logits: run forward first (a training step does not keep them)");
+    const llmc_config *c = &t->m->w.cfg;
+    return download_rows(t, dst, t->a.logits, 0, (size_t)t->B * t->T, c->padded_vocab_size, c->vocab_size);
+}
+
+llmc_status llmc_train_get_logits_at(llmc_train *t, int b, int pos, float *dst) {
+    if (!t->m || t->logits_state != LOGITS_VALID)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "no logits: run forward first");
+    if (b < 0 || b >= t->B || pos < 0 || pos >= t->T)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "position (%d, %d) outside the last batch (%d, %d)", b, pos,
+                               t->B, t->T);
+    const llmc_config *c = &t->m->w.cfg;
+    return download_rows(t, dst, t->a.logits, (size_t)b * t->T + pos, 1, c->padded_vocab_size, c->vocab_size);
+}
+
+llmc_status llmc_train_get_losses(llmc_train *t, float *dst) {
+    if (!t->m || !t->has_targets || t->B == 0)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "no losses: run forward with targets first");
+    memcpy(dst, t->host_losses, (size_t)t->B * t->T * sizeof(float));
+    return LLMC_OK;
+}
+
+/* ------------------------------------------------------------------ backward */
+
+static llmc_status backward_graph(llmc_train *t) {
+    llmc_model *m = t->m;
+    const llmc_backend_ops *ops = m->dev.ops;
+    llmc_device *d = &m->dev;
+    const llmc_weights *W = &m->w, *GW = &t->grads;
+    llmc_acts *a = &t->a;
+    llmc_grad_acts *g = &t->g;
+    const int B = t->B, T = t->T, N = B * T;
+    const int L = W->cfg.num_layers, C = W->cfg.channels, NH = W->cfg.num_heads, HS = C / NH;
+    const int Vp = W->cfg.padded_vocab_size;
+    const size_t NC = (size_t)N * C;
+    const int ln_layered = t->opts.recompute < 2, gelu_layered = t->opts.recompute < 1;
+
+    /* LM head and final layernorm. dresidual accumulates the gradient flowing down the residual stream. */
+    TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &GW->t[LLMC_WTE], NULL, a->logits, a->lnf, &W->t[LLMC_WTE], NULL, N,
+                                      C, Vp));
+    TRAIN_TRY(t, ops->zero(d, g->dresidual, NC * m->esz));
+    TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &GW->t[LLMC_LNFW], &GW->t[LLMC_LNFB], g->dbtc,
+                                         at(t, a->residual3, (L - 1) * NC), &W->t[LLMC_LNFW], a->lnf_mean, a->lnf_rstd,
+                                         N, C));
+    for (int l = L - 1; l >= 0; l--) {
+        llmc_tensor P[LLMC_NUM_PARAM_TENSORS], G[LLMC_NUM_PARAM_TENSORS];
+        llmc_weights_slices(W, l, P);
+        llmc_weights_slices(GW, l, G);
+        const layer_acts v = layer_view(t, l);
+
+        /* recompute what the forward did not keep */
+        if (!gelu_layered) TRAIN_TRY(t, ops->gelu_forward(d, v.fch_gelu, v.fch, (size_t)N * 4 * C));
+        if (!ln_layered)
+            TRAIN_TRY(t, ops->layernorm_forward(d, NULL, v.ln2, v.m2, v.r2, v.res2, NULL, &P[LLMC_LN2W], &P[LLMC_LN2B],
+                                                N, C));
+        /* MLP: fcproj (its input was gelu(fch), so dinp comes out as d fch), fc, ln2 */
+        TRAIN_TRY(t, ops->matmul_backward(d, g->dfch, &G[LLMC_FCPROJW], &G[LLMC_FCPROJB], g->dresidual, v.fch_gelu,
+                                          &P[LLMC_FCPROJW], v.fch, N, 4 * C, C));
+        TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &G[LLMC_FCW], &G[LLMC_FCB], g->dfch, v.ln2, &P[LLMC_FCW], NULL, N,
+                                          C, 4 * C));
+        TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &G[LLMC_LN2W], &G[LLMC_LN2B], g->dbtc, v.res2,
+                                             &P[LLMC_LN2W], v.m2, v.r2, N, C));
+        /* attention block */
+        TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &G[LLMC_ATTPROJW], &G[LLMC_ATTPROJB], g->dresidual, v.atty,
+                                          &P[LLMC_ATTPROJW], NULL, N, C, C));
+        TRAIN_TRY(t, ops->attention_backward(d, g->dqkv, g->dbtc, v.qkv, v.atty, v.lse, B, T, NH, HS));
+        if (!ln_layered)
+            TRAIN_TRY(t, ops->layernorm_forward(d, NULL, v.ln1, v.m1, v.r1, v.res_in, NULL, &P[LLMC_LN1W],
+                                                &P[LLMC_LN1B], N, C));
+        TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &G[LLMC_QKVW], &G[LLMC_QKVB], g->dqkv, v.ln1, &P[LLMC_QKVW], NULL,
+                                          N, C, 3 * C));
+        TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &G[LLMC_LN1W], &G[LLMC_LN1B], g->dbtc, v.res_in,
+                                             &P[LLMC_LN1W], v.m1, v.r1, N, C));
+    }
+    TRAIN_TRY(t, ops->encoder_backward(d, &GW->t[LLMC_WTE], &GW->t[LLMC_WPE], g->dresidual, a->inputs, t->host_inputs,
+                                       B, T, C));
+    t->logits_state = LOGITS_NONE; /* the dlogits were consumed */
+    return LLMC_OK;
+}
+
+static llmc_status prepare_backward(llmc_train *t) {
+    llmc_status st = llmc_train_ensure_grads(t);
+    if (st == LLMC_OK) st = llmc_train_ensure_acts(t, t->B, t->T, 1);
+    return st;
+}
+
+llmc_status llmc_train_backward(llmc_train *t, float loss_scale) {
+    if (!t->m || !t->has_targets || t->logits_state == LOGITS_NONE)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "backward needs a forward with targets first");
+    llmc_status st = prepare_backward(t);
+    if (st != LLMC_OK) return st;
+    if (t->logits_state == LOGITS_VALID) { /* turn the kept logits into dlogits */
+        const int N = t->B * t->T;
+        const llmc_config *c = &t->m->w.cfg;
+        TRAIN_TRY(t, t->m->dev.ops->classifier_forward(&t->m->dev, t->a.losses, t->a.logits, t->a.targets, N,
+                                                       c->vocab_size, c->padded_vocab_size, loss_scale / N));
+    }
+    return backward_graph(t);
+}
+
+llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const int *targets, int B, int T,
+                                        float loss_scale, float *loss) {
+    if (!targets) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "training needs targets");
+    llmc_status st = prepare_batch(t, inputs, targets, B, T, 1);
+    if (st == LLMC_OK) st = prepare_backward(t);
+    if (st == LLMC_OK) st = forward_graph(t, B, T, loss_scale / (float)(B * T));
+    if (st == LLMC_OK) st = backward_graph(t);
+    if (loss) *loss = t->loss;
+    return st;
+}

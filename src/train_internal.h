@@ -1,0 +1,90 @@
+/* train_internal.h — the training object: everything training adds to a model. Shared by
+ * train.c (memory, forward/backward), optim.c (AdamW), checkpoint.c and train_loop.c. */
+#ifndef LLMC_TRAIN_INTERNAL_H
+#define LLMC_TRAIN_INTERNAL_H
+
+#include "model_internal.h"
+
+/* Activations of one forward pass, carved out of one device allocation.
+ * Per-layer tensors are L consecutive slices; with recompute some are a single slice. */
+typedef struct llmc_acts {
+    void *encoded;   /* (B,T,C) */
+    void *ln1;       /* (L,B,T,C), one slice if recompute >= 2 */
+    float *ln1_mean, *ln1_rstd; /* (L,B,T) */
+    void *qkv;       /* (L,B,T,3C) */
+    void *atty;      /* (L,B,T,C) */
+    float *att_lse;  /* (L,B,NH,T) */
+    void *residual2; /* (L,B,T,C) */
+    void *ln2;       /* (L,B,T,C), one slice if recompute >= 2 */
+    float *ln2_mean, *ln2_rstd;
+    void *fch;       /* (L,B,T,4C) pre-GELU */
+    void *fch_gelu;  /* (L,B,T,4C), one slice if recompute >= 1 */
+    void *residual3; /* (L,B,T,C) */
+    void *lnf;       /* (B,T,C) */
+    float *lnf_mean, *lnf_rstd;
+    void *scratch;   /* (B,T,C) output of the projections before the residual add */
+    void *logits;    /* (B,T,Vp), dlogits in place after the fused classifier */
+    float *losses;   /* (B,T) */
+    int *inputs, *targets; /* (B,T) device copies */
+} llmc_acts;
+
+/* Gradients of activations, needed only by the backward. */
+typedef struct llmc_grad_acts {
+    void *dresidual; /* (B,T,C) */
+    void *dbtc;      /* (B,T,C) */
+    void *dqkv;      /* (B,T,3C) */
+    void *dfch;      /* (B,T,4C) */
+} llmc_grad_acts;
+
+enum { LOGITS_NONE = 0, LOGITS_VALID, LOGITS_ARE_DLOGITS };
+
+struct llmc_train {
+    char err[LLMC_ERR_LEN];
+    llmc_model *m;            /* NULL until attached */
+    llmc_train_options opts;
+    int has_opts;
+
+    llmc_weights grads;       /* the parameter table again, bound to the gradient buffer */
+    void *grad_mem;           /* act dtype, all parameters; allocated on first use */
+    /* AdamW moments and master weights cover parameters [shard_offset, shard_offset + shard_count) */
+    size_t shard_offset, shard_count;
+    float *adam_m, *adam_v;
+    float *master;            /* fp32 master weights (bf16 backends, when kept) or NULL */
+    unsigned master_version;  /* the model's version the master weights match */
+    int step;                 /* AdamW steps done */
+
+    /* activations: allocated for the largest B*T seen, laid out for the current B, T */
+    void *act_mem;
+    size_t act_capacity;      /* bytes */
+    void *grad_act_mem;
+    size_t grad_act_capacity;
+    llmc_acts a;
+    llmc_grad_acts g;
+    int B, T;
+    int *host_inputs;         /* copy of the last inputs (encoder backward groups rows by token) */
+    float *host_losses;
+    size_t host_capacity;     /* elements in host_inputs / host_losses */
+    int has_targets;
+    int logits_state;
+    float loss;
+};
+
+llmc_status llmc_train_fail(llmc_train *t, llmc_status code, const char *fmt, ...);
+/* The model's (or device's) last message onto t. */
+llmc_status llmc_train_from_model(llmc_train *t, llmc_status code);
+llmc_status llmc_train_dev_fail(llmc_train *t, llmc_status code);
+
+#define TRAIN_TRY(t, call) LLMC_TRY_WITH(llmc_train_dev_fail, t, call)
+
+/* Fails unless t is attached to a model with weights. */
+llmc_status llmc_train_require(llmc_train *t);
+/* Allocates what is missing, zeroed: the gradient buffer; AdamW moments and (when kept) master
+ * weights for the shard, the master weights taken from the model's fp32 values. */
+llmc_status llmc_train_ensure_grads(llmc_train *t);
+llmc_status llmc_train_ensure_optimizer(llmc_train *t);
+/* Lays out activations for (B, T), growing the arena when needed; training adds the backward's. */
+llmc_status llmc_train_ensure_acts(llmc_train *t, int B, int T, int training);
+/* Drops gradients, optimizer state and activations (a new model shape). */
+void llmc_train_release(llmc_train *t);
+
+#endif
