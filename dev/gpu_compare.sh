@@ -10,11 +10,14 @@ BASE="${BASE:-.baseline}"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(build tests bench)
 has() { [[ " ${steps[*]} " == *" $1 "* || " ${steps[*]} " == *" all "* ]]; }
+# later steps need the builds: make them if this machine does not have them yet
+[[ " ${steps[*]} " == *" build "* ]] || steps+=(build)
 SUMMARY="$OUT/summary.txt"
 
-# tree -> <tree>/train_gpt2cu and a Python install in /tmp/site_<name>
+# tree -> <tree>/train_gpt2cu and a Python install in /tmp/site_<name> (kept while the machine is)
 build_tree() {
     local tree=$1 name=$2
+    [ -x "$tree/train_gpt2cu" ] && [ -d "/tmp/site_$name/llmc" ] && return 0
     ( cd "$tree" && make CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" > "$OUT/build_$name.log" 2>&1 &&
       python3 -m pip install --no-build-isolation -q --no-deps --target "/tmp/site_$name" . >> "$OUT/build_$name.log" 2>&1 ) ||
         { echo "BUILD FAILED: $name"; tail -30 "$OUT/build_$name.log"; return 1; }
