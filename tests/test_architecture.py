@@ -50,15 +50,16 @@ def test_optimizer_shards_reproduce_the_whole_update(device, tmp_path):
     stochastic rounding to bf16 included (its bits depend on the element, not on the cut). Between
     steps the halves are gathered, as ZeRO-1's all-gather will; on bf16 backends one step is
     checked, since gathering through fp32 set_params would round differently."""
+    cfg = dict(TINY_CFG, channels=128)  # head size 64, which the GPU's attention takes
     train, _ = write_tiny_shards(tmp_path, n_train=2000)
     loader = _core.DataLoader(train, 2, 16)
-    layout = _core.param_layout(TINY_CFG)
-    n = layout[-1][1] + TINY_CFG["channels"]
+    layout = _core.param_layout(cfg)
+    n = layout[-1][1] + cfg["channels"]
     cut = layout[4][1] + 1000  # inside qkvw
 
     def trainer(offset=0, count=0):
         m = _core.Model()
-        m.init_random(dict(TINY_CFG), backend=device, seed=5)
+        m.init_random(cfg, backend=device, seed=5)
         return _core.Trainer(m, shard_offset=offset, shard_count=count)
 
     whole, lo, hi = trainer(), trainer(0, cut), trainer(cut, n - cut)
