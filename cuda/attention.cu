@@ -681,8 +681,8 @@ llmc_status backward_default(llmc_device *dev, void *dqkv, const void *dout, con
 }
 
 static llmc_status check_args(llmc_device *dev, const char *what, int B, int T, int NH, int HS) {
-    if (B < 1 || T < 1 || NH < 1)
-        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad shape B=%d T=%d NH=%d", what, B, T, NH);
+    const llmc_status shape = llmc_attention_shape(dev, what, B, T, NH, HS, 1);
+    if (shape != LLMC_OK) return shape;
     if (HS != 64 && HS != 128)
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED,
                                 "%s: head size %d is not supported by the CUDA flash attention (64 or 128 only)", what,

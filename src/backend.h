@@ -83,6 +83,9 @@ llmc_status llmc_weight_check(llmc_device *dev, const char *op, const llmc_tenso
         llmc_status s_ = (call);                                                    \
         if (s_ != LLMC_OK) return handler((obj), s_);                               \
     } while (0)
+/* Checks an attention op's shape: B, T >= 0 (>= 1 with positive), NH, HS >= 1, and B*T, B*NH and
+ * 3*NH*HS within int, so that no index product of the kernels can wrap. */
+llmc_status llmc_attention_shape(llmc_device *dev, const char *op, int B, int T, int NH, int HS, int positive);
 /* The data pointer of an optional tensor. */
 static inline void *llmc_tensor_data(const llmc_tensor *t) { return t ? t->data : NULL; }
 

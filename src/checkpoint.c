@@ -6,7 +6,9 @@
  * are written atomically; a step counts as complete once both exist.
  */
 #include <dirent.h>
+#include <math.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,41 +92,92 @@ llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_chec
     return llmc_atomic_close(&af, st, t->err, sizeof t->err);
 }
 
-llmc_status llmc_checkpoint_latest(const char *dir, int *step) {
+/* A step from a checkpoint file name: exactly what checkpoint_paths writes for it (eight digits
+ * or more), kind "model" or "state"; -1 for any other name. */
+static int name_step(const char *name, const char *kind) {
+    char want[64], fmt[32];
+    int s;
+    snprintf(fmt, sizeof fmt, "%s_%%d.bin", kind);
+    if (sscanf(name, fmt, &s) != 1 || s < 0) return -1;
+    snprintf(want, sizeof want, "%s_%08d.bin", kind, s);
+    return strcmp(want, name) == 0 ? s : -1;
+}
+
+llmc_status llmc_checkpoint_find(const char *dir, int below, int *step, int *files) {
     *step = -1;
+    if (files) *files = 0;
     DIR *d = opendir(dir);
     if (!d) return LLMC_OK; /* no directory: no checkpoint yet */
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        int s;
-        char tail;
-        if (sscanf(e->d_name, "state_%d.bi%c", &s, &tail) == 2 && tail == 'n' && strlen(e->d_name) == 18 && s > *step) {
-            char mp[4096], sp[4096];
-            checkpoint_paths(dir, s, mp, sp, sizeof mp);
-            if (llmc_file_exists(mp)) *step = s;
-        }
+        const int ms = name_step(e->d_name, "model"), s = name_step(e->d_name, "state");
+        if (files && (ms >= 0 || s >= 0)) (*files)++;
+        if (s < 0 || s >= below || s <= *step) continue;
+        char mp[4096], sp[4096];
+        checkpoint_paths(dir, s, mp, sp, sizeof mp);
+        if (llmc_file_exists(mp) && llmc_file_exists(sp)) *step = s;
     }
     closedir(d);
     return LLMC_OK;
 }
 
-/* Reads the state file's body into the trainer's optimizer state (already sized for the shard). */
-static llmc_status read_state_body(llmc_train *t, FILE *f, const char *path, int has_master) {
-    llmc_model *m = t->m;
-    const size_t n = t->shard_count;
-    float *buf = malloc(n * sizeof(float));
-    if (!buf) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the state", n * 4);
-    float *parts[] = {t->adam_m, t->adam_v, has_master ? t->master : NULL};
+llmc_status llmc_checkpoint_latest(const char *dir, int *step) { return llmc_checkpoint_find(dir, INT_MAX, step, NULL); }
+
+/* The header fields that must make sense before anything is read or replaced. */
+static llmc_status check_header(llmc_train *t, const char *path, const int32_t *h) {
+    if (h[S_NPROC] != 1 || h[S_RANK] != 0)
+        return llmc_train_fail(t, LLMC_ERR_FORMAT,
+                               "state file '%s' was written by rank %d of %d processes; this run has one process",
+                               path, h[S_RANK], h[S_NPROC]);
+    if (h[S_HAS_MASTER] != 0 && h[S_HAS_MASTER] != 1)
+        return llmc_train_fail(t, LLMC_ERR_FORMAT, "state file '%s' is corrupt: has-master flag %d (0 or 1)", path,
+                               h[S_HAS_MASTER]);
+    if (h[S_OPT_STEP] < 0 || h[S_TRAIN_STEP] < 0 || h[S_OPT_STEP] == INT32_MAX || h[S_TRAIN_STEP] == INT32_MAX)
+        return llmc_train_fail(t, LLMC_ERR_FORMAT, "state file '%s' is corrupt: step %d, optimizer step %d", path,
+                               h[S_TRAIN_STEP], h[S_OPT_STEP]);
+    return LLMC_OK;
+}
+
+/* The first element of n that is not finite (nor >= 0, with nonnegative), or n. */
+static size_t first_bad(const float *x, size_t n, int nonnegative) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) || (nonnegative && x[i] < 0.0f)) return i;
+    return n;
+}
+
+enum { CHUNK = 1 << 20 }; /* floats per read */
+
+/* Reads the body's parts (m, v and, with has_master, master weights; n floats each) in chunks.
+ * check: every value must be finite (v also >= 0): one NaN in v makes every weight NaN after a
+ * step. Otherwise each chunk is uploaded into the trainer's state. */
+static llmc_status read_body(llmc_train *t, FILE *f, const char *path, size_t n, int has_master, int check) {
+    float *buf = malloc(CHUNK * sizeof(float));
+    if (!buf) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a buffer for the state");
+    static const char *const what[] = {"AdamW m", "AdamW v", "master weights"};
     llmc_status st = LLMC_OK;
-    for (int i = 0; i < 2 + has_master && st == LLMC_OK; i++) {
-        if (fread(buf, sizeof(float), n, f) != n) {
-            st = llmc_train_fail(t, LLMC_ERR_IO, "read error in state file '%s'", path);
-            break;
+    for (int part = 0; part < 2 + has_master && st == LLMC_OK; part++) {
+        float *dst = check ? NULL : part == 0 ? t->adam_m : part == 1 ? t->adam_v : t->master;
+        for (size_t done = 0; done < n && st == LLMC_OK; done += CHUNK) {
+            const size_t k = n - done < CHUNK ? n - done : CHUNK;
+            if (fread(buf, sizeof(float), k, f) != k) {
+                st = llmc_train_fail(t, LLMC_ERR_IO, "read error in state file '%s'", path);
+            } else if (check) {
+                const size_t bad = first_bad(buf, k, part == 1);
+                if (bad < k) {
+                    const float x = buf[bad];
+                    char value[32];
+                    if (isnan(x)) snprintf(value, sizeof value, "NaN");
+                    else if (isinf(x)) snprintf(value, sizeof value, "%sInf", x < 0 ? "-" : "");
+                    else snprintf(value, sizeof value, "%g (negative)", (double)x);
+                    st = llmc_train_fail(t, LLMC_ERR_FORMAT, "state file '%s' is corrupt: %s element %zu is %s", path,
+                                         what[part], done + bad, value);
+                }
+            } else if (dst) { /* no master here: saved with master weights, resumed without (the bf16 params are exact) */
+                st = t->m->dev.ops->copy_h2d(&t->m->dev, dst + done, buf, k * sizeof(float));
+                if (st == LLMC_OK) st = t->m->dev.ops->synchronize(&t->m->dev);
+                if (st != LLMC_OK) st = llmc_train_dev_fail(t, st);
+            }
         }
-        if (!parts[i]) continue; /* saved with master weights, resumed without: the bf16 params are exact */
-        st = m->dev.ops->copy_h2d(&m->dev, parts[i], buf, n * sizeof(float));
-        if (st == LLMC_OK) st = m->dev.ops->synchronize(&m->dev);
-        if (st != LLMC_OK) st = llmc_train_dev_fail(t, st);
     }
     free(buf);
     return st;
@@ -143,7 +196,7 @@ llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_
     if (!f) return llmc_train_fail(t, LLMC_ERR_IO, "cannot open state file '%s': %s", state_path, strerror(errno));
     int32_t h[LLMC_HEADER_INTS];
     llmc_status st = LLMC_OK;
-    long size = llmc_file_size(f);
+    const long size = llmc_file_size(f);
     if (size < (long)sizeof h || fread(h, sizeof h, 1, f) != 1) {
         st = llmc_train_fail(t, LLMC_ERR_FORMAT, "state file '%s' is truncated (%ld bytes)", state_path, size);
         goto done;
@@ -154,6 +207,32 @@ llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_
                              STATE_VERSION);
         goto done;
     }
+    st = check_header(t, state_path, h);
+    if (st != LLMC_OK) goto done;
+    /* the body's size from the header alone, then every value, before anything of the model changes */
+    const uint64_t nparams = llmc_get_u64(h, S_NPARAMS), shard_off = llmc_get_u64(h, S_SHARD_OFFSET);
+    const uint64_t n = llmc_get_u64(h, S_SHARD_COUNT) ? llmc_get_u64(h, S_SHARD_COUNT) : nparams;
+    const int has_master = h[S_HAS_MASTER];
+    const uint64_t parts = 2 + (uint64_t)has_master;
+    if (n == 0 || n > nparams || shard_off > nparams - n || n > ((uint64_t)LONG_MAX - sizeof h) / (4 * parts) ||
+        (uint64_t)size != sizeof h + parts * n * sizeof(float)) {
+        st = llmc_train_fail(t, LLMC_ERR_FORMAT,
+                             "state file '%s' is corrupt: its header claims %llu of %llu parameters (%llu floats of "
+                             "body) but the file has %ld bytes",
+                             state_path, (unsigned long long)n, (unsigned long long)nparams,
+                             (unsigned long long)(parts * n), size);
+        goto done;
+    }
+    if (n != nparams && t->opts.shard_count == 0) {
+        st = llmc_train_fail(t, LLMC_ERR_FORMAT,
+                             "state file '%s' holds the optimizer shard [%llu, +%llu) of %llu parameters; this "
+                             "trainer covers all of them",
+                             state_path, (unsigned long long)shard_off, (unsigned long long)n,
+                             (unsigned long long)nparams);
+        goto done;
+    }
+    st = read_body(t, f, state_path, (size_t)n, has_master, 1);
+    if (st != LLMC_OK) goto done;
     /* the model file replaces the weights: detach for the load, then attach again */
     m->users--;
     st = llmc_model_load(m, NULL, model_path);
@@ -162,30 +241,25 @@ llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_
         st = llmc_train_from_model(t, st);
         goto done;
     }
-    llmc_train_release(t);
-    if (t->opts.shard_count == 0) {
-        const uint64_t off = llmc_get_u64(h, S_SHARD_OFFSET), cnt = llmc_get_u64(h, S_SHARD_COUNT);
-        if (cnt != 0 && (off != 0 || cnt != m->w.count)) {
-            st = llmc_train_fail(t, LLMC_ERR_FORMAT,
-                                 "state file '%s' holds the optimizer shard [%llu, +%llu) of %zu parameters; this "
-                                 "trainer covers all of them",
-                                 state_path, (unsigned long long)off, (unsigned long long)cnt, m->w.count);
-            goto done;
-        }
-    }
-    st = llmc_train_ensure_optimizer(t); /* sized for the shard; master weights filled from the model */
-    if (st != LLMC_OK) goto done;
-    const size_t n = t->shard_count;
-    const int has_master = h[S_HAS_MASTER] != 0;
-    const long expect = (long)sizeof h + (long)((2 + has_master) * n * sizeof(float));
-    if (llmc_get_u64(h, S_NPARAMS) != m->w.count || size != expect) {
-        st = llmc_train_fail(t, LLMC_ERR_FORMAT,
-                             "state file '%s' does not match its model: %llu params, %ld bytes (want %zu, %ld)",
-                             state_path, (unsigned long long)llmc_get_u64(h, S_NPARAMS), size, m->w.count, expect);
+    if (nparams != m->w.count) {
+        st = llmc_train_fail(t, LLMC_ERR_FORMAT, "state file '%s' does not match its model: %llu params, want %zu",
+                             state_path, (unsigned long long)nparams, m->w.count);
         goto done;
     }
-    st = read_state_body(t, f, state_path, has_master);
-    if (st != LLMC_OK) goto done;
+    llmc_train_release(t);
+    st = llmc_train_ensure_optimizer(t); /* sized for the shard; master weights filled from the model */
+    if (st == LLMC_OK && (t->shard_count != n || t->shard_offset != shard_off))
+        st = llmc_train_fail(t, LLMC_ERR_FORMAT,
+                             "state file '%s' covers parameters [%llu, +%llu), the trainer's shard is [%zu, +%zu)",
+                             state_path, (unsigned long long)shard_off, (unsigned long long)n, t->shard_offset,
+                             t->shard_count);
+    if (st == LLMC_OK && fseek(f, (long)sizeof h, SEEK_SET) != 0)
+        st = llmc_train_fail(t, LLMC_ERR_IO, "cannot seek in state file '%s': %s", state_path, strerror(errno));
+    if (st == LLMC_OK) st = read_body(t, f, state_path, (size_t)n, has_master, 0);
+    if (st != LLMC_OK) {
+        llmc_train_release(t); /* no half-loaded optimizer state */
+        goto done;
+    }
     t->master_version = m->version;
     t->step = h[S_OPT_STEP];
     info->step = h[S_TRAIN_STEP];

@@ -8,7 +8,8 @@
 #define GPT2_VOCAB 50257
 #define GPT2_MAX_T 1024
 
-static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+/* x rounded up to a multiple of m, in 64 bits (the callers check the result's range). */
+static long long round_up(long long x, long long m) { return (x + m - 1) / m * m; }
 
 llmc_status llmc_config_validate(llmc_config *c, char *err, size_t errlen) {
     if (c->num_layers < 1 || c->num_heads < 1 || c->channels < 1 || c->max_seq_len < 1 || c->vocab_size < 1) {
@@ -21,13 +22,18 @@ llmc_status llmc_config_validate(llmc_config *c, char *err, size_t errlen) {
                  c->num_heads);
         return LLMC_ERR_INVALID_ARG;
     }
-    if (c->padded_vocab_size == 0) c->padded_vocab_size = round_up(c->vocab_size, 128);
+    if (c->vocab_size > (1 << 30) || c->padded_vocab_size > (1 << 30) || c->padded_vocab_size < 0) {
+        snprintf(err, errlen, "vocabulary too large: V=%d, padded %d (at most 2^30)", c->vocab_size,
+                 c->padded_vocab_size);
+        return LLMC_ERR_INVALID_ARG;
+    }
+    if (c->padded_vocab_size == 0) c->padded_vocab_size = (int)round_up(c->vocab_size, 128);
     if (c->padded_vocab_size < c->vocab_size) {
         snprintf(err, errlen, "padded vocab %d is smaller than vocab %d", c->padded_vocab_size, c->vocab_size);
         return LLMC_ERR_INVALID_ARG;
     }
     /* keep every element offset well inside size_t and every dimension inside int */
-    double C = c->channels, n = (double)c->num_layers * 12.0 * C * C + (double)(c->padded_vocab_size + c->max_seq_len) * C;
+    double C = c->channels, n = (double)c->num_layers * 12.0 * C * C + ((double)c->padded_vocab_size + c->max_seq_len) * C;
     if (c->channels > (1 << 16) || c->num_layers > 1024 || c->max_seq_len > (1 << 20) || n > 1e11) {
         snprintf(err, errlen, "model too large: L=%d C=%d T=%d V=%d gives %.3g parameters", c->num_layers,
                  c->channels, c->max_seq_len, c->vocab_size, n);

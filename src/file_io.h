@@ -25,6 +25,12 @@ long llmc_file_size(FILE *f);
 int llmc_file_exists(const char *path);
 /* " (a model file)" etc. for a magic number one of llmc's files starts with, else "". */
 const char *llmc_magic_hint(int magic);
+/* Removes <dir>/<name>.tmp.<pid> files left by processes that no longer exist (prefix: only
+ * those whose <name> is prefix; NULL: any). Returns how many were removed. */
+int llmc_remove_stale_temps(const char *dir, const char *prefix);
+/* Host memory the kernel would give this process now (MemAvailable) and in all, from /proc/meminfo;
+ * both 0 where that cannot be read ("unknown": malloc decides). */
+void llmc_host_memory(size_t *avail, size_t *total);
 /* mkdir -p */
 int llmc_make_dirs(const char *dir);
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "file_io.h"
 #include "infer.h"
 #include "rng.h"
 
@@ -185,6 +186,14 @@ static llmc_status check_prompts(llmc_gen *g, const int *prompts, const int *pro
 static llmc_status alloc_session(llmc_gen *g, int batch) {
     const size_t nb = (size_t)batch, Vp = (size_t)g->m->w.cfg.padded_vocab_size;
     const int bf16 = g->m->dev.ops->act_dtype == LLMC_BF16;
+    const size_t host = g->greedy ? 0 : nb * Vp * (sizeof(float) + (bf16 ? sizeof(uint16_t) : 0));
+    size_t avail = 0, total = 0;
+    llmc_host_memory(&avail, &total);
+    if (total > 0 && host > avail) /* sampling keeps every sequence's logits on the host */
+        return fail(g, LLMC_ERR_OUT_OF_MEMORY,
+                    "not enough host memory to sample %d sequences: their logits take %.2f GiB, %.2f GiB are "
+                    "available; use a smaller batch (or temperature 0, which keeps them on the device)",
+                    batch, host / 1073741824.0, avail / 1073741824.0);
     g->rng = malloc(nb * sizeof(uint64_t));
     g->len = malloc(nb * sizeof(int));
     g->generated = calloc(nb, sizeof(int));
@@ -214,10 +223,7 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     if (batch < 1) return fail(g, LLMC_ERR_INVALID_ARG, "generation batch must be >= 1 (got %d)", batch);
     if (!prompts || !prompt_lens) return fail(g, LLMC_ERR_INVALID_ARG, "no prompts given");
     if (o->max_new < 1) return fail(g, LLMC_ERR_INVALID_ARG, "number of new tokens must be >= 1 (got %d)", o->max_new);
-    if (!(s->temperature >= 0.0f) || s->top_k < 0 || !(s->top_p > 0.0f && s->top_p <= 1.0f))
-        return fail(g, LLMC_ERR_INVALID_ARG,
-                    "bad sampling settings: temperature %g (>= 0), top_k %d (>= 0), top_p %g (in (0, 1])",
-                    s->temperature, s->top_k, s->top_p);
+    if (llmc_sampling_validate(s, g->err, sizeof g->err) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
     size_t *offsets = malloc((size_t)batch * sizeof(size_t));
     if (!offsets) return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
     g->m = m; /* from here on llmc_gen_end undoes everything */

@@ -87,10 +87,11 @@ llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots,
     size_t free_b = 0, total_b = 0;
     if (ops->memory_info(&m->dev, &free_b, &total_b) == LLMC_OK && total_b > 0 && bytes > free_b)
         return fail(e, LLMC_ERR_OUT_OF_MEMORY,
-                    "not enough device memory for generation: the KV cache for %d sequence(s) x %d positions takes "
+                    "not enough %s memory for generation: the KV cache for %d sequence(s) x %d positions takes "
                     "%.2f GiB and the scratch %.2f GiB, but only %.2f GiB are free; use a smaller batch or fewer "
                     "new tokens",
-                    slots, maxlen, cache / 1073741824.0, (bytes - cache) / 1073741824.0, free_b / 1073741824.0);
+                    ops->act_dtype == LLMC_F32 ? "host" : "device", slots, maxlen, cache / 1073741824.0,
+                    (bytes - cache) / 1073741824.0, free_b / 1073741824.0);
     e->host_ids = malloc(((size_t)rows + 3 * (size_t)slots) * sizeof(int));
     e->use_graphs = use_graphs && ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
     e->graphs = calloc((size_t)slots + 1, sizeof(void *));

@@ -235,9 +235,12 @@ typedef struct llmc_sampling {
     uint64_t seed;
 } llmc_sampling;
 void llmc_sampling_default(llmc_sampling *s);
+/* The one rule for sampling settings (generation and llmc_sample_token): temperature >= 0 and
+ * finite, top_k >= 0, top_p in (0, 1]. On failure writes a message into err. */
+llmc_status llmc_sampling_validate(const llmc_sampling *s, char *err, size_t errlen);
 /* Picks a token from V logits into *token; advances *rng_state (not for temperature 0).
- * LLMC_ERR_INVALID_ARG for V <= 0 or a negative temperature, LLMC_ERR_NUMERIC when a logit is
- * NaN or +Inf or all are -Inf. Pure host code. */
+ * LLMC_ERR_INVALID_ARG for V <= 0 or settings llmc_sampling_validate refuses, LLMC_ERR_NUMERIC
+ * when a logit is NaN or +Inf or all are -Inf. Pure host code. */
 llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, int *token);
 
 typedef struct llmc_gen llmc_gen;

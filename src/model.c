@@ -173,6 +173,8 @@ llmc_status llmc_model_get_params(llmc_model *m, float *dst) {
 
 llmc_status llmc_model_set_params(llmc_model *m, const float *src) {
     if (!m->params) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model has no parameters yet");
+    llmc_status bad = llmc_weights_check_finite(&m->w, src, "set_params", m->err, sizeof m->err);
+    if (bad != LLMC_OK) return bad; /* what the loader would refuse, the model refuses too */
     llmc_model_drop_source(m);
     MODEL_TRY(m, m->dev.ops->upload_f32(&m->dev, m->params, m->dev.ops->act_dtype, src, m->w.count));
     m->version++;

@@ -33,15 +33,16 @@ static int read_as_f32(FILE *f, float *dst, size_t n, llmc_dtype dtype) {
     return ok;
 }
 
-/* Checks every value is finite; names the tensor and element of the first that is not. */
-static llmc_status check_finite(llmc_model *m, const char *path, const llmc_weights *w, const float *host) {
+llmc_status llmc_weights_check_finite(const llmc_weights *w, const float *host, const char *what, char *err,
+                                      size_t errlen) {
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
         const llmc_tensor *t = &w->t[i];
         for (size_t j = 0; j < t->numel; j++)
-            if (!isfinite(host[t->offset + j]))
-                return llmc_model_fail(m, LLMC_ERR_FORMAT,
-                                       "model file '%s' is corrupt: tensor %s holds %s at element %zu", path, t->name,
-                                       isnan(host[t->offset + j]) ? "NaN" : "Inf", j);
+            if (!isfinite(host[t->offset + j])) {
+                snprintf(err, errlen, "%s: tensor %s holds %s at element %zu", what, t->name,
+                         isnan(host[t->offset + j]) ? "NaN" : "Inf", j);
+                return LLMC_ERR_NUMERIC;
+            }
     }
     return LLMC_OK;
 }
@@ -109,7 +110,9 @@ llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const ch
         st = llmc_model_fail(m, LLMC_ERR_IO, "read error in model file '%s'", path);
         goto done;
     }
-    st = check_finite(m, path, &w, host);
+    char what[4200];
+    snprintf(what, sizeof what, "model file '%s' is corrupt", path);
+    if (llmc_weights_check_finite(&w, host, what, m->err, sizeof m->err) != LLMC_OK) st = LLMC_ERR_FORMAT;
     if (st == LLMC_OK) {
         st = llmc_model_install(m, o, &cfg, host, 1);
         if (st == LLMC_OK) host = NULL; /* the model holds it now */
@@ -140,6 +143,18 @@ static llmc_status file_body(llmc_model *m, llmc_dtype file_dtype, void *data, c
     if (file_dtype == ops->act_dtype && !(file_dtype == LLMC_F32 && src)) {
         /* the exact bits the model computes with (bf16 params stay bit-identical across save/load) */
         MODEL_TRY(m, ops->copy_d2h(&m->dev, data, m->params, n * llmc_dtype_size(file_dtype)));
+        if (file_dtype == LLMC_F32)
+            return llmc_weights_check_finite(&m->w, data, "refusing to save non-finite weights", m->err, sizeof m->err);
+        for (size_t i = 0; i < n; i++) /* bf16: exponent all ones is Inf or NaN */
+            if ((((const uint16_t *)data)[i] & 0x7F80u) == 0x7F80u) {
+                float *f32 = malloc(n * sizeof(float));
+                if (!f32) return llmc_model_fail(m, LLMC_ERR_NUMERIC, "refusing to save non-finite weights");
+                llmc_bf16_to_f32_n(f32, data, n);
+                llmc_status st = llmc_weights_check_finite(&m->w, f32, "refusing to save non-finite weights", m->err,
+                                                           sizeof m->err);
+                free(f32);
+                return st;
+            }
         return LLMC_OK;
     }
     float *f32 = file_dtype == LLMC_F32 ? data : malloc(n * sizeof(float));
@@ -149,6 +164,8 @@ static llmc_status file_body(llmc_model *m, llmc_dtype file_dtype, void *data, c
         st = ops->copy_d2h(&m->dev, f32 + src_offset, src, src_count * sizeof(float));
         if (st != LLMC_OK) st = llmc_model_dev_fail(m, st);
     }
+    if (st == LLMC_OK) /* never write a file that the loader refuses */
+        st = llmc_weights_check_finite(&m->w, f32, "refusing to save non-finite weights", m->err, sizeof m->err);
     if (st == LLMC_OK && file_dtype == LLMC_BF16) llmc_f32_to_bf16_n(data, f32, n);
     if (f32 != data) free(f32);
     return st;

@@ -33,6 +33,10 @@ llmc_status llmc_model_require_weights(llmc_model *m);
  * path by which new weights arrive (init, load). On failure the old weights stay. */
 llmc_status llmc_model_install(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg, float *host,
                                int keep_host);
+/* LLMC_OK when every value of host (w->count fp32, laid out by w) is finite; else a message into err
+ * naming what (a file, "set_params") and the tensor and element of the first that is not. */
+llmc_status llmc_weights_check_finite(const llmc_weights *w, const float *host, const char *what, char *err,
+                                      size_t errlen);
 /* Drops fp32_source. */
 void llmc_model_drop_source(llmc_model *m);
 /* Writes a model file from the weights, or from the fp32 values in src (device memory of

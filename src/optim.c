@@ -1,5 +1,6 @@
 /* optim.c — AdamW with decoupled weight decay and global-norm clipping, over the trainer's
  * shard of the parameters, tensor by tensor (weight decay is per tensor). */
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include "train_internal.h"
@@ -29,6 +30,8 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
                                "bad AdamW settings: lr=%g beta1=%g beta2=%g eps=%g weight_decay=%g", a->lr, a->beta1,
                                a->beta2, a->eps, a->weight_decay);
+    if (t->step == INT_MAX)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "the step count is at its limit of %d steps", INT_MAX);
     st = llmc_train_ensure_optimizer(t);
     if (st != LLMC_OK) return st;
     llmc_model *m = t->m;

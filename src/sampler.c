@@ -17,11 +17,20 @@
  */
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "llmc.h"
 #include "rng.h"
+
+llmc_status llmc_sampling_validate(const llmc_sampling *s, char *err, size_t errlen) {
+    if (s->temperature >= 0.0f && isfinite(s->temperature) && s->top_k >= 0 && s->top_p > 0.0f && s->top_p <= 1.0f)
+        return LLMC_OK;
+    snprintf(err, errlen, "bad sampling settings: temperature %g (>= 0), top_k %d (>= 0), top_p %g (in (0, 1])",
+             s->temperature, s->top_k, s->top_p);
+    return LLMC_ERR_INVALID_ARG;
+}
 
 void llmc_sampling_default(llmc_sampling *s) {
     if (!s) return;
@@ -364,7 +373,8 @@ llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s
         s = &def;
     }
     *token = -1;
-    if (!logits || V <= 0 || !(s->temperature >= 0.0f) || isnan(s->top_p)) return LLMC_ERR_INVALID_ARG;
+    char why[160];
+    if (!logits || V <= 0 || llmc_sampling_validate(s, why, sizeof why) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
     int bad;
     float mx = scan_max(logits, V, &bad);
     if (bad || mx == -INFINITY) return LLMC_ERR_NUMERIC;

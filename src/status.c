@@ -1,4 +1,5 @@
 /* status.c — error codes, error messages, weight dtype checks and opening a backend device. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include "backend.h"
@@ -44,6 +45,16 @@ llmc_status llmc_weight_check(llmc_device *dev, const char *op, const llmc_tenso
                                 op, dev->ops ? dev->ops->name : "?", name);
     return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "%s on %s takes %s weights, but tensor '%s' is %s", op,
                             dev->ops ? dev->ops->name : "?", llmc_dtype_name(want), name, llmc_dtype_name(t->dtype));
+}
+
+llmc_status llmc_attention_shape(llmc_device *dev, const char *op, int B, int T, int NH, int HS, int positive) {
+    const int lo = positive ? 1 : 0;
+    if (B < lo || T < lo || NH < 1 || HS < 1)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad shape B=%d T=%d NH=%d HS=%d", op, B, T, NH, HS);
+    if ((long long)B * T > INT_MAX || (long long)B * NH > INT_MAX || 3LL * NH * HS > INT_MAX)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: shape B=%d T=%d NH=%d HS=%d is too large", op, B, T,
+                                NH, HS);
+    return LLMC_OK;
 }
 
 llmc_status llmc_device_open(llmc_device *dev, const char *name, int index, const llmc_device_tuning *tuning) {

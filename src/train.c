@@ -229,10 +229,11 @@ static llmc_status check_fits(llmc_train *t, int B, int T, size_t more_bytes, in
     size_t P = m->w.count;
     size_t opt = training ? 8 + (keeps_master(t) ? 4 : 0) : 0;
     return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY,
-                           "not enough device memory for B=%d T=%d: need %.2f GiB more (activations %.2f GiB, "
+                           "not enough %s memory for B=%d T=%d: need %.2f GiB more (activations %.2f GiB, "
                            "backward scratch %.2f GiB; parameters+grads+optimizer take %.2f GiB) but only %.2f of "
                            "%.2f GiB are free. Try a smaller -b, recompute (-r 1 or -r 2) or a smaller model.",
-                           B, T, gib(more_bytes), gib(acts), gib(gacts), gib(P * (2 * m->esz + opt)), gib(free_b),
+                           m->dev.ops->act_dtype == LLMC_F32 ? "host" : "device", B, T, gib(more_bytes), gib(acts),
+                           gib(gacts), gib(P * (2 * m->esz + opt)), gib(free_b),
                            gib(total_b));
 }
 

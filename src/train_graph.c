@@ -10,6 +10,7 @@
  *   res3 = res2 + h W_p^T + b
  * then LN_f, tied LM head and the classifier (loss, and dlogits in the same pass when training).
  */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,8 @@ static llmc_status check_batch(llmc_train *t, const int *inputs, int B, int T) {
     if (!inputs) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "no input tokens given");
     if (B <= 0 || T <= 0)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "batch size B=%d and sequence length T=%d must be >= 1", B, T);
+    if ((long long)B * T > INT_MAX)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "B=%d x T=%d tokens is more than one batch can hold", B, T);
     if (T > t->m->w.cfg.max_seq_len)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
                                "sequence length T=%d exceeds the model's maximum context of %d tokens", T,
@@ -116,6 +119,11 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
     double sum = 0.0;
     for (int i = 0; i < N; i++) sum += t->host_losses[i];
     t->loss = (float)(sum / N);
+    if (!isfinite(t->loss))
+        return llmc_train_fail(t, LLMC_ERR_NUMERIC,
+                               "the loss is %s: the model's logits are not finite (weights too large, or a learning "
+                               "rate that diverged)",
+                               isnan(t->loss) ? "NaN" : "infinite");
     return LLMC_OK;
 }
 

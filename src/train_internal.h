@@ -84,6 +84,9 @@ llmc_status llmc_train_ensure_grads(llmc_train *t);
 llmc_status llmc_train_ensure_optimizer(llmc_train *t);
 /* Lays out activations for (B, T), growing the arena when needed; training adds the backward's. */
 llmc_status llmc_train_ensure_acts(llmc_train *t, int B, int T, int training);
+/* The largest step below `below` with both checkpoint files in dir (-1: none); with files, also
+ * how many checkpoint-named files (model_*.bin, state_*.bin) dir holds, complete or not. */
+llmc_status llmc_checkpoint_find(const char *dir, int below, int *step, int *files);
 /* Drops gradients, optimizer state and activations (a new model shape). */
 void llmc_train_release(llmc_train *t);
 

@@ -7,6 +7,7 @@
  * records and draws a progress bar (Python). Every 0 that could divide or take a modulo
  * means "off".
  */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,50 +93,44 @@ static llmc_status data_fail(loop *L, const char *what, llmc_dataloader *d) {
 
 /* ------------------------------------------------------------------ setup */
 
-static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
+/* The batch shape and everything that follows from the options alone (not from the model). */
+static llmc_status check_options(loop *L) {
     const llmc_loop_options *o = L->o;
-    memset(info, 0, sizeof *info);
-    if (!o->resume) return LLMC_OK;
-    if (!o->out_dir)
-        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
-                               "-y 1 (resume) needs an output directory (-o) holding checkpoints");
-    int latest;
-    llmc_checkpoint_latest(o->out_dir, &latest);
-    if (latest < 0) return note(L, 0, "no checkpoint in %s yet: starting from the model as given", o->out_dir);
-    llmc_status st = llmc_checkpoint_load(L->t, o->out_dir, latest, info);
-    if (st != LLMC_OK) {
-        char why[LLMC_ERR_LEN];
-        snprintf(why, sizeof why, "%s", L->t->err);
-        return llmc_train_fail(L->t, st, "resume: %s", why);
-    }
-    return note(L, info->step, "resumed from %s at step %d", o->out_dir, info->step);
-}
-
-static llmc_status check_args(loop *L) {
-    const llmc_loop_options *o = L->o;
-    llmc_status st = llmc_train_require(L->t);
-    if (st != LLMC_OK) return st;
-    const llmc_config *c = &L->t->m->w.cfg;
     L->B = o->batch_size;
     L->T = o->seq_len;
     if (L->B <= 0 || L->T <= 0)
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "batch size -b %d and sequence length -t %d must be >= 1",
                                L->B, L->T);
-    if (L->T > c->max_seq_len)
+    const long long bt = (long long)L->B * L->T;
+    if (bt > INT_MAX)
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
-                               "-t %d is longer than the model's maximum context of %d tokens", L->T, c->max_seq_len);
-    const int bt = L->B * L->T;
-    L->total_batch = o->total_batch > 0 ? o->total_batch : bt;
+                               "-b %d x -t %d = %lld tokens per micro-batch is more than the %d one batch can hold",
+                               L->B, L->T, bt, INT_MAX);
+    L->total_batch = o->total_batch > 0 ? o->total_batch : (int)bt;
     if (L->total_batch % bt != 0)
-        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "total batch -d %d tokens must be a multiple of B*T = %d",
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "total batch -d %d tokens must be a multiple of B*T = %lld",
                                L->total_batch, bt);
-    L->accum = L->total_batch / bt;
-    /* 6N per token for the matmuls, plus attention's 6*L*T*C (forward+backward, causal) */
-    L->flops_per_token = 6.0 * (double)L->t->m->w.count + 6.0 * c->num_layers * (double)L->T * c->channels;
+    L->accum = (int)(L->total_batch / bt);
     L->sched = (llmc_schedule){.max_lr = o->lr, .warmup = o->warmup, .final_frac = o->final_lr_frac};
     if (llmc_schedule_parse(o->schedule ? o->schedule : "cosine", &L->sched.kind) != LLMC_OK)
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
                                "unknown schedule -k '%s': use cosine, linear, constant or wsd", o->schedule);
+    if (o->resume && !o->out_dir)
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                               "-y 1 (resume) needs an output directory (-o) holding checkpoints");
+    return LLMC_OK;
+}
+
+/* What needs the model: it has weights, T fits its context; the FLOPs for the MFU figure. */
+static llmc_status check_model(loop *L) {
+    llmc_status st = llmc_train_require(L->t);
+    if (st != LLMC_OK) return st;
+    const llmc_config *c = &L->t->m->w.cfg;
+    if (L->T > c->max_seq_len)
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                               "-t %d is longer than the model's maximum context of %d tokens", L->T, c->max_seq_len);
+    /* 6N per token for the matmuls, plus attention's 6*L*T*C (forward+backward, causal) */
+    L->flops_per_token = 6.0 * (double)L->t->m->w.count + 6.0 * c->num_layers * (double)L->T * c->channels;
     return LLMC_OK;
 }
 
@@ -152,35 +147,108 @@ static llmc_status open_data(loop *L) {
     }
     L->max_steps = o->max_steps;
     if (L->max_steps < 0) { /* one epoch */
-        size_t per_epoch = llmc_dataloader_num_batches(L->train) / (size_t)L->accum;
-        L->max_steps = per_epoch > 0 ? (int)per_epoch : 1;
+        const size_t per_epoch = llmc_dataloader_num_batches(L->train) / (size_t)L->accum;
+        L->max_steps = per_epoch == 0 ? 1 : per_epoch > INT_MAX - 1 ? INT_MAX - 1 : (int)per_epoch;
     }
     L->sched.total = L->max_steps;
-    size_t n = (size_t)L->B * L->T;
+    const size_t n = (size_t)L->B * L->T;
     L->inputs = malloc(n * sizeof(int));
     L->targets = malloc(n * sizeof(int));
-    if (!L->inputs || !L->targets) return llmc_train_fail(L->t, LLMC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (!L->inputs || !L->targets)
+        return llmc_train_fail(L->t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate host buffers for %zu tokens", n);
     return LLMC_OK;
 }
 
-static llmc_status open_log(loop *L) {
+/* Loads the checkpoint of step and checks that its data position lies in this run's data. */
+static llmc_status try_checkpoint(loop *L, int step, llmc_checkpoint_info *info) {
+    llmc_status st = llmc_checkpoint_load(L->t, L->o->out_dir, step, info);
+    if (st == LLMC_OK && llmc_dataloader_seek(L->train, info->data) != LLMC_OK)
+        st = llmc_train_fail(L->t, LLMC_ERR_FORMAT, "its data position does not fit the train data: %s",
+                             llmc_dataloader_error(L->train));
+    return st;
+}
+
+/* With -y 1: the newest checkpoint that loads and fits, falling back to older ones and saying so.
+ * Without, or when none is usable: refuses to start over in a directory that holds checkpoint
+ * files, which the new run would overwrite. */
+static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
+    const llmc_loop_options *o = L->o;
+    memset(info, 0, sizeof *info);
+    if (!o->out_dir) return LLMC_OK;
+    int step = -1, files = 0, tried = 0;
+    char why[LLMC_ERR_LEN + 32] = "";
+    llmc_checkpoint_find(o->out_dir, INT_MAX, &step, &files);
+    while (o->resume && step >= 0) {
+        tried++;
+        llmc_status st = try_checkpoint(L, step, info);
+        if (st == LLMC_OK) {
+            if (tried > 1)
+                st = note(L, step, "fell back to the newest usable checkpoint, step %d (%s)", step, why);
+            if (st == LLMC_OK) st = note(L, info->step, "resumed from %s at step %d", o->out_dir, info->step);
+            return st;
+        }
+        snprintf(why, sizeof why, "step %d: %s", step, L->t->err);
+        memset(info, 0, sizeof *info);
+        llmc_checkpoint_find(o->out_dir, step, &step, NULL);
+    }
+    if (files == 0 || (o->ckpt_every <= 0 && !o->resume)) {
+        if (o->resume) return note(L, 0, "no checkpoint in %s yet: starting from the model as given", o->out_dir);
+        return LLMC_OK;
+    }
+    if (tried > 0)
+        return llmc_train_fail(L->t, LLMC_ERR_FORMAT,
+                               "no usable checkpoint in %s (%d tried; the last, %s); refusing to start over and "
+                               "overwrite them",
+                               o->out_dir, tried, why);
+    return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                           "%s already holds %d checkpoint file(s) of another run%s: resume with -y 1, or write to "
+                           "another -o",
+                           o->out_dir, files, o->resume ? " but no complete pair (model_*.bin + state_*.bin)" : "");
+}
+
+/* After a resume from step, main.log keeps what the run had logged up to that step only: the
+ * steps after it are done again. The rewrite is atomic. */
+static llmc_status truncate_log(loop *L, const char *path, int step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return LLMC_OK; /* no log yet */
+    llmc_atomic_file af;
+    llmc_status st = llmc_atomic_open(&af, path, L->t->err, sizeof L->t->err);
+    char line[4096];
+    while (st == LLMC_OK && fgets(line, sizeof line, in)) {
+        int s;
+        if (sscanf(line, "{\"step\": %d", &s) == 1 && s > step) continue;
+        st = llmc_atomic_write(&af, line, strlen(line), L->t->err, sizeof L->t->err);
+    }
+    if (st == LLMC_OK && ferror(in)) st = llmc_train_fail(L->t, LLMC_ERR_IO, "cannot read '%s'", path);
+    fclose(in);
+    return af.f ? llmc_atomic_close(&af, st, L->t->err, sizeof L->t->err) : st;
+}
+
+static llmc_status open_log(loop *L, int resumed_at) {
     const char *dir = L->o->out_dir;
     if (!dir) return LLMC_OK;
     if (llmc_make_dirs(dir) != 0) return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot create output directory '%s'", dir);
+    llmc_remove_stale_temps(dir, NULL); /* half-written files of killed runs */
     char path[4096];
     snprintf(path, sizeof path, "%s/main.log", dir);
+    if (resumed_at > 0) {
+        llmc_status st = truncate_log(L, path, resumed_at);
+        if (st != LLMC_OK) return st;
+    }
     L->log = fopen(path, "a");
     if (!L->log) return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot open '%s' for appending", path);
     return LLMC_OK;
 }
 
-static void log_line(loop *L, const char *fmt, ...) {
-    if (!L->log) return;
+static llmc_status log_line(loop *L, const char *fmt, ...) {
+    if (!L->log) return LLMC_OK;
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(L->log, fmt, ap);
+    const int n = vfprintf(L->log, fmt, ap);
     va_end(ap);
-    fflush(L->log);
+    if (n < 0 || fflush(L->log) != 0)
+        return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot write to %s/main.log", L->o->out_dir);
+    return LLMC_OK;
 }
 
 /* ------------------------------------------------------------------ periodic work */
@@ -196,9 +264,9 @@ static llmc_status eval_val(loop *L, int step) {
         sum += llmc_train_loss(L->t);
     }
     const float loss = (float)(sum / batches);
-    log_line(L, "{\"step\": %d, \"val_loss\": %.6f}\n", step, loss);
+    llmc_status st = log_line(L, "{\"step\": %d, \"val_loss\": %.6f}\n", step, loss);
     llmc_event e = {.kind = LLMC_EVENT_VAL, .step = step, .val_loss = loss, .ntokens = batches};
-    return emit(L, &e);
+    return st == LLMC_OK ? emit(L, &e) : st;
 }
 
 static llmc_status sample(loop *L, int step) {
@@ -242,9 +310,9 @@ static llmc_status save_checkpoint(loop *L, int step) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/model_%08d.bin", L->o->out_dir, step);
-    log_line(L, "{\"step\": %d, \"checkpoint\": \"model_%08d.bin\"}\n", step, step);
+    st = log_line(L, "{\"step\": %d, \"checkpoint\": \"model_%08d.bin\"}\n", step, step);
     llmc_event e = {.kind = LLMC_EVENT_CHECKPOINT, .step = step, .text = path};
-    return emit(L, &e);
+    return st == LLMC_OK ? emit(L, &e) : st;
 }
 
 static int due(int every, int step, int last) { return every > 0 && (step % every == 0 || last); }
@@ -277,9 +345,11 @@ static llmc_status train_step(loop *L, int step) {
     if (st != LLMC_OK) return st;
     const double dt = now_seconds() - t0, tok_s = (double)L->total_batch / dt;
     const double mfu = L->o->peak_tflops > 0 ? 100.0 * tok_s * L->flops_per_token / (1e12 * L->o->peak_tflops) : 0.0;
-    log_line(L,
-             "{\"step\": %d, \"train_loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, \"tok_s\": %.1f}\n",
-             step + 1, loss, opt.lr, norm, 1e3 * dt, tok_s);
+    st = log_line(L,
+                  "{\"step\": %d, \"train_loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
+                  "\"tok_s\": %.1f}\n",
+                  step + 1, loss, opt.lr, norm, 1e3 * dt, tok_s);
+    if (st != LLMC_OK) return st;
     llmc_event e = {.kind = LLMC_EVENT_STEP,
                     .step = step + 1,
                     .loss = loss,
@@ -306,18 +376,17 @@ static llmc_status start(loop *L, int first_step) {
 
 static llmc_status run(loop *L) {
     llmc_checkpoint_info info;
-    llmc_status st = resume(L, &info);
-    if (st == LLMC_OK) st = check_args(L);
+    llmc_status st = check_options(L);
     if (st == LLMC_OK) st = open_data(L);
-    if (st == LLMC_OK) st = open_log(L);
-    if (st != LLMC_OK) return st;
+    if (st == LLMC_OK) st = resume(L, &info);
+    if (st == LLMC_OK) st = check_model(L);
     const int first = info.step;
+    if (st == LLMC_OK) st = open_log(L, first);
+    if (st != LLMC_OK) return st;
+    if (first >= L->max_steps && first > 0)
+        return note(L, first, "nothing to train: the checkpoint in %s is at step %d and -x is %d", L->o->out_dir,
+                    first, L->max_steps);
     L->rng = first > 0 ? info.rng : llmc_rng_seed(L->o->seed ^ 0x5A5A5A5Aull);
-    if (first > 0 && llmc_dataloader_seek(L->train, info.data) != LLMC_OK) {
-        char why[LLMC_ERR_LEN];
-        snprintf(why, sizeof why, "%s", llmc_dataloader_error(L->train));
-        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "resume: %s", why);
-    }
     st = start(L, first);
     const llmc_loop_options *o = L->o;
     for (int step = first; st == LLMC_OK && step <= L->max_steps; step++) {
@@ -325,8 +394,7 @@ static llmc_status run(loop *L) {
         if (!resumed_here) { /* the run we resume from already did this step's periodic work */
             if (L->val && due(o->val_every, step, last)) st = eval_val(L, step);
             if (st == LLMC_OK && step > 0 && o->gen_len > 0 && due(o->sample_every, step, last)) st = sample(L, step);
-            if (st == LLMC_OK && o->out_dir && step > 0 && due(o->ckpt_every, step, last))
-                st = save_checkpoint(L, step);
+            if (st == LLMC_OK && o->out_dir && step > 0 && due(o->ckpt_every, step, last)) st = save_checkpoint(L, step);
         }
         if (st != LLMC_OK || last) break;
         if (L->stop) return llmc_train_fail(L->t, LLMC_ERR_STOPPED, "training stopped by the caller at step %d", step);

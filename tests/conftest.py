@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# where the CLIs (train_gpt2, ...) are: the repo root (`make` copies them there) unless
+# LLMC_BIN_DIR names another build's dir (`make asan` points it at build-asan/)
+BIN_DIR = os.path.abspath(os.environ.get("LLMC_BIN_DIR") or REPO)
 try:  # the installed package, or the source tree's pure-Python modules
     import llmc  # noqa: F401
 except ImportError:

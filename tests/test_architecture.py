@@ -3,6 +3,7 @@ that covers a shard of the parameters (the ZeRO-1 hook), one error style on ever
 import os
 import re
 import shutil
+import sys
 import subprocess
 
 import numpy as np
@@ -100,3 +101,21 @@ def test_every_handle_reports_its_own_error(tmp_path):
     with pytest.raises(llmc.LlmcError, match="cannot open tokenizer"):
         _core.Tokenizer(tmp_path / "tok.bin")
     assert np.isfinite(t.forward(np.array([[1, 2]]), np.array([[2, 3]])))  # the failures left t usable
+
+
+def test_cycle_collection_frees_trainer_and_session_before_their_model():
+    """A trainer or session caught in a reference cycle (an exception's traceback is enough) is freed
+    by the cycle collector while its model is still alive: they refer to the model's C object."""
+    code = """if True:
+        import gc
+        from llmc import _core
+        m = _core.Model()
+        m.init_random(dict(num_layers=1, num_heads=1, channels=8, max_seq_len=8, vocab_size=16))
+        t, s = _core.Trainer(m), _core.Session(m, [[1, 2]], 2)
+        class Holder: pass
+        h = Holder(); h.parts = (t, s); h.me = h
+        del m, t, s, h
+        gc.collect()
+        print("ok")"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])

@@ -107,7 +107,7 @@ def test_distribution_matches_softmax(temperature):
     assert_matches(counts, expected_probs(logits, temperature))
 
 
-@pytest.mark.parametrize("top_k,top_p", [(3, 1.0), (0, 0.6), (0, 0.95), (4, 0.7), (1, 0.5), (0, 0.0)])
+@pytest.mark.parametrize("top_k,top_p", [(3, 1.0), (0, 0.6), (0, 0.95), (4, 0.7), (1, 0.5), (0, 1e-6)])
 def test_distribution_with_top_k_top_p(top_k, top_p):
     logits = np.array([1.0, -0.5, 0.3, 2.0, 0.0, -2.0, 1.5, 0.9], dtype=np.float32)
     probs = expected_probs(logits, 0.8, top_k, top_p)
@@ -174,6 +174,18 @@ def test_bad_arguments_raise():
         _core.sample_token(np.zeros((2, 5), dtype=np.float32))
     with pytest.raises(_core.LlmcError, match="1-D"):
         _core.sample_token(np.zeros(0, dtype=np.float32))
+
+
+@pytest.mark.parametrize("kw", [dict(top_p=0.0), dict(top_p=1.5), dict(top_p=-0.1), dict(top_k=-3),
+                                dict(temperature=float("inf"))])
+def test_one_rule_for_sampling_settings(kw):
+    """sample_token refuses exactly what generation refuses."""
+    import llmc
+    with pytest.raises(_core.LlmcError, match="bad sampling settings"):
+        _core.sample_token(np.zeros(10, dtype=np.float32), **kw)
+    model = llmc.GPT2.from_config("L=1,H=1,C=8,T=8,V=10")
+    with pytest.raises(_core.LlmcError, match="bad sampling settings"):
+        model.generate([1, 2], max_new_tokens=2, **kw)
 
 
 def test_rng_state_round_trip():

@@ -10,10 +10,11 @@ import pytest
 
 import llmc
 from llmc import _core
+from conftest import BIN_DIR
 from helpers import TINY, write_tiny_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(REPO, "train_gpt2")
+BIN = os.path.join(BIN_DIR, "train_gpt2")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
 STEP_RE = re.compile(r"^step\s+(\d+)/\d+ \| loss (\S+) \| lr (\S+) \| norm (\S+) ")
 needs_cli = pytest.mark.skipif(not os.access(BIN, os.X_OK), reason="./train_gpt2 not built (run make)")

@@ -8,10 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import BIN_DIR
 from helpers import TINY, random_tokens, write_shard, write_tiny_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(REPO, "train_gpt2")
+BIN = os.path.join(BIN_DIR, "train_gpt2")
 pytestmark = pytest.mark.skipif(not os.access(BIN, os.X_OK), reason="./train_gpt2 not built (run make)")
 
 # one thread: OpenMP spinning on a loaded 2-core box makes each tiny step take ~1 s instead of ~1 ms

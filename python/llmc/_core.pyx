@@ -6,6 +6,7 @@ LlmcError carrying the message of the handle it was called on. Python decides, C
 One class per C object: Model (device + weights), Trainer (gradients, activations, AdamW
 state over a model), Session (a generation session over a model).
 """
+cimport cython
 cimport numpy as cnp
 import numpy as np
 from cpython.ref cimport Py_INCREF
@@ -80,18 +81,36 @@ cdef object _host_view(float *ptr, size_t n, object owner):
     return arr
 
 
+def token_array(ids, str what="tokens"):
+    """ids as a contiguous int32 array, refusing what a cast would change: non-integer values
+    (floats, complex, bools, strings) and ids outside int32 (the C library checks the vocabulary)."""
+    a = np.asarray(ids)
+    if a.size == 0:
+        return np.ascontiguousarray(a, dtype=np.int32)
+    if a.dtype.kind not in "iu":
+        raise LlmcError(f"{what} must be integer token ids, got an array of {a.dtype}")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < -2**31 or hi > 2**31 - 1:  # what int32 holds goes on to C, which knows the vocabulary
+        bad = lo if lo < -2**31 else hi
+        pos = int(np.flatnonzero(a.reshape(-1) == bad)[0])
+        raise LlmcError(f"{what}: token id {bad} at position {pos} is out of range")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
 cdef tuple _tokens(inputs, targets):
-    """(B, T) int32 inputs and targets (or None) as contiguous arrays."""
-    x = np.ascontiguousarray(inputs, dtype=np.int32)
+    """(B, T) int32 inputs and targets (or None): integer ids, targets of exactly the inputs' shape."""
+    x = token_array(inputs, "input")
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:
         raise LlmcError(f"tokens must have shape (B, T), got {x.shape}")
     y = None
     if targets is not None:
-        if np.size(targets) != x.size:
-            raise LlmcError(f"targets must have the shape of inputs {x.shape}, got {np.shape(targets)}")
-        y = np.ascontiguousarray(targets, dtype=np.int32).reshape(x.shape)
+        y = token_array(targets, "target")
+        if y.ndim == 1 and np.ndim(inputs) == 1:
+            y = y[None, :]
+        if y.shape != x.shape:
+            raise LlmcError(f"targets must have the shape of inputs {x.shape}, got {y.shape}")
     return x, y
 
 

@@ -41,6 +41,7 @@ cdef extern from "llmc.h":
         float top_p
         uint64_t seed
     void _dl_sampling_default "llmc_sampling_default"(_dl_sampling *s) nogil
+    int _dl_sampling_validate "llmc_sampling_validate"(const _dl_sampling *s, char *err, size_t errlen) nogil
     int _dl_sample_token "llmc_sample_token"(const float *logits, int V, const _dl_sampling *s,
                                              uint64_t *rng_state, int *token) nogil
 
@@ -193,7 +194,8 @@ def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rn
     """Samples one token from 1-D logits; returns (token, new_rng_state).
 
     temperature 0 is greedy. rng_state defaults to the default sampling seed (1337).
-    Raises LlmcError for NaN/+Inf logits, all -Inf logits, or a negative temperature.
+    Raises LlmcError for NaN/+Inf logits, all -Inf logits, or settings that generation refuses too
+    (temperature < 0, top_k < 0, top_p outside (0, 1]).
     """
     arr = np.ascontiguousarray(logits, dtype=np.float32)
     if arr.ndim != 1 or arr.shape[0] == 0:
@@ -205,6 +207,9 @@ def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rn
     s.temperature = temperature
     s.top_k = top_k
     s.top_p = top_p
+    cdef char err[256]
+    if _dl_sampling_validate(&s, err, sizeof(err)) != 0:
+        raise LlmcError(err.decode())
     cdef uint64_t state = s.seed if rng_state is None else (int(rng_state) & 0xFFFFFFFFFFFFFFFF)
     cdef int V = <int>arr.shape[0]
     cdef const float *p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>arr)
@@ -212,8 +217,7 @@ def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rn
     with nogil:
         st = _dl_sample_token(p, V, &s, &state, &tok)
     if st != 0:
-        raise LlmcError("cannot sample: the logits contain NaN or +Inf, are all -Inf, "
-                        "or the temperature is negative or NaN")
+        raise LlmcError("cannot sample: the logits contain NaN or +Inf, or are all -Inf")
     return tok, state
 
 

@@ -64,6 +64,7 @@ cdef extern from "backend.h":
     const char *llmc_backend_names()
 
 
+@cython.no_gc_clear  # its __dealloc__ frees through self.dev
 cdef class _Buf:
     """A device allocation freed with its Device."""
     cdef void *ptr
@@ -151,6 +152,24 @@ cdef class Device:
         self._ok(self.d.ops.download_f32(&self.d, <float *>out.data, b.ptr, t, out.shape[0]))
         return out.reshape(shape)
 
+    # ---- argument checks: the harness is importable, so it refuses what would make an op read or
+    # write outside its buffers, as the engine's own callers never ask it to
+    @staticmethod
+    def _shape(a, shape, what):
+        got = tuple(np.shape(a))
+        if got != tuple(shape):
+            raise LlmcError(f"{what} must have shape {tuple(shape)}, got {got}")
+
+    @staticmethod
+    def _ids(a, lo, hi, what, shape=None):
+        """Integer ids in [lo, hi), as int32."""
+        ids = token_array(a, what)
+        if shape is not None and ids.shape != tuple(shape):
+            raise LlmcError(f"{what} must have shape {tuple(shape)}, got {ids.shape}")
+        if ids.size and (ids.min() < lo or ids.max() >= hi):
+            raise LlmcError(f"{what} must lie in [{lo}, {hi}), got values in [{ids.min()}, {ids.max()}]")
+        return ids
+
     def roundtrip(self, x):
         """Upload and download: shows the rounding of the act dtype."""
         x = np.asarray(x, np.float32)
@@ -158,9 +177,11 @@ cdef class Device:
 
     # ---- layers
     def encoder_forward(self, tokens, wte, wpe):
-        tokens = np.asarray(tokens, np.int32)
+        Vp, C = np.shape(wte)
+        tokens = self._ids(tokens, 0, Vp, "tokens")
+        if tokens.ndim != 2 or np.ndim(wpe) != 2 or np.shape(wpe)[1] != C or np.shape(wpe)[0] < tokens.shape[1]:
+            raise LlmcError(f"encoder_forward: tokens {tokens.shape}, wte {np.shape(wte)}, wpe {np.shape(wpe)} do not fit")
         B, T = tokens.shape
-        C = wte.shape[1]
         out = self._poisoned((B, T, C))
         tk, we, pe = self._put_int(tokens), self._put(wte), self._put(wpe)
         cdef llmc_tensor twe = self._tensor(we, wte.shape), tpe = self._tensor(pe, wpe.shape)
@@ -168,8 +189,10 @@ cdef class Device:
         return self._get(out, (B, T, C))
 
     def encoder_backward(self, dwte, dwpe, dout, tokens):
-        cdef cnp.ndarray[cnp.int32_t, ndim=2] tok = np.ascontiguousarray(tokens, np.int32)
-        B, T, C = dout.shape
+        B, T, C = np.shape(dout)
+        cdef cnp.ndarray[cnp.int32_t, ndim=2] tok = self._ids(tokens, 0, np.shape(dwte)[0], "tokens", (B, T))
+        if np.shape(dwte)[1:] != (C,) or np.ndim(dwpe) != 2 or np.shape(dwpe)[1] != C or np.shape(dwpe)[0] < T:
+            raise LlmcError(f"encoder_backward: dwte {np.shape(dwte)}, dwpe {np.shape(dwpe)} do not fit dout {(B, T, C)}")
         gw, gp, do, tk = self._put(dwte), self._put(dwpe), self._put(dout), self._put_int(tok)
         cdef llmc_tensor tgw = self._tensor(gw, dwte.shape), tgp = self._tensor(gp, dwpe.shape)
         self._ok(self.d.ops.encoder_backward(&self.d, &tgw, &tgp, do.ptr, <int *>tk.ptr, <int *>tok.data, B, T, C))
@@ -177,6 +200,10 @@ cdef class Device:
 
     def layernorm_forward(self, inp, w, b, inp2=None):
         N, C = inp.shape
+        self._shape(w, (C,), "w")
+        self._shape(b, (C,), "b")
+        if inp2 is not None:
+            self._shape(inp2, (N, C), "inp2")
         out, mean, rstd = self._poisoned((N, C)), self._poisoned(N, False), self._poisoned(N, False)
         x, wb, bb = self._put(inp), self._put(w), self._put(b)
         cdef _Buf x2 = self._put(inp2) if inp2 is not None else None
@@ -190,6 +217,9 @@ cdef class Device:
 
     def layernorm_backward(self, dinp, dw, db, dout, inp, w, mean, rstd):
         N, C = inp.shape
+        for a, shape, what in ((dinp, (N, C), "dinp"), (dout, (N, C), "dout"), (dw, (C,), "dw"), (db, (C,), "db"),
+                               (w, (C,), "w"), (mean, (N,), "mean"), (rstd, (N,), "rstd")):
+            self._shape(a, shape, what)
         gi, gw, gb = self._put(dinp), self._put(dw), self._put(db)
         do, x, wb = self._put(dout), self._put(inp), self._put(w)
         mb, rb = self._put(mean, False), self._put(rstd, False)
@@ -202,6 +232,9 @@ cdef class Device:
         """out = inp @ w.T + bias; with gelu=True returns (gelu(pre), pre)."""
         N, C = inp.shape
         OC = w.shape[0]
+        self._shape(w, (OC, C), "w")
+        if bias is not None:
+            self._shape(bias, (OC,), "bias")
         out = self._poisoned((N, OC))
         cdef _Buf pre = self._poisoned((N, OC)) if gelu else None
         x, wb = self._put(inp), self._put(w)
@@ -220,6 +253,12 @@ cdef class Device:
         """Returns (dinp or None, dw + dout.T @ inp, dbias + colsum(dout) or None)."""
         N, C = inp.shape
         OC = w.shape[0]
+        for a, shape, what in ((w, (OC, C), "w"), (dw, (OC, C), "dw"), (dout, (N, OC), "dout")):
+            self._shape(a, shape, what)
+        if dbias is not None:
+            self._shape(dbias, (OC,), "dbias")
+        if pre_gelu is not None:
+            self._shape(pre_gelu, (N, C), "pre_gelu")
         cdef _Buf gi = self._poisoned((N, C)) if want_dinp else None
         gw = self._put(dw)
         cdef _Buf gb = self._put(dbias) if dbias is not None else None
@@ -244,6 +283,8 @@ cdef class Device:
     def attention_forward(self, qkv, int n_head):
         B, T, C3 = qkv.shape
         C = C3 // 3
+        if n_head < 1 or C3 % 3 or C % n_head:
+            raise LlmcError(f"attention_forward: qkv {qkv.shape} does not split into 3 x {n_head} heads")
         out, lse, q = self._poisoned((B, T, C)), self._poisoned((B, n_head, T), False), self._put(qkv)
         self._ok(self.d.ops.attention_forward(&self.d, out.ptr, <float *>lse.ptr, q.ptr, B, T, n_head, C // n_head))
         return self._get(out, (B, T, C)), self._get(lse, (B, n_head, T), False)
@@ -251,6 +292,10 @@ cdef class Device:
     def attention_backward(self, dout, qkv, out, lse, int n_head):
         B, T, C3 = qkv.shape
         C = C3 // 3
+        if n_head < 1 or C3 % 3 or C % n_head:
+            raise LlmcError(f"attention_backward: qkv {qkv.shape} does not split into 3 x {n_head} heads")
+        for a, shape, what in ((dout, (B, T, C), "dout"), (out, (B, T, C), "out"), (lse, (B, n_head, T), "lse")):
+            self._shape(a, shape, what)
         dq = self._poisoned((B, T, C3))
         do, q, o, l = self._put(dout), self._put(qkv), self._put(out), self._put(lse, False)
         self._ok(self.d.ops.attention_backward(&self.d, dq.ptr, do.ptr, q.ptr, o.ptr, <float *>l.ptr, B, T, n_head,
@@ -260,6 +305,9 @@ cdef class Device:
     def classifier_forward(self, logits, targets, int V, float dloss=0.0):
         """Returns (losses, logits-or-dlogits) for logits of shape (N, Vp)."""
         N, Vp = logits.shape
+        if not 0 < V <= Vp:
+            raise LlmcError(f"classifier_forward: V={V} must be in [1, {Vp}]")
+        targets = self._ids(targets, 0, V, "targets", (N,))
         losses, lg, tg = self._poisoned(N, False), self._put(logits), self._put_int(targets)
         self._ok(self.d.ops.classifier_forward(&self.d, <float *>losses.ptr, lg.ptr, <int *>tg.ptr, N, V, Vp, dloss))
         return self._get(losses, (N,), False), self._get(lg, (N, Vp))
@@ -270,6 +318,9 @@ cdef class Device:
         """Returns (params, m, v, master or None) after one update at step t (1-based); element i rounds
         with the bits of (seed, index_base + i)."""
         n = params.size
+        for a, what in ((grads, "grads"), (m, "m"), (v, "v"), (master, "master")):
+            if a is not None and np.size(a) != n:
+                raise LlmcError(f"adamw_update: {what} has {np.size(a)} elements, params {n}")
         p, g, mb, vb = self._put(params), self._put(grads), self._put(m, False), self._put(v, False)
         cdef _Buf ms = self._put(master, False) if master is not None else None
         b1c, b2c = 1.0 - beta1 ** t, 1.0 - beta2 ** t
@@ -288,8 +339,10 @@ cdef class Device:
     # ---- inference with a KV cache
     def encoder_forward_at(self, tokens, pos, wte, wpe):
         """out[i] = wte[tokens[i]] + wpe[pos[i]] for N rows, each at its own position."""
-        tokens = np.ascontiguousarray(tokens, np.int32).reshape(-1)
-        pos = np.ascontiguousarray(pos, np.int32).reshape(-1)
+        tokens = self._ids(tokens, 0, np.shape(wte)[0], "tokens").reshape(-1)
+        pos = self._ids(pos, 0, np.shape(wpe)[0], "pos").reshape(-1)
+        if np.ndim(wte) != 2 or np.shape(wpe)[1:] != np.shape(wte)[1:]:
+            raise LlmcError(f"encoder_forward_at: wte {np.shape(wte)} and wpe {np.shape(wpe)} do not fit")
         if pos.shape[0] != tokens.shape[0]:
             raise ValueError(f"encoder_forward_at: {tokens.shape[0]} tokens but {pos.shape[0]} positions")
         N = tokens.shape[0]
@@ -310,8 +363,8 @@ cdef class Device:
         if NH != n_head or HS2 != HS or tuple(vcache.shape) != tuple(kcache.shape) or NH * HS * 3 != C3:
             raise ValueError(f"kv_append: caches {kcache.shape}/{vcache.shape} do not fit qkv {qkv.shape} "
                              f"with {n_head} heads")
-        slots = np.ascontiguousarray(slots, np.int32).reshape(-1)
-        pos = np.ascontiguousarray(pos, np.int32).reshape(-1)
+        slots = self._ids(slots, 0, S, "slots").reshape(-1)
+        pos = self._ids(pos, 0, maxlen - T + 1, "pos").reshape(-1)
         if slots.shape[0] != B or pos.shape[0] != B:
             raise ValueError(f"kv_append: {B} rows need {B} slots and positions")
         kc, vc, q = self._put(kcache), self._put(vcache), self._put(qkv)
@@ -329,8 +382,8 @@ cdef class Device:
         if NH != n_head or HS2 != HS or tuple(vcache.shape) != tuple(kcache.shape) or NH * HS * 3 != C3:
             raise ValueError(f"attention_decode: caches {kcache.shape}/{vcache.shape} do not fit qkv {qkv.shape} "
                              f"with {n_head} heads")
-        slots = np.ascontiguousarray(slots, np.int32).reshape(-1)
-        lens = np.ascontiguousarray(lens, np.int32).reshape(-1)
+        slots = self._ids(slots, 0, S, "slots").reshape(-1)
+        lens = self._ids(lens, 1, maxlen + 1, "lens").reshape(-1)
         if slots.shape[0] != N or lens.shape[0] != N:
             raise ValueError(f"attention_decode: {N} rows need {N} slots and lengths")
         out = self._poisoned((N, C))
@@ -343,6 +396,8 @@ cdef class Device:
     def argmax_rows(self, logits, int V):
         """int32 (N,): the index of the largest of logits[i, :V] (logits of shape (N, Vp)), -1 for a bad row."""
         N, Vp = logits.shape
+        if not 0 < V <= Vp:
+            raise LlmcError(f"argmax_rows: V={V} must be in [1, {Vp}]")
         lg = self._put(logits)
         ob = self._put_int(np.full(N, -2, np.int32))  # poison: neither an index nor -1
         self._ok(self.d.ops.argmax_rows(&self.d, <int *>ob.ptr, lg.ptr, N, V, Vp))

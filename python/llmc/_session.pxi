@@ -1,5 +1,6 @@
 # _session.pxi — generation sessions (llmc_gen). Included by _core.pyx.
 
+@cython.no_gc_clear  # as Trainer: the model must outlive the session's __dealloc__
 cdef class Session:
     """A generation session over a Model: its own KV cache, batch and sampler state.
     Several may be alive on one model; each keeps its model alive."""
@@ -13,7 +14,12 @@ cdef class Session:
         if self.g == NULL:
             raise MemoryError()
         self.model = model
-        seqs = [np.ascontiguousarray(p, dtype=np.int32).reshape(-1) for p in prompts]
+        seqs = []
+        for i, p in enumerate(prompts):
+            q = token_array(p, f"prompt {i}")
+            if q.ndim > 1:
+                raise LlmcError(f"prompt {i} must be a 1-D sequence of token ids, got shape {q.shape}")
+            seqs.append(q.reshape(-1))
         if not seqs:
             raise LlmcError("no prompts given")
         cdef cnp.ndarray[cnp.int32_t, ndim=1] lens = np.array([len(q) for q in seqs], np.int32)
@@ -50,6 +56,17 @@ cdef class Session:
             st = llmc_gen_next(self.g, <int *>out.data, B, &alive)
         self._ok(st)
         return out[:B], alive
+
+    def next_into(self, cnp.ndarray[cnp.int32_t, ndim=1] out not None):
+        """next(), writing into a caller's int32 array, which must hold a token per sequence; returns alive."""
+        cdef int alive = 0
+        cdef int n = out.shape[0]
+        if not out.flags.c_contiguous:
+            raise LlmcError("next_into needs a contiguous int32 array")
+        with nogil:
+            st = llmc_gen_next(self.g, <int *>out.data, n, &alive)
+        self._ok(st)
+        return alive
 
     def logits(self, int b):
         """float32 (V,) logits the next call samples sequence b from (its last token's output)."""

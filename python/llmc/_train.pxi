@@ -63,6 +63,9 @@ class _Run:
         self.error = None
 
 
+# no_gc_clear: the cycle collector must not drop self.model before __dealloc__ frees the trainer,
+# which still refers to the model's C object
+@cython.no_gc_clear
 cdef class Trainer:
     """Gradients, activations, AdamW state and master weights over a Model (llmc_train)."""
     cdef llmc_train *t

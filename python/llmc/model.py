@@ -230,7 +230,10 @@ class GPT2:
         if isinstance(prompt, str):
             from .tokenizer import encode
             return np.array(encode(prompt, tokenizer), np.int32)
-        return np.ascontiguousarray(prompt, dtype=np.int32).reshape(-1)
+        ids = _core.token_array(prompt, "prompt")
+        if ids.ndim > 1:
+            raise LlmcError(f"a prompt is a 1-D sequence of token ids, got shape {ids.shape}")
+        return ids.reshape(-1)
 
     @staticmethod
     def _decode(ids, tokenizer) -> str:

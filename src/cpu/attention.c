@@ -25,9 +25,8 @@ static float *thread_rows(llmc_device *dev, size_t row, int nt, void **owned) {
 
 llmc_status llmc_cpu_attention_forward(llmc_device *dev, void *out, float *lse, const void *qkv, int B, int T,
                                        int NH, int HS) {
-    if (B < 0 || T < 0 || NH <= 0 || HS <= 0)
-        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "attention_forward: bad shape B=%d T=%d NH=%d HS=%d", B, T,
-                                NH, HS);
+    llmc_status shape = llmc_attention_shape(dev, "attention_forward", B, T, NH, HS, 0);
+    if (shape != LLMC_OK) return shape;
     const int C = NH * HS, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)HS);
     const float *in = (const float *)qkv;
@@ -74,9 +73,8 @@ llmc_status llmc_cpu_attention_forward(llmc_device *dev, void *out, float *lse, 
 
 llmc_status llmc_cpu_attention_backward(llmc_device *dev, void *dqkv, const void *dout, const void *qkv,
                                         const void *out, const float *lse, int B, int T, int NH, int HS) {
-    if (B < 0 || T < 0 || NH <= 0 || HS <= 0)
-        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "attention_backward: bad shape B=%d T=%d NH=%d HS=%d", B, T,
-                                NH, HS);
+    llmc_status shape = llmc_attention_shape(dev, "attention_backward", B, T, NH, HS, 0);
+    if (shape != LLMC_OK) return shape;
     const int C = NH * HS, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)HS);
     const float *in = (const float *)qkv, *g = (const float *)dout, *o = (const float *)out;

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cpu_internal.h"
+#include "../file_io.h"
 
 void *llmc_cpu_aligned_alloc(size_t bytes) {
     /* aligned_alloc wants a size that is a multiple of the alignment; never ask for 0 */
@@ -93,8 +94,7 @@ static llmc_status cpu_synchronize(llmc_device *dev) {
 
 static llmc_status cpu_memory_info(llmc_device *dev, size_t *free_bytes, size_t *total_bytes) {
     (void)dev;
-    if (free_bytes) *free_bytes = 0;
-    if (total_bytes) *total_bytes = 0;
+    llmc_host_memory(free_bytes, total_bytes); /* so the up-front memory checks hold on the CPU too */
     return LLMC_OK;
 }
 
