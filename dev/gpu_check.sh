@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batch of GPU work for the device machine: build for sm_90, run every test
 # (GPU ones included), then the training benchmark. Logs go to $OUT (or ./gpu_out).
-# Usage: bash dev/gpu_check.sh [tests|bench|gen|all]
+# Usage: bash dev/gpu_check.sh [tests|bench|gen|sanitize|all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
@@ -30,4 +30,9 @@ fi
 if [[ "$what" == gen || "$what" == all ]]; then
   echo "== bench: generation d12"
   timeout 240 python3 dev/bench_generate.py --device cuda --batch 1,32 --torch 2>&1 | tee "$OUT/bench_generate.log" | tail -12
+fi
+
+if [[ "$what" == sanitize || "$what" == all ]]; then
+  echo "== compute-sanitizer: memcheck, initcheck, racecheck, synccheck on training and generation"
+  timeout 1800 bash dev/gpu_sanitize.sh 2>&1 | tail -10
 fi
