@@ -31,12 +31,46 @@ enum {
     S_SAMPLE = 18,
     S_NPARAMS = 20,
     S_SHARD_OFFSET = 22,
-    S_SHARD_COUNT = 24
+    S_SHARD_COUNT = 24,
+    S_RUN = 26 /* llmc_run_settings: 6 ints, then lr and final_lr_frac as float bits */
 };
+
+static void put_run(int32_t *h, const llmc_run_settings *r) {
+    const int v[6] = {r->batch_size, r->seq_len, r->total_batch, r->max_steps, r->warmup, r->schedule};
+    memcpy(h + S_RUN, v, sizeof v);
+    memcpy(h + S_RUN + 6, &r->lr, sizeof(float));
+    memcpy(h + S_RUN + 7, &r->final_lr_frac, sizeof(float));
+}
+
+static void get_run(const int32_t *h, llmc_run_settings *r) {
+    int v[6];
+    memcpy(v, h + S_RUN, sizeof v);
+    *r = (llmc_run_settings){v[0], v[1], v[2], v[3], v[4], v[5], 0.0f, 0.0f};
+    memcpy(&r->lr, h + S_RUN + 6, sizeof(float));
+    memcpy(&r->final_lr_frac, h + S_RUN + 7, sizeof(float));
+}
 
 static void checkpoint_paths(const char *dir, int step, char *model, char *state, size_t len) {
     snprintf(model, len, "%s/model_%08d.bin", dir, step);
     snprintf(state, len, "%s/state_%08d.bin", dir, step);
+}
+
+/* The empty DONE_%08d marker: written last, so it says both files are complete. */
+static llmc_status write_done(llmc_train *t, const char *dir, int step) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/DONE_%08d", dir, step);
+    llmc_atomic_file af;
+    llmc_status st = llmc_atomic_open(&af, path, t->err, sizeof t->err);
+    return st == LLMC_OK ? llmc_atomic_close(&af, LLMC_OK, t->err, sizeof t->err) : st;
+}
+
+void llmc_checkpoint_remove(const char *dir, int step) {
+    char model[4096], state[4096], done[4096];
+    checkpoint_paths(dir, step, model, state, sizeof model);
+    snprintf(done, sizeof done, "%s/DONE_%08d", dir, step);
+    remove(done); /* first: a half-removed checkpoint is never taken for a complete one */
+    remove(state);
+    remove(model);
 }
 
 llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_checkpoint_info *info) {
@@ -71,6 +105,7 @@ llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_chec
         llmc_put_u64(h, S_SHARD_OFFSET, t->shard_offset);
         llmc_put_u64(h, S_SHARD_COUNT, n);
     }
+    put_run(h, &info->run);
 
     llmc_atomic_file af;
     st = llmc_atomic_open(&af, state_path, t->err, sizeof t->err);
@@ -89,7 +124,8 @@ llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_chec
             st = llmc_atomic_write(&af, buf, n * sizeof(float), t->err, sizeof t->err);
     }
     free(buf);
-    return llmc_atomic_close(&af, st, t->err, sizeof t->err);
+    st = llmc_atomic_close(&af, st, t->err, sizeof t->err);
+    return st == LLMC_OK ? write_done(t, dir, info->step) : st;
 }
 
 /* A step from a checkpoint file name: exactly what checkpoint_paths writes for it (eight digits
@@ -111,7 +147,7 @@ llmc_status llmc_checkpoint_find(const char *dir, int below, int *step, int *fil
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const int ms = name_step(e->d_name, "model"), s = name_step(e->d_name, "state");
-        if (files && (ms >= 0 || s >= 0)) (*files)++;
+        if (files && (ms >= 0 || s >= 0 || strncmp(e->d_name, "DONE_", 5) == 0)) (*files)++;
         if (s < 0 || s >= below || s <= *step) continue;
         char mp[4096], sp[4096];
         checkpoint_paths(dir, s, mp, sp, sizeof mp);
@@ -267,6 +303,7 @@ llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_
     info->data.epoch = llmc_get_u64(h, S_EPOCH);
     info->data.shard = llmc_get_u64(h, S_SHARD);
     info->data.sample = llmc_get_u64(h, S_SAMPLE);
+    get_run(h, &info->run);
 done:
     fclose(f);
     return st;

@@ -7,10 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const llmc_cli_option *find_short(const llmc_cli_option *o, size_t n, char c) {
+static const llmc_cli_option *find_short(const llmc_cli_option *o, size_t n, const char *name) {
     for (size_t i = 0; i < n; i++)
-        if (o[i].short_name == c) return &o[i];
+        if (o[i].short_name && strcmp(o[i].short_name, name) == 0) return &o[i];
     return NULL;
+}
+
+/* "-h 3": an integer follows, so it is a value, not a request for help. */
+static int is_int(const char *s) {
+    char *end;
+    if (!s || !*s) return 0;
+    errno = 0;
+    strtol(s, &end, 10);
+    return *end == '\0' && errno == 0;
 }
 
 static const llmc_cli_option *find_long(const llmc_cli_option *o, size_t n, const char *name, size_t len) {
@@ -54,7 +63,8 @@ int llmc_cli_parse(int argc, char **argv, const llmc_cli_option *opts, size_t no
     (void)out;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return 1;
+        if (strcmp(a, "--help") == 0) return 1;
+        if (strcmp(a, "-h") == 0 && !(find_short(opts, nopts, "h") && i + 1 < argc && is_int(argv[i + 1]))) return 1;
         const llmc_cli_option *o = NULL;
         const char *inline_value = NULL;
         if (a[0] == '-' && a[1] == '-' && a[2]) {
@@ -62,8 +72,8 @@ int llmc_cli_parse(int argc, char **argv, const llmc_cli_option *opts, size_t no
             size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
             o = find_long(opts, nopts, a + 2, len);
             if (eq) inline_value = eq + 1;
-        } else if (a[0] == '-' && a[1] && a[2] == '\0') {
-            o = find_short(opts, nopts, a[1]);
+        } else if (a[0] == '-' && a[1] && a[1] != '-') {
+            o = find_short(opts, nopts, a + 1);
         }
         if (!o) {
             snprintf(err, errlen, "unknown option '%s' (see --help)", a);
@@ -88,9 +98,10 @@ void llmc_cli_usage(FILE *out, const char *prog, const char *summary, const llmc
         const llmc_cli_option *o = &opts[i];
         char flags[64], def[128] = "";
         if (o->short_name)
-            snprintf(flags, sizeof flags, "-%c, --%s %s", o->short_name, o->long_name, o->metavar);
+            snprintf(flags, sizeof flags, "-%s,%s --%s %s", o->short_name, strlen(o->short_name) > 1 ? "" : " ",
+                     o->long_name, o->metavar);
         else
-            snprintf(flags, sizeof flags, "    --%s %s", o->long_name, o->metavar);
+            snprintf(flags, sizeof flags, "     --%s %s", o->long_name, o->metavar);
         switch (o->type) {
         case LLMC_OPT_INT: snprintf(def, sizeof def, "%d", *(int *)o->target); break;
         case LLMC_OPT_U64: snprintf(def, sizeof def, "%" PRIu64, *(uint64_t *)o->target); break;
@@ -101,7 +112,7 @@ void llmc_cli_usage(FILE *out, const char *prog, const char *summary, const llmc
             break;
         }
         }
-        fprintf(out, "  %-30s %s [%s]\n", flags, o->help, def);
+        fprintf(out, "  %-31s %s [%s]\n", flags, o->help, def);
     }
-    fprintf(out, "  %-30s %s\n", "-h, --help", "show this help and exit");
+    fprintf(out, "  %-31s %s\n", "-h,  --help", "show this help and exit");
 }

@@ -9,7 +9,7 @@
 typedef enum llmc_opt_type { LLMC_OPT_INT, LLMC_OPT_FLOAT, LLMC_OPT_STRING, LLMC_OPT_U64 } llmc_opt_type;
 
 typedef struct llmc_cli_option {
-    char short_name;       /* 'b' for -b, 0 for long-only */
+    const char *short_name; /* "b" for -b, "nk" for -nk (llm.c's two-letter flags), NULL for long-only */
     const char *long_name; /* "batch-size" for --batch-size */
     llmc_opt_type type;
     void *target;          /* int*, float*, const char**, or uint64_t* */
@@ -17,7 +17,9 @@ typedef struct llmc_cli_option {
     const char *help;
 } llmc_cli_option;
 
-/* Parses argv[1..]. Accepts "-b 4", "--batch-size 4" and "--batch-size=4".
+/* Parses argv[1..]. Accepts "-b 4", "-nk 2", "--batch-size 4" and "--batch-size=4". "-h" and
+ * "--help" ask for help, except that "-h <int>" sets the option whose short name is "h" (llm.c's
+ * HellaSwag flag) when the table has one.
  * Returns 0 on success, 1 if help was asked for (usage printed to out), -1 on a bad
  * command line (message written to err, errlen bytes). */
 int llmc_cli_parse(int argc, char **argv, const llmc_cli_option *opts, size_t nopts, FILE *out, char *err,

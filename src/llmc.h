@@ -217,6 +217,8 @@ void llmc_adamw_default(llmc_adamw *a);
  * trainer. Fails with LLMC_ERR_NUMERIC (and leaves weights unchanged) if the grad norm is not finite. */
 llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm);
 int llmc_train_step_count(const llmc_train *t);
+/* The global norm of the accumulated gradients (what llmc_train_step clips by), without a step. */
+llmc_status llmc_train_grad_norm(llmc_train *t, float *grad_norm);
 
 /* The weights in fp32, the master weights where they are kept; set updates both. */
 llmc_status llmc_train_get_params(llmc_train *t, float *dst);
@@ -310,15 +312,24 @@ int llmc_tokenizer_eot(const llmc_tokenizer *t);
 int llmc_tokenizer_vocab_size(const llmc_tokenizer *t);
 
 /* ---- trainer checkpoints: a model file plus a state file, both written atomically ---- */
+/* The settings a run was trained with, kept in its state files so that a resume can tell which of
+ * its own settings differ (0 everywhere: unknown, as in files of older builds). */
+typedef struct llmc_run_settings {
+    int batch_size, seq_len, total_batch, max_steps, warmup, schedule; /* schedule: llmc_schedule_kind + 1 */
+    float lr, final_lr_frac;
+} llmc_run_settings;
 typedef struct llmc_checkpoint_info {
     int step;                  /* optimizer steps done */
     uint64_t rng;              /* trainer RNG (sampling) */
     llmc_data_position data;   /* where the train loader resumes */
+    llmc_run_settings run;
 } llmc_checkpoint_info;
-/* Writes <dir>/model_%08d.bin and <dir>/state_%08d.bin (AdamW m, v, master weights). */
+/* Writes <dir>/model_%08d.bin and <dir>/state_%08d.bin (AdamW m, v, master weights), then the empty
+ * marker <dir>/DONE_%08d that llm.c's scripts wait for. */
 llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_checkpoint_info *info);
 /* Loads both files of a step (step < 0: the latest complete one in dir): the model file into the
- * model t is attached to (which needs only to be opened), the state into t. */
+ * model t is attached to (which needs only to be opened), the state into t. Both files are checked
+ * whole (sizes, ranges, finite values) before anything changes. */
 llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_checkpoint_info *info);
 /* Latest step with both files present in dir into *step, -1 when there is none. */
 llmc_status llmc_checkpoint_latest(const char *dir, int *step);
@@ -357,6 +368,14 @@ typedef struct llmc_loop_options {
     int shuffle;
     uint64_t seed;
     float peak_tflops;           /* for the MFU figure (0: off) */
+    int overfit_batch;           /* train on the first batch over and over (debugging) */
+    int ckpt_keep;               /* keep only this many newest checkpoints (0: all) */
+    int ckpt_major;              /* checkpoints at multiples of this step are never removed (0: none) */
+    float skip_loss_z, skip_norm_z; /* skip an update whose loss / grad norm z-score exceeds this (0: off) */
+    int log_device_every;        /* device memory in the log every N steps (0: off) */
+    const llmc_config *expect_model; /* the model the caller asked for: a resume says when it differs */
+    int stop_after;              /* stop once this many steps are done (0: run to max_steps); the schedule
+                                  * still spans max_steps, so a later resume continues it */
 } llmc_loop_options;
 /* The defaults, shared by the CLIs and Python. backend: "cpu" or "cuda" (T and the MFU peak differ). */
 void llmc_loop_options_default(llmc_loop_options *o, const char *backend);
@@ -375,6 +394,8 @@ typedef struct llmc_event {
     float loss, lr, grad_norm;
     float val_loss;
     double ms, tok_s, mfu;   /* mfu in percent, 0 when off */
+    double elapsed_s, eta_s; /* since the run started; estimated time left (0 before it is known) */
+    int skipped;             /* the update was skipped as an outlier (its z-score in val_loss) */
     const int *tokens;
     int ntokens;
     const char *text;

@@ -21,6 +21,16 @@ static uint32_t rounding_seed(int step, int tensor) {
     return (uint32_t)(z >> 32);
 }
 
+llmc_status llmc_train_grad_norm(llmc_train *t, float *grad_norm) {
+    llmc_status st = llmc_train_require(t);
+    if (st != LLMC_OK) return st;
+    if (!t->grad_mem) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "no gradients yet: run backward first");
+    double sumsq = 0.0;
+    TRAIN_TRY(t, t->m->dev.ops->sum_squares(&t->m->dev, &sumsq, t->grad_mem, t->grads.count));
+    *grad_norm = (float)sqrt(sumsq);
+    return LLMC_OK;
+}
+
 llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm) {
     llmc_status st = llmc_train_require(t);
     if (st != LLMC_OK) return st;
@@ -37,9 +47,9 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
     llmc_model *m = t->m;
     const llmc_backend_ops *ops = m->dev.ops;
 
-    double sumsq = 0.0;
-    TRAIN_TRY(t, ops->sum_squares(&m->dev, &sumsq, t->grad_mem, t->grads.count));
-    float norm = (float)sqrt(sumsq);
+    float norm;
+    st = llmc_train_grad_norm(t, &norm);
+    if (st != LLMC_OK) return st;
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
         return llmc_train_fail(t, LLMC_ERR_NUMERIC, "gradient norm is %s at step %d: the update was skipped",

@@ -1,8 +1,9 @@
 /*
  * train_cli.c — the command line of ./train_gpt2 and ./train_gpt2cu: flags in, events out.
  *
- * Flags follow llm.c's train_gpt2cu so scripts carry over; the table below is both the
- * parser and the help text. The training itself is llmc_train_run (train_loop.c), the same
+ * Every flag of llm.c's train_gpt2cu has its llm.c meaning, so its scripts carry over: knobs that
+ * llmc makes unnecessary (-f, -ge) are accepted with a note, the multi-process flags refuse what
+ * one process cannot do. The table below is both the parser and the help text. The training itself is llmc_train_run (train_loop.c), the same
  * loop Python's GPT2.train calls, with the same defaults (llmc_loop_options_default).
  */
 #include "trainer.h"
@@ -17,6 +18,11 @@ typedef struct cli_args {
     llmc_loop_options loop;
     const char *init, *backend, *tokenizer;
     int recompute, master_weights, device;
+    llmc_config init_config; /* -e as a descriptor, for a resume to compare with */
+    /* llm.c's flags that llmc takes for compatibility */
+    int hellaswag, tf32, gelu_fusion, zero_stage;
+    int num_processes, process_rank, gpus_per_node;
+    const char *init_method, *fs_path, *server_ip;
 } cli_args;
 
 static int fail(const char *fmt, ...) {
@@ -51,7 +57,7 @@ static llmc_tokenizer *open_tokenizer(const cli_args *a) {
 }
 
 /* Weights from -e (a model file or a descriptor), unless a resume will load a checkpoint. */
-static int init_model(llmc_model *m, const cli_args *a) {
+static int init_model(llmc_model *m, cli_args *a) {
     llmc_model_options o;
     llmc_model_options_default(&o);
     o.backend = a->backend;
@@ -59,18 +65,39 @@ static int init_model(llmc_model *m, const cli_args *a) {
     int latest = -1;
     if (a->loop.resume && a->loop.out_dir) llmc_checkpoint_latest(a->loop.out_dir, &latest);
     llmc_status st;
-    if (latest >= 0) {
+    char err[LLMC_ERR_LEN];
+    if (latest >= 0) { /* the checkpoint brings the model; -e only says what the caller expected */
+        if (!llmc_file_exists(a->init) && llmc_config_from_descriptor(a->init, &a->init_config, err, sizeof err) != LLMC_OK)
+            memset(&a->init_config, 0, sizeof a->init_config);
         st = llmc_model_open(m, &o);
     } else if (llmc_file_exists(a->init)) {
         st = llmc_model_load(m, &o, a->init);
     } else {
-        llmc_config cfg;
-        char err[LLMC_ERR_LEN];
-        if (llmc_config_from_descriptor(a->init, &cfg, err, sizeof err) != LLMC_OK)
+        if (llmc_config_from_descriptor(a->init, &a->init_config, err, sizeof err) != LLMC_OK)
             return fail("-e '%s' is neither an existing model file nor a model descriptor: %s", a->init, err);
-        st = llmc_model_init_random(m, &o, &cfg, a->loop.seed);
+        st = llmc_model_init_random(m, &o, &a->init_config, a->loop.seed);
     }
     return st == LLMC_OK ? 0 : fail("%s", llmc_model_error(m));
+}
+
+/* llm.c's flags that need more than one process, or that tune what llmc does by itself: one line
+ * each, and an error where this run cannot do what was asked. */
+static int check_llmc_compat_flags(cli_args *a) {
+    if (a->num_processes != 1 || a->process_rank != 0)
+        return fail("-pn %d -pr %d: multi-process training arrives with the data-parallel issue (#15); this "
+                    "build trains in one process (-pn 1 -pr 0)",
+                    a->num_processes, a->process_rank);
+    if (a->zero_stage < 0 || a->zero_stage > 1)
+        return fail("-z %d: llmc has ZeRO stages 0 and 1 only", a->zero_stage);
+    if (a->zero_stage == 1) printf("note: -z 1 (ZeRO-1) with one process: the optimizer state is not sharded\n");
+    if (a->tf32 != 1) printf("note: -f %d ignored: llmc's GPU matmuls are bf16, there is no tf32 to switch\n", a->tf32);
+    if (a->gelu_fusion != -1)
+        printf("note: -ge %d ignored: llmc always fuses GELU into the matmul epilogues\n", a->gelu_fusion);
+    if (a->hellaswag)
+        printf("note: -h %d: HellaSwag during training arrives with the evaluation issue (#13); training goes on "
+               "without it\n",
+               a->hellaswag);
+    return 0;
 }
 
 static int print_event(const llmc_event *e, void *user) {
@@ -78,12 +105,16 @@ static int print_event(const llmc_event *e, void *user) {
     switch (e->kind) {
     case LLMC_EVENT_START:
     case LLMC_EVENT_NOTE: printf("%s\n", e->text); break;
-    case LLMC_EVENT_STEP:
+    case LLMC_EVENT_STEP: {
         printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s", e->step, e->max_steps, e->loss,
                e->lr, e->grad_norm, e->ms, e->tok_s);
         if (e->mfu > 0) printf(" | MFU %.1f%%", e->mfu);
+        const long el = (long)e->elapsed_s, eta = (long)(e->eta_s + 0.5);
+        printf(" | %ld:%02ld elapsed, ETA %ld:%02ld:%02ld", el / 60, el % 60, eta / 3600, eta / 60 % 60, eta % 60);
+        if (e->skipped) printf(" | update skipped (z-score %.1f)", e->val_loss);
         printf("\n");
         break;
+    }
     case LLMC_EVENT_VAL: printf("val loss %.6f (step %d, %d batches)\n", e->val_loss, e->step, e->ntokens); break;
     case LLMC_EVENT_SAMPLE:
         printf("generating:\n---\n");
@@ -116,7 +147,8 @@ static int run(cli_args *a) {
         fail("-y 1 (resume) needs an output directory (-o) holding checkpoints");
         goto done;
     }
-    if (init_model(m, a)) goto done;
+    if (check_llmc_compat_flags(a) || init_model(m, a)) goto done;
+    if (a->init_config.num_layers) a->loop.expect_model = &a->init_config;
     llmc_train_options to;
     llmc_train_options_default(&to);
     to.recompute = a->recompute;
@@ -137,41 +169,56 @@ done:
 
 int llmc_train_main(int argc, char **argv, const char *default_backend) {
     const int gpu = strcmp(default_backend, "cuda") == 0;
-    cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1};
+    cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1, .tf32 = 1, .gelu_fusion = -1,
+                     .num_processes = 1, .gpus_per_node = 8, .init_method = "mpi", .fs_path = "", .server_ip = ""};
     llmc_loop_options *o = &args.loop;
     llmc_loop_options_default(o, default_backend);
     const llmc_cli_option opts[] = {
-        {'i', "train-data", LLMC_OPT_STRING, &o->train_data, "GLOB", "train token shards"},
-        {'j', "val-data", LLMC_OPT_STRING, &o->val_data, "GLOB", "validation token shards"},
-        {'e', "init", LLMC_OPT_STRING, &args.init, "FILE|DESC",
-         "model file to start from, or d12/d24/d36/d48/L=..,H=..,C=.."},
-        {'o', "out", LLMC_OPT_STRING, &o->out_dir, "DIR", "output dir for main.log and checkpoints"},
-        {'b', "batch-size", LLMC_OPT_INT, &o->batch_size, "N", "sequences per micro-batch"},
-        {'t', "seq-len", LLMC_OPT_INT, &o->seq_len, "N", "tokens per sequence"},
-        {'d', "total-batch", LLMC_OPT_INT, &o->total_batch, "N",
-         "tokens per optimizer step (<= 0: B*T); gradient accumulation"},
-        {'x', "max-steps", LLMC_OPT_INT, &o->max_steps, "N", "optimizer steps (-1: one epoch)"},
-        {'l', "lr", LLMC_OPT_FLOAT, &o->lr, "F", "peak learning rate"},
-        {'u', "warmup", LLMC_OPT_INT, &o->warmup, "N", "linear warmup steps"},
-        {'q', "final-lr-frac", LLMC_OPT_FLOAT, &o->final_lr_frac, "F", "final lr as a fraction of the peak"},
-        {'k', "schedule", LLMC_OPT_STRING, &o->schedule, "NAME", "lr schedule: cosine, linear, constant, wsd"},
-        {'c', "weight-decay", LLMC_OPT_FLOAT, &o->weight_decay, "F", "AdamW weight decay (matrices only)"},
-        {0, "grad-clip", LLMC_OPT_FLOAT, &o->grad_clip, "F", "clip the global grad norm (0: off)"},
-        {'v', "val-every", LLMC_OPT_INT, &o->val_every, "N", "val loss every N steps (0: off)"},
-        {'m', "val-batches", LLMC_OPT_INT, &o->val_batches, "N", "val batches per evaluation (0: whole val set)"},
-        {'s', "sample-every", LLMC_OPT_INT, &o->sample_every, "N", "print a sample every N steps (0: off)"},
-        {'g', "gen-len", LLMC_OPT_INT, &o->gen_len, "N", "tokens per sample"},
-        {'n', "ckpt-every", LLMC_OPT_INT, &o->ckpt_every, "N", "checkpoint every N steps and at the end (0: off)"},
-        {'y', "resume", LLMC_OPT_INT, &o->resume, "0|1", "resume from the latest checkpoint in -o"},
-        {'r', "recompute", LLMC_OPT_INT, &args.recompute, "0|1|2", "recompute in backward: 1 GELU, 2 GELU+layernorm"},
-        {'w', "master-weights", LLMC_OPT_INT, &args.master_weights, "0|1", "keep fp32 master weights (bf16 backends)"},
-        {'z', "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
-        {0, "seed", LLMC_OPT_U64, &o->seed, "N", "seed for init, shuffling and sampling"},
-        {0, "device", LLMC_OPT_STRING, &args.backend, "NAME", "backend: cpu or cuda"},
-        {0, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index"},
-        {0, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE",
-         "gpt2_tokenizer.bin for samples (default: next to -i)"},
-        {0, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
+        {"i", "train-data", LLMC_OPT_STRING, &o->train_data, "GLOB", "train token shards"},
+        {"j", "val-data", LLMC_OPT_STRING, &o->val_data, "GLOB", "validation token shards"},
+        {"e", "init", LLMC_OPT_STRING, &args.init, "FILE|DESC", "model file to start from, or d12/d24/d36/d48/L=..,H=..,C=.."},
+        {"o", "out", LLMC_OPT_STRING, &o->out_dir, "DIR", "output dir for main.log, main.jsonl and checkpoints"},
+        {"b", "batch-size", LLMC_OPT_INT, &o->batch_size, "N", "sequences per micro-batch"},
+        {"t", "seq-len", LLMC_OPT_INT, &o->seq_len, "N", "tokens per sequence"},
+        {"d", "total-batch", LLMC_OPT_INT, &o->total_batch, "N", "tokens per optimizer step (<= 0: B*T); gradient accumulation"},
+        {"x", "max-steps", LLMC_OPT_INT, &o->max_steps, "N", "optimizer steps (-1: one epoch)"},
+        {"l", "lr", LLMC_OPT_FLOAT, &o->lr, "F", "peak learning rate"},
+        {"u", "warmup", LLMC_OPT_INT, &o->warmup, "N", "linear warmup steps"},
+        {"q", "final-lr-frac", LLMC_OPT_FLOAT, &o->final_lr_frac, "F", "final lr as a fraction of the peak"},
+        {"k", "schedule", LLMC_OPT_STRING, &o->schedule, "NAME", "lr schedule: cosine, linear, constant, wsd"},
+        {"c", "weight-decay", LLMC_OPT_FLOAT, &o->weight_decay, "F", "AdamW weight decay (matrices only)"},
+        {"sl", "skip-loss-z", LLMC_OPT_FLOAT, &o->skip_loss_z, "F", "skip an update whose loss z-score exceeds F (0: off)"},
+        {"sg", "skip-norm-z", LLMC_OPT_FLOAT, &o->skip_norm_z, "F", "skip an update whose grad-norm z-score exceeds F (0: off)"},
+        {NULL, "grad-clip", LLMC_OPT_FLOAT, &o->grad_clip, "F", "clip the global grad norm (0: off)"},
+        {"v", "val-every", LLMC_OPT_INT, &o->val_every, "N", "val loss every N steps (0: off)"},
+        {"m", "val-batches", LLMC_OPT_INT, &o->val_batches, "N", "val batches per evaluation (0: whole val set)"},
+        {"s", "sample-every", LLMC_OPT_INT, &o->sample_every, "N", "print a sample every N steps (0: off)"},
+        {"g", "gen-len", LLMC_OPT_INT, &o->gen_len, "N", "tokens per sample"},
+        {"h", "hellaswag", LLMC_OPT_INT, &args.hellaswag, "0|1", "HellaSwag eval (llm.c's -h <int>; arrives with #13)"},
+        {"n", "ckpt-every", LLMC_OPT_INT, &o->ckpt_every, "N", "checkpoint every N steps and at the end (0: off)"},
+        {"nk", "ckpt-keep", LLMC_OPT_INT, &o->ckpt_keep, "N", "keep only the N newest checkpoints (0: all)"},
+        {"nm", "ckpt-major", LLMC_OPT_INT, &o->ckpt_major, "N", "checkpoints at multiples of N are never removed"},
+        {"y", "resume", LLMC_OPT_INT, &o->resume, "0|1", "resume from the latest checkpoint in -o"},
+        {"a", "overfit-batch", LLMC_OPT_INT, &o->overfit_batch, "0|1", "train on the first batch only (debugging)"},
+        {"r", "recompute", LLMC_OPT_INT, &args.recompute, "0|1|2", "recompute in backward: 1 GELU, 2 GELU+layernorm"},
+        {"w", "master-weights", LLMC_OPT_INT, &args.master_weights, "0|1", "keep fp32 master weights (bf16 backends)"},
+        {"f", "tf32", LLMC_OPT_INT, &args.tf32, "0|1", "llm.c's tf32 switch (no effect: llmc computes in bf16)"},
+        {"ge", "gelu-fusion", LLMC_OPT_INT, &args.gelu_fusion, "N", "llm.c's GELU fusion (no effect: always fused)"},
+        {"z", "zero-stage", LLMC_OPT_INT, &args.zero_stage, "0|1", "ZeRO stage (optimizer sharding across processes)"},
+        {"lg", "log-device", LLMC_OPT_INT, &o->log_device_every, "N", "log device memory every N steps (0: off)"},
+        {"pn", "num-processes", LLMC_OPT_INT, &args.num_processes, "N", "processes (> 1 arrives with #15)"},
+        {"pr", "process-rank", LLMC_OPT_INT, &args.process_rank, "N", "this process's rank"},
+        {"pg", "gpus-per-node", LLMC_OPT_INT, &args.gpus_per_node, "N", "GPUs per node (multi-process)"},
+        {"pi", "init-method", LLMC_OPT_STRING, &args.init_method, "NAME", "multi-process rendezvous: mpi, tcp, fs"},
+        {"pf", "fs-path", LLMC_OPT_STRING, &args.fs_path, "DIR", "shared directory for -pi fs"},
+        {"ps", "server-ip", LLMC_OPT_STRING, &args.server_ip, "ADDR", "server address for -pi tcp"},
+        {NULL, "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
+        {NULL, "stop-after", LLMC_OPT_INT, &o->stop_after, "N", "stop after step N; the schedule still spans -x (0: off)"},
+        {NULL, "seed", LLMC_OPT_U64, &o->seed, "N", "seed for init, shuffling and sampling"},
+        {NULL, "device", LLMC_OPT_STRING, &args.backend, "NAME", "backend: cpu or cuda"},
+        {NULL, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index"},
+        {NULL, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE", "gpt2_tokenizer.bin for samples (default: next to -i)"},
+        {NULL, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
     };
     const size_t nopts = sizeof opts / sizeof opts[0];
     char err[512];

@@ -87,6 +87,8 @@ llmc_status llmc_train_ensure_acts(llmc_train *t, int B, int T, int training);
 /* The largest step below `below` with both checkpoint files in dir (-1: none); with files, also
  * how many checkpoint-named files (model_*.bin, state_*.bin) dir holds, complete or not. */
 llmc_status llmc_checkpoint_find(const char *dir, int below, int *step, int *files);
+/* Removes the checkpoint of step from dir (DONE marker first). */
+void llmc_checkpoint_remove(const char *dir, int step);
 /* Drops gradients, optimizer state and activations (a new model shape). */
 void llmc_train_release(llmc_train *t);
 

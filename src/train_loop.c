@@ -1,8 +1,8 @@
 /*
  * train_loop.c — the training loop: the one behind ./train_gpt2, ./train_gpt2cu and GPT2.train.
  *
- * It owns the data loaders, the schedule, periodic validation, sampling and checkpoints, and
- * <out>/main.log (one JSON object per line). It prints nothing: every step, evaluation,
+ * It owns the data loaders, the schedule, periodic validation, sampling and checkpoints (with
+ * llm.c's retention and DONE markers), and the run's logs (run_log.c). It prints nothing: every step, evaluation,
  * sample and checkpoint is an event for the caller's function, which prints (the CLIs), or
  * records and draws a progress bar (Python). Every 0 that could divide or take a modulo
  * means "off".
@@ -15,7 +15,9 @@
 #include <string.h>
 #include <time.h>
 #include "file_io.h"
+#include "outlier.h"
 #include "rng.h"
+#include "run_log.h"
 #include "train_internal.h"
 
 void llmc_loop_options_default(llmc_loop_options *o, const char *backend) {
@@ -44,6 +46,14 @@ void llmc_loop_options_default(llmc_loop_options *o, const char *backend) {
         .shuffle = 0,
         .seed = 1337,
         .peak_tflops = gpu ? 989.0f : 0.0f,
+        .overfit_batch = 0,
+        .ckpt_keep = 0,
+        .ckpt_major = 0,
+        .skip_loss_z = 0.0f,
+        .skip_norm_z = 0.0f,
+        .log_device_every = 0,
+        .expect_model = NULL,
+        .stop_after = 0,
     };
 }
 
@@ -53,8 +63,12 @@ typedef struct loop {
     llmc_event_fn fn;
     void *user;
     llmc_dataloader *train, *val;
-    FILE *log;
+    llmc_run_log log;
     int *inputs, *targets;
+    int *fixed_inputs, *fixed_targets; /* overfit_batch: the one batch, read once */
+    llmc_outlier loss_window, norm_window;
+    double started, step_seconds;      /* wall clock at the start; a running mean of step times */
+    int steps_timed;
     int B, T, accum, total_batch, max_steps;
     uint64_t rng;
     double flops_per_token;
@@ -72,8 +86,10 @@ static double now_seconds(void) {
  * (validation, sample, checkpoint) is done. */
 static llmc_status emit(loop *L, llmc_event *e) {
     e->max_steps = L->max_steps;
+    e->elapsed_s = now_seconds() - L->started;
+    llmc_status st = llmc_run_log_event(&L->log, e, L->t->err, sizeof L->t->err);
     if (L->fn && L->fn(e, L->user) != 0) L->stop = 1;
-    return LLMC_OK;
+    return st;
 }
 
 static llmc_status note(loop *L, int step, const char *fmt, ...) {
@@ -159,6 +175,49 @@ static llmc_status open_data(loop *L) {
     return LLMC_OK;
 }
 
+static llmc_run_settings run_settings(const loop *L) {
+    return (llmc_run_settings){L->B, L->T, L->total_batch, L->max_steps, L->o->warmup, (int)L->sched.kind + 1,
+                               L->o->lr, L->o->final_lr_frac};
+}
+
+/* What a resume into different settings means: a batch shape that is not the checkpoint's would
+ * change the data order and the accumulation, so it stops; a different schedule or model request
+ * is safe (the checkpoint carries the weights and the optimizer state) and is said in one line. */
+static llmc_status compare_settings(loop *L, const llmc_checkpoint_info *info) {
+    const llmc_run_settings was = info->run, now = run_settings(L);
+    if (was.batch_size && (was.batch_size != now.batch_size || was.seq_len != now.seq_len ||
+                           was.total_batch != now.total_batch))
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                               "resume: the checkpoint at step %d was trained with -b %d -t %d -d %d, this run asks "
+                               "for -b %d -t %d -d %d: the data order and the accumulation would change; resume with "
+                               "the same batch settings, or start a new run in another -o",
+                               info->step, was.batch_size, was.seq_len, was.total_batch, now.batch_size, now.seq_len,
+                               now.total_batch);
+    llmc_status st = LLMC_OK;
+    if (was.schedule && (was.schedule != now.schedule || was.max_steps != now.max_steps ||
+                         was.warmup != now.warmup || was.lr != now.lr || was.final_lr_frac != now.final_lr_frac)) {
+        llmc_schedule before = {(llmc_schedule_kind)(was.schedule - 1), was.lr, was.warmup, was.max_steps,
+                                was.final_lr_frac, 0.0f};
+        st = note(L, info->step,
+                  "resume: the learning-rate schedule differs from the checkpoint's (-x %d -l %g -u %d -q %g, "
+                  "then -x %d -l %g -u %d -q %g): the lr of step %d goes from %.3e to %.3e; the weights and "
+                  "optimizer state carry over",
+                  was.max_steps, was.lr, was.warmup, was.final_lr_frac, now.max_steps, now.lr, now.warmup,
+                  now.final_lr_frac, info->step + 1, llmc_schedule_lr(&before, info->step),
+                  llmc_schedule_lr(&L->sched, info->step));
+    }
+    const llmc_config *want = L->o->expect_model, *got = &L->t->m->w.cfg;
+    if (st == LLMC_OK && want &&
+        (want->num_layers != got->num_layers || want->num_heads != got->num_heads || want->channels != got->channels ||
+         want->max_seq_len != got->max_seq_len || want->vocab_size != got->vocab_size))
+        st = note(L, info->step,
+                  "resume: the checkpoint's model (L=%d H=%d C=%d T=%d V=%d) continues; the model asked for "
+                  "(L=%d H=%d C=%d T=%d V=%d) is not used",
+                  got->num_layers, got->num_heads, got->channels, got->max_seq_len, got->vocab_size,
+                  want->num_layers, want->num_heads, want->channels, want->max_seq_len, want->vocab_size);
+    return st;
+}
+
 /* Loads the checkpoint of step and checks that its data position lies in this run's data. */
 static llmc_status try_checkpoint(loop *L, int step, llmc_checkpoint_info *info) {
     llmc_status st = llmc_checkpoint_load(L->t, L->o->out_dir, step, info);
@@ -185,7 +244,7 @@ static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
             if (tried > 1)
                 st = note(L, step, "fell back to the newest usable checkpoint, step %d (%s)", step, why);
             if (st == LLMC_OK) st = note(L, info->step, "resumed from %s at step %d", o->out_dir, info->step);
-            return st;
+            return st == LLMC_OK ? compare_settings(L, info) : st;
         }
         snprintf(why, sizeof why, "step %d: %s", step, L->t->err);
         memset(info, 0, sizeof *info);
@@ -206,49 +265,12 @@ static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
                            o->out_dir, files, o->resume ? " but no complete pair (model_*.bin + state_*.bin)" : "");
 }
 
-/* After a resume from step, main.log keeps what the run had logged up to that step only: the
- * steps after it are done again. The rewrite is atomic. */
-static llmc_status truncate_log(loop *L, const char *path, int step) {
-    FILE *in = fopen(path, "r");
-    if (!in) return LLMC_OK; /* no log yet */
-    llmc_atomic_file af;
-    llmc_status st = llmc_atomic_open(&af, path, L->t->err, sizeof L->t->err);
-    char line[4096];
-    while (st == LLMC_OK && fgets(line, sizeof line, in)) {
-        int s;
-        if (sscanf(line, "{\"step\": %d", &s) == 1 && s > step) continue;
-        st = llmc_atomic_write(&af, line, strlen(line), L->t->err, sizeof L->t->err);
-    }
-    if (st == LLMC_OK && ferror(in)) st = llmc_train_fail(L->t, LLMC_ERR_IO, "cannot read '%s'", path);
-    fclose(in);
-    return af.f ? llmc_atomic_close(&af, st, L->t->err, sizeof L->t->err) : st;
-}
-
 static llmc_status open_log(loop *L, int resumed_at) {
     const char *dir = L->o->out_dir;
     if (!dir) return LLMC_OK;
     if (llmc_make_dirs(dir) != 0) return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot create output directory '%s'", dir);
     llmc_remove_stale_temps(dir, NULL); /* half-written files of killed runs */
-    char path[4096];
-    snprintf(path, sizeof path, "%s/main.log", dir);
-    if (resumed_at > 0) {
-        llmc_status st = truncate_log(L, path, resumed_at);
-        if (st != LLMC_OK) return st;
-    }
-    L->log = fopen(path, "a");
-    if (!L->log) return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot open '%s' for appending", path);
-    return LLMC_OK;
-}
-
-static llmc_status log_line(loop *L, const char *fmt, ...) {
-    if (!L->log) return LLMC_OK;
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = vfprintf(L->log, fmt, ap);
-    va_end(ap);
-    if (n < 0 || fflush(L->log) != 0)
-        return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot write to %s/main.log", L->o->out_dir);
-    return LLMC_OK;
+    return llmc_run_log_open(&L->log, dir, resumed_at, L->t->err, sizeof L->t->err);
 }
 
 /* ------------------------------------------------------------------ periodic work */
@@ -263,10 +285,8 @@ static llmc_status eval_val(loop *L, int step) {
         if (st != LLMC_OK) return st;
         sum += llmc_train_loss(L->t);
     }
-    const float loss = (float)(sum / batches);
-    llmc_status st = log_line(L, "{\"step\": %d, \"val_loss\": %.6f}\n", step, loss);
-    llmc_event e = {.kind = LLMC_EVENT_VAL, .step = step, .val_loss = loss, .ntokens = batches};
-    return st == LLMC_OK ? emit(L, &e) : st;
+    llmc_event e = {.kind = LLMC_EVENT_VAL, .step = step, .val_loss = (float)(sum / batches), .ntokens = batches};
+    return emit(L, &e);
 }
 
 static llmc_status sample(loop *L, int step) {
@@ -300,56 +320,113 @@ static llmc_status sample(loop *L, int step) {
     return st;
 }
 
+/* llm.c's retention: only the ckpt_keep newest checkpoints stay, and those at multiples of
+ * ckpt_major, which are never removed. */
+static void prune_checkpoints(loop *L, int newest) {
+    const int keep = L->o->ckpt_keep, major = L->o->ckpt_major;
+    if (keep <= 0) return;
+    int seen = 0, step = newest + 1;
+    for (;;) {
+        llmc_checkpoint_find(L->o->out_dir, step, &step, NULL);
+        if (step < 0) break;
+        if (++seen > keep && !(major > 0 && step % major == 0)) llmc_checkpoint_remove(L->o->out_dir, step);
+    }
+}
+
 static llmc_status save_checkpoint(loop *L, int step) {
-    llmc_checkpoint_info info = {.step = step, .rng = L->rng, .data = llmc_dataloader_tell(L->train)};
+    llmc_checkpoint_info info = {.step = step, .rng = L->rng, .data = llmc_dataloader_tell(L->train),
+                                 .run = run_settings(L)};
     llmc_status st = llmc_checkpoint_save(L->t, L->o->out_dir, &info);
     if (st != LLMC_OK) {
         char why[LLMC_ERR_LEN];
         snprintf(why, sizeof why, "%s", L->t->err);
         return llmc_train_fail(L->t, st, "checkpoint: %s", why);
     }
+    prune_checkpoints(L, step);
     char path[4096];
     snprintf(path, sizeof path, "%s/model_%08d.bin", L->o->out_dir, step);
-    st = log_line(L, "{\"step\": %d, \"checkpoint\": \"model_%08d.bin\"}\n", step, step);
     llmc_event e = {.kind = LLMC_EVENT_CHECKPOINT, .step = step, .text = path};
-    return st == LLMC_OK ? emit(L, &e) : st;
+    return emit(L, &e);
+}
+
+/* -lg: what the device's memory holds (llm.c logs its GPU's state the same way). */
+static llmc_status log_device(loop *L, int step) {
+    size_t free_b = 0, total_b = 0;
+    llmc_device *d = &L->t->m->dev;
+    if (d->ops->memory_info(d, &free_b, &total_b) != LLMC_OK || total_b == 0) return LLMC_OK;
+    return note(L, step, "%s memory at step %d: %.0f of %.0f MiB in use (this run's weights and training state: %.0f MiB)",
+                d->ops->act_dtype == LLMC_F32 ? "host" : "device", step, (total_b - free_b) / 1048576.0,
+                total_b / 1048576.0, (llmc_model_memory(L->t->m) + llmc_train_memory(L->t)) / 1048576.0);
 }
 
 static int due(int every, int step, int last) { return every > 0 && (step % every == 0 || last); }
 
 /* ------------------------------------------------------------------ the loop */
 
+/* The next micro-batch: from the loader, or (overfit_batch) the first one again. */
+static llmc_status next_batch(loop *L) {
+    const size_t n = (size_t)L->B * L->T;
+    if (L->fixed_inputs) {
+        memcpy(L->inputs, L->fixed_inputs, n * sizeof(int));
+        memcpy(L->targets, L->fixed_targets, n * sizeof(int));
+        return LLMC_OK;
+    }
+    if (llmc_dataloader_next(L->train, L->inputs, L->targets) != LLMC_OK) return data_fail(L, "train data", L->train);
+    if (!L->o->overfit_batch) return LLMC_OK;
+    L->fixed_inputs = malloc(n * sizeof(int));
+    L->fixed_targets = malloc(n * sizeof(int));
+    if (!L->fixed_inputs || !L->fixed_targets)
+        return llmc_train_fail(L->t, LLMC_ERR_OUT_OF_MEMORY, "cannot keep the batch to overfit");
+    memcpy(L->fixed_inputs, L->inputs, n * sizeof(int));
+    memcpy(L->fixed_targets, L->targets, n * sizeof(int));
+    return LLMC_OK;
+}
+
+/* -sl / -sg: whether this step's update is an outlier to skip; z gets the z-score that decided. */
+static int is_outlier(loop *L, float loss, float norm, double *z) {
+    int skip_loss = 0, skip_norm = 0;
+    const double zl = llmc_outlier_check(&L->loss_window, loss, L->o->skip_loss_z, &skip_loss);
+    const double zn = llmc_outlier_check(&L->norm_window, norm, L->o->skip_norm_z, &skip_norm);
+    *z = skip_loss ? zl : zn;
+    return skip_loss || skip_norm;
+}
+
 static llmc_status train_step(loop *L, int step) {
     const double t0 = now_seconds();
     llmc_status st = llmc_train_zero_grad(L->t);
     double loss_sum = 0.0;
     for (int micro = 0; micro < L->accum && st == LLMC_OK; micro++) {
-        if (llmc_dataloader_next(L->train, L->inputs, L->targets) != LLMC_OK)
-            return data_fail(L, "train data", L->train);
+        st = next_batch(L);
         float loss;
-        st = llmc_train_forward_backward(L->t, L->inputs, L->targets, L->B, L->T, 1.0f / L->accum, &loss);
+        if (st == LLMC_OK)
+            st = llmc_train_forward_backward(L->t, L->inputs, L->targets, L->B, L->T, 1.0f / L->accum, &loss);
         loss_sum += loss;
     }
+    if (st == LLMC_ERR_NUMERIC)
+        return llmc_train_fail(L->t, st, "the training loss is not finite at step %d: stopping (try a lower -l)",
+                               step + 1);
     if (st != LLMC_OK) return st;
     const float loss = (float)(loss_sum / L->accum);
-    if (!isfinite(loss))
-        return llmc_train_fail(L->t, LLMC_ERR_NUMERIC, "the training loss is %f at step %d: stopping (try a lower -l)",
-                               loss, step + 1);
     llmc_adamw opt;
     llmc_adamw_default(&opt);
     opt.lr = llmc_schedule_lr(&L->sched, step);
     opt.weight_decay = L->o->weight_decay;
     opt.grad_clip = L->o->grad_clip;
     float norm = 0.0f;
-    st = llmc_train_step(L->t, &opt, &norm);
+    double z = 0.0;
+    int skipped = 0;
+    if (L->o->skip_loss_z > 0 || L->o->skip_norm_z > 0) {
+        st = llmc_train_grad_norm(L->t, &norm);
+        if (st != LLMC_OK) return st;
+        skipped = isfinite(norm) && is_outlier(L, loss, norm, &z);
+    }
+    if (!skipped) st = llmc_train_step(L->t, &opt, &norm);
     if (st != LLMC_OK) return st;
     const double dt = now_seconds() - t0, tok_s = (double)L->total_batch / dt;
     const double mfu = L->o->peak_tflops > 0 ? 100.0 * tok_s * L->flops_per_token / (1e12 * L->o->peak_tflops) : 0.0;
-    st = log_line(L,
-                  "{\"step\": %d, \"train_loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
-                  "\"tok_s\": %.1f}\n",
-                  step + 1, loss, opt.lr, norm, 1e3 * dt, tok_s);
-    if (st != LLMC_OK) return st;
+    /* ETA from the steps so far, the first one left out once there are others (it allocates) */
+    if (++L->steps_timed <= 2) L->step_seconds = dt; /* the second replaces the first */
+    else L->step_seconds += (dt - L->step_seconds) / (L->steps_timed - 1);
     llmc_event e = {.kind = LLMC_EVENT_STEP,
                     .step = step + 1,
                     .loss = loss,
@@ -357,7 +434,10 @@ static llmc_status train_step(loop *L, int step) {
                     .grad_norm = norm,
                     .ms = 1e3 * dt,
                     .tok_s = tok_s,
-                    .mfu = mfu};
+                    .mfu = mfu,
+                    .eta_s = L->step_seconds * (L->max_steps - step - 1),
+                    .skipped = skipped,
+                    .val_loss = (float)z};
     return emit(L, &e);
 }
 
@@ -374,6 +454,14 @@ static llmc_status start(loop *L, int first_step) {
     return emit(L, &e);
 }
 
+/* After the first step, what the whole run will take at its speed (llm.c's default d12 run on a
+ * small CPU is many hours: better said up front). */
+static llmc_status estimate(loop *L, int step) {
+    const double left = L->step_seconds * (L->max_steps - step);
+    return note(L, step, "%d steps to go: about %.0f h %02.0f min at %.0f ms per step", L->max_steps - step,
+                floor(left / 3600.0), floor(fmod(left, 3600.0) / 60.0), 1e3 * L->step_seconds);
+}
+
 static llmc_status run(loop *L) {
     llmc_checkpoint_info info;
     llmc_status st = check_options(L);
@@ -383,6 +471,7 @@ static llmc_status run(loop *L) {
     const int first = info.step;
     if (st == LLMC_OK) st = open_log(L, first);
     if (st != LLMC_OK) return st;
+    L->started = now_seconds();
     if (first >= L->max_steps && first > 0)
         return note(L, first, "nothing to train: the checkpoint in %s is at step %d and -x is %d", L->o->out_dir,
                     first, L->max_steps);
@@ -395,10 +484,14 @@ static llmc_status run(loop *L) {
             if (L->val && due(o->val_every, step, last)) st = eval_val(L, step);
             if (st == LLMC_OK && step > 0 && o->gen_len > 0 && due(o->sample_every, step, last)) st = sample(L, step);
             if (st == LLMC_OK && o->out_dir && step > 0 && due(o->ckpt_every, step, last)) st = save_checkpoint(L, step);
+            if (st == LLMC_OK && step > 0 && due(o->log_device_every, step, last)) st = log_device(L, step);
         }
         if (st != LLMC_OK || last) break;
+        if (o->stop_after > 0 && step >= o->stop_after && step > first)
+            return note(L, step, "stopped after step %d of %d (--stop-after)", step, L->max_steps);
         if (L->stop) return llmc_train_fail(L->t, LLMC_ERR_STOPPED, "training stopped by the caller at step %d", step);
         st = train_step(L, step);
+        if (st == LLMC_OK && step == first && L->max_steps - first > 10) st = estimate(L, step + 1);
     }
     return st;
 }
@@ -412,8 +505,10 @@ llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event
     llmc_status st = run(&L);
     llmc_dataloader_free(L.train);
     llmc_dataloader_free(L.val);
-    if (L.log) fclose(L.log);
+    llmc_run_log_close(&L.log);
     free(L.inputs);
     free(L.targets);
+    free(L.fixed_inputs);
+    free(L.fixed_targets);
     return st;
 }

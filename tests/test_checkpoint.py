@@ -252,7 +252,7 @@ def test_checkpoint_state_round_trip(tmp_path, shards):
     ck = tmp_path / "ck"  # created by checkpoint_save
     rng = 0xDEADBEEF12345678  # a full 64-bit value: both halves must survive
     m.checkpoint_save(ck, 5, rng=rng, data_position=pos)
-    assert sorted(os.listdir(ck)) == ["model_00000005.bin", "state_00000005.bin"]
+    assert sorted(os.listdir(ck)) == ["DONE_00000005", "model_00000005.bin", "state_00000005.bin"]
     assert read_model_header(ck / "state_00000005.bin")[0] == STATE_MAGIC
     assert _core.checkpoint_latest(ck) == 5
 

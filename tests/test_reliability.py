@@ -252,8 +252,9 @@ def test_resume_truncates_the_log_to_the_checkpoint(data, tmp_path):
     (out / "model_00000005.bin").unlink()  # step 5 gone: the resume goes back to 4
     (out / "state_00000005.bin").unlink()
     cli(*run_args(data, out, 6, "-n", 4, "-y", 1))
-    steps = [json.loads(line)["step"] for line in open(out / "main.log") if "train_loss" in line]
+    steps = [json.loads(line)["step"] for line in open(out / "main.jsonl") if "train_loss" in line]
     assert steps == [1, 2, 3, 4, 5, 6]
+    assert [line.split()[0] for line in open(out / "main.log") if "trl:" in line] == [f"s:{s}" for s in range(6)]
 
 
 def test_checkpoint_steps_past_eight_digits(tmp_path):

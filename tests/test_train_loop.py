@@ -71,8 +71,9 @@ def test_python_train_is_the_cli_loop(data, tmp_path):
 
     def log(d):
         return [{k: v for k, v in json.loads(line).items() if k not in ("ms", "tok_s")}
-                for line in open(d / "main.log")]
+                for line in open(d / "main.jsonl")]
     assert log(out_py) == log(out_cli)
+    assert (out_py / "main.log").read_text() == (out_cli / "main.log").read_text()  # llm.c's format: no timings
     assert [h.get("val_loss") is not None for h in hist] == [False, False, True, False, False, True]
 
 

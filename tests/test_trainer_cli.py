@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not os.access(BIN, os.X_OK), reason="./train_gpt
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
 
 STEP_RE = re.compile(r"^step\s+(\d+)/(\d+) \| loss (\S+) \| lr (\S+) \| norm (\S+) \| (\S+) ms \| (\S+) tok/s")
-HELP_RE = re.compile(r"^\s+(?:-(\w), )?--([\w-]+)(?: (\S+))?\s")
+HELP_RE = re.compile(r"^\s+(?:-(\w+),\s+)?--([\w-]+)(?: (\S+))?\s")
 
 
 def run(*args, cwd=None, timeout=120):
@@ -65,10 +65,11 @@ def test_help_lists_every_flag():
     text, opts = parse_help()
     shorts = {s for s, _, _ in opts if s}
     longs = {name for _, name, _ in opts}
-    for flag in "i j e o b t d x l u q k c v m s g n y".split():
+    # every flag of llm.c's train_gpt2cu, with its letters
+    for flag in "i j e o lg n nk nm y b t d x k l u q c sl sg v m s g h a f w ge z r pn pr pg pi pf ps".split():
         assert flag in shorts, f"-{flag} missing from -h"
-    assert "seed" in longs
-    assert "-h, --help" in text
+    assert "seed" in longs and "shuffle" in longs
+    assert "-h,  --help" in text
     assert len(shorts) == len([s for s, _, _ in opts if s]), "a short flag is listed twice"
     assert len(longs) == len(opts), "a long flag is listed twice"
     assert run("--help").stdout == text
@@ -89,6 +90,9 @@ def option_values(d, tmp_path):
         "val-every": 1, "val-batches": 2, "sample-every": 1, "gen-len": 4, "ckpt-every": 1, "resume": 0,
         "recompute": 1, "master-weights": 0, "shuffle": 1, "seed": 7, "device": "cpu", "gpu": 0,
         "tokenizer": tmp_path / "no_tokenizer.bin", "peak-tflops": "100",
+        "skip-loss-z": "3", "skip-norm-z": "3", "hellaswag": 1, "ckpt-keep": 2, "ckpt-major": 4, "overfit-batch": 1,
+        "tf32": 0, "gelu-fusion": 2, "zero-stage": 1, "log-device": 1, "num-processes": 1, "process-rank": 0,
+        "gpus-per-node": 8, "init-method": "mpi", "fs-path": tmp_path, "server-ip": "127.0.0.1", "stop-after": 1,
     }
 
 
@@ -208,7 +212,7 @@ def test_step_lines_and_json_log(data, tmp_path):
             for w in ("loss", "lr", "norm", "ms", "tok/s"):
                 assert f" {w} " in line + " ", (w, line)
 
-    log = read_log(out / "main.log")
+    log = read_log(out / "main.jsonl")
     train = [e for e in log if "train_loss" in e]
     assert [e["step"] for e in train] == [1, 2, 3, 4]
     for e, s in zip(train, steps):
@@ -223,25 +227,32 @@ def test_step_lines_and_json_log(data, tmp_path):
     vals = [e for e in log if "val_loss" in e]
     assert [e["step"] for e in vals] == [0, 2, 4]
     assert [e["step"] for e in log if "checkpoint" in e] == [2, 4]
-    assert sorted(os.listdir(out)) == ["main.log", "model_00000002.bin", "model_00000004.bin",
-                                       "state_00000002.bin", "state_00000004.bin"]
+    assert sorted(os.listdir(out)) == ["DONE_00000002", "DONE_00000004", "main.jsonl", "main.log",
+                                       "model_00000002.bin", "model_00000004.bin", "state_00000002.bin",
+                                       "state_00000004.bin"]
+    # main.log is llm.c's: train lines by 0-based step, val lines by steps done (llm.c's tools read it)
+    text = (out / "main.log").read_text().splitlines()
+    assert text[0] == f"s:0 tel:{vals[0]['val_loss']:.4f}"
+    assert text[1] == f"s:0 trl:{train[0]['train_loss']:.4f} lr:{train[0]['lr']:.6f} norm:{train[0]['grad_norm']:.2f}"
+    assert [t.split()[1].split(":")[0] for t in text] == ["tel", "trl", "trl", "tel", "trl", "trl", "tel"]
 
 
 # ---------------------------------------------------------------- resume
 
 @pytest.mark.parametrize("shuffle,total", [(0, -1), (1, 64)])
 def test_resume_matches_straight_run(tmp_path, shuffle, total):
-    """10 straight steps vs 5 steps + resume to 10: the same losses, checkpoints and final state, exactly.
-    Small shards so the 10 steps cross shards and an epoch boundary."""
+    """10 straight steps vs 5 steps + resume to 10: the same losses, checkpoints and final state, exactly,
+    under warmup + cosine decay (a resume that restarted the schedule would show). Small shards so the
+    10 steps cross shards and an epoch boundary."""
     for i in range(3):
         write_shard(tmp_path / f"r_train_{i:03d}.bin", random_tokens(100 + 30 * i, seed=i))
     write_shard(tmp_path / "r_val_000.bin", random_tokens(200, seed=9))
     d = dict(train=tmp_path / "r_train_*.bin", val=tmp_path / "r_val_*.bin")
-    common = ["-v", 5, "-m", 2, "-l", "0.01", "-c", "0.1", "-z", shuffle, "-d", total]
+    common = ["-v", 5, "-m", 2, "-l", "0.01", "-c", "0.1", "--shuffle", shuffle, "-d", total, "-u", 3, "-q", "0.1"]
     dir1, dir2 = tmp_path / "a", tmp_path / "b"
     r1 = run(*base(d, *common, "-x", 10, "-n", 5, "-o", dir1))
     assert r1.returncode == 0, r1.stderr
-    r2 = run(*base(d, *common, "-x", 5, "-n", 5, "-o", dir2))
+    r2 = run(*base(d, *common, "-x", 10, "--stop-after", 5, "-n", 5, "-o", dir2))
     assert r2.returncode == 0, r2.stderr
     r3 = run(*base(d, *common, "-x", 10, "-n", 5, "-o", dir2, "-y", 1))
     assert r3.returncode == 0, r3.stderr
@@ -253,14 +264,14 @@ def test_resume_matches_straight_run(tmp_path, shuffle, total):
             return {json.loads(line)["step"]: re.search(r'"train_loss": (\S+), "lr": (\S+), "grad_norm": (\S+),', line)
                     .groups() for line in f if "train_loss" in line}
 
-    a, b = printed(dir1 / "main.log"), printed(dir2 / "main.log")
+    a, b = printed(dir1 / "main.jsonl"), printed(dir2 / "main.jsonl")
     assert sorted(b) == list(range(1, 11)), "each step logged once"
     for step in range(1, 11):
         assert a[step] == b[step], f"step {step}: {a[step]} != {b[step]}"
     assert len({a[s][0] for s in a}) > 5, "losses should move"
     # the same val loss at step 10 and bit-identical final checkpoints
-    va = [e for e in read_log(dir1 / "main.log") if "val_loss" in e]
-    vb = [e for e in read_log(dir2 / "main.log") if "val_loss" in e]
+    va = [e for e in read_log(dir1 / "main.jsonl") if "val_loss" in e]
+    vb = [e for e in read_log(dir2 / "main.jsonl") if "val_loss" in e]
     assert va == vb
     for f in ("model_00000010.bin", "state_00000010.bin", "model_00000005.bin", "state_00000005.bin"):
         assert (dir1 / f).read_bytes() == (dir2 / f).read_bytes(), f
@@ -373,3 +384,62 @@ def test_bad_data(data, tmp_path):
     assert r.returncode == 1 and "val data" in r.stderr
     r = run(*base(data, "-k", "exponential"))
     assert r.returncode == 1 and "exponential" in r.stderr
+
+
+# ---------------------------------------------------------------- a resume that tells the truth
+
+def test_resume_into_other_settings(data, tmp_path):
+    """A resume whose flags contradict the checkpoint: another batch shape stops with an error naming
+    it; another schedule or model request goes on, saying what changed and why that is safe."""
+    out = tmp_path / "run"
+    assert run(*base(data, "-x", 6, "--stop-after", 2, "-n", 2, "-u", 2, "-o", out)).returncode == 0
+    r = run(*base(data, "-x", 6, "-n", 2, "-u", 2, "-o", out, "-y", 1, "-b", 4))
+    assert r.returncode == 1 and "-b 2 -t 16 -d 32" in r.stderr and "-b 4" in r.stderr, r.stderr
+    r = run(*base(data, "-x", 8, "-n", 2, "-u", 2, "-o", out, "-y", 1, "-e", "L=1,H=2,C=32,T=32,V=64"))
+    assert r.returncode == 0, r.stderr
+    assert "learning-rate schedule differs" in r.stdout and "-x 6" in r.stdout and "-x 8" in r.stdout
+    assert "the checkpoint's model (L=2 H=2 C=32 T=32 V=64) continues" in r.stdout
+    assert [int(s[0]) for s in step_lines(r.stdout)] == [3, 4, 5, 6, 7, 8]
+
+
+def test_fresh_run_starts_a_new_log(data, tmp_path):
+    out = tmp_path / "run"
+    assert run(*base(data, "-x", 3, "-o", out)).returncode == 0
+    assert run(*base(data, "-x", 2, "-o", out)).returncode == 0  # no checkpoints there: a fresh run may start
+    steps = [json.loads(line)["step"] for line in open(out / "main.jsonl") if "train_loss" in line]
+    assert steps == [1, 2]  # not 1, 2, 3, 1, 2
+
+
+def test_checkpoint_retention_keeps_newest_and_major(data, tmp_path):
+    out = tmp_path / "run"
+    r = run(*base(data, "-x", 12, "-n", 2, "-nk", 2, "-nm", 4, "-o", out))
+    assert r.returncode == 0, r.stderr
+    steps = sorted(int(p.name[6:14]) for p in out.glob("model_*.bin"))
+    assert steps == [4, 8, 10, 12]  # the two newest, and the majors (multiples of 4)
+    assert sorted(int(p.name[5:]) for p in out.glob("DONE_*")) == steps
+
+
+def test_overfit_single_batch_drives_the_loss_down(data):
+    r = run(*base(data, "-x", 30, "-a", 1, "-l", "3e-3"))
+    losses = [float(s[2]) for s in step_lines(r.stdout)]
+    assert r.returncode == 0 and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_outlier_updates_are_skipped(data, tmp_path):
+    """-sg: once the window is full, a step whose grad norm is an outlier keeps the weights as they were."""
+    r = run(*base(data, "-x", 70, "-sg", "1e-9", "-o", tmp_path / "o"))  # any norm above the mean is an outlier
+    assert r.returncode == 0, r.stderr
+    skipped = [line for line in r.stdout.splitlines() if "update skipped" in line]
+    assert skipped and all(int(line.split()[1].split("/")[0]) > 64 for line in skipped)
+    log = [json.loads(line) for line in open(tmp_path / "o" / "main.jsonl") if "train_loss" in line]
+    assert sum(1 for e in log if e.get("skipped")) == len(skipped)
+
+
+def test_llm_c_multiprocess_flags_say_what_they_need(data):
+    r = run(*base(data, "-pn", 2))
+    assert r.returncode == 1 and "#15" in r.stderr
+    r = run(*base(data, "-z", 2))
+    assert r.returncode == 1 and "ZeRO" in r.stderr
+    r = run(*base(data, "-f", 0, "-ge", 1, "-h", 1, "-z", 1))
+    assert r.returncode == 0 and r.stdout.count("note: ") >= 4
+    assert run("-h").stdout.startswith("usage:") and run("-h").returncode == 0

@@ -123,10 +123,14 @@ cdef extern from "llmc.h":
     # ---- checkpoints
     ctypedef struct llmc_data_position:
         uint64_t epoch, shard, sample
+    ctypedef struct llmc_run_settings:
+        int batch_size, seq_len, total_batch, max_steps, warmup, schedule
+        float lr, final_lr_frac
     ctypedef struct llmc_checkpoint_info:
         int step
         uint64_t rng
         llmc_data_position data
+        llmc_run_settings run
     llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_checkpoint_info *info) nogil
     llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_checkpoint_info *info) nogil
     llmc_status llmc_checkpoint_latest(const char *dir, int *step)
@@ -142,6 +146,11 @@ cdef extern from "llmc.h":
         int warmup, val_every, val_batches, sample_every, gen_len, sample_eot, ckpt_every, resume, shuffle
         uint64_t seed
         float peak_tflops
+        int overfit_batch, ckpt_keep, ckpt_major
+        float skip_loss_z, skip_norm_z
+        int log_device_every
+        const llmc_config *expect_model
+        int stop_after
     void llmc_loop_options_default(llmc_loop_options *o, const char *backend)
     ctypedef enum llmc_event_kind:
         LLMC_EVENT_START
@@ -154,7 +163,8 @@ cdef extern from "llmc.h":
         llmc_event_kind kind
         int step, max_steps
         float loss, lr, grad_norm, val_loss
-        double ms, tok_s, mfu
+        double ms, tok_s, mfu, elapsed_s, eta_s
+        int skipped
         const int *tokens
         int ntokens
         const char *text

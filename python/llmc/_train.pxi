@@ -1,27 +1,46 @@
 # _train.pxi — the trainer (llmc_train), checkpoints and the C training loop.
 # Included by _core.pyx.
 
-_LOOP_STRINGS = ("train_data", "val_data", "out_dir", "schedule")  # the char * fields of llmc_loop_options
-
-
 cdef object _str_or_none(const char *p):
     return None if p == NULL else p.decode("utf-8", "replace")
 
 
 cdef dict _loop_dict(const llmc_loop_options *o):
-    d = {"train_data": _str_or_none(o.train_data), "val_data": _str_or_none(o.val_data),
-         "out_dir": _str_or_none(o.out_dir), "schedule": _str_or_none(o.schedule)}
-    for k, i in (("batch_size", o.batch_size), ("seq_len", o.seq_len), ("total_batch", o.total_batch),
-                 ("max_steps", o.max_steps), ("warmup", o.warmup), ("val_every", o.val_every),
-                 ("val_batches", o.val_batches), ("sample_every", o.sample_every), ("gen_len", o.gen_len),
-                 ("sample_eot", o.sample_eot), ("ckpt_every", o.ckpt_every), ("resume", o.resume),
-                 ("shuffle", o.shuffle)):
-        d[k] = i
-    for k, f in (("lr", o.lr), ("final_lr_frac", o.final_lr_frac), ("weight_decay", o.weight_decay),
-                 ("grad_clip", o.grad_clip), ("peak_tflops", o.peak_tflops)):
-        d[k] = f
-    d["seed"] = o.seed
-    return d
+    """The options as Python sees them: llmc_loop_options' fields by name (expect_model aside)."""
+    return dict(train_data=_str_or_none(o.train_data), val_data=_str_or_none(o.val_data),
+                out_dir=_str_or_none(o.out_dir), schedule=_str_or_none(o.schedule), batch_size=o.batch_size,
+                seq_len=o.seq_len, total_batch=o.total_batch, max_steps=o.max_steps, lr=o.lr,
+                final_lr_frac=o.final_lr_frac, weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup=o.warmup,
+                val_every=o.val_every, val_batches=o.val_batches, sample_every=o.sample_every, gen_len=o.gen_len,
+                sample_eot=o.sample_eot, ckpt_every=o.ckpt_every, resume=o.resume, shuffle=o.shuffle, seed=o.seed,
+                peak_tflops=o.peak_tflops, overfit_batch=o.overfit_batch, ckpt_keep=o.ckpt_keep,
+                ckpt_major=o.ckpt_major, skip_loss_z=o.skip_loss_z, skip_norm_z=o.skip_norm_z,
+                log_device_every=o.log_device_every, stop_after=o.stop_after)
+
+
+cdef const char *_str_field(dict keep, str name, value):
+    """A char * for value that lives as long as keep does (NULL for None)."""
+    if value is None:
+        return NULL
+    keep[name] = str(value).encode()
+    return <const char *>keep[name]
+
+
+cdef void _set_loop(llmc_loop_options *o, dict d, dict keep):
+    o.train_data = _str_field(keep, "train_data", d["train_data"])
+    o.val_data = _str_field(keep, "val_data", d["val_data"])
+    o.out_dir = _str_field(keep, "out_dir", d["out_dir"])
+    o.schedule = _str_field(keep, "schedule", d["schedule"])
+    o.batch_size, o.seq_len, o.total_batch, o.max_steps = d["batch_size"], d["seq_len"], d["total_batch"], d["max_steps"]
+    o.lr, o.final_lr_frac, o.weight_decay, o.grad_clip = d["lr"], d["final_lr_frac"], d["weight_decay"], d["grad_clip"]
+    o.warmup, o.val_every, o.val_batches = d["warmup"], d["val_every"], d["val_batches"]
+    o.sample_every, o.gen_len, o.sample_eot = d["sample_every"], d["gen_len"], d["sample_eot"]
+    o.ckpt_every, o.resume, o.shuffle, o.seed, o.peak_tflops = (d["ckpt_every"], d["resume"], d["shuffle"], d["seed"],
+                                                                d["peak_tflops"])
+    o.overfit_batch, o.ckpt_keep, o.ckpt_major = d["overfit_batch"], d["ckpt_keep"], d["ckpt_major"]
+    o.skip_loss_z, o.skip_norm_z = d["skip_loss_z"], d["skip_norm_z"]
+    o.log_device_every, o.stop_after = d["log_device_every"], d["stop_after"]
+    o.expect_model = NULL
 
 
 def loop_defaults(str backend="cpu"):
@@ -34,8 +53,11 @@ def loop_defaults(str backend="cpu"):
 cdef dict _event_dict(const llmc_event *e):
     kind = e.kind
     if kind == LLMC_EVENT_STEP:
-        return dict(event="step", step=e.step, loss=e.loss, lr=e.lr, grad_norm=e.grad_norm, ms=e.ms,
-                    tok_s=e.tok_s, mfu=e.mfu)
+        d = dict(event="step", step=e.step, loss=e.loss, lr=e.lr, grad_norm=e.grad_norm, ms=e.ms,
+                 tok_s=e.tok_s, mfu=e.mfu, elapsed_s=e.elapsed_s, eta_s=e.eta_s)
+        if e.skipped:
+            d["skipped"] = True
+        return d
     if kind == LLMC_EVENT_VAL:
         return dict(event="val", step=e.step, val_loss=e.val_loss, batches=e.ntokens)
     if kind == LLMC_EVENT_SAMPLE:
@@ -211,6 +233,7 @@ cdef class Trainer:
     # ---- checkpoints
     def checkpoint_save(self, directory, int step, uint64_t rng=0, data_position=(0, 0, 0)):
         cdef llmc_checkpoint_info info
+        memset(&info, 0, sizeof(info))
         info.step = step
         info.rng = rng
         info.data.epoch = data_position[0]
@@ -245,13 +268,8 @@ cdef class Trainer:
         if unknown:
             raise LlmcError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         d.update(options)
-        strings = {k: None if d[k] is None else str(d[k]).encode() for k in _LOOP_STRINGS}  # alive for the call
-        d.update({k: v if v is not None else b"" for k, v in strings.items()})
-        o = d
-        if strings["train_data"] is None: o.train_data = NULL
-        if strings["val_data"] is None: o.val_data = NULL
-        if strings["out_dir"] is None: o.out_dir = NULL
-        if strings["schedule"] is None: o.schedule = NULL
+        keep = {}
+        _set_loop(&o, d, keep)
         run = _Run(callback if callback is not None else (lambda e: None))
         with nogil:
             st = llmc_train_run(self.t, &o, _on_event, <void *>run)
