@@ -1,4 +1,5 @@
 /* cli.c — the table-driven parser behind every llmc command-line program. */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -6,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const llmc_cli_option *find_short(const llmc_cli_option *o, size_t n, const char *name) {
     for (size_t i = 0; i < n; i++)
@@ -115,4 +117,10 @@ void llmc_cli_usage(FILE *out, const char *prog, const char *summary, const llmc
         fprintf(out, "  %-31s %s [%s]\n", flags, o->help, def);
     }
     fprintf(out, "  %-31s %s\n", "-h,  --help", "show this help and exit");
+}
+
+void llmc_cli_openmp_defaults(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return; /* the user's choice stands */
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execv("/proc/self/exe", argv); /* libgomp reads it at load time: start again with it set */
 }

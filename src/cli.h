@@ -24,6 +24,11 @@ typedef struct llmc_cli_option {
  * command line (message written to err, errlen bytes). */
 int llmc_cli_parse(int argc, char **argv, const llmc_cli_option *opts, size_t nopts, FILE *out, char *err,
                    size_t errlen);
+/* OpenMP's default of spinning idle threads collapses on a busy small machine (decode: 2 tok/s
+ * instead of 22 on a loaded 2-core VM, docs/PERF.md), and libgomp reads its settings before main:
+ * so a CLI that finds OMP_WAIT_POLICY unset sets it to PASSIVE and execs itself once. Returns only
+ * when nothing was to be done or the exec failed. */
+void llmc_cli_openmp_defaults(char **argv);
 /* Prints usage with the current (default) values of every option. */
 void llmc_cli_usage(FILE *out, const char *prog, const char *summary, const llmc_cli_option *opts, size_t nopts);
 

@@ -168,6 +168,7 @@ done:
 }
 
 int llmc_train_main(int argc, char **argv, const char *default_backend) {
+    llmc_cli_openmp_defaults(argv);
     const int gpu = strcmp(default_backend, "cuda") == 0;
     cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1, .tf32 = 1, .gelu_fusion = -1,
                      .num_processes = 1, .gpus_per_node = 8, .init_method = "mpi", .fs_path = "", .server_ip = ""};

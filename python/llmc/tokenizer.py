@@ -2,7 +2,7 @@
 
 Where the BPE ranks come from, first match wins:
 
-1. an explicit ``path`` (the CLIs' ``--tokenizer PATH``);
+1. an explicit ``path`` (the CLIs' ``--tokenizer PATH``: a ranks file or a gpt2_tokenizer.bin);
 2. the environment variable ``LLMC_GPT2_TIKTOKEN``;
 3. ``shared/data/gpt2.tiktoken`` next to a source checkout (``<repo>/../shared/data``,
    or ``../shared/data`` from the current directory);
@@ -103,17 +103,42 @@ def _ranks_digest(ranks: dict) -> str:
     return h.hexdigest()
 
 
+def is_tokenizer_bin(path) -> bool:
+    """Whether path is llm.c's gpt2_tokenizer.bin (by its magic number), not a tiktoken ranks file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and int.from_bytes(head, "little") == TOKENIZER_MAGIC
+
+
+def _ranks_from_tokenizer_bin(path: Path) -> dict:
+    """GPT-2's ranks from a gpt2_tokenizer.bin: for byte-level BPE a token's rank is its id, and the
+    file holds every token's bytes in id order (the last one is <|endoftext|>)."""
+    try:
+        header, toks = read_tokenizer_bin(path)
+    except (ValueError, IndexError) as e:
+        raise TokenizerError(f"{path} is not a valid gpt2_tokenizer.bin ({e})") from e
+    return {tok: i for i, tok in enumerate(toks[:EOT])}
+
+
 def encoding_from_ranks_file(path) -> tiktoken.Encoding:
-    """Builds GPT-2's encoding from a local ranks file, checking it really is GPT-2's."""
+    """Builds GPT-2's encoding from a local file, checking it really is GPT-2's: a tiktoken ranks
+    file, or llm.c's gpt2_tokenizer.bin (told apart by content, so --tokenizer takes either)."""
     path = Path(path)
     if not path.is_file():
         raise TokenizerError(
             f"GPT-2 ranks file not found: {path}\n" + _missing_message([])
         )
-    try:
-        ranks = load_tiktoken_bpe(str(path))
-    except Exception as e:  # a wrong file shows up as a base64/parse error
-        raise TokenizerError(f"{path} is not a tiktoken ranks file ({e})") from e
+    if is_tokenizer_bin(path):
+        ranks = _ranks_from_tokenizer_bin(path)
+    else:
+        try:
+            ranks = load_tiktoken_bpe(str(path))
+        except Exception as e:  # a wrong file shows up as a base64/parse error; keep the message short
+            raise TokenizerError(f"{path} is neither a tiktoken ranks file nor a gpt2_tokenizer.bin "
+                                 f"({type(e).__name__}: {str(e)[:200]})") from e
     if len(ranks) != EOT or _ranks_digest(ranks) != GPT2_RANKS_DIGEST:
         raise TokenizerError(
             f"{path} holds {len(ranks)} ranks but not GPT-2's (expected the 50,256 ranks of "
