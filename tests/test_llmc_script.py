@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -51,17 +50,17 @@ def test_script_resumes_after_a_kill(data, tmp_path):
     out = tmp_path / "killed"
     env = dict(ENV, DATA=str(data), OUT=str(out))
     script = subprocess.Popen(["bash", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    killed = False
-    deadline = time.time() + 60
-    while time.time() < deadline and not killed:  # kill the trainer once its first checkpoint is complete
-        if (out / "DONE_00000004").exists():
+    killed, lines = False, []
+    for line in script.stdout:  # kill the trainer right after its first checkpoint, mid-run
+        lines.append(line)
+        if not killed and "saved checkpoint" in line and "model_00000004.bin" in line:
             trainer = subprocess.run(["pgrep", "-P", str(script.pid), "-f", "train_gpt2"], capture_output=True,
                                      text=True).stdout.split()
             for pid in trainer:
                 os.kill(int(pid), signal.SIGKILL)
                 killed = True
-        time.sleep(0.005)
-    stdout, _ = script.communicate(timeout=120)
+    script.wait(timeout=120)
+    stdout = "".join(lines)
     assert script.returncode == 0, stdout
     assert killed, "the trainer finished before it could be killed"
     assert "resumed from" in stdout and "Exiting the loop." in stdout

@@ -24,7 +24,7 @@ while true; do
                 -v 250 -s 20000 -g 144 \
                 -h 1 \
                 -b 2 -t 16 \
-                -d 64 \
+                -d 1024 \
                 -x 12 \
                 -r 0 \
                 -z 1 \
@@ -34,7 +34,7 @@ while true; do
                 -u 3 \
                 -n 4 \
                 -y 1 \
-                -e "L=2,H=2,C=32,T=32,V=64"
+                -e "L=4,H=4,C=128,T=32,V=64"
 
     sleep 1
 done
