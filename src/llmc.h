@@ -145,6 +145,10 @@ const char *llmc_model_error(const llmc_model *m);
 llmc_status llmc_model_open(llmc_model *m, const llmc_model_options *o);
 /* GPT-2 init from seed (see llmc_weights_init_host). o NULL: the options m was opened with. */
 llmc_status llmc_model_init_random(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg, uint64_t seed);
+/* Weights given as host fp32 values (llmc_param_count(cfg) of them, in the tensor table's order),
+ * checked to be finite: how converters (Hugging Face import) hand a model over. */
+llmc_status llmc_model_init_values(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
+                                   const float *values);
 /* Loads an llm.c model file (v3 fp32 or v5 bf16). A failed load leaves m as it was.
  * Refused while a trainer or session uses m. */
 llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const char *path);

@@ -151,6 +151,22 @@ llmc_status llmc_model_init_random(llmc_model *m, const llmc_model_options *o, c
     return st;
 }
 
+llmc_status llmc_model_init_values(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
+                                   const float *values) {
+    llmc_config c = *cfg;
+    if (llmc_config_validate(&c, m->err, sizeof m->err) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
+    llmc_weights w;
+    llmc_weights_layout(&w, &c, LLMC_F32);
+    llmc_status st = llmc_weights_check_finite(&w, values, "the given weights", m->err, sizeof m->err);
+    if (st != LLMC_OK) return st;
+    float *host = malloc(w.count * sizeof(float)); /* the model keeps its own copy (fp32_source) */
+    if (!host) return llmc_model_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", w.count * sizeof(float));
+    memcpy(host, values, w.count * sizeof(float));
+    st = llmc_model_install(m, o, &c, host, 1);
+    if (st != LLMC_OK) free(host);
+    return st;
+}
+
 /* ------------------------------------------------------------------ inspection */
 
 const llmc_config *llmc_model_config(const llmc_model *m) { return &m->w.cfg; }

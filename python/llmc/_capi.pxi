@@ -13,6 +13,8 @@ cdef extern from "llmc.h":
     const char *llmc_status_name(llmc_status s)
     size_t llmc_dtype_size(llmc_dtype t)
     const char *llmc_dtype_name(llmc_dtype t)
+    void llmc_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n) nogil
+    void llmc_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n) nogil
 
     ctypedef struct llmc_config:
         int max_seq_len, vocab_size, padded_vocab_size, num_layers, num_heads, channels
@@ -53,6 +55,8 @@ cdef extern from "llmc.h":
     llmc_status llmc_model_init_random(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
                                        uint64_t seed) nogil
     llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const char *path) nogil
+    llmc_status llmc_model_init_values(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
+                                       const float *values) nogil
     llmc_status llmc_model_save(llmc_model *m, const char *path, int version) nogil
     const llmc_config *llmc_model_config(const llmc_model *m)
     const char *llmc_model_backend(const llmc_model *m)

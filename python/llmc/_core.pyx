@@ -53,6 +53,18 @@ cdef llmc_config _config_struct(dict d) except *:
     return c
 
 
+def round_bf16(values):
+    """float32 values rounded to bf16 (nearest even) and widened back: the C library's conversion."""
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] a = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    cdef cnp.ndarray[cnp.uint16_t, ndim=1] h = np.empty(a.shape[0], np.uint16)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(a.shape[0], np.float32)
+    cdef size_t n = a.shape[0]
+    with nogil:
+        llmc_f32_to_bf16_n(<uint16_t *>h.data, <float *>a.data, n)
+        llmc_bf16_to_f32_n(<float *>out.data, <uint16_t *>h.data, n)
+    return out.reshape(np.shape(values))
+
+
 def config_from_descriptor(str desc):
     """'d12' or 'L=2,H=4,C=128[,T=..,V=..]' -> config dict."""
     cdef llmc_config c
@@ -148,6 +160,19 @@ cdef class Model:
         cdef llmc_model_options o = self._options(b, device, pdl, skinny_rows)
         with nogil:
             st = llmc_model_init_random(self.m, &o, &c, seed)
+        self._ok(st)
+
+    def init_values(self, dict config, values, str backend="cpu", int device=0, pdl=None, skinny_rows=None):
+        """Weights from a flat float32 array in the tensor table's order (param_layout)."""
+        cdef llmc_config c = _config_struct(config)
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] a = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        n = llmc_param_count(&c)
+        if a.shape[0] != n:
+            raise LlmcError(f"init_values needs {n} values for this config, got {a.shape[0]}")
+        b = backend.encode()
+        cdef llmc_model_options o = self._options(b, device, pdl, skinny_rows)
+        with nogil:
+            st = llmc_model_init_values(self.m, &o, &c, <float *>a.data)
         self._ok(st)
 
     def load(self, path, str backend="cpu", int device=0, pdl=None, skinny_rows=None):

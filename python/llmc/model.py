@@ -52,6 +52,29 @@ class GPT2:
         m.init_random(cfg, backend=device, seed=seed, device=gpu)
         return cls(m, device, master_weights=master_weights, recompute=recompute)
 
+    @classmethod
+    def from_hf(cls, path_or_name, device: str = "cpu", *, dtype: Optional[str] = None, gpu: int = 0,
+                master_weights: bool = True, recompute: int = 0) -> "GPT2":
+        """A Hugging Face GPT-2: a local directory (config.json + model.safetensors, or the sharded
+        model.safetensors.index.json) or a hub name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
+        "distilgpt2", any GPT-2-architecture repo; needs huggingface_hub and the network). dtype
+        "bfloat16" rounds the weights to bf16 first, as a v5 file holds them; default: as stored."""
+        from . import hf
+        cfg, flat = hf.load(path_or_name)
+        if dtype in ("bfloat16", "bf16"):
+            flat = _core.round_bf16(flat)
+        elif dtype not in (None, "float32", "fp32"):
+            raise LlmcError(f"dtype must be float32 or bfloat16, not {dtype!r}")
+        m = _core.Model()
+        m.init_values(cfg, flat, backend=device, device=gpu)
+        return cls(m, device, master_weights=master_weights, recompute=recompute)
+
+    def save_hf(self, directory) -> None:
+        """Writes a Hugging Face directory (config.json, model.safetensors in float32) that
+        transformers.GPT2LMHeadModel.from_pretrained(directory) loads unchanged."""
+        from . import hf
+        hf.save(directory, self.config, self.get_params())
+
     def _trainer(self) -> "_core.Trainer":
         if self._t is None:
             self._t = _core.Trainer(self._m, **self._train_options)
