@@ -154,14 +154,24 @@ static llmc_status read_at(llmc_dataloader *d, int file, void *dst, size_t n, of
     return LLMC_OK;
 }
 
-/* Checks one shard's header and size; fills s->num_tokens. */
+/* Checks one shard's header and size; fills s->num_tokens.
+ *
+ * Nothing the loader allocates is sized by a header: the token count must match the file's
+ * size exactly before it is believed, and the buffers that follow are bounded by what the
+ * files hold (a batch needs B*T+1 tokens of one shard; the sample order of a shard has one
+ * entry per batch of it). */
 static llmc_status validate_shard(llmc_dataloader *d, shard *s, size_t bt) {
-    int fd = open(s->path, O_RDONLY);
+    /* O_NONBLOCK: a glob may match a FIFO, whose open() would wait for a writer forever */
+    int fd = open(s->path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return fail(d, LLMC_ERR_IO, "cannot open shard %s: %s", s->path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         close(fd);
         return fail(d, LLMC_ERR_IO, "cannot stat shard %s: %s", s->path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return fail(d, LLMC_ERR_IO, "shard %s is not a regular file (a directory or a pipe?)", s->path);
     }
     if (sb.st_size < HEADER_BYTES) {
         close(fd);

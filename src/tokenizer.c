@@ -4,10 +4,13 @@
  * version 2 the EOT id), then per token a uint8 byte count and the bytes.
  * The whole file is read into one blob; offsets index it, so decode is O(1).
  */
+#define _POSIX_C_SOURCE 200809L /* fileno, fstat */
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "llmc.h"
 
@@ -33,15 +36,50 @@ static uint32_t rd_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The rest of f, at most limit bytes (*too_long set when there is more), in a buffer sized by
+ * what is read: the file's size where it has one, grown geometrically otherwise (a pipe). NULL
+ * when malloc fails. Always one spare byte, so an empty body still gets a buffer. */
+static unsigned char *read_body(FILE *f, size_t limit, size_t *n, int *too_long) {
+    size_t cap = 1 << 16;
+    struct stat sb;
+    long here = ftell(f);
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && here >= 0 && sb.st_size >= here)
+        cap = (size_t)(sb.st_size - here) + 1; /* exact, plus one byte to see EOF (or a file that grew) */
+    if (cap > limit + 1) cap = limit + 1;
+    unsigned char *buf = malloc(cap);
+    *n = 0;
+    *too_long = 0;
+    while (buf) {
+        *n += fread(buf + *n, 1, cap - *n, f);
+        if (*n < cap) break; /* EOF or an error (the caller checks ferror) */
+        if (*n > limit) {
+            *too_long = 1;
+            break;
+        }
+        size_t grown = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
+        unsigned char *p = realloc(buf, grown);
+        if (!p) {
+            free(buf);
+            return NULL;
+        }
+        buf = p;
+        cap = grown;
+    }
+    return buf;
+}
+
 /* The tokenizer in path, or NULL with a message in err. */
-static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen) {
+static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen, llmc_status *st) {
     if (err && errlen) err[0] = '\0';
+    *st = LLMC_ERR_FORMAT; /* what most failures are; IO and out-of-memory say so below */
     if (!path) {
+        *st = LLMC_ERR_INVALID_ARG;
         set_err(err, errlen, "no tokenizer path given");
         return NULL;
     }
     FILE *f = fopen(path, "rb");
     if (!f) {
+        *st = LLMC_ERR_IO;
         set_err(err, errlen, "cannot open tokenizer %s", path);
         return NULL;
     }
@@ -76,29 +114,40 @@ static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen
         return NULL;
     }
 
-    /* The rest of the file is at most 256 bytes per token: read it in one go. */
-    size_t cap = (size_t)vocab * 256 + 1, n = 0;
-    long here = ftell(f);
-    if (here >= 0 && fseek(f, 0, SEEK_END) == 0) {
-        long end = ftell(f);
-        if (end >= here && (size_t)(end - here) < cap) cap = (size_t)(end - here) + 1;
-        fseek(f, here, SEEK_SET);
-    }
-    unsigned char *raw = malloc(cap);
-    llmc_tokenizer *t = calloc(1, sizeof *t);
-    size_t *offs = malloc(((size_t)vocab + 1) * sizeof *offs);
-    if (!raw || !t || !offs) {
-        fclose(f);
-        free(raw), free(t), free(offs);
-        set_err(err, errlen, "out of memory reading tokenizer %s", path);
-        return NULL;
-    }
-    n = fread(raw, 1, cap, f);
+    /* Every size below comes from what the file holds, never from what its header claims: a
+     * 1,378-byte file whose header says 2^30 tokens once made this allocate 8 GiB of offsets
+     * before it parsed a byte. A token takes at least its length byte and at most 256 bytes, so
+     * the body bounds the vocab from above, and the vocab bounds the body. */
+    const size_t most = (size_t)vocab * 256; /* the longest body of a vocab this size (< 2^39) */
+    size_t n = 0;
+    int too_long = 0;
+    unsigned char *raw = read_body(f, most, &n, &too_long);
     int read_error = ferror(f);
     fclose(f);
-    if (read_error) {
+    if (!raw || read_error) {
+        free(raw);
+        *st = read_error ? LLMC_ERR_IO : LLMC_ERR_OUT_OF_MEMORY;
+        set_err(err, errlen, read_error ? "cannot read tokenizer %s" : "out of memory reading tokenizer %s", path);
+        return NULL;
+    }
+    if (too_long) {
+        free(raw);
+        set_err(err, errlen, "tokenizer %s holds more than the %zu bytes that %d tokens can take: the header and the data disagree",
+                path, most, vocab);
+        return NULL;
+    }
+    if ((size_t)vocab > n) {
+        free(raw);
+        set_err(err, errlen, "truncated tokenizer %s: header says %d tokens but only %zu bytes follow it (at least one per token)",
+                path, vocab, n);
+        return NULL;
+    }
+    llmc_tokenizer *t = calloc(1, sizeof *t);
+    size_t *offs = malloc(((size_t)vocab + 1) * sizeof *offs); /* <= 8 bytes per byte of the file */
+    if (!t || !offs) {
         free(raw), free(t), free(offs);
-        set_err(err, errlen, "cannot read tokenizer %s", path);
+        *st = LLMC_ERR_OUT_OF_MEMORY;
+        set_err(err, errlen, "out of memory reading tokenizer %s", path);
         return NULL;
     }
 
@@ -133,6 +182,7 @@ static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen
     t->eot = eot;
     t->bytes = raw;
     t->offsets = offs;
+    *st = LLMC_OK;
     return t;
 }
 
@@ -153,11 +203,11 @@ const char *llmc_tokenizer_error(const llmc_tokenizer *t) { return t ? t->err : 
 
 llmc_status llmc_tokenizer_load(llmc_tokenizer *t, const char *path) {
     char err[LLMC_ERR_LEN];
-    llmc_tokenizer *loaded = read_tokenizer(path, err, sizeof err);
+    llmc_status st;
+    llmc_tokenizer *loaded = read_tokenizer(path, err, sizeof err, &st);
     if (!loaded) {
         snprintf(t->err, sizeof t->err, "%s", err[0] ? err : "cannot read the tokenizer");
-        /* a failed load keeps what t held */
-        return strncmp(err, "cannot open", 11) == 0 ? LLMC_ERR_IO : LLMC_ERR_FORMAT;
+        return st; /* a failed load keeps what t held */
     }
     free(t->bytes);
     free(t->offsets);
