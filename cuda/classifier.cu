@@ -5,7 +5,8 @@
  * overwritten with dlogits = (softmax - onehot) * dloss (0 in the padding columns V..Vp).
  * This touches B*T*Vp elements, so it is all about memory traffic: the vectors a thread
  * read in pass 1 can stay in its registers (CACHE of them) so that pass 2 does not read them
- * again, or pass 2 re-reads the row from L2 (CACHE = 0, the faster choice, see below). */
+ * again, or pass 2 re-reads the row from L2 (CACHE = 0, the faster choice, see below).
+ * Rows whose target is LLMC_IGNORE_TARGET (masked out of the loss) only write zeros. */
 #include <math.h>
 #include "common.cuh"
 
@@ -60,6 +61,14 @@ __global__ void __launch_bounds__(THREADS)
     bf16 *x = logits + (size_t)blockIdx.x * Vp;
     const int nvec = Vp / VEC;
     const int target = targets[blockIdx.x];
+    if (target == LLMC_IGNORE_TARGET) { /* no loss, no gradient: the row is not read (block-uniform exit) */
+        if (tid == 0) losses[blockIdx.x] = 0.0f;
+        if (dloss != 0.0f) {
+            const float zero[VEC] = {};
+            for (int i = tid; i < nvec; i += blockDim.x) st_bf16_cs<VEC>(x + (size_t)i * VEC, zero);
+        }
+        return;
+    }
     float target_logit = 0.0f;
     if (tid == 0 && target >= 0 && target < V) target_logit = __bfloat162float(x[target]); /* before any write */
 

@@ -158,7 +158,8 @@ struct llmc_backend_ops {
      * losses[i] (=, fp32) = logsumexp(logits[i,:V]) - logits[i, targets[i]].
      * If dloss != 0, logits is overwritten in place with dlogits:
      *   dlogits[i,j] = (softmax_j - [j == targets[i]]) * dloss for j < V, 0 for V <= j < Vp.
-     * targets: device int32 (N). */
+     * targets: device int32 (N). A row whose target is LLMC_IGNORE_TARGET gets loss 0 and, if
+     * dloss != 0, a zero dlogits row (its logits are not read then). */
     llmc_status (*classifier_forward)(llmc_device *dev, float *losses, void *logits, const int *targets, int N, int V,
                                       int Vp, float dloss);
 

@@ -5,6 +5,9 @@
  * so a bad file fails at startup rather than hours into a run. Batches are read
  * with pread at an offset: memory stays at one batch no matter how big the shards.
  *
+ * A shard may have a loss mask beside it (X.bin, X.mask: see llmc.h): targets whose mask byte
+ * is 0 come out as LLMC_IGNORE_TARGET. llm.c and other readers see only X.bin, a plain shard.
+ *
  * Position (epoch, shard, sample) names the *next* batch. With shuffling, the
  * shard order depends only on (seed, epoch) and a shard's sample order only on
  * (seed, epoch, file), so a saved position alone reproduces the stream.
@@ -26,10 +29,12 @@
 #include "rng.h"
 
 #define SHARD_VERSION 1
+#define MASK_VERSION 1
 #define HEADER_BYTES ((off_t)LLMC_HEADER_INTS * 4)
 
 typedef struct shard {
     char *path;
+    char *mask_path; /* NULL: no loss mask */
     size_t num_tokens;
     size_t num_batches; /* floor((num_tokens - 1) / (B*T)) */
 } shard;
@@ -48,9 +53,10 @@ struct llmc_dataloader {
 
     llmc_data_position pos;
 
-    /* the open file: one descriptor at a time, whatever the shard count */
-    int fd;
-    int fd_file;
+    /* the open files: one shard and its mask at a time, whatever the shard count */
+    int fd, fd_file;
+    int mask_fd, mask_fd_file;
+    int masked; /* every shard has a mask */
 
     /* shuffled orders, cached for the epoch / shard they were built for */
     int *shard_order;
@@ -63,6 +69,7 @@ struct llmc_dataloader {
     int sample_order_valid;
 
     uint16_t *buf; /* B*T+1 tokens */
+    uint8_t *mbuf; /* and their mask bytes */
 };
 
 static llmc_status fail(llmc_dataloader *d, llmc_status code, const char *fmt, ...) {
@@ -132,26 +139,53 @@ static llmc_status batch_at(llmc_dataloader *d, uint64_t epoch, int file, uint64
     return LLMC_OK;
 }
 
-/* Reads exactly n bytes at off; fails on a short read (a shard cut after open). */
-static llmc_status read_at(llmc_dataloader *d, int file, void *dst, size_t n, off_t off) {
-    if (d->fd_file != file) {
-        if (d->fd >= 0) close(d->fd);
-        d->fd_file = -1;
-        d->fd = open(d->shards[file].path, O_RDONLY);
-        if (d->fd < 0) return fail(d, LLMC_ERR_IO, "cannot open shard %s: %s", d->shards[file].path, strerror(errno));
-        d->fd_file = file;
+/* Reads exactly n bytes at off of `path` (kept open in *fd as file number `file`); fails on a
+ * short read (a file cut after open). what: "shard" or "mask file". */
+static llmc_status read_at(llmc_dataloader *d, const char *path, int *fd, int *fd_file, int file, void *dst, size_t n,
+                           off_t off, const char *what) {
+    if (*fd_file != file) {
+        if (*fd >= 0) close(*fd);
+        *fd_file = -1;
+        *fd = open(path, O_RDONLY);
+        if (*fd < 0) return fail(d, LLMC_ERR_IO, "cannot open %s %s: %s", what, path, strerror(errno));
+        *fd_file = file;
     }
     char *p = dst;
     while (n > 0) {
-        ssize_t r = pread(d->fd, p, n, off);
+        ssize_t r = pread(*fd, p, n, off);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return fail(d, LLMC_ERR_IO, "cannot read shard %s: %s", d->shards[file].path, strerror(errno));
-        if (r == 0) return fail(d, LLMC_ERR_FORMAT, "shard %s is shorter than when it was opened", d->shards[file].path);
+        if (r < 0) return fail(d, LLMC_ERR_IO, "cannot read %s %s: %s", what, path, strerror(errno));
+        if (r == 0) return fail(d, LLMC_ERR_FORMAT, "%s %s is shorter than when it was opened", what, path);
         p += r;
         n -= (size_t)r;
         off += r;
     }
     return LLMC_OK;
+}
+
+/* Opens path as a regular file (O_NONBLOCK: a glob may match a FIFO, whose open() would wait
+ * for a writer forever) and reads its header; *size gets the file's size. */
+static llmc_status read_header(llmc_dataloader *d, const char *path, const char *what, int32_t h[LLMC_HEADER_INTS],
+                               off_t *size) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(d, LLMC_ERR_IO, "cannot open %s %s: %s", what, path, strerror(errno));
+    struct stat sb;
+    llmc_status st = LLMC_OK;
+    if (fstat(fd, &sb) != 0) st = fail(d, LLMC_ERR_IO, "cannot stat %s %s: %s", what, path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode))
+        st = fail(d, LLMC_ERR_IO, "%s %s is not a regular file (a directory or a pipe?)", what, path);
+    else if (sb.st_size < HEADER_BYTES)
+        st = fail(d, LLMC_ERR_FORMAT, "truncated %s %s: %lld bytes, shorter than the %d-byte header", what, path,
+                  (long long)sb.st_size, (int)HEADER_BYTES);
+    for (size_t got = 0; st == LLMC_OK && got < LLMC_HEADER_INTS * 4;) {
+        ssize_t r = pread(fd, (char *)h + got, LLMC_HEADER_INTS * 4 - got, (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) st = fail(d, LLMC_ERR_IO, "cannot read the header of %s %s", what, path);
+        else got += (size_t)r;
+    }
+    close(fd);
+    *size = st == LLMC_OK ? sb.st_size : 0;
+    return st;
 }
 
 /* Checks one shard's header and size; fills s->num_tokens.
@@ -161,35 +195,14 @@ static llmc_status read_at(llmc_dataloader *d, int file, void *dst, size_t n, of
  * files hold (a batch needs B*T+1 tokens of one shard; the sample order of a shard has one
  * entry per batch of it). */
 static llmc_status validate_shard(llmc_dataloader *d, shard *s, size_t bt) {
-    /* O_NONBLOCK: a glob may match a FIFO, whose open() would wait for a writer forever */
-    int fd = open(s->path, O_RDONLY | O_NONBLOCK);
-    if (fd < 0) return fail(d, LLMC_ERR_IO, "cannot open shard %s: %s", s->path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        close(fd);
-        return fail(d, LLMC_ERR_IO, "cannot stat shard %s: %s", s->path, strerror(errno));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return fail(d, LLMC_ERR_IO, "shard %s is not a regular file (a directory or a pipe?)", s->path);
-    }
-    if (sb.st_size < HEADER_BYTES) {
-        close(fd);
-        return fail(d, LLMC_ERR_FORMAT, "truncated shard %s: %lld bytes, shorter than the %d-byte header", s->path,
-                    (long long)sb.st_size, (int)HEADER_BYTES);
-    }
     int32_t h[LLMC_HEADER_INTS];
-    size_t got = 0;
-    while (got < sizeof h) {
-        ssize_t r = pread(fd, (char *)h + got, sizeof h - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            close(fd);
-            return fail(d, LLMC_ERR_IO, "cannot read the header of shard %s", s->path);
-        }
-        got += (size_t)r;
-    }
-    close(fd);
+    off_t size;
+    llmc_status st = read_header(d, s->path, "shard", h, &size);
+    if (st != LLMC_OK) return st;
+    if (h[0] == LLMC_MASK_MAGIC)
+        return fail(d, LLMC_ERR_FORMAT,
+                    "%s is a loss-mask file, not a token shard: give a pattern that matches only the .bin shards",
+                    s->path);
     if (h[0] != LLMC_SHARD_MAGIC)
         return fail(d, LLMC_ERR_FORMAT, "shard %s has wrong magic %d (expected %d): not an llm.c token shard", s->path,
                     h[0], LLMC_SHARD_MAGIC);
@@ -198,19 +211,65 @@ static llmc_status validate_shard(llmc_dataloader *d, shard *s, size_t bt) {
                     SHARD_VERSION);
     if (h[2] < 0) return fail(d, LLMC_ERR_FORMAT, "shard %s has a negative token count %d", s->path, h[2]);
     long long want = (long long)HEADER_BYTES + 2LL * h[2];
-    if ((long long)sb.st_size != want) {
-        long long held = ((long long)sb.st_size - HEADER_BYTES) / 2;
-        if ((long long)sb.st_size < want)
+    if ((long long)size != want) {
+        long long held = ((long long)size - HEADER_BYTES) / 2;
+        if ((long long)size < want)
             return fail(d, LLMC_ERR_FORMAT, "truncated shard %s: header says %d tokens but file holds %lld", s->path,
                         h[2], held);
         return fail(d, LLMC_ERR_FORMAT, "shard %s is longer than its header: header says %d tokens but file holds %lld%s",
-                    s->path, h[2], held, ((long long)sb.st_size - HEADER_BYTES) % 2 ? " and a stray byte" : "");
+                    s->path, h[2], held, ((long long)size - HEADER_BYTES) % 2 ? " and a stray byte" : "");
     }
     s->num_tokens = (size_t)h[2];
     if (s->num_tokens < bt + 1)
         return fail(d, LLMC_ERR_FORMAT, "shard %s has %zu tokens, fewer than B*T+1 = %zu needed for one batch", s->path,
                     s->num_tokens, bt + 1);
     s->num_batches = (s->num_tokens - 1) / bt;
+    return LLMC_OK;
+}
+
+/* X.bin -> X.mask (any other name: name + ".mask"). */
+static char *mask_path_of(const char *path) {
+    size_t n = strlen(path);
+    if (n >= 4 && !strcmp(path + n - 4, ".bin")) n -= 4;
+    char *m = malloc(n + 6);
+    if (m) {
+        memcpy(m, path, n);
+        memcpy(m + n, ".mask", 6);
+    }
+    return m;
+}
+
+/* The mask beside shard s, if there is one: its header must match the shard and this T. */
+static llmc_status find_mask(llmc_dataloader *d, shard *s) {
+    char *mp = mask_path_of(s->path);
+    if (!mp) return fail(d, LLMC_ERR_OUT_OF_MEMORY, "out of memory for a mask file name");
+    struct stat sb;
+    if (stat(mp, &sb) != 0) { /* no mask: a plain shard */
+        free(mp);
+        return LLMC_OK;
+    }
+    s->mask_path = mp;
+    int32_t h[LLMC_HEADER_INTS];
+    off_t size;
+    llmc_status st = read_header(d, mp, "mask file", h, &size);
+    if (st != LLMC_OK) return st;
+    if (h[0] != LLMC_MASK_MAGIC)
+        return fail(d, LLMC_ERR_FORMAT, "mask file %s has wrong magic %d (expected %d): not an llmc loss mask", mp, h[0],
+                    LLMC_MASK_MAGIC);
+    if (h[1] != MASK_VERSION)
+        return fail(d, LLMC_ERR_FORMAT, "mask file %s has version %d; this llmc reads version %d", mp, h[1],
+                    MASK_VERSION);
+    if (h[2] < 0 || (size_t)h[2] != s->num_tokens)
+        return fail(d, LLMC_ERR_FORMAT, "mask file %s is for %d tokens but its shard %s holds %zu", mp, h[2], s->path,
+                    s->num_tokens);
+    if ((long long)size != (long long)HEADER_BYTES + h[2])
+        return fail(d, LLMC_ERR_FORMAT, "mask file %s holds %lld mask bytes, its header says %d", mp,
+                    (long long)size - (long long)HEADER_BYTES, h[2]);
+    if (h[3] != d->T)
+        return fail(d, LLMC_ERR_INVALID_ARG,
+                    "mask file %s was packed for rows of T=%d tokens; train with -t %d (or prepare the data again "
+                    "with --seq-len %d)",
+                    mp, h[3], h[3], d->T);
     return LLMC_OK;
 }
 
@@ -260,7 +319,18 @@ static llmc_status open_impl(llmc_dataloader *d, const char *pattern) {
         if (st != LLMC_OK) return st;
         d->total_tokens += d->shards[i].num_tokens;
         d->total_batches += d->shards[i].num_batches;
+        if ((st = find_mask(d, &d->shards[i])) != LLMC_OK) return st;
+        d->masked += d->shards[i].mask_path != NULL;
     }
+    if (d->masked && d->masked != d->num_shards) {
+        int i = 0;
+        while (d->shards[i].mask_path) i++;
+        return fail(d, LLMC_ERR_FORMAT, "%d of %d shards have a loss mask but %s has none: do not mix masked and plain shards",
+                    d->masked, d->num_shards, d->shards[i].path);
+    }
+    d->masked = d->masked > 0;
+    if (d->masked && !(d->mbuf = malloc(bt + 1)))
+        return fail(d, LLMC_ERR_OUT_OF_MEMORY, "out of memory for the masks of %zu tokens", bt + 1);
 
     d->buf = malloc((bt + 1) * sizeof *d->buf);
     if (!d->buf) return fail(d, LLMC_ERR_OUT_OF_MEMORY, "out of memory for a batch of %zu tokens", bt + 1);
@@ -273,21 +343,23 @@ static llmc_status open_impl(llmc_dataloader *d, const char *pattern) {
 
 llmc_dataloader *llmc_dataloader_new(void) {
     llmc_dataloader *d = calloc(1, sizeof *d);
-    if (d) d->fd = d->fd_file = -1;
+    if (d) d->fd = d->fd_file = d->mask_fd = d->mask_fd_file = -1;
     return d;
 }
 
 /* Back to the state of llmc_dataloader_new, keeping nothing of an earlier open. */
 static void release(llmc_dataloader *d) {
     if (d->fd >= 0) close(d->fd);
+    if (d->mask_fd >= 0) close(d->mask_fd);
     if (d->shards)
-        for (int i = 0; i < d->num_shards; i++) free(d->shards[i].path);
+        for (int i = 0; i < d->num_shards; i++) free(d->shards[i].path), free(d->shards[i].mask_path);
     free(d->shards);
     free(d->shard_order);
     free(d->sample_order);
     free(d->buf);
+    free(d->mbuf);
     memset(d, 0, sizeof *d);
-    d->fd = d->fd_file = -1;
+    d->fd = d->fd_file = d->mask_fd = d->mask_fd_file = -1;
 }
 
 llmc_status llmc_dataloader_open(llmc_dataloader *d, const char *pattern, int B, int T, int shuffle, uint64_t seed) {
@@ -326,12 +398,22 @@ llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets) 
     size_t batch = 0;
     llmc_status st = batch_at(d, d->pos.epoch, file, d->pos.sample, &batch);
     if (st != LLMC_OK) return st;
+    const shard *s = &d->shards[file];
     off_t off = HEADER_BYTES + (off_t)(batch * bt) * 2;
-    st = read_at(d, file, d->buf, (bt + 1) * sizeof *d->buf, off);
+    st = read_at(d, s->path, &d->fd, &d->fd_file, file, d->buf, (bt + 1) * sizeof *d->buf, off, "shard");
+    if (st == LLMC_OK && d->masked)
+        st = read_at(d, s->mask_path, &d->mask_fd, &d->mask_fd_file, file, d->mbuf, bt + 1,
+                     HEADER_BYTES + (off_t)(batch * bt), "mask file");
     if (st != LLMC_OK) return st;
     for (size_t i = 0; i < bt; i++) {
         inputs[i] = d->buf[i];
         targets[i] = d->buf[i + 1];
+    }
+    for (size_t i = 0; d->masked && i < bt; i++) {
+        if (d->mbuf[i + 1] > 1)
+            return fail(d, LLMC_ERR_FORMAT, "mask file %s holds byte %d for token %zu; mask bytes are 0 or 1",
+                        s->mask_path, d->mbuf[i + 1], batch * bt + i + 1);
+        if (!d->mbuf[i + 1]) targets[i] = LLMC_IGNORE_TARGET;
     }
     /* advance: next sample, else next shard, else next epoch */
     if (++d->pos.sample >= d->shards[file].num_batches) {
@@ -376,3 +458,4 @@ llmc_status llmc_dataloader_seek(llmc_dataloader *d, llmc_data_position p) {
 size_t llmc_dataloader_num_tokens(const llmc_dataloader *d) { return d && d->ok ? d->total_tokens : 0; }
 int llmc_dataloader_num_shards(const llmc_dataloader *d) { return d && d->ok ? d->num_shards : 0; }
 size_t llmc_dataloader_num_batches(const llmc_dataloader *d) { return d && d->ok ? d->total_batches : 0; }
+int llmc_dataloader_has_masks(const llmc_dataloader *d) { return d && d->ok ? d->masked : 0; }

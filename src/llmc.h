@@ -36,6 +36,7 @@ extern "C" {
 #define LLMC_STATE_MAGIC 20240327     /* optimizer/trainer state next to a model file */
 #define LLMC_TOKENIZER_MAGIC 20240328 /* tokenizer .bin */
 #define LLMC_SHARD_MAGIC 20240520     /* token shard: uint16 tokens */
+#define LLMC_MASK_MAGIC 20241201      /* llmc loss mask beside a shard: one uint8 per token */
 #define LLMC_HEADER_INTS 256          /* every file starts with 256 int32 */
 #define LLMC_ERR_LEN 512
 
@@ -192,20 +193,27 @@ llmc_model *llmc_train_model(llmc_train *t);
 /* Device memory in use by the training state (bytes). */
 size_t llmc_train_memory(const llmc_train *t);
 
+/* A target that takes no part in the loss (a masked prompt token, padding): no loss, no gradient. */
+#define LLMC_IGNORE_TARGET (-1)
+
 /* inputs and targets are host arrays of B*T token ids (int32), targets may be NULL.
- * Token ids are checked: 0 <= id < V, and 1 <= B, 1 <= T <= max_seq_len. */
+ * Token ids are checked: 0 <= id < V (targets may also be LLMC_IGNORE_TARGET), and
+ * 1 <= B, 1 <= T <= max_seq_len. */
 llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T);
-/* Mean loss over B*T of the last forward with targets (NaN if none). */
+/* Mean loss over the counted targets of the last forward with targets (0 if every target was
+ * ignored, NaN if there were no targets). */
 float llmc_train_loss(const llmc_train *t);
 /* Copies the last forward's logits, B*T*V floats (padding columns dropped). */
 llmc_status llmc_train_get_logits(llmc_train *t, float *dst);
 /* Copies the logits of one position, V floats. */
 llmc_status llmc_train_get_logits_at(llmc_train *t, int b, int pos, float *dst);
-/* Copies the last forward's per-position losses, B*T floats. */
+/* Copies the last forward's per-position losses, B*T floats (0 at ignored targets). */
 llmc_status llmc_train_get_losses(llmc_train *t, float *dst);
 
 llmc_status llmc_train_zero_grad(llmc_train *t);
-/* Accumulates d(loss_scale * mean loss)/dparams into the gradients. Needs a forward with targets. */
+/* Accumulates d(loss_scale * mean loss)/dparams into the gradients (loss_scale finite, nonzero).
+ * Needs a forward with targets. The mean is over this batch's counted targets; with gradient
+ * accumulation each micro-batch is its own mean, as in llm.c and nanoGPT. */
 llmc_status llmc_train_backward(llmc_train *t, float loss_scale);
 /* forward + backward fused for training: the classifier writes dlogits in the same pass.
  * The logits of this step are not kept. *loss receives the mean loss. */
@@ -291,9 +299,14 @@ llmc_dataloader *llmc_dataloader_new(void);
 void llmc_dataloader_free(llmc_dataloader *d);
 const char *llmc_dataloader_error(const llmc_dataloader *d);
 /* Opens every file matching pattern (a glob). Each shard must hold at least B*T+1 tokens.
- * With shuffle, shard order and sample order are permuted per epoch from seed. */
+ * With shuffle, shard order and sample order are permuted per epoch from seed.
+ * A shard X.bin may have a loss mask X.mask beside it (written by llmc.prepare for
+ * prompt/response data): header magic LLMC_MASK_MAGIC, version 1, token count, row length T
+ * it was packed for; then one byte per token, 1 if that token counts as a target. Then every
+ * shard must have one, and T must be the row length. */
 llmc_status llmc_dataloader_open(llmc_dataloader *d, const char *pattern, int B, int T, int shuffle, uint64_t seed);
-/* Fills B*T inputs and the B*T targets shifted by one. */
+/* Fills B*T inputs and the B*T targets shifted by one; with masks, a target that does not
+ * count is LLMC_IGNORE_TARGET. */
 llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets);
 void llmc_dataloader_reset(llmc_dataloader *d);
 llmc_data_position llmc_dataloader_tell(const llmc_dataloader *d);
@@ -302,6 +315,8 @@ size_t llmc_dataloader_num_tokens(const llmc_dataloader *d);
 int llmc_dataloader_num_shards(const llmc_dataloader *d);
 /* Batches per epoch (sum over shards of their sample counts). */
 size_t llmc_dataloader_num_batches(const llmc_dataloader *d);
+/* 1 when the shards have loss masks. */
+int llmc_dataloader_has_masks(const llmc_dataloader *d);
 
 /* ---- tokenizer .bin (decode only: C needs it to print samples) ---- */
 typedef struct llmc_tokenizer llmc_tokenizer;

@@ -46,15 +46,21 @@ static layer_acts layer_view(const llmc_train *t, int l) {
     return v;
 }
 
-static llmc_status check_tokens(llmc_train *t, const int *ids, size_t n, const char *what) {
+/* ignore_ok: targets, where LLMC_IGNORE_TARGET marks a position left out of the loss. */
+static llmc_status check_tokens(llmc_train *t, const int *ids, size_t n, const char *what, int ignore_ok) {
     const int V = t->m->w.cfg.vocab_size;
     for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V)
+        if ((ids[i] < 0 || ids[i] >= V) && !(ignore_ok && ids[i] == LLMC_IGNORE_TARGET))
             return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
                                    "%s token id %d at position %zu is out of range: the vocabulary has %d tokens "
-                                   "(ids 0..%d)",
-                                   what, ids[i], i, V, V - 1);
+                                   "(ids 0..%d%s)",
+                                   what, ids[i], i, V, V - 1, ignore_ok ? ", or -1 for a target left out of the loss" : "");
     return LLMC_OK;
+}
+
+/* The scale of each counted row's dlogits: loss_scale times d(mean)/d(row loss). */
+static float row_dloss(const llmc_train *t, float loss_scale) {
+    return loss_scale / (float)(t->counted_targets > 0 ? t->counted_targets : 1);
 }
 
 static llmc_status check_batch(llmc_train *t, const int *inputs, int B, int T) {
@@ -116,9 +122,9 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
     TRAIN_TRY(t, ops->classifier_forward(d, a->losses, a->logits, a->targets, N, V, Vp, dloss));
     if (dloss != 0.0f) t->logits_state = LOGITS_ARE_DLOGITS;
     TRAIN_TRY(t, ops->copy_d2h(d, t->host_losses, a->losses, (size_t)N * sizeof(float)));
-    double sum = 0.0;
+    double sum = 0.0; /* ignored rows hold 0 */
     for (int i = 0; i < N; i++) sum += t->host_losses[i];
-    t->loss = (float)(sum / N);
+    t->loss = t->counted_targets > 0 ? (float)(sum / t->counted_targets) : 0.0f;
     if (!isfinite(t->loss))
         return llmc_train_fail(t, LLMC_ERR_NUMERIC,
                                "the loss is %s: the model's logits are not finite (weights too large, or a learning "
@@ -129,8 +135,8 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
 
 static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *targets, int B, int T, int training) {
     llmc_status st = check_batch(t, inputs, B, T);
-    if (st == LLMC_OK) st = check_tokens(t, inputs, (size_t)B * T, "input");
-    if (st == LLMC_OK && targets) st = check_tokens(t, targets, (size_t)B * T, "target");
+    if (st == LLMC_OK) st = check_tokens(t, inputs, (size_t)B * T, "input", 0);
+    if (st == LLMC_OK && targets) st = check_tokens(t, targets, (size_t)B * T, "target", 1);
     if (st == LLMC_OK) st = llmc_train_ensure_acts(t, B, T, training);
     if (st != LLMC_OK) return st;
     size_t N = (size_t)B * T;
@@ -138,6 +144,8 @@ static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *ta
     t->B = B;
     t->T = T;
     t->has_targets = targets != NULL;
+    t->counted_targets = 0;
+    for (size_t i = 0; targets && i < N; i++) t->counted_targets += targets[i] != LLMC_IGNORE_TARGET;
     t->logits_state = LOGITS_NONE;
     t->loss = NAN;
     memcpy(t->host_inputs, inputs, N * sizeof(int));
@@ -259,16 +267,25 @@ static llmc_status prepare_backward(llmc_train *t) {
     return st;
 }
 
+/* dloss = 0 would leave logits where dlogits belong, so a zero scale is refused. */
+static llmc_status check_loss_scale(llmc_train *t, float loss_scale) {
+    if (!isfinite(loss_scale) || loss_scale == 0.0f)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "loss_scale must be finite and nonzero, not %g",
+                               (double)loss_scale);
+    return LLMC_OK;
+}
+
 llmc_status llmc_train_backward(llmc_train *t, float loss_scale) {
     if (!t->m || !t->has_targets || t->logits_state == LOGITS_NONE)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "backward needs a forward with targets first");
+    if (check_loss_scale(t, loss_scale) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
     llmc_status st = prepare_backward(t);
     if (st != LLMC_OK) return st;
     if (t->logits_state == LOGITS_VALID) { /* turn the kept logits into dlogits */
         const int N = t->B * t->T;
         const llmc_config *c = &t->m->w.cfg;
         TRAIN_TRY(t, t->m->dev.ops->classifier_forward(&t->m->dev, t->a.losses, t->a.logits, t->a.targets, N,
-                                                       c->vocab_size, c->padded_vocab_size, loss_scale / N));
+                                                       c->vocab_size, c->padded_vocab_size, row_dloss(t, loss_scale)));
     }
     return backward_graph(t);
 }
@@ -276,9 +293,10 @@ llmc_status llmc_train_backward(llmc_train *t, float loss_scale) {
 llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const int *targets, int B, int T,
                                         float loss_scale, float *loss) {
     if (!targets) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "training needs targets");
-    llmc_status st = prepare_batch(t, inputs, targets, B, T, 1);
+    llmc_status st = check_loss_scale(t, loss_scale);
+    if (st == LLMC_OK) st = prepare_batch(t, inputs, targets, B, T, 1);
     if (st == LLMC_OK) st = prepare_backward(t);
-    if (st == LLMC_OK) st = forward_graph(t, B, T, loss_scale / (float)(B * T));
+    if (st == LLMC_OK) st = forward_graph(t, B, T, row_dloss(t, loss_scale));
     if (st == LLMC_OK) st = backward_graph(t);
     if (loss) *loss = t->loss;
     return st;

@@ -65,6 +65,7 @@ struct llmc_train {
     float *host_losses;
     size_t host_capacity;     /* elements in host_inputs / host_losses */
     int has_targets;
+    int counted_targets;      /* targets of the last batch that are not LLMC_IGNORE_TARGET */
     int logits_state;
     float loss;
 };

@@ -446,10 +446,11 @@ static llmc_status start(loop *L, int first_step) {
     char text[1024];
     snprintf(text, sizeof text,
              "model: L=%d H=%d C=%d T=%d V=%d (%zu params) on %s\n"
-             "batch: B=%d T=%d, %d micro-steps for %d tokens per step, %d steps, %zu train tokens",
+             "batch: B=%d T=%d, %d micro-steps for %d tokens per step, %d steps, %zu train tokens%s",
              c->num_layers, c->num_heads, c->channels, c->max_seq_len, c->vocab_size, L->t->m->w.count,
              llmc_model_backend(L->t->m), L->B, L->T, L->accum, L->total_batch, L->max_steps,
-             llmc_dataloader_num_tokens(L->train));
+             llmc_dataloader_num_tokens(L->train),
+             llmc_dataloader_has_masks(L->train) ? " (loss masks: only the masked-in targets count)" : "");
     llmc_event e = {.kind = LLMC_EVENT_START, .step = first_step, .text = text};
     return emit(L, &e);
 }

@@ -62,6 +62,62 @@ def test_forward_backward_matches_reference(device, B, T):
         assert_close(grads[name], rgrads[name], GRAD_TOL[device], f"grad {name}")
 
 
+def masked(y, seed=0, frac=0.6):
+    """y with about frac of its targets ignored (-1), in runs like a prompt's, one row fully."""
+    rng = np.random.default_rng(seed)
+    y = y.copy()
+    for b in range(y.shape[0]):
+        y[b, : rng.integers(1, y.shape[1])] = ref.IGNORE_TARGET  # a prompt: masked up to a point
+    y[rng.random(y.shape) < frac / 2] = ref.IGNORE_TARGET
+    y[0] = ref.IGNORE_TARGET
+    return y
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("fused", [False, True])
+def test_masked_targets_match_reference(device, fused):
+    """Ignored targets add neither loss nor gradient; the mean is over the counted ones."""
+    model = make_model(device)
+    cfg = model.config
+    x, y = batch(cfg, 3, 29)
+    y = masked(y)
+    assert 0 < np.count_nonzero(y >= 0) < y.size
+    model.zero_grad()
+    if fused:
+        loss = model._trainer().forward_backward(x, y, 1.0)
+    else:
+        _, loss = model.forward(x, y)
+        model.backward()
+    rcfg = ref_config(cfg)
+    params = ref.unflatten(model.get_params().astype(np.float64), rcfg)
+    _, rloss, cache = ref.gpt2_forward(params, rcfg, x, y)
+    rgrads = ref.gpt2_backward(params, rcfg, cache)
+    assert abs(loss - rloss) / rloss < LOGIT_TOL[device], f"loss {loss} vs {rloss}"
+    for name in ref.PARAM_NAMES:
+        assert_close(model.grads[name], rgrads[name], GRAD_TOL[device], f"grad {name}")
+    # and the reference's own view: masking equals dropping those positions from the mean
+    full = ref.crossentropy_forward(cache["logits_full"], np.where(y < 0, 0, y), cfg["vocab_size"])
+    assert rloss == pytest.approx(full[y >= 0].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_all_targets_masked_gives_zero_loss_and_gradients(device):
+    model = make_model(device)
+    x, _ = batch(model.config, 2, 17)
+    y = np.full_like(x, ref.IGNORE_TARGET)
+    model.zero_grad()
+    loss = model._trainer().forward_backward(x, y, 1.0)
+    assert loss == 0.0
+    g = model._trainer().get_grads()
+    assert np.all(g == 0), "no gradient may come from a batch without counted targets"
+    _, loss = model.forward(x, y)
+    model.backward()
+    assert loss == 0.0 and np.all(model._trainer().get_grads() == 0)
+    for bad in (0.0, float("nan")):
+        with pytest.raises(llmc.LlmcError, match="loss_scale"):
+            model._trainer().forward_backward(x, y, bad)
+
+
 @pytest.mark.parametrize("device", BACKENDS)
 def test_fused_training_step_equals_forward_then_backward(device):
     """forward_backward (classifier writes dlogits in the same pass) == forward + backward."""

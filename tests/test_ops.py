@@ -170,6 +170,32 @@ def test_classifier(device, N, V, Vp, dloss):
         assert np.all(out[:, V:] == 0), "padded columns must get zero gradient"
 
 
+@pytest.mark.parametrize("N,V,Vp", [(1, 10, 16), (7, 50, 64), (33, 1000, 1024), (6, 50257, 50304)])
+@pytest.mark.parametrize("masked", ["some", "all"])
+@pytest.mark.parametrize("dloss", [0.0, 0.25])
+def test_classifier_ignored_targets(device, N, V, Vp, masked, dloss):
+    """Targets of -1 give loss 0 and a zero dlogits row; the other rows are as without a mask."""
+    logits = rnd(N, Vp, scale=3.0)
+    targets = rng.integers(0, V, N).astype(np.int32)
+    ignored = rng.random(N) < 0.5 if masked == "some" else np.ones(N, bool)
+    ignored[0] = True
+    if masked == "some" and N > 1:
+        ignored[-1] = False
+    targets[ignored] = ref.IGNORE_TARGET
+    losses, out = device.classifier_forward(logits, targets, V, dloss)
+    (l64,) = rounded(device, logits)
+    want = ref.crossentropy_forward(l64, targets, V)
+    assert np.all(losses[ignored] == 0), "an ignored target must give loss exactly 0"
+    if masked == "some":
+        assert_close(losses, want, tol(device), "losses")
+    if dloss == 0.0:
+        np.testing.assert_array_equal(out, device.roundtrip(logits))  # logits untouched
+    else:
+        assert np.all(out[ignored] == 0), "an ignored target must give a zero gradient row"
+        if masked == "some":
+            assert_close(out, ref.crossentropy_backward(l64, targets, dloss, V), tol(device), "dlogits")
+
+
 # ---------------------------------------------------------------- optimizer
 def adamw_ref(p, g, m, v, lr, b1, b2, t, eps, wd, scale):
     g = g * scale

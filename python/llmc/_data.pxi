@@ -24,6 +24,7 @@ cdef extern from "llmc.h":
     size_t _dl_num_tokens "llmc_dataloader_num_tokens"(const _dl_llmc_dataloader *d) nogil
     int _dl_num_shards "llmc_dataloader_num_shards"(const _dl_llmc_dataloader *d) nogil
     size_t _dl_num_batches "llmc_dataloader_num_batches"(const _dl_llmc_dataloader *d) nogil
+    int _dl_has_masks "llmc_dataloader_has_masks"(const _dl_llmc_dataloader *d) nogil
 
     ctypedef struct _dl_llmc_tokenizer "llmc_tokenizer":
         pass
@@ -93,7 +94,8 @@ cdef class DataLoader:
         raise LlmcError(_dl_error(self._d).decode("utf-8", "replace") or "data loader error")
 
     def next(self):
-        """The next batch as (inputs, targets), each int32 of shape (B, T)."""
+        """The next batch as (inputs, targets), each int32 of shape (B, T); with loss masks a target
+        left out of the loss is -1."""
         cdef cnp.ndarray inputs = np.empty((self.B, self.T), dtype=np.int32)
         cdef cnp.ndarray targets = np.empty((self.B, self.T), dtype=np.int32)
         cdef int *pi = <int *>cnp.PyArray_DATA(inputs)
@@ -142,6 +144,11 @@ cdef class DataLoader:
     def num_batches(self):
         """Batches per epoch."""
         return _dl_num_batches(self._d)
+
+    @property
+    def has_masks(self):
+        """Whether the shards have loss masks (then next() gives -1 for targets left out of the loss)."""
+        return _dl_has_masks(self._d) != 0
 
 
 cdef class Tokenizer:

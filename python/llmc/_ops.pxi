@@ -307,7 +307,7 @@ cdef class Device:
         N, Vp = logits.shape
         if not 0 < V <= Vp:
             raise LlmcError(f"classifier_forward: V={V} must be in [1, {Vp}]")
-        targets = self._ids(targets, 0, V, "targets", (N,))
+        targets = self._ids(targets, -1, V, "targets", (N,))  # -1: ignored
         losses, lg, tg = self._poisoned(N, False), self._put(logits), self._put_int(targets)
         self._ok(self.d.ops.classifier_forward(&self.d, <float *>losses.ptr, lg.ptr, <int *>tg.ptr, N, V, Vp, dloss))
         return self._get(losses, (N,), False), self._get(lg, (N, Vp))

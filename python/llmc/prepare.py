@@ -2,6 +2,9 @@
 
     python -m llmc.prepare --input a.txt b.txt --out data/mine
     python -m llmc.prepare --dataset shakespeare --out data/shakespeare
+    python -m llmc.prepare --format jsonl --input train.jsonl --out data/ft --seq-len 256
+
+(--format jsonl: prompt/response examples with a loss mask, see llmc/prepare_jsonl.py.)
 
 Writes into DIR:
   <name>_val_000000.bin, <name>_train_000000.bin, <name>_train_000001.bin, ...
@@ -544,6 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GPT-2 ranks file gpt2.tiktoken (else $LLMC_GPT2_TIKTOKEN, "
                          "shared/data/gpt2.tiktoken, or tiktoken's download)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    ft = ap.add_argument_group("prompt/response data (--format jsonl; see llmc/prepare_jsonl.py)")
+    ft.add_argument("--format", choices=["text", "jsonl"], default="text",
+                    help="text: plain documents (default); jsonl: one example a line, trained on the "
+                         "responses only (a .mask beside each shard)")
+    ft.add_argument("--seq-len", type=int, default=None, metavar="T",
+                    help="jsonl: the rows' length, the trainers' -t (default 1024)")
+    ft.add_argument("--prompt-field", default="prompt", help="jsonl: the prompt's field (default %(default)s)")
+    ft.add_argument("--response-field", default="completion",
+                    help="jsonl: the response's field (default %(default)s); lines with 'messages' use the chat "
+                         "template")
+    ft.add_argument("--skip-bad", action="store_true", help="jsonl: skip and count bad lines instead of stopping")
+    ft.add_argument("--one-per-row", action="store_true",
+                    help="jsonl: one example a row, so no example attends to another (more padding)")
     return ap
 
 
@@ -555,6 +571,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not a.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    jsonl_only = [f for f, v in (("--seq-len", a.seq_len is not None), ("--skip-bad", a.skip_bad),
+                                 ("--one-per-row", a.one_per_row), ("--prompt-field", a.prompt_field != "prompt"),
+                                 ("--response-field", a.response_field != "completion")) if v]
+    if a.format == "text" and jsonl_only:
+        ap.error(f"{', '.join(jsonl_only)} need --format jsonl")
+    if a.format == "jsonl":
+        if a.dataset or not a.input or len(a.input) != 1:
+            ap.error("--format jsonl reads one --input FILE")
+        if a.doc_sep is not None:
+            ap.error("--doc-sep applies to text, not --format jsonl")
+        from .prepare_jsonl import DEFAULT_SEQ_LEN, prepare_jsonl
+        try:
+            r = prepare_jsonl(a.out, a.input[0], seq_len=a.seq_len or DEFAULT_SEQ_LEN, name=a.name or "ft",
+                              val_fraction=a.val_fraction, prompt_field=a.prompt_field,
+                              response_field=a.response_field, skip_bad=a.skip_bad, one_per_row=a.one_per_row,
+                              shard_size=a.shard_size, tokenizer=a.tokenizer, log=log)
+        except (PrepareError, tok.TokenizerError) as e:
+            ap.exit(2, f"{ap.prog}: error: {e}\n")
+        if not a.quiet:
+            print(r.summary())
+        return 0
     try:
         r = prepare(a.out, inputs=a.input, dataset=a.dataset, name=a.name,
                     val_fraction=a.val_fraction, shard_size=a.shard_size,
@@ -570,4 +607,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run main() of the imported module, so that its PrepareError is the one llmc.prepare_jsonl raises
+    from llmc.prepare import main as _main
+    sys.exit(_main())

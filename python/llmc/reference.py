@@ -232,21 +232,31 @@ def attention_backward(dout, qkv, n_head):
 # Softmax cross-entropy over the first V of Vp columns
 # ---------------------------------------------------------------------------
 
+IGNORE_TARGET = -1  # a target left out of the loss: no loss, no gradient
+
+
 def crossentropy_forward(logits, targets, V=None):
-    """losses[...] = logsumexp(logits[..., :V]) - logits[..., target]."""
+    """losses[...] = logsumexp(logits[..., :V]) - logits[..., target]; 0 where target is ignored."""
     if V is None:
         V = logits.shape[-1]
     z = logits[..., :V]
     zmax = z.max(axis=-1, keepdims=True)
     lse = zmax[..., 0] + np.log(np.exp(z - zmax).sum(axis=-1))
     targets = np.asarray(targets)
-    picked = np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
-    return lse - picked
+    counted = targets != IGNORE_TARGET
+    picked = np.take_along_axis(z, np.where(counted, targets, 0)[..., None], axis=-1)[..., 0]
+    return np.where(counted, lse - picked, 0.0)
+
+
+def mean_loss(losses, targets):
+    """The mean over the counted targets (0 when every target is ignored)."""
+    n = int(np.count_nonzero(np.asarray(targets) != IGNORE_TARGET))
+    return float(losses.sum() / n) if n else 0.0
 
 
 def crossentropy_backward(logits, targets, dloss, V=None):
     """dlogits = (softmax(logits[..., :V]) - onehot(target)) * dloss on the
-    first V columns and exactly 0 on the padding columns V..Vp-1.
+    first V columns and exactly 0 on the padding columns V..Vp-1 and on ignored rows.
 
     dloss is a scalar or an array broadcastable to targets' shape.
     """
@@ -256,10 +266,11 @@ def crossentropy_backward(logits, targets, dloss, V=None):
     p = np.exp(z - z.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     targets = np.asarray(targets)
-    np.put_along_axis(p, targets[..., None],
-                      np.take_along_axis(p, targets[..., None], axis=-1) - 1.0, axis=-1)
+    counted = targets != IGNORE_TARGET
+    idx = np.where(counted, targets, 0)[..., None]
+    np.put_along_axis(p, idx, np.take_along_axis(p, idx, axis=-1) - 1.0, axis=-1)
     dlogits = np.zeros_like(logits, dtype=np.float64)
-    dlogits[..., :V] = p * np.asarray(dloss, dtype=np.float64)[..., None]
+    dlogits[..., :V] = p * (np.asarray(dloss, dtype=np.float64) * counted)[..., None]
     return dlogits
 
 
@@ -388,7 +399,7 @@ def gpt2_forward(params, cfg, tokens, targets=None):
     if targets is not None:
         targets = np.asarray(targets)
         cache["targets"] = targets
-        loss = float(crossentropy_forward(logits_full, targets, V).mean())
+        loss = mean_loss(crossentropy_forward(logits_full, targets, V), targets)
     return logits_full[..., :V], loss, cache
 
 
@@ -401,8 +412,9 @@ def gpt2_backward(params, cfg, cache):
     B, T = tokens.shape
     grads = {n: np.zeros(s) for n, s in param_shapes(cfg).items()}
 
-    # mean over B*T positions: each position's loss enters with weight 1/(B*T)
-    dlogits = crossentropy_backward(cache["logits_full"], targets, 1.0 / (B * T), cfg.vocab_size)
+    # mean over the counted positions: each enters with weight 1/count (ignored ones with 0)
+    counted = max(int(np.count_nonzero(targets != IGNORE_TARGET)), 1)
+    dlogits = crossentropy_backward(cache["logits_full"], targets, 1.0 / counted, cfg.vocab_size)
     dlnf, dwte_head, _ = matmul_backward(dlogits, cache["lnf"], p["wte"], has_bias=False)
     grads["wte"] += dwte_head
     dres, grads["lnfw"], grads["lnfb"] = layernorm_backward(
