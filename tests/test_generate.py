@@ -469,3 +469,21 @@ def test_stream_utf8_is_whole_characters():
     p.feed(b"ok\xe4\xb8")  # cut in the middle of a character at the end
     p.close()
     assert "".join(chunks) == "ok\ufffd"
+
+
+def test_cli_start_eot(tmp_path, enc):
+    """--start-eot puts <|endoftext|> before a text prompt, as the fine-tuning examples have it."""
+    path = tmp_path / "gpt2vocab.bin"
+    llmc.GPT2.from_config("L=1,H=2,C=32,T=32", seed=3).save(path)
+    prompt = "Words: stone\nFirst:"
+    ids = enc.encode_ordinary(prompt)
+    m = llmc.GPT2.from_pretrained(path)
+    got = []
+    for flag, start in (([], []), (["--start-eot"], [50256])):
+        r = cli("--model", path, "--prompt", prompt, *flag, "-n", 6, "--seed", 2, "--ids", "--eot", -1)
+        assert r.returncode == 0, r.stderr
+        got.append(ids_of(r.stdout))
+        assert got[-1] == m.generate(start + ids, max_new_tokens=6, seed=2, eot=-1).tolist(), flag
+    assert got[0] != got[1]
+    r = cli("--model", path, "--tokens", "1 2", "--start-eot")
+    assert r.returncode == 1 and "--start-eot applies to a text prompt" in r.stderr

@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m llmc.generate", description="Sample text from a GPT-2 model file.")
-    p.add_argument("--model", "-m", help="model file (.bin, llm.c v3 fp32 or v5 bf16)")
+    p.add_argument("--model", "-m", help="model file (.bin, llm.c v3 fp32 or v5 bf16) or a Hugging Face GPT-2 "
+                                         "directory")
     src = p.add_argument_group("prompt (at most one; default: start from <|endoftext|>)")
     src.add_argument("--prompt", "-p", help="prompt text")
     src.add_argument("--prompt-file", help="read the prompt text from this file")
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "$LLMC_GPT2_TIKTOKEN or shared/data")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    p.add_argument("--start-eot", action="store_true",
+                   help="begin a text prompt with <|endoftext|>, as llmc.prepare begins every document and "
+                        "fine-tuning example")
     return p
 
 
@@ -108,6 +112,8 @@ def run(argv: Optional[List[str]] = None) -> int:
              if v is not None]
     if len(given) > 1:
         raise UsageError(f"give only one of --prompt, --prompt-file, --tokens (got {' and '.join(given)})")
+    if args.start_eot and args.tokens is not None:
+        raise UsageError("--start-eot applies to a text prompt; with --tokens write the id 50256 first")
 
     from . import _core
     from .tokenizer import TokenizerError, get_encoding, resolve_ranks_path
@@ -116,8 +122,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         raise UsageError(f"unknown device {args.device!r}: this build has {', '.join(_core.backends())}")
     if not os.path.exists(args.model):
         raise UsageError(f"model file not found: {args.model}")
-    if os.path.isdir(args.model):
-        raise UsageError(f"--model {args.model} is a directory, not a model file")
+    if os.path.isdir(args.model) and not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise UsageError(f"--model {args.model} is a directory without config.json: neither a model file nor "
+                         "a Hugging Face model")
     # text needs the tokenizer; raw ids need it only to print text
     text_in = args.prompt is not None or args.prompt_file is not None
     enc = None
@@ -149,7 +156,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.tokens is not None:
         ids = _parse_tokens(args.tokens)
     elif args.prompt is not None:
-        ids = enc.encode_ordinary(args.prompt)
+        ids = ([enc.eot_token] if args.start_eot else []) + enc.encode_ordinary(args.prompt)
     else:
         ids = [eot if 0 <= eot < V else 0]
     if not ids:
