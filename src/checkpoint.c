@@ -64,6 +64,12 @@ static llmc_status write_done(llmc_train *t, const char *dir, int step) {
     return st == LLMC_OK ? llmc_atomic_close(&af, LLMC_OK, t->err, sizeof t->err) : st;
 }
 
+llmc_status llmc_checkpoint_mark_done(llmc_train *t, const char *dir, int step) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/DONE_%08d", dir, step);
+    return llmc_file_exists(path) ? LLMC_OK : write_done(t, dir, step);
+}
+
 void llmc_checkpoint_remove(const char *dir, int step) {
     char model[4096], state[4096], done[4096];
     checkpoint_paths(dir, step, model, state, sizeof model);
@@ -158,6 +164,41 @@ llmc_status llmc_checkpoint_find(const char *dir, int below, int *step, int *fil
 }
 
 llmc_status llmc_checkpoint_latest(const char *dir, int *step) { return llmc_checkpoint_find(dir, INT_MAX, step, NULL); }
+
+/* The step of a model_, state_ or DONE_ file name, or -1. */
+static int any_step(const char *name) {
+    int s = name_step(name, "model");
+    if (s < 0) s = name_step(name, "state");
+    if (s < 0 && sscanf(name, "DONE_%d", &s) == 1) {
+        char want[64];
+        snprintf(want, sizeof want, "DONE_%08d", s);
+        if (s < 0 || strcmp(want, name) != 0) s = -1;
+    } else if (s < 0) s = -1;
+    return s;
+}
+
+void llmc_checkpoint_remove_partial(const char *dir, int below) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    int steps[64], n = 0; /* a batch at a time: removing while reading a directory is unspecified */
+    do {
+        n = 0;
+        rewinddir(d);
+        while (n < 64 && (e = readdir(d)) != NULL) {
+            const int s = any_step(e->d_name);
+            if (s < 0 || s >= below) continue;
+            char mp[4096], sp[4096];
+            checkpoint_paths(dir, s, mp, sp, sizeof mp);
+            if (llmc_file_exists(mp) && llmc_file_exists(sp)) continue; /* complete */
+            int dup = 0;
+            for (int i = 0; i < n; i++) dup |= steps[i] == s;
+            if (!dup) steps[n++] = s;
+        }
+        for (int i = 0; i < n; i++) llmc_checkpoint_remove(dir, steps[i]);
+    } while (n == 64);
+    closedir(d);
+}
 
 /* The header fields that must make sense before anything is read or replaced. */
 static llmc_status check_header(llmc_train *t, const char *path, const int32_t *h) {

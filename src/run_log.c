@@ -13,15 +13,18 @@ static int line_step(const char *line) {
 }
 
 /* Rewrites path keeping the lines of steps <= keep (all of them when keep < 0: none is dropped,
- * the file is only created), or no line when keep == 0. Atomic. */
-static llmc_status rewrite(const char *path, int keep, char *err, size_t errlen) {
+ * the file is only created), or no line when keep == 0. Atomic. *kept_ckpt: 1 if a kept line
+ * records the checkpoint of step keep. */
+static llmc_status rewrite(const char *path, int keep, int *kept_ckpt, char *err, size_t errlen) {
     llmc_atomic_file af;
     llmc_status st = llmc_atomic_open(&af, path, err, errlen);
     if (st != LLMC_OK) return st;
     FILE *in = keep > 0 ? fopen(path, "r") : NULL;
     char line[4096];
     while (st == LLMC_OK && in && fgets(line, sizeof line, in)) {
-        if (line_step(line) > keep) continue;
+        const int s = line_step(line);
+        if (s > keep) continue;
+        if (s == keep && strstr(line, "\"checkpoint\": ")) *kept_ckpt = 1;
         st = llmc_atomic_write(&af, line, strlen(line), err, errlen);
     }
     if (in && st == LLMC_OK && ferror(in)) {
@@ -32,10 +35,11 @@ static llmc_status rewrite(const char *path, int keep, char *err, size_t errlen)
     return llmc_atomic_close(&af, st, err, errlen);
 }
 
-static llmc_status open_one(FILE **f, const char *dir, const char *name, int resumed_at, char *err, size_t errlen) {
+static llmc_status open_one(FILE **f, const char *dir, const char *name, int resumed_at, int *kept_ckpt, char *err,
+                            size_t errlen) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    llmc_status st = rewrite(path, resumed_at, err, errlen);
+    llmc_status st = rewrite(path, resumed_at, kept_ckpt, err, errlen);
     if (st != LLMC_OK) return st;
     *f = fopen(path, "a");
     if (*f) return LLMC_OK;
@@ -46,8 +50,16 @@ static llmc_status open_one(FILE **f, const char *dir, const char *name, int res
 llmc_status llmc_run_log_open(llmc_run_log *log, const char *dir, int resumed_at, char *err, size_t errlen) {
     memset(log, 0, sizeof *log);
     snprintf(log->dir, sizeof log->dir, "%s", dir);
-    llmc_status st = open_one(&log->text, dir, "main.log", resumed_at, err, errlen);
-    if (st == LLMC_OK) st = open_one(&log->json, dir, "main.jsonl", resumed_at, err, errlen);
+    int ignored = 0, kept_ckpt = 0;
+    llmc_status st = open_one(&log->text, dir, "main.log", resumed_at, &ignored, err, errlen);
+    if (st == LLMC_OK) st = open_one(&log->json, dir, "main.jsonl", resumed_at, &kept_ckpt, err, errlen);
+    /* a run killed between a checkpoint's files and its record: the record is written now */
+    if (st == LLMC_OK && resumed_at > 0 && !kept_ckpt) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/model_%08d.bin", dir, resumed_at);
+        llmc_event e = {.kind = LLMC_EVENT_CHECKPOINT, .step = resumed_at, .text = path};
+        st = llmc_run_log_event(log, &e, err, errlen);
+    }
     if (st != LLMC_OK) llmc_run_log_close(log);
     return st;
 }

@@ -13,7 +13,8 @@ typedef struct llmc_run_log {
 } llmc_run_log;
 
 /* Opens both logs in dir. A fresh run (resumed_at 0) starts them empty; a resume from a checkpoint
- * at resumed_at keeps only what was logged up to that step (the steps after it are done again).
+ * at resumed_at keeps only what was logged up to that step (the steps after it are done again),
+ * and adds that checkpoint's record to main.jsonl if the killed run did not get to write it.
  * Both rewrites are atomic. On failure writes a message into err. */
 llmc_status llmc_run_log_open(llmc_run_log *log, const char *dir, int resumed_at, char *err, size_t errlen);
 void llmc_run_log_close(llmc_run_log *log);

@@ -90,6 +90,11 @@ llmc_status llmc_train_ensure_acts(llmc_train *t, int B, int T, int training);
 llmc_status llmc_checkpoint_find(const char *dir, int below, int *step, int *files);
 /* Removes the checkpoint of step from dir (DONE marker first). */
 void llmc_checkpoint_remove(const char *dir, int step);
+/* Removes the leftovers of checkpoints below step `below` that are not complete pairs (a save or
+ * a removal that was killed halfway). */
+void llmc_checkpoint_remove_partial(const char *dir, int below);
+/* Writes DONE_<step> if it is missing (a run killed after the state file, before the marker). */
+llmc_status llmc_checkpoint_mark_done(llmc_train *t, const char *dir, int step);
 /* Drops gradients, optimizer state and activations (a new model shape). */
 void llmc_train_release(llmc_train *t);
 

@@ -254,6 +254,9 @@ static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
         if (o->resume) return note(L, 0, "no checkpoint in %s yet: starting from the model as given", o->out_dir);
         return LLMC_OK;
     }
+    if (o->resume && tried == 0) /* only the leftovers of a first save that was killed */
+        return note(L, 0, "no complete checkpoint in %s yet (%d file(s) of an interrupted save): starting from the "
+                    "model as given", o->out_dir, files);
     if (tried > 0)
         return llmc_train_fail(L->t, LLMC_ERR_FORMAT,
                                "no usable checkpoint in %s (%d tried; the last, %s); refusing to start over and "
@@ -321,10 +324,12 @@ static llmc_status sample(loop *L, int step) {
 }
 
 /* llm.c's retention: only the ckpt_keep newest checkpoints stay, and those at multiples of
- * ckpt_major, which are never removed. */
+ * ckpt_major, which are never removed. With retention on, the leftovers of killed saves and
+ * removals below the newest go too. */
 static void prune_checkpoints(loop *L, int newest) {
     const int keep = L->o->ckpt_keep, major = L->o->ckpt_major;
     if (keep <= 0) return;
+    llmc_checkpoint_remove_partial(L->o->out_dir, newest);
     int seen = 0, step = newest + 1;
     for (;;) {
         llmc_checkpoint_find(L->o->out_dir, step, &step, NULL);
@@ -473,6 +478,11 @@ static llmc_status run(loop *L) {
     if (st == LLMC_OK) st = open_log(L, first);
     if (st != LLMC_OK) return st;
     L->started = now_seconds();
+    if (first > 0) { /* a run killed after the state file: its marker, and its retention, now */
+        st = llmc_checkpoint_mark_done(L->t, L->o->out_dir, first);
+        if (st != LLMC_OK) return st;
+        prune_checkpoints(L, first);
+    }
     if (first >= L->max_steps && first > 0)
         return note(L, first, "nothing to train: the checkpoint in %s is at step %d and -x is %d", L->o->out_dir,
                     first, L->max_steps);
