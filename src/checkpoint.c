@@ -177,6 +177,19 @@ static int any_step(const char *name) {
     return s;
 }
 
+int llmc_checkpoint_steps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int first = -1, n = 0;
+    while ((e = readdir(d)) != NULL && n < 2) {
+        const int s = any_step(e->d_name);
+        if (s >= 0 && s != first) first = s, n++;
+    }
+    closedir(d);
+    return n;
+}
+
 void llmc_checkpoint_remove_partial(const char *dir, int below) {
     DIR *d = opendir(dir);
     if (!d) return;

@@ -93,6 +93,8 @@ void llmc_checkpoint_remove(const char *dir, int step);
 /* Removes the leftovers of checkpoints below step `below` that are not complete pairs (a save or
  * a removal that was killed halfway). */
 void llmc_checkpoint_remove_partial(const char *dir, int below);
+/* How many steps have checkpoint files (model_, state_ or DONE_) in dir: 0, 1, or 2 for "more". */
+int llmc_checkpoint_steps(const char *dir);
 /* Writes DONE_<step> if it is missing (a run killed after the state file, before the marker). */
 llmc_status llmc_checkpoint_mark_done(llmc_train *t, const char *dir, int step);
 /* Drops gradients, optimizer state and activations (a new model shape). */

@@ -254,7 +254,7 @@ static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
         if (o->resume) return note(L, 0, "no checkpoint in %s yet: starting from the model as given", o->out_dir);
         return LLMC_OK;
     }
-    if (o->resume && tried == 0) /* only the leftovers of a first save that was killed */
+    if (o->resume && tried == 0 && llmc_checkpoint_steps(o->out_dir) == 1) /* a first save that was killed */
         return note(L, 0, "no complete checkpoint in %s yet (%d file(s) of an interrupted save): starting from the "
                     "model as given", o->out_dir, files);
     if (tried > 0)
