@@ -1,5 +1,6 @@
 # Thin wrapper over CMake so that `make` leaves ./train_gpt2 (and ./train_gpt2cu
 # when nvcc is present) in the repo root, as llm.c users expect.
+SHELL := /bin/bash
 BUILD ?= build
 CMAKE_ARGS ?=
 PYTHON ?= python3
@@ -15,9 +16,12 @@ all: configure
 configure:
 	@cmake -S . -B $(BUILD) $(GENERATOR) $(CMAKE_ARGS) >/dev/null
 
-# Build and install the Python package (llmc._core) into the current environment.
+# Build and install the Python package (llmc._core) into the current environment, in the same
+# build tree as `make` (build/, for this machine's CPU): what `make` compiled is not compiled again.
+# The compiler's [n/N] progress lines are shown, pip's own chatter is not.
 python:
-	$(PYTHON) -m pip install --no-build-isolation -q .
+	@set -o pipefail; LLMC_NATIVE=ON $(PYTHON) -m pip install --no-build-isolation -v --disable-pip-version-check . 2>&1 \
+		| grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]|rror|Successfully installed' || { echo "make python failed: run $(PYTHON) -m pip install --no-build-isolation -v . to see why"; exit 1; }
 
 test: all python
 	$(PYTHON) -m pytest -q tests

@@ -58,6 +58,10 @@ typedef enum llmc_dtype { LLMC_F32 = 0, LLMC_BF16 = 1 } llmc_dtype;
 size_t llmc_dtype_size(llmc_dtype t);
 const char *llmc_dtype_name(llmc_dtype t);
 
+/* 1 when this CPU has the instructions the library was built for; else 0 and a message naming
+ * what is missing (portable builds target x86-64-v3). Safe to call on any x86-64 CPU. */
+int llmc_cpu_supported(char *err, size_t errlen);
+
 /* bf16 <-> fp32 on the host: round to nearest even, NaN stays NaN. The one place it is written. */
 uint16_t llmc_f32_to_bf16(float f);
 float llmc_bf16_to_f32(uint16_t h);

@@ -20,11 +20,26 @@ __all__ = ["GPT2", "LlmcError", "backends"]
 __version__ = "0.1.0"
 
 
+def missing_library_message(error: ImportError) -> str:
+    """What to do when the extension cannot load a shared library (the CUDA build's cuBLAS)."""
+    text = str(error)
+    if "cannot open shared object file" not in text:
+        return text
+    lib = text.split(":")[0].strip()
+    return (f"llmc's compiled core needs {lib}, which the dynamic loader cannot find. It comes with the CUDA "
+            f"toolkit the package was built with, or from pip (nvidia-cublas); put its directory on "
+            f"LD_LIBRARY_PATH, or install a CPU-only build: LLMC_CUDA=OFF pip install --no-binary llmc llmc "
+            f"(in a checkout: make LLMC_CUDA=OFF python). ({text})")
+
+
 def __getattr__(name):
-    if name in ("LlmcError", "backends"):
-        from . import _core
-        return getattr(_core, name)
-    if name == "GPT2":
-        from .model import GPT2
-        return GPT2
+    try:
+        if name in ("LlmcError", "backends"):
+            from . import _core
+            return getattr(_core, name)
+        if name == "GPT2":
+            from .model import GPT2
+            return GPT2
+    except ImportError as e:
+        raise ImportError(missing_library_message(e)) from e
     raise AttributeError(f"module 'llmc' has no attribute {name!r}")
