@@ -1,8 +1,11 @@
-/* tokenizer.c — decode-only reader for llm.c's tokenizer .bin.
+/* tokenizer.c — decode-only reader for llm.c's tokenizer .bin, or a tiktoken ranks file.
  *
  * Layout: 256 int32 of header (magic, version 1 or 2, vocab size, and in
  * version 2 the EOT id), then per token a uint8 byte count and the bytes.
  * The whole file is read into one blob; offsets index it, so decode is O(1).
+ * A ranks file (tiktoken's gpt2.tiktoken: a line "base64(bytes) rank" per token) is told apart
+ * by content and read too: for byte-level BPE a token's id is its rank, and <|endoftext|>
+ * follows the last rank, as in GPT-2.
  */
 #define _POSIX_C_SOURCE 200809L /* fileno, fstat */
 
@@ -68,6 +71,134 @@ static unsigned char *read_body(FILE *f, size_t limit, size_t *n, int *too_long)
     return buf;
 }
 
+#define RANKS_MAX_BYTES (64u << 20) /* GPT-2's ranks file is 0.8 MB */
+#define RANKS_MAX_TOKEN 1024        /* bytes of one decoded token */
+
+static int b64_value(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Whether the first line of head looks like "base64 rank": what a ranks file starts with. */
+static int looks_like_ranks(const unsigned char *head, size_t n) {
+    size_t i = 0;
+    while (i < n && (b64_value(head[i]) >= 0 || head[i] == '=')) i++;
+    if (i == 0 || i >= n || head[i++] != ' ' || i >= n || head[i] < '0' || head[i] > '9') return 0;
+    while (i < n && head[i] >= '0' && head[i] <= '9') i++;
+    return i == n || head[i] == '\n' || head[i] == '\r';
+}
+
+/* Decodes base64 s[0..len) into out (at least len*3/4 bytes); the byte count, or -1. */
+static long b64_decode(const unsigned char *s, size_t len, unsigned char *out) {
+    if (len % 4) return -1;
+    long n = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++) v[k] = s[i + k] == '=' ? (i + 4 == len && k >= 2 ? 0 : -2) : b64_value(s[i + k]);
+        if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0) return -1;
+        if (s[i + 2] == '=' && s[i + 3] != '=') return -1;
+        out[n++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
+        if (s[i + 2] != '=') out[n++] = (unsigned char)(v[1] << 4 | v[2] >> 2);
+        if (s[i + 3] != '=') out[n++] = (unsigned char)(v[2] << 6 | v[3]);
+    }
+    return n;
+}
+
+/* A tiktoken ranks file: ranks 0..n-1, each once, then <|endoftext|> as token n. */
+static llmc_tokenizer *read_ranks(const char *path, char *err, size_t errlen, llmc_status *st) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *st = LLMC_ERR_IO;
+        set_err(err, errlen, "cannot open tokenizer %s", path);
+        return NULL;
+    }
+    size_t n = 0;
+    int too_long = 0;
+    unsigned char *text = read_body(f, RANKS_MAX_BYTES, &n, &too_long);
+    const int read_error = ferror(f);
+    fclose(f);
+    size_t lines = 0;
+    for (size_t i = 0; text && i < n; i++) lines += text[i] == '\n';
+    lines += n > 0 && text && text[n - 1] != '\n';
+    static const char eot_text[] = "<|endoftext|>";
+    const size_t eot_len = sizeof eot_text - 1;
+    /* decoded bytes never exceed the text; offsets: one per line, the EOT and the end */
+    unsigned char *bytes = text && !too_long ? malloc(n + eot_len + 1) : NULL;
+    size_t *offs = bytes ? malloc((lines + 2) * sizeof *offs) : NULL;
+    unsigned char **tok = offs ? calloc(lines + 1, sizeof *tok) : NULL; /* start of rank r in text */
+    size_t *toklen = tok ? calloc(lines + 1, sizeof *toklen) : NULL;
+    llmc_tokenizer *t = toklen ? calloc(1, sizeof *t) : NULL;
+    *st = read_error ? LLMC_ERR_IO : too_long ? LLMC_ERR_FORMAT : LLMC_ERR_OUT_OF_MEMORY;
+    if (!t) {
+        set_err(err, errlen, read_error ? "cannot read tokenizer %s"
+                             : too_long  ? "tokenizer %s is larger than the %u bytes a ranks file may take"
+                                         : "out of memory reading tokenizer %s",
+                path, RANKS_MAX_BYTES);
+        goto fail;
+    }
+    *st = LLMC_ERR_FORMAT;
+    size_t line = 0, count = 0;
+    for (size_t i = 0; i < n; line++) {
+        size_t end = i;
+        while (end < n && text[end] != '\n') end++;
+        size_t stop = end > i && text[end - 1] == '\r' ? end - 1 : end, sp = i;
+        while (sp < stop && text[sp] != ' ') sp++;
+        char *num_end = NULL;
+        const unsigned long long rank = sp + 1 < stop ? strtoull((const char *)text + sp + 1, &num_end, 10) : 0;
+        if (stop == i) { /* a blank line */
+            i = end + 1;
+            continue;
+        }
+        if (sp == i || sp + 1 >= stop || (unsigned char *)num_end != text + stop || rank >= lines) {
+            set_err(err, errlen, "tokenizer %s: line %zu is not \"base64 rank\" with a rank below %zu", path, line + 1,
+                    lines);
+            goto fail;
+        }
+        if (tok[rank]) {
+            set_err(err, errlen, "tokenizer %s: rank %llu appears twice (line %zu)", path, rank, line + 1);
+            goto fail;
+        }
+        tok[rank] = text + i;
+        toklen[rank] = sp - i;
+        count++;
+        i = end + 1;
+    }
+    size_t out = 0;
+    for (size_t r = 0; r < count; r++) {
+        if (!tok[r]) {
+            set_err(err, errlen, "tokenizer %s: ranks must be 0..%zu, rank %zu is missing", path, count - 1, r);
+            goto fail;
+        }
+        const long k = toklen[r] / 4 * 3 <= RANKS_MAX_TOKEN ? b64_decode(tok[r], toklen[r], bytes + out) : -1;
+        if (k < 0) {
+            set_err(err, errlen, "tokenizer %s: rank %zu is not valid base64 of at most %d bytes", path, r,
+                    RANKS_MAX_TOKEN);
+            goto fail;
+        }
+        offs[r] = out;
+        out += (size_t)k;
+    }
+    if (count == 0 || count >= INT32_MAX) {
+        set_err(err, errlen, "tokenizer %s holds no ranks", path);
+        goto fail;
+    }
+    offs[count] = out;
+    memcpy(bytes + out, eot_text, eot_len);
+    offs[count + 1] = out + eot_len;
+    t->vocab_size = (int)count + 1;
+    t->eot = (int)count;
+    t->bytes = bytes;
+    t->offsets = offs;
+    free(text), free(tok), free(toklen);
+    *st = LLMC_OK;
+    return t;
+fail:
+    free(text), free(bytes), free(offs), free(tok), free(toklen), free(t);
+    return NULL;
+}
+
 /* The tokenizer in path, or NULL with a message in err. */
 static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen, llmc_status *st) {
     if (err && errlen) err[0] = '\0';
@@ -83,8 +214,13 @@ static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen
         set_err(err, errlen, "cannot open tokenizer %s", path);
         return NULL;
     }
-    unsigned char hdr[LLMC_HEADER_INTS * 4];
-    if (fread(hdr, 1, sizeof hdr, f) != sizeof hdr) {
+    unsigned char hdr[LLMC_HEADER_INTS * 4] = {0};
+    const size_t got = fread(hdr, 1, sizeof hdr, f);
+    if (rd_le32(hdr) != LLMC_TOKENIZER_MAGIC && looks_like_ranks(hdr, got)) {
+        fclose(f);
+        return read_ranks(path, err, errlen, st);
+    }
+    if (got != sizeof hdr) {
         fclose(f);
         set_err(err, errlen, "truncated tokenizer %s: shorter than the %d-byte header", path, (int)sizeof hdr);
         return NULL;
@@ -93,7 +229,8 @@ static llmc_tokenizer *read_tokenizer(const char *path, char *err, size_t errlen
     int32_t vocab = (int32_t)rd_le32(hdr + 8), eot = (int32_t)rd_le32(hdr + 12);
     if (magic != LLMC_TOKENIZER_MAGIC) {
         fclose(f);
-        set_err(err, errlen, "tokenizer %s has wrong magic %d (expected %d)", path, magic, LLMC_TOKENIZER_MAGIC);
+        set_err(err, errlen, "tokenizer %s has wrong magic %d (expected %d): neither a gpt2_tokenizer.bin nor a "
+                "tiktoken ranks file", path, magic, LLMC_TOKENIZER_MAGIC);
         return NULL;
     }
     if (version != 1 && version != 2) {

@@ -175,3 +175,47 @@ def test_tokenizer_bin_layout(enc, tmp_path):
     assert b"".join(toks[i] for i in ids).decode() == tok.decode(ids)
     assert len(data) == 1024 + 50257 + sum(len(t) for t in toks)
     assert all(toks[i] == enc.decode_single_token_bytes(i) for i in range(0, 50257, 97))
+
+
+# ---------------------------------------------------------------- the C reader takes a ranks file too
+
+def test_c_reader_takes_a_ranks_file(enc, tmp_path):
+    """./train_gpt2 --tokenizer and llmc._core.Tokenizer read gpt2.tiktoken as well as the .bin,
+    told apart by content, and decode every id the same."""
+    import base64
+    from llmc import _core
+    bin_path = tok.write_tokenizer_bin(tmp_path / "gpt2_tokenizer.bin", enc)
+    ranks = tmp_path / "gpt2.tiktoken"
+    ranks.write_bytes(b"".join(base64.b64encode(enc.decode_single_token_bytes(i)) + b" %d\n" % i
+                               for i in range(tok.EOT)))
+    a, b = _core.Tokenizer(str(ranks)), _core.Tokenizer(str(bin_path))
+    assert (a.vocab_size, a.eot) == (b.vocab_size, b.eot) == (50257, 50256)
+    assert all(a.decode(i) == b.decode(i) for i in range(a.vocab_size))
+
+
+@pytest.mark.parametrize("text,words", [
+    (b"YQ== 0\nYg== 0\n", "rank 0 appears twice"),
+    (b"YQ== 0\n\nYg== 2\n", "rank 1 is missing"),
+    (b"YQ== 0\nY!== 1\n", "rank 1 is not valid base64"),
+    (b"YQ== 0\nYQ 1\n", "rank 1 is not valid base64"),
+    (b"YQ== 0\nYg== x\n", "line 2 is not"),
+])
+def test_c_reader_refuses_bad_ranks(tmp_path, text, words):
+    from llmc import _core
+    p = tmp_path / "bad.tiktoken"
+    p.write_bytes(text)
+    with pytest.raises(_core.LlmcError, match=words):
+        _core.Tokenizer(str(p))
+
+
+def test_c_reader_small_ranks_file(tmp_path):
+    from llmc import _core
+    p = tmp_path / "tiny.tiktoken"
+    p.write_bytes(b"YQ== 0\r\n\r\nYmM= 1\n")  # CRLF and a blank line
+    t = _core.Tokenizer(str(p))
+    assert (t.vocab_size, t.eot) == (3, 2)
+    assert [t.decode(i) for i in range(3)] == [b"a", b"bc", b"<|endoftext|>"]
+    with pytest.raises(_core.LlmcError, match="neither a gpt2_tokenizer.bin nor a tiktoken ranks file"):
+        q = tmp_path / "junk.bin"
+        q.write_bytes(b"\x00" * 2000)
+        _core.Tokenizer(str(q))
