@@ -129,6 +129,21 @@ size_t llmc_param_count(const llmc_config *cfg);
  * 1/sqrt(2L), biases 0, layernorm weights 1, the padding rows of wte 0. */
 void llmc_weights_init_host(const llmc_weights *w, float *host, uint64_t seed);
 
+/* Hugging Face GPT-2 names, from the same table: tensor i of layer l is the Hugging Face tensor
+ * llmc_weights_hf_name(i, l) under the model, with LLMC_HF_PREFIX in GPT2LMHeadModel's files and
+ * without in GPT2Model's. Conv1D weights (llmc_weights_hf_transposed) are stored (in, out) where
+ * llmc stores (out, in); wte has V rows there, Vp here. */
+#define LLMC_HF_PREFIX "transformer."
+/* buf, or NULL for a tensor out of range, a negative layer of a per-layer tensor or a short buf.
+ * The layer of a tensor without layers is ignored. */
+const char *llmc_weights_hf_name(int tensor, int layer, char *buf, size_t len);
+int llmc_weights_hf_transposed(int tensor);
+/* The tensor a Hugging Face name (prefix optional) is, and its layer (-1: none); -1 for none. */
+int llmc_weights_hf_lookup(const char *name, int *layer);
+/* 1 for what an import drops: the attention-mask buffers (*.attn.bias, *.attn.masked_bias) and
+ * lm_head.weight (tied to wte). */
+int llmc_weights_hf_ignored(const char *name);
+
 /* ---- the model: a device and its weights ---- */
 typedef struct llmc_model llmc_model;
 
@@ -154,9 +169,20 @@ llmc_status llmc_model_init_random(llmc_model *m, const llmc_model_options *o, c
  * checked to be finite: how converters (Hugging Face import) hand a model over. */
 llmc_status llmc_model_init_values(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
                                    const float *values);
-/* Loads an llm.c model file (v3 fp32 or v5 bf16). A failed load leaves m as it was.
+/* Loads an llm.c model file (v3 fp32 or v5 bf16), or a Hugging Face directory (a directory with
+ * config.json: llmc_model_load_hf). A failed load leaves m as it was.
  * Refused while a trainer or session uses m. */
 llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const char *path);
+/* A Hugging Face GPT-2 directory: config.json (see llmc_hf_config) and model.safetensors, or
+ * model.safetensors.index.json and the shards its weight_map names. F32, F16 and BF16 tensors are
+ * read as fp32; every header, offset, shape and value is checked before m changes.
+ * llmc_model_load takes such a directory too. */
+llmc_status llmc_model_load_hf(llmc_model *m, const llmc_model_options *o, const char *dir);
+/* cfg from the text of a Hugging Face config.json, refusing what llmc does not compute exactly:
+ * GPT-2 (architectures GPT2LMHeadModel / GPT2Model, model_type gpt2) with gelu_new, scaled
+ * attention, no cross-attention, tied embeddings, layernorm eps 1e-5 and an MLP of 4 * n_embd.
+ * A pure function: on failure err names the field and its value. */
+llmc_status llmc_hf_config(const char *json_text, llmc_config *cfg, char *err, size_t errlen);
 /* Writes a model file, atomically (temp file + rename). version: 3 (fp32), 5 (bf16), 0 (native). */
 llmc_status llmc_model_save(llmc_model *m, const char *path, int version);
 

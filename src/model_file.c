@@ -4,13 +4,15 @@
  * 256 int32 of header {20240326, version, maxT, V, L, NH, C, Vp}, then every parameter in
  * the tensor table's order, fp32 (v3) or bf16 (v5). Loading checks the whole file (size,
  * shape, finite values) before anything of the model changes. Saving goes to a temp name
- * and is renamed, so a crash never leaves a half-written file under the real name.
+ * and is renamed, so a crash never leaves a half-written file under the real name. A directory
+ * with config.json is a Hugging Face model (hf_model.c).
  */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "file_io.h"
 #include "model_internal.h"
 
@@ -51,6 +53,15 @@ llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const ch
     if (m->users > 0)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
                                "cannot load '%s' while %d trainer(s) or session(s) use the model", path, m->users);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* a Hugging Face directory, or a mistake */
+        char cfg[4200];
+        snprintf(cfg, sizeof cfg, "%s/config.json", path);
+        if (llmc_file_exists(cfg)) return llmc_model_load_hf(m, o, path);
+        return llmc_model_fail(m, LLMC_ERR_IO,
+                               "'%s' is a directory without config.json; a model directory must be a Hugging Face "
+                               "GPT-2 (config.json and model.safetensors)", path);
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return llmc_model_fail(m, LLMC_ERR_IO, "cannot open model file '%s': %s", path, strerror(errno));
     int32_t h[LLMC_HEADER_INTS];
@@ -59,7 +70,8 @@ llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const ch
     llmc_weights w;
     long size = llmc_file_size(f);
     if (size < 0) {
-        st = llmc_model_fail(m, LLMC_ERR_IO, "'%s' is not a regular file (a directory?)", path);
+        st = llmc_model_fail(m, LLMC_ERR_IO, "'%s' is not a regular file (a directory must be a Hugging Face model "
+                             "with config.json)", path);
         goto done;
     }
     if (size < (long)sizeof h || fread(h, sizeof h, 1, f) != 1) {

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "cli.h"
 #include "file_io.h"
 #include "llmc.h"
@@ -56,7 +57,15 @@ static llmc_tokenizer *open_tokenizer(const cli_args *a) {
     return NULL;
 }
 
-/* Weights from -e (a model file or a descriptor), unless a resume will load a checkpoint. */
+/* -e names weights to load: a model file, or a directory (a Hugging Face model; llmc_model_load says
+ * what a directory lacks). */
+static int is_model_path(const char *p) {
+    struct stat sb;
+    return llmc_file_exists(p) || (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode));
+}
+
+/* Weights from -e (a model file, a Hugging Face directory or a descriptor), unless a resume will
+ * load a checkpoint. */
 static int init_model(llmc_model *m, cli_args *a) {
     llmc_model_options o;
     llmc_model_options_default(&o);
@@ -67,10 +76,10 @@ static int init_model(llmc_model *m, cli_args *a) {
     llmc_status st;
     char err[LLMC_ERR_LEN];
     if (latest >= 0) { /* the checkpoint brings the model; -e only says what the caller expected */
-        if (!llmc_file_exists(a->init) && llmc_config_from_descriptor(a->init, &a->init_config, err, sizeof err) != LLMC_OK)
+        if (!is_model_path(a->init) && llmc_config_from_descriptor(a->init, &a->init_config, err, sizeof err) != LLMC_OK)
             memset(&a->init_config, 0, sizeof a->init_config);
         st = llmc_model_open(m, &o);
-    } else if (llmc_file_exists(a->init)) {
+    } else if (is_model_path(a->init)) {
         st = llmc_model_load(m, &o, a->init);
     } else {
         if (llmc_config_from_descriptor(a->init, &a->init_config, err, sizeof err) != LLMC_OK)
@@ -177,7 +186,8 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
     const llmc_cli_option opts[] = {
         {"i", "train-data", LLMC_OPT_STRING, &o->train_data, "GLOB", "train token shards"},
         {"j", "val-data", LLMC_OPT_STRING, &o->val_data, "GLOB", "validation token shards"},
-        {"e", "init", LLMC_OPT_STRING, &args.init, "FILE|DESC", "model file to start from, or d12/d24/d36/d48/L=..,H=..,C=.."},
+        {"e", "init", LLMC_OPT_STRING, &args.init, "FILE|DIR|DESC",
+         "model file or Hugging Face directory to start from, or d12/d24/d36/d48/L=..,H=..,C=.."},
         {"o", "out", LLMC_OPT_STRING, &o->out_dir, "DIR", "output dir for main.log, main.jsonl and checkpoints"},
         {"b", "batch-size", LLMC_OPT_INT, &o->batch_size, "N", "sequences per micro-batch"},
         {"t", "seq-len", LLMC_OPT_INT, &o->seq_len, "N", "tokens per sequence"},

@@ -4,9 +4,11 @@
  * llm.c's order, one flat buffer: wte (Vp,C), wpe (maxT,C), then twelve per-layer tensors each
  * stacked over L (ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw,
  * fcprojb), then lnfw, lnfb. Matrices are (out, in): y = x W^T. Everything that walks the
- * parameters (the graph, AdamW, checkpoints, numpy views, HF mapping) reads this table.
+ * parameters (the graph, AdamW, checkpoints, numpy views, HF mapping) reads this table, and so
+ * does the Hugging Face import and export in C (hf_model.c) and Python (llmc/hf.py).
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "llmc.h"
 #include "rng.h"
@@ -19,26 +21,28 @@ typedef struct tensor_rule {
     int rows, cols; /* multiples of C, or DIM_VP / DIM_MAXT */
     int layered;
     int init;
+    const char *hf; /* the Hugging Face name under the model, %d: the layer */
+    int conv1d;     /* Hugging Face stores it (in, out): GPT-2's Conv1D */
 } tensor_rule;
 
 /* clang-format off */
 static const tensor_rule RULES[LLMC_NUM_PARAM_TENSORS] = {
-    {"wte",      DIM_VP,   1, 0, INIT_NORMAL},
-    {"wpe",      DIM_MAXT, 1, 0, INIT_NORMAL},
-    {"ln1w",     1,        0, 1, INIT_ONES},
-    {"ln1b",     1,        0, 1, INIT_ZEROS},
-    {"qkvw",     3,        1, 1, INIT_NORMAL},
-    {"qkvb",     3,        0, 1, INIT_ZEROS},
-    {"attprojw", 1,        1, 1, INIT_RESIDUAL},
-    {"attprojb", 1,        0, 1, INIT_ZEROS},
-    {"ln2w",     1,        0, 1, INIT_ONES},
-    {"ln2b",     1,        0, 1, INIT_ZEROS},
-    {"fcw",      4,        1, 1, INIT_NORMAL},
-    {"fcb",      4,        0, 1, INIT_ZEROS},
-    {"fcprojw",  1,        4, 1, INIT_RESIDUAL},
-    {"fcprojb",  1,        0, 1, INIT_ZEROS},
-    {"lnfw",     1,        0, 0, INIT_ONES},
-    {"lnfb",     1,        0, 0, INIT_ZEROS},
+    {"wte",      DIM_VP,   1, 0, INIT_NORMAL,   "wte.weight",              0},
+    {"wpe",      DIM_MAXT, 1, 0, INIT_NORMAL,   "wpe.weight",              0},
+    {"ln1w",     1,        0, 1, INIT_ONES,     "h.%d.ln_1.weight",        0},
+    {"ln1b",     1,        0, 1, INIT_ZEROS,    "h.%d.ln_1.bias",          0},
+    {"qkvw",     3,        1, 1, INIT_NORMAL,   "h.%d.attn.c_attn.weight", 1},
+    {"qkvb",     3,        0, 1, INIT_ZEROS,    "h.%d.attn.c_attn.bias",   0},
+    {"attprojw", 1,        1, 1, INIT_RESIDUAL, "h.%d.attn.c_proj.weight", 1},
+    {"attprojb", 1,        0, 1, INIT_ZEROS,    "h.%d.attn.c_proj.bias",   0},
+    {"ln2w",     1,        0, 1, INIT_ONES,     "h.%d.ln_2.weight",        0},
+    {"ln2b",     1,        0, 1, INIT_ZEROS,    "h.%d.ln_2.bias",          0},
+    {"fcw",      4,        1, 1, INIT_NORMAL,   "h.%d.mlp.c_fc.weight",    1},
+    {"fcb",      4,        0, 1, INIT_ZEROS,    "h.%d.mlp.c_fc.bias",      0},
+    {"fcprojw",  1,        4, 1, INIT_RESIDUAL, "h.%d.mlp.c_proj.weight",  1},
+    {"fcprojb",  1,        0, 1, INIT_ZEROS,    "h.%d.mlp.c_proj.bias",    0},
+    {"lnfw",     1,        0, 0, INIT_ONES,     "ln_f.weight",             0},
+    {"lnfb",     1,        0, 0, INIT_ZEROS,    "ln_f.bias",               0},
 };
 /* clang-format on */
 
@@ -120,4 +124,63 @@ void llmc_weights_init_host(const llmc_weights *w, float *host, uint64_t seed) {
     const size_t C = (size_t)w->cfg.channels;
     memset(host + w->t[LLMC_WTE].offset + (size_t)w->cfg.vocab_size * C, 0,
            (size_t)(w->cfg.padded_vocab_size - w->cfg.vocab_size) * C * sizeof(float));
+}
+
+/* ------------------------------------------------------------------ Hugging Face names */
+
+const char *llmc_weights_hf_name(int tensor, int layer, char *buf, size_t len) {
+    if (tensor < 0 || tensor >= LLMC_NUM_PARAM_TENSORS || !buf || !len || (RULES[tensor].layered && layer < 0))
+        return NULL;
+    const int k = RULES[tensor].layered ? snprintf(buf, len, RULES[tensor].hf, layer)
+                                        : snprintf(buf, len, "%s", RULES[tensor].hf);
+    return k >= 0 && (size_t)k < len ? buf : NULL;
+}
+
+int llmc_weights_hf_transposed(int tensor) {
+    return tensor >= 0 && tensor < LLMC_NUM_PARAM_TENSORS && RULES[tensor].conv1d;
+}
+
+/* s against a name pattern whose %d is a layer: decimal, no leading zero, below 2^20. */
+static int hf_match(const char *pat, const char *s, int *layer) {
+    while (*pat) {
+        if (pat[0] == '%' && pat[1] == 'd') {
+            const char *d = s;
+            long v = 0;
+            while (*s >= '0' && *s <= '9' && s - d < 7) v = v * 10 + (*s++ - '0');
+            if (s == d || (*d == '0' && s - d > 1) || v >= 1L << 20) return 0;
+            *layer = (int)v;
+            pat += 2;
+        } else if (*pat++ != *s++) {
+            return 0;
+        }
+    }
+    return *s == '\0';
+}
+
+static const char *hf_strip_prefix(const char *name) {
+    const size_t k = strlen(LLMC_HF_PREFIX);
+    return strncmp(name, LLMC_HF_PREFIX, k) == 0 ? name + k : name;
+}
+
+int llmc_weights_hf_lookup(const char *name, int *layer) {
+    name = hf_strip_prefix(name);
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        int l = -1;
+        if (hf_match(RULES[i].hf, name, &l)) {
+            if (layer) *layer = l;
+            return i;
+        }
+    }
+    return -1;
+}
+
+int llmc_weights_hf_ignored(const char *name) {
+    name = hf_strip_prefix(name);
+    static const char *const buffers[] = {".attn.bias", ".attn.masked_bias"}; /* read-only */
+    const size_t n = strlen(name);
+    for (int i = 0; i < 2; i++) {
+        const size_t k = strlen(buffers[i]);
+        if (n > k && strcmp(name + n - k, buffers[i]) == 0) return 1;
+    }
+    return strcmp(name, "lm_head.weight") == 0; /* tied to wte */
 }

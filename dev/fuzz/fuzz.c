@@ -5,8 +5,9 @@
  *   fuzz replay FORMAT PATH...      run saved inputs (a file; for state, a checkpoint dir)
  *   fuzz selftest                   check that crashes, hangs and blow-ups are told apart
  *
- * FORMAT: model, shard, tokenizer, state, or all. The fuzzer writes valid files of each format
- * itself (small shapes: 1 to 100 KB a file), mutates them (truncation, bit flips,
+ * FORMAT: model, shard, tokenizer, state, safetensors (a Hugging Face directory), or all. The
+ * fuzzer writes valid files of each format itself (small shapes: 1 to 100 KB a file), mutates
+ * them (truncation, bit flips, JSON numbers and strings in safetensors headers and configs,
  * header fields at extremes, size fields whose products overflow, garbage, NaN/Inf in bodies)
  * and feeds each input to the library's public API in a forked child under an address-space
  * limit and a wall-clock limit. The outcome of every input is one of
@@ -28,7 +29,7 @@
  * regenerated with --only INDEX. Crashes, hangs, blow-ups, poisons and bads are written to
  * --keep DIR with a .txt that says what happened; `fuzz replay` runs them again.
  *
- * Adding a format (safetensors, masks, quantized models): a seed writer, a child that drives
+ * Adding a format (masks, quantized models): a seed writer, a child that drives
  * the API, the header slots worth setting to extremes, and a row in FORMATS below.
  */
 #define _GNU_SOURCE
@@ -155,17 +156,9 @@ static int *tokens(int n, int V, int salt) {
 
 /* ------------------------------------------------------------------ children: one per format */
 
-static void child_model(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/model.bin", dir);
-    llmc_model *m = llmc_model_new();
-    llmc_status st = llmc_model_load(m, NULL, path);
-    if (st != LLMC_OK) {
-        refused(st, llmc_model_error(m), "model load");
-        llmc_model_free(m);
-        return;
-    }
-    verdict(OK, "loaded");
+/* A loaded model must be usable: finite parameters, a training forward, two decode steps. Frees m. */
+static void exercise_model(llmc_model *m) {
+    llmc_status st;
     const llmc_config c = *llmc_model_config(m);
     const size_t np = llmc_model_num_params(m);
     float *p = malloc(np * sizeof *p);
@@ -201,6 +194,35 @@ static void child_model(const char *dir) {
     }
     free(in), free(tg);
     llmc_model_free(m);
+}
+
+static void child_model(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.bin", dir);
+    llmc_model *m = llmc_model_new();
+    llmc_status st = llmc_model_load(m, NULL, path);
+    if (st != LLMC_OK) {
+        refused(st, llmc_model_error(m), "model load");
+        llmc_model_free(m);
+        return;
+    }
+    verdict(OK, "loaded");
+    exercise_model(m);
+}
+
+/* A Hugging Face directory (ck/config.json, ck/model.safetensors), through llmc_model_load's dispatch. */
+static void child_safetensors(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ck", dir);
+    llmc_model *m = llmc_model_new();
+    llmc_status st = llmc_model_load(m, NULL, path);
+    if (st != LLMC_OK) {
+        refused(st, llmc_model_error(m), "hf load");
+        llmc_model_free(m);
+        return;
+    }
+    verdict(OK, "loaded");
+    exercise_model(m);
 }
 
 /* One shard opened with (B, T, shuffle): a few batches, then seeks in and out of range. */
@@ -466,6 +488,10 @@ static const part_kind MODEL_KIND = {MODEL_SLOTS, 8, NULL, 0, 1};
 static const part_kind SHARD_KIND = {SHARD_SLOTS, 3, NULL, 0, 0};
 static const part_kind TOKENIZER_KIND = {TOKENIZER_SLOTS, 4, NULL, 0, 0};
 static const part_kind STATE_KIND = {STATE_SLOTS, sizeof STATE_SLOTS / sizeof(int), STATE_U64, 7, 0};
+/* safetensors: the u64 header length (its words, and whole), then JSON; config.json: JSON only */
+static const int ST_SLOTS[] = {0, 1}, ST_U64[] = {0}, HF_CONFIG_SLOTS[] = {0, 1, 2, 3};
+static const part_kind ST_KIND = {ST_SLOTS, 2, ST_U64, 1, 0};
+static const part_kind HF_CONFIG_KIND = {HF_CONFIG_SLOTS, 4, NULL, 0, 0};
 
 static void mark(part *p, size_t off) {
     if (p->nmarks < MAX_MARKS) p->marks[p->nmarks++] = off;
@@ -665,11 +691,111 @@ static void state_seeds(input *seeds, int *n, const char *tmp) {
     state_seed(&seeds[(*n)++], &Bc, 5, 1, tmp);
 }
 
+/* Hugging Face seeds: a safetensors file of a small GPT-2 in F32, F16, BF16 or a mix, with or
+ * without the "transformer." prefix, metadata and the attention-mask buffers, and its config.json. */
+static uint16_t f32_to_f16(float f) { /* truncating; seeds hold small normal values, ones and zeros */
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint32_t sign = x >> 16 & 0x8000u;
+    const int e = (int)(x >> 23 & 0xff) - 127 + 15;
+    if (e <= 0) return (uint16_t)sign;
+    if (e >= 31) return (uint16_t)(sign | 0x7bffu);
+    return (uint16_t)(sign | (uint32_t)e << 10 | (x >> 13 & 0x3ffu));
+}
+
+static void appendf(blob *b, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    blob_append(b, buf, (size_t)k);
+}
+
+static void safetensors_seed(input *s, const llmc_config *cfg, int dtype_mode, int prefixed, int extras, uint64_t seed) {
+    static const char *const DT[] = {"F32", "F16", "BF16"};
+    llmc_model *m = llmc_model_new();
+    if (llmc_model_init_random(m, NULL, cfg, seed) != LLMC_OK) die("cannot make a seed model: %s", llmc_model_error(m));
+    const llmc_weights *w = llmc_model_weights(m);
+    float *v = malloc(w->count * sizeof *v);
+    if (!v || llmc_model_get_params(m, v) != LLMC_OK) die("cannot read a seed model");
+    const int L = cfg->num_layers, C = cfg->channels, T = cfg->max_seq_len;
+    blob hdr = {0}, data = {0};
+    size_t starts[64];
+    int nstarts = 0;
+    appendf(&hdr, "{");
+    if (extras) appendf(&hdr, "\"__metadata__\":{\"format\":\"pt\"},");
+    for (int i = 0, k = 0; i < LLMC_NUM_PARAM_TENSORS; i++)
+        for (int l = 0; l < (w->t[i].layer_stride ? L : 1); l++, k++) {
+            const llmc_tensor t = llmc_weights_layer(w, i, l);
+            const int tr = llmc_weights_hf_transposed(i), dt = dtype_mode < 3 ? dtype_mode : k % 3;
+            const int rows = i == LLMC_WTE ? cfg->vocab_size : t.shape[0], cols = t.ndim > 1 ? t.shape[1] : 0;
+            char name[128];
+            llmc_weights_hf_name(i, l, name, sizeof name);
+            appendf(&hdr, "%s\"%s%s\":{\"dtype\":\"%s\",\"shape\":[", k ? "," : "", prefixed ? LLMC_HF_PREFIX : "",
+                    name, DT[dt]);
+            if (!cols) appendf(&hdr, "%d]", rows);
+            else appendf(&hdr, "%d,%d]", tr ? cols : rows, tr ? rows : cols);
+            const size_t n = (size_t)rows * (size_t)(cols ? cols : 1), begin = data.n, esz = dt ? 2 : 4;
+            appendf(&hdr, ",\"data_offsets\":[%zu,%zu]}", begin, begin + n * esz);
+            if (nstarts < 64) starts[nstarts++] = begin;
+            for (size_t j = 0; j < n; j++) { /* element j of the stored (in, out) is llmc's (j % out, j / out) */
+                const size_t src = tr ? (j % (size_t)rows) * (size_t)cols + j / (size_t)rows : j;
+                const float f = v[t.offset + src];
+                uint16_t h = dt == 1 ? f32_to_f16(f) : llmc_f32_to_bf16(f);
+                blob_append(&data, dt ? (const void *)&h : (const void *)&f, esz);
+            }
+        }
+    if (extras) /* the mask buffer of a layer, as older GPT2LMHeadModel files hold it */
+        for (int l = 0; l < L; l++) {
+            appendf(&hdr, ",\"%sh.%d.attn.bias\":{\"dtype\":\"U8\",\"shape\":[1,1,%d,%d],\"data_offsets\":[%zu,%zu]}",
+                    prefixed ? LLMC_HF_PREFIX : "", l, T, T, data.n, data.n + (size_t)T * T);
+            for (int j = 0; j < T * T; j++) blob_append(&data, &(unsigned char){(unsigned char)(j % (T + 1) == 0)}, 1);
+        }
+    appendf(&hdr, "}");
+    while (hdr.n % 8) appendf(&hdr, " ");
+    memset(s, 0, sizeof *s);
+    s->nparts = 2;
+    part *p = &s->part[0], *pc = &s->part[1];
+    const uint64_t hn = hdr.n;
+    blob_append(&p->b, &hn, 8);
+    blob_append(&p->b, hdr.p, hdr.n);
+    blob_append(&p->b, data.p, data.n);
+    p->kind = &ST_KIND;
+    p->float_bytes = dtype_mode == 0 ? 4 : dtype_mode < 3 ? 2 : 0;
+    mark(p, 0), mark(p, 8), mark(p, 8 + hdr.n / 2);
+    for (int i = 0; i < nstarts; i++) mark(p, 8 + hdr.n + starts[i]);
+    appendf(&pc->b, "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"gpt2\", \"activation_function\": "
+                    "\"gelu_new\", \"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"n_positions\": %d, "
+                    "\"vocab_size\": %d, \"n_inner\": null, \"layer_norm_epsilon\": 1e-05, "
+                    "\"tie_word_embeddings\": true}\n",
+            L, cfg->num_heads, C, T, cfg->vocab_size);
+    pc->kind = &HF_CONFIG_KIND;
+    mark(pc, 0), mark(pc, pc->b.n / 2), mark(pc, pc->b.n - 2);
+    free(hdr.p), free(data.p), free(v);
+    llmc_model_free(m);
+}
+
+static void safetensors_seeds(input *seeds, int *n, const char *tmp) {
+    (void)tmp;
+    static const llmc_config A = {8, 16, 0, 1, 1, 8}, B = {16, 100, 0, 2, 2, 16}, Cc = {9, 130, 0, 1, 2, 8};
+    *n = 0;
+    safetensors_seed(&seeds[(*n)++], &A, 0, 1, 1, 1);
+    safetensors_seed(&seeds[(*n)++], &A, 1, 0, 0, 2);
+    safetensors_seed(&seeds[(*n)++], &A, 2, 1, 0, 3);
+    safetensors_seed(&seeds[(*n)++], &B, 0, 0, 1, 4);
+    safetensors_seed(&seeds[(*n)++], &B, 3, 1, 1, 5);
+    safetensors_seed(&seeds[(*n)++], &B, 2, 0, 0, 6);
+    safetensors_seed(&seeds[(*n)++], &Cc, 1, 1, 1, 7);
+    safetensors_seed(&seeds[(*n)++], &Cc, 3, 0, 0, 8);
+}
+
 static const format FORMATS[] = {
     {"model", model_seeds, child_model, NULL, {"model.bin", NULL}},
     {"shard", shard_seeds, child_shard, shard_extra, {"shard_0.bin", NULL}},
     {"tokenizer", tokenizer_seeds, child_tokenizer, NULL, {"tokenizer.bin", NULL}},
     {"state", state_seeds, child_state, shard_extra, {"ck/state_00000007.bin", "ck/model_00000007.bin"}},
+    {"safetensors", safetensors_seeds, child_safetensors, NULL, {"ck/model.safetensors", "ck/config.json"}},
 };
 enum { NFORMATS = sizeof FORMATS / sizeof FORMATS[0] };
 
@@ -747,12 +873,59 @@ enum {
     M_TRUNC, M_TRUNC_MARK, M_FLIP, M_BYTES, M_SPECIAL_BYTE, M_FIELD_EXTREME, M_FIELD_NEAR, M_FIELD_PAIR, M_FIELD_ANY,
     M_U64, M_WRAP, M_APPEND, M_FLOATS, M_INSERT, M_DELETE, M_COPY, M_SPLICE, NMUT
 };
+/* drawn for JSON parts only (after the others, so that the other formats' inputs stay as they were) */
+enum { M_JSON = NMUT, NMUT_JSON = NMUT + 4 };
+
+/* Where the data of a safetensors file start, by its own header length (the end when that is off). */
+static size_t st_body(const blob *b) {
+    uint64_t n = 0;
+    if (b->n >= 8) memcpy(&n, b->p, 8);
+    return b->n >= 8 && n <= b->n - 8 ? (size_t)(8 + n) : b->n;
+}
+
+/* JSON-aware: a number or a string of the JSON replaced by one that tests a check, the safetensors
+ * header length kept right so that the change reaches the checks behind the parser. */
+static void mutate_json(uint64_t *r, part *p) {
+    static const char *const NUMS[] = {"0", "1", "-1", "2", "3", "7", "64", "65", "129", "1024", "4294967295",
+                                       "4294967296", "9223372036854775807", "9223372036854775808",
+                                       "18446744073709551616", "4611686018427387904", "1e309", "-0", "2.5", "1e-5",
+                                       "1E1", "00", "0.0", "100000000000000000000000000000000"};
+    static const char *const WORDS[] = {"\"F32\"", "\"F16\"", "\"BF16\"", "\"I64\"", "\"F64\"", "\"U8\"",
+                                        "\"BOOL\"", "\"F8_E4M3\"", "\"X\"", "null", "true", "[]", "{}", "[0]",
+                                        "[1,2,3]", "\"\"", "\"h.0.ln_1.weight\"", "\"wte.weight\"",
+                                        "\"h.9.attn.bias\"", "\"lm_head.weight\"", "\"__metadata__\"",
+                                        "\"gelu\"", "\"\\u0000\"", "\"\\ud800\"", "\"\xc3\x28\""};
+    blob *b = &p->b;
+    const int st = p->kind == &ST_KIND;
+    const size_t lo = st ? 8 : 0, hi = st ? st_body(b) : b->n;
+    if (hi <= lo + 1) return;
+    size_t s = lo + (size_t)below(r, hi - lo), e;
+    const int number = (int)below(r, 2);
+    while (s < hi && (number ? !(b->p[s] >= '0' && b->p[s] <= '9') : b->p[s] != '"')) s++;
+    if (s >= hi) return;
+    if (number) {
+        if (s > lo && b->p[s - 1] == '-') s--;
+        for (e = s + 1; e < hi && strchr("0123456789.eE+-", b->p[e]); e++) {}
+    } else {
+        for (e = s + 1; e < hi && b->p[e] != '"'; e++) {}
+        if (e++ >= hi) return;
+    }
+    const char *w = number ? NUMS[below(r, sizeof NUMS / sizeof *NUMS)] : WORDS[below(r, sizeof WORDS / sizeof *WORDS)];
+    const size_t k = strlen(w), tail = b->n - e;
+    blob_reserve(b, b->n - (e - s) + k);
+    memmove(b->p + s + k, b->p + e, tail);
+    memcpy(b->p + s, w, k);
+    b->n = s + k + tail;
+    if (st) put64(b, 0, (uint64_t)(hi - 8 - (e - s) + k));
+}
 
 static void mutate_part(uint64_t *r, part *p, const part *other) {
     blob *b = &p->b;
     const part_kind *k = p->kind;
-    int op = (int)below(r, NMUT);
-    switch (op) {
+    const int json = k == &ST_KIND || k == &HF_CONFIG_KIND;
+    int op = (int)below(r, json ? NMUT_JSON : NMUT);
+    switch (op > M_JSON ? M_JSON : op) {
+    case M_JSON: mutate_json(r, p); break;
     case M_TRUNC: b->n = (size_t)below(r, b->n + 1); break;
     case M_TRUNC_MARK: {
         size_t o = pick_offset(r, p);
@@ -811,7 +984,9 @@ static void mutate_part(uint64_t *r, part *p, const part *other) {
         else if (k == &SHARD_KIND) put32(b, 8, (int32_t)((uint32_t)get32(b, 8) + (1u << 31))); /* 2 bytes a token */
         else if (k == &TOKENIZER_KIND) /* 8 bytes of offset, or 256 bytes at most, a token */
             put32(b, 8, (int32_t)((uint32_t)get32(b, 8) + (below(r, 2) ? 1u << 29 : 1u << 24)));
-        else put64(b, 20, get64(b, 20) + (below(r, 2) ? 1ull << 62 : 0x5555555555555556ull)); /* 4n, 12n */
+        else if (k == &ST_KIND) put64(b, 0, get64(b, 0) + (below(r, 2) ? 1ull << 32 : 1ull << 63)); /* header length */
+        else if (k == &STATE_KIND) /* 4n, 12n */
+            put64(b, 20, get64(b, 20) + (below(r, 2) ? 1ull << 62 : 0x5555555555555556ull));
         break;
     case M_APPEND: {
         size_t n = 1 + (size_t)below(r, below(r, 2) ? 8 : 4096);
@@ -823,10 +998,11 @@ static void mutate_part(uint64_t *r, part *p, const part *other) {
         break;
     }
     case M_FLOATS: /* NaN, Inf, huge, negative, denormal values written into the body */
-        if (p->float_bytes && b->n > HEADER_BYTES + 4) {
-            const size_t fb = (size_t)p->float_bytes, count = (b->n - HEADER_BYTES) / fb;
+        if (p->float_bytes && b->n > (k == &ST_KIND ? st_body(b) : HEADER_BYTES) + 4) {
+            const size_t start = k == &ST_KIND ? st_body(b) : HEADER_BYTES; /* where the floats start */
+            const size_t fb = (size_t)p->float_bytes, count = (b->n - start) / fb;
             for (int i = 0, n = 1 + (int)below(r, 4); i < n; i++) {
-                size_t o = HEADER_BYTES + below(r, count) * fb;
+                size_t o = start + below(r, count) * fb;
                 if (fb == 4) memcpy(b->p + o, &F32_SPECIAL[below(r, sizeof F32_SPECIAL / 4)], 4);
                 else memcpy(b->p + o, &BF16_SPECIAL[below(r, sizeof BF16_SPECIAL / 2)], 2);
             }
@@ -1212,6 +1388,14 @@ static int load_saved(const format *f, const char *path, input *in) {
         return read_file(path, &in->part[0].b);
     }
     char dir[4200];
+    if (strcmp(f->name, "state") != 0) { /* the parts where the format keeps them, under the kept dir */
+        in->nparts = 2;
+        for (int i = 0; i < 2; i++) {
+            snprintf(dir, sizeof dir, "%s/%s", path, f->files[i]);
+            if (read_file(dir, &in->part[i].b) != 0) return -1;
+        }
+        return 0;
+    }
     snprintf(dir, sizeof dir, "%s/ck", path);
     struct stat sb;
     if (stat(dir, &sb) != 0) snprintf(dir, sizeof dir, "%s", path);
@@ -1318,7 +1502,7 @@ static void usage(void) {
             "usage: fuzz FORMAT [-n N | -s SECONDS] [-j JOBS] [--seed S] [--keep DIR] [options]\n"
             "       fuzz replay FORMAT PATH...\n"
             "       fuzz selftest\n"
-            "FORMAT: model, shard, tokenizer, state, all\n"
+            "FORMAT: model, shard, tokenizer, state, safetensors, all\n"
             "  -n N            inputs per format (default 10000 when -s is not given)\n"
             "  -s SECONDS      time budget per format\n"
             "  -j JOBS         worker processes (default 1)\n"

@@ -41,6 +41,14 @@ cdef extern from "llmc.h":
     void llmc_weights_layout(llmc_weights *w, const llmc_config *cfg, llmc_dtype dtype)
     size_t llmc_param_count(const llmc_config *cfg)
 
+    # ---- Hugging Face names and configs (the C table is the one mapping)
+    const char *LLMC_HF_PREFIX
+    const char *llmc_weights_hf_name(int tensor, int layer, char *buf, size_t len)
+    int llmc_weights_hf_transposed(int tensor)
+    int llmc_weights_hf_lookup(const char *name, int *layer)
+    int llmc_weights_hf_ignored(const char *name)
+    llmc_status llmc_hf_config(const char *json_text, llmc_config *cfg, char *err, size_t errlen)
+
     # ---- model
     ctypedef struct llmc_model:
         pass
@@ -55,6 +63,7 @@ cdef extern from "llmc.h":
     llmc_status llmc_model_init_random(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
                                        uint64_t seed) nogil
     llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const char *path) nogil
+    llmc_status llmc_model_load_hf(llmc_model *m, const llmc_model_options *o, const char *dir) nogil
     llmc_status llmc_model_init_values(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
                                        const float *values) nogil
     llmc_status llmc_model_save(llmc_model *m, const char *path, int version) nogil

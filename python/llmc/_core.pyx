@@ -83,6 +83,43 @@ def param_layout(dict config):
              bool(w.t[i].weight_decay)) for i in range(LLMC_NUM_PARAM_TENSORS)]
 
 
+HF_PREFIX = LLMC_HF_PREFIX.decode()  # of GPT2LMHeadModel's tensor names; GPT2Model's have none
+
+
+def hf_config(json_text):
+    """llmc's config dict from the text of a Hugging Face config.json (C's llmc_hf_config): GPT-2
+    only; the message of a refusal names the field and its value."""
+    b = json_text.encode() if isinstance(json_text, str) else bytes(json_text)
+    if b"\0" in b:
+        raise LlmcError("not valid JSON (a NUL byte)")
+    cdef llmc_config c
+    cdef char err[512]
+    if llmc_hf_config(b, &c, err, sizeof(err)) != LLMC_OK:
+        raise LlmcError(err.decode("utf-8", "replace"))
+    return _config_dict(&c)
+
+
+def hf_tensor_names(dict config):
+    """[(llmc name, layer or None, Hugging Face name under the model, transposed)] from the C tensor
+    table, in its order (tensor by tensor, layers ascending): the Hugging Face mapping, written once."""
+    cdef llmc_config c = _config_struct(config)
+    cdef llmc_weights w
+    cdef char buf[256]
+    llmc_weights_layout(&w, &c, LLMC_F32)
+    out = []
+    for i in range(LLMC_NUM_PARAM_TENSORS):
+        for layer in (range(c.num_layers) if w.t[i].layer_stride else [None]):
+            if llmc_weights_hf_name(i, 0 if layer is None else layer, buf, sizeof(buf)) == NULL:
+                raise LlmcError(f"no Hugging Face name for tensor {i}")
+            out.append((w.t[i].name.decode(), layer, buf.decode(), bool(llmc_weights_hf_transposed(i))))
+    return out
+
+
+def hf_ignored(str name):
+    """True for a Hugging Face tensor that an import drops: the attention-mask buffers and the tied LM head."""
+    return bool(llmc_weights_hf_ignored(name.encode()))
+
+
 cdef object _host_view(float *ptr, size_t n, object owner):
     """A 1-D float32 numpy array over C memory that keeps owner alive."""
     cdef cnp.npy_intp dims[1]
@@ -182,6 +219,16 @@ cdef class Model:
         cdef const char *cp = p
         with nogil:
             st = llmc_model_load(self.m, &o, cp)
+        self._ok(st)
+
+    def load_hf(self, path, str backend="cpu", int device=0, pdl=None, skinny_rows=None):
+        """A Hugging Face directory read by the C reader (load() takes one too)."""
+        b = backend.encode()
+        cdef llmc_model_options o = self._options(b, device, pdl, skinny_rows)
+        p = str(path).encode()
+        cdef const char *cp = p
+        with nogil:
+            st = llmc_model_load_hf(self.m, &o, cp)
         self._ok(st)
 
     def open(self, str backend="cpu", int device=0, pdl=None, skinny_rows=None):

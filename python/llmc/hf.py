@@ -1,55 +1,26 @@
 """Hugging Face GPT-2 in and out: config.json + model.safetensors <-> llmc's tensor table.
 
-The mapping, written once: each of llmc's 16 tensors (names and shapes from the C table,
-llmc._core.param_layout) is a Hugging Face tensor per layer, transposed where GPT-2 uses Conv1D
-(stored (in, out); llmc stores (out, in)). The LM head is tied to wte; the attention-mask buffers
-(attn.bias, attn.masked_bias) are dropped; the vocabulary is padded to a multiple of 128 on import
-and cut back on export. safetensors is read and written with the safetensors package's numpy API.
+The mapping and the config rules are C's, written once beside the tensor table (src/weights.c,
+src/hf_config.c) and read here through _core: hf_tensor_names gives each of llmc's tensors as a
+Hugging Face tensor per layer, transposed where GPT-2 uses Conv1D (stored (in, out); llmc stores
+(out, in)); hf_config refuses configs that are not exactly GPT-2. The LM head is tied to wte; the
+attention-mask buffers (attn.bias, attn.masked_bias) are dropped (hf_ignored); the vocabulary is
+padded to a multiple of 128 on import and cut back on export. Here safetensors is read and written
+with the safetensors package's numpy API; the C trainers read it by hand (src/hf_model.c).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple, Union
 
 import numpy as np
 
-from ._core import LlmcError, param_layout
+from ._core import HF_PREFIX, LlmcError, hf_config, hf_ignored, hf_tensor_names, param_layout
 
-# llmc name -> (Hugging Face name under the model, per layer?, Conv1D: transpose?)
-HF_NAMES = {
-    "wte": ("wte.weight", False, False),
-    "wpe": ("wpe.weight", False, False),
-    "ln1w": ("h.{}.ln_1.weight", True, False),
-    "ln1b": ("h.{}.ln_1.bias", True, False),
-    "qkvw": ("h.{}.attn.c_attn.weight", True, True),
-    "qkvb": ("h.{}.attn.c_attn.bias", True, False),
-    "attprojw": ("h.{}.attn.c_proj.weight", True, True),
-    "attprojb": ("h.{}.attn.c_proj.bias", True, False),
-    "ln2w": ("h.{}.ln_2.weight", True, False),
-    "ln2b": ("h.{}.ln_2.bias", True, False),
-    "fcw": ("h.{}.mlp.c_fc.weight", True, True),
-    "fcb": ("h.{}.mlp.c_fc.bias", True, False),
-    "fcprojw": ("h.{}.mlp.c_proj.weight", True, True),
-    "fcprojb": ("h.{}.mlp.c_proj.bias", True, False),
-    "lnfw": ("ln_f.weight", False, False),
-    "lnfb": ("ln_f.bias", False, False),
-}
-PREFIX = "transformer."  # GPT2LMHeadModel's; GPT2Model checkpoints (the hub's "gpt2") have none
-DROPPED = (".attn.bias", ".attn.masked_bias", "lm_head.weight")  # buffers, and the tied head
+PREFIX = HF_PREFIX  # GPT2LMHeadModel's; GPT2Model checkpoints (the hub's "gpt2") have none
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
-
-# config.json fields that must hold these values: llmc computes GPT-2 exactly, nothing else
-REQUIRED = {
-    "model_type": "gpt2",
-    "activation_function": "gelu_new",
-    "scale_attn_weights": True,
-    "scale_attn_by_inverse_layer_idx": False,
-    "reorder_and_upcast_attn": False,
-    "add_cross_attention": False,
-    "tie_word_embeddings": True,
-}
 
 
 class HFError(LlmcError):
@@ -67,29 +38,13 @@ def _safetensors():
 
 # ---------------------------------------------------------------- config
 
-def config_from_hf(hf: dict, where: str = "config.json") -> dict:
-    """llmc's config dict from a Hugging Face GPT-2 config, refusing what is not GPT-2."""
-    archs = hf.get("architectures") or ["GPT2LMHeadModel"]
-    if not all(a in ("GPT2LMHeadModel", "GPT2Model") for a in archs):
-        raise HFError(f"{where}: architectures {archs} is not GPT-2 (GPT2LMHeadModel)")
-    for field, want in REQUIRED.items():
-        got = hf.get(field, want)
-        if got != want:
-            raise HFError(f"{where}: {field} is {got!r}; llmc computes GPT-2 with {field} = {want!r} only")
-    eps = hf.get("layer_norm_epsilon", 1e-5)
-    if abs(eps - 1e-5) > 1e-12:
-        raise HFError(f"{where}: layer_norm_epsilon is {eps}; llmc's layernorm uses 1e-5")
+def config_from_hf(hf: Union[dict, str], where: str = "config.json") -> dict:
+    """llmc's config dict from a Hugging Face GPT-2 config (a dict, or config.json's text), refusing
+    what is not GPT-2 by C's rules (llmc_hf_config)."""
     try:
-        L, NH, C = int(hf["n_layer"]), int(hf["n_head"]), int(hf["n_embd"])
-        T, V = int(hf.get("n_positions", hf.get("n_ctx", 1024))), int(hf["vocab_size"])
-    except KeyError as e:
-        raise HFError(f"{where}: missing field {e.args[0]}") from e
-    inner = hf.get("n_inner")
-    if inner is not None and int(inner) != 4 * C:
-        raise HFError(f"{where}: n_inner is {inner}; GPT-2's MLP is 4 * n_embd = {4 * C}")
-    if C % NH:
-        raise HFError(f"{where}: n_embd {C} is not a multiple of n_head {NH}")
-    return dict(num_layers=L, num_heads=NH, channels=C, max_seq_len=T, vocab_size=V)
+        return hf_config(hf if isinstance(hf, (str, bytes)) else json.dumps(hf))
+    except LlmcError as e:
+        raise HFError(f"{where}: {e}") from None
 
 
 def config_to_hf(cfg: dict) -> dict:
@@ -146,46 +101,43 @@ def _as_f32(a: np.ndarray, name: str) -> np.ndarray:
 def flat_from_hf(tensors: Dict[str, np.ndarray], cfg: dict, where: str) -> np.ndarray:
     """The flat float32 parameters in llmc's order from Hugging Face tensors."""
     prefix = PREFIX if any(k.startswith(PREFIX) for k in tensors) else ""
+    shapes = {name: shape for name, _, shape, _ in param_layout(cfg)}
     used, parts = set(), []
-    layout = param_layout(cfg)
-    for name, _, shape, _ in layout:
-        hf_name, layered, conv1d = HF_NAMES[name]
-        layers = range(cfg["num_layers"]) if layered else [None]
-        for layer in layers:
-            key = prefix + (hf_name.format(layer) if layered else hf_name)
-            if key not in tensors:
-                raise HFError(f"{where}: tensor {key} is missing")
-            a = _as_f32(tensors[key], key)
-            want = shape[1:] if layered else shape
-            if conv1d:
-                a = a.T
-            if name == "wte":  # padded to Vp rows on import
-                if a.shape != (cfg["vocab_size"], want[1]):
-                    raise HFError(f"{where}: {key} has shape {a.shape}, the config needs "
-                                  f"{(cfg['vocab_size'], want[1])}")
-                a = np.concatenate([a, np.zeros((want[0] - a.shape[0], want[1]), np.float32)])
-            if a.shape != tuple(want):
-                stored = a.T.shape if conv1d else a.shape
-                raise HFError(f"{where}: {key} has shape {stored}, the config needs "
-                              f"{tuple(reversed(want)) if conv1d else tuple(want)}")
-            parts.append(np.ascontiguousarray(a).reshape(-1))
-            used.add(key)
-    unknown = [k for k in tensors if k not in used and not k.endswith(DROPPED)]
+    for name, layer, hf_name, conv1d in hf_tensor_names(cfg):  # the table's order: concatenation is the layout
+        key = prefix + hf_name
+        if key not in tensors:
+            raise HFError(f"{where}: tensor {key} is missing")
+        a = _as_f32(tensors[key], key)
+        want = shapes[name][1:] if layer is not None else shapes[name]
+        if conv1d:
+            a = a.T
+        if name == "wte":  # padded to Vp rows on import
+            if a.shape != (cfg["vocab_size"], want[1]):
+                raise HFError(f"{where}: {key} has shape {a.shape}, the config needs "
+                              f"{(cfg['vocab_size'], want[1])}")
+            a = np.concatenate([a, np.zeros((want[0] - a.shape[0], want[1]), np.float32)])
+        if a.shape != tuple(want):
+            stored = a.T.shape if conv1d else a.shape
+            raise HFError(f"{where}: {key} has shape {stored}, the config needs "
+                          f"{tuple(reversed(want)) if conv1d else tuple(want)}")
+        parts.append(np.ascontiguousarray(a).reshape(-1))
+        used.add(key)
+    unknown = [k for k in tensors if k not in used and not hf_ignored(k)]
     if unknown:
         raise HFError(f"{where}: tensors GPT-2 does not have: {', '.join(sorted(unknown)[:5])}")
     return np.concatenate(parts)
 
 
 def tensors_to_hf(flat: np.ndarray, cfg: dict) -> Dict[str, np.ndarray]:
+    layout = {name: (off, shape) for name, off, shape, _ in param_layout(cfg)}
     out = {}
-    for name, off, shape, _ in param_layout(cfg):
+    for name, layer, hf_name, conv1d in hf_tensor_names(cfg):
+        off, shape = layout[name]
         a = flat[off:off + int(np.prod(shape))].reshape(shape)
-        hf_name, layered, conv1d = HF_NAMES[name]
+        t = a[layer] if layer is not None else a
         if name == "wte":
-            a = a[:cfg["vocab_size"]]
-        for layer in range(cfg["num_layers"]) if layered else [None]:
-            t = a[layer] if layered else a
-            out[PREFIX + (hf_name.format(layer) if layered else hf_name)] = np.ascontiguousarray(t.T if conv1d else t)
+            t = t[:cfg["vocab_size"]]
+        out[PREFIX + hf_name] = np.ascontiguousarray(t.T if conv1d else t)
     return out
 
 
@@ -219,12 +171,10 @@ def load(path_or_name) -> Tuple[dict, np.ndarray]:
     d = resolve(path_or_name)
     cfg_path = d / "config.json"
     try:
-        hf_cfg = json.loads(cfg_path.read_text())
+        text = cfg_path.read_bytes()
     except FileNotFoundError:
         raise HFError(f"{d} has no config.json") from None
-    except ValueError as e:
-        raise HFError(f"{cfg_path} is not valid JSON ({e})") from e
-    cfg = config_from_hf(hf_cfg, str(cfg_path))
+    cfg = config_from_hf(text, str(cfg_path))
     return cfg, flat_from_hf(_read_tensors(d), cfg, str(d))
 
 
