@@ -18,7 +18,7 @@ python3 -m llmc.prepare --dataset shakespeare --out data/shakespeare
 
 STEPS="${STEPS:-300}"
 echo "== 3/4 training a small GPT-2 (4 layers, 256 channels) for ${STEPS} steps on the CPU"
-./train_gpt2 -e "L=4,H=4,C=256,T=128" -b 8 -t 128 -x "$STEPS" -l 1e-3 -u 20 -q 0.1 \
+./train_gpt2 -e "L=4,H=4,C=256,T=128" -b 8 -t 64 -x "$STEPS" -l 1e-3 -u 20 -q 0.1 \
   -v 100 -m 8 -s 0 -n "$STEPS" -o out/quickstart
 
 echo "== 4/4 sampling from the trained model"

@@ -228,7 +228,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {NULL, "seed", LLMC_OPT_U64, &o->seed, "N", "seed for init, shuffling and sampling"},
         {NULL, "device", LLMC_OPT_STRING, &args.backend, "NAME", "backend: cpu or cuda"},
         {NULL, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index"},
-        {NULL, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE", "gpt2_tokenizer.bin for samples (default: next to -i)"},
+        {NULL, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE", "gpt2_tokenizer.bin or tiktoken ranks file for samples (default: next to -i)"},
         {NULL, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
     };
     const size_t nopts = sizeof opts / sizeof opts[0];

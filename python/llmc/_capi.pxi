@@ -4,6 +4,7 @@
 from libc.stdint cimport uint64_t, uint32_t, int32_t, uint16_t
 
 cdef extern from "llmc.h":
+    int llmc_cpu_supported(char *err, size_t errlen)
     ctypedef enum llmc_status:
         LLMC_OK
         LLMC_ERR_STOPPED

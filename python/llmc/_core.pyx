@@ -19,6 +19,17 @@ cnp.import_array()
 include "_capi.pxi"
 
 
+def _require_cpu():
+    """A portable build (x86-64-v3) on an older CPU: a message instead of an illegal instruction.
+    This module's own code is built for plain x86-64, so it gets this far on any x86-64 CPU."""
+    cdef char err[512]
+    if not llmc_cpu_supported(err, sizeof(err)):
+        raise ImportError(err.decode("utf-8", "replace"))
+
+
+_require_cpu()
+
+
 class LlmcError(RuntimeError):
     """An error reported by the C library; the message names the problem."""
 
