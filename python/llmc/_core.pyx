@@ -8,6 +8,7 @@ state over a model), Session (a generation session over a model).
 """
 cimport cython
 cimport numpy as cnp
+import os as _os
 import numpy as np
 from cpython.ref cimport Py_INCREF
 from cpython.exc cimport PyErr_CheckSignals
@@ -233,14 +234,11 @@ cdef class Model:
         self._ok(st)
 
     def load_hf(self, path, str backend="cpu", int device=0, pdl=None, skinny_rows=None):
-        """A Hugging Face directory read by the C reader (load() takes one too)."""
-        b = backend.encode()
-        cdef llmc_model_options o = self._options(b, device, pdl, skinny_rows)
-        p = str(path).encode()
-        cdef const char *cp = p
-        with nogil:
-            st = llmc_model_load_hf(self.m, &o, cp)
-        self._ok(st)
+        """A Hugging Face directory, read by the C reader: load() with a directory (llmc_model_load
+        hands a directory with config.json to llmc_model_load_hf)."""
+        if not _os.path.isdir(path):
+            raise LlmcError(f"{path} is not a directory: a Hugging Face model is config.json + model.safetensors")
+        self.load(path, backend, device, pdl, skinny_rows)
 
     def open(self, str backend="cpu", int device=0, pdl=None, skinny_rows=None):
         """Opens the device only (for a checkpoint load that brings the weights)."""
