@@ -34,5 +34,5 @@ fi
 
 if [[ "$what" == sanitize || "$what" == all ]]; then
   echo "== compute-sanitizer: memcheck, initcheck, racecheck, synccheck on training and generation"
-  timeout 1800 bash dev/gpu_sanitize.sh 2>&1 | tail -10
+  timeout 1800 bash dev/gpu_sanitize.sh ${SANITIZE_TOOLS:-} 2>&1 | tail -10
 fi

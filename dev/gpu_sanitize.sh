@@ -3,7 +3,8 @@
 # sampling and checkpoints through ./train_gpt2cu, then generation from its checkpoint (sampled,
 # batch 2, CUDA graphs on). Needs a built ./train_gpt2cu and the llmc package (PYTHONPATH ok).
 # Logs in $OUT/sanitize_<tool>_<what>.log; the summary line of each at the end.
-# Usage: bash dev/gpu_sanitize.sh [memcheck initcheck racecheck synccheck]
+# "lab" runs dev/cuda/initcheck_cublaslt.cu under initcheck: does initcheck see cuBLASLt's writes?
+# Usage: bash dev/gpu_sanitize.sh [memcheck initcheck racecheck synccheck lab]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
@@ -21,6 +22,15 @@ train=(./train_gpt2cu -i "$work/s_train_*.bin" -j "$work/s_val_*.bin" -e "L=2,H=
        -x 4 -v 2 -m 2 -s 2 -g 8 -n 2 -l 1e-3)
 summary=()
 for tool in "${tools[@]}"; do
+    if [ "$tool" = lab ]; then
+        nvcc -O2 -std=c++17 -arch=sm_90 dev/cuda/initcheck_cublaslt.cu -lcublasLt -o "$work/initcheck_lab" || exit 1
+        for writer in lt kernel; do
+            log="$OUT/sanitize_initcheck_lab_$writer.log"
+            compute-sanitizer --tool initcheck --error-exitcode 9 --print-limit 5 "$work/initcheck_lab" "$writer" > "$log" 2>&1
+            summary+=("initcheck lab, D written by $writer: rc $? | $(grep -E 'wrote D' "$log") | $(grep -E 'ERROR SUMMARY' "$log" | tail -1)")
+        done
+        continue
+    fi
     rm -rf "$work/ck"
     log="$OUT/sanitize_${tool}_train.log"
     compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 "${train[@]}" -o "$work/ck" > "$log" 2>&1

@@ -2,9 +2,9 @@
 
 Builds dev/fuzz/fuzz.c against the repo's build/ (skipped when build/libllmc_core.a, a C
 compiler or make is missing), checks that the harness tells a crash, a hang and a blow-up
-apart, runs each format for LLMC_FUZZ_SECONDS / 4 seconds (default 100 in all) from the seed
-LLMC_FUZZ_SEED, and replays every input in dev/fuzz/regressions/. No input may crash, hang,
-blow up or break the API's contract. Input i of a campaign depends only on (seed, format, i):
+apart, runs each format for an equal share of LLMC_FUZZ_SECONDS (default 100 in all) from
+the seed LLMC_FUZZ_SEED, and replays every input in dev/fuzz/regressions/. No input may crash,
+hang, blow up or break the API's contract. Input i of a campaign depends only on (seed, format, i):
 a failure names the index, and `fuzz FORMAT --seed S --only I --keep DIR` writes that input.
 """
 import os
@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("LLMC_BUILD", REPO / "build"))
 FUZZ_DIR = REPO / "dev" / "fuzz"
-FORMATS = ["model", "shard", "tokenizer", "state", "safetensors"]
+FORMATS = ["model", "shard", "tokenizer", "state", "safetensors", "mask"]
 BUDGET = float(os.environ.get("LLMC_FUZZ_SECONDS", "100"))  # all formats together
 SEED = int(os.environ.get("LLMC_FUZZ_SEED", "20240601"))
 JOBS = int(os.environ.get("LLMC_FUZZ_JOBS", "1"))

@@ -16,7 +16,7 @@ import pytest
 
 import llmc
 from llmc import reference as ref
-from conftest import BACKENDS, assert_close
+from conftest import BACKENDS, HAVE_CUDA, assert_close
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 CFG = dict(n_layer=2, n_head=2, n_embd=64, n_positions=32, vocab_size=300)
@@ -491,19 +491,28 @@ def test_json_parser_refuses_bad_utf8(tmp_path):
 
 # ---------------------------------------------------------------- ./train_gpt2 -e <Hugging Face dir>
 
-TRAIN_BIN = os.path.join(BIN_DIR, "train_gpt2")
+TRAINERS = [
+    pytest.param("train_gpt2", 1.5e-6, TINY_CFG, id="cpu",
+                 marks=pytest.mark.skipif(not os.access(os.path.join(BIN_DIR, "train_gpt2"), os.X_OK),
+                                          reason="./train_gpt2 not built (run make)")),
+    pytest.param("train_gpt2cu", 2e-2, dict(TINY_CFG, channels=128), id="cuda",  # CUDA attention: head size 64
+                 marks=[pytest.mark.cuda, pytest.mark.skipif(
+                     not HAVE_CUDA or not os.access(os.path.join(BIN_DIR, "train_gpt2cu"), os.X_OK),
+                     reason="needs a GPU and ./train_gpt2cu")]),
+]
 
 
-@pytest.mark.skipif(not os.access(TRAIN_BIN, os.X_OK), reason="./train_gpt2 not built (run make)")
-def test_trainer_cli_takes_a_hf_directory(tmp_path):
-    """./train_gpt2 -e <dir> trains from a Hugging Face directory; its first loss is the loss of the same
-    model imported through GPT2.from_hf on the same batch."""
-    L, H, C, T, V = (TINY_CFG[k] for k in ("num_layers", "num_heads", "channels", "max_seq_len", "vocab_size"))
+@pytest.mark.parametrize("trainer,tol,tiny", TRAINERS)
+def test_trainer_cli_takes_a_hf_directory(tmp_path, trainer, tol, tiny):
+    """./train_gpt2[cu] -e <dir> trains from a Hugging Face directory; its first loss is the loss of the
+    same model imported through GPT2.from_hf on the same batch (bf16 on the GPU: relative 2e-2)."""
+    binary = os.path.join(BIN_DIR, trainer)
+    L, H, C, T, V = (tiny[k] for k in ("num_layers", "num_heads", "channels", "max_seq_len", "vocab_size"))
     cfg = dict(n_layer=L, n_head=H, n_embd=C, n_positions=T, vocab_size=V)
     d = write_hf(tmp_path / "hf", hf_tensors(seed=8, cfg=cfg), config=hf_config(**cfg), shards=2)
     train, val = write_tiny_shards(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
-    r = subprocess.run([TRAIN_BIN, "-e", str(d), "-i", train, "-j", val, "-b", "2", "-t", "16", "-x", "2",
+    r = subprocess.run([binary, "-e", str(d), "-i", train, "-j", val, "-b", "2", "-t", "16", "-x", "2",
                         "-v", "0", "-s", "0"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"model: L={L} H={H} C={C} T={T} V={V}" in r.stdout
@@ -511,9 +520,9 @@ def test_trainer_cli_takes_a_hf_directory(tmp_path):
                                           for s in r.stdout.splitlines()) if m]
     x, y = _core.DataLoader(train, 2, 16).next()
     _, want = llmc.GPT2.from_hf(d).forward(x, y, return_logits=False)
-    assert len(losses) == 2 and losses[0] == pytest.approx(want, abs=1.5e-6)
+    assert len(losses) == 2 and np.isfinite(losses[0]) and losses[0] == pytest.approx(want, rel=tol, abs=1.5e-6)
     bad = write_hf(tmp_path / "bad", hf_tensors(cfg=cfg), config=hf_config(**dict(cfg, activation_function="relu")))
-    r = subprocess.run([TRAIN_BIN, "-e", str(bad), "-i", train, "-x", "1"], capture_output=True, text=True,
+    r = subprocess.run([binary, "-e", str(bad), "-i", train, "-x", "1"], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 1 and "activation_function" in r.stderr and str(bad) in r.stderr
 

@@ -5,8 +5,9 @@
  *   fuzz replay FORMAT PATH...      run saved inputs (a file; for state, a checkpoint dir)
  *   fuzz selftest                   check that crashes, hangs and blow-ups are told apart
  *
- * FORMAT: model, shard, tokenizer, state, safetensors (a Hugging Face directory), or all. The
- * fuzzer writes valid files of each format itself (small shapes: 1 to 100 KB a file), mutates
+ * FORMAT: model, shard, tokenizer, state, safetensors (a Hugging Face directory), mask (a loss
+ * mask X.mask beside its shard X.bin), or all. The fuzzer writes valid files of each format
+ * itself (small shapes: 1 to 100 KB a file), mutates
  * them (truncation, bit flips, JSON numbers and strings in safetensors headers and configs,
  * header fields at extremes, size fields whose products overflow, garbage, NaN/Inf in bodies)
  * and feeds each input to the library's public API in a forked child under an address-space
@@ -29,7 +30,7 @@
  * regenerated with --only INDEX. Crashes, hangs, blow-ups, poisons and bads are written to
  * --keep DIR with a .txt that says what happened; `fuzz replay` runs them again.
  *
- * Adding a format (masks, quantized models): a seed writer, a child that drives
+ * Adding a format (quantized models): a seed writer, a child that drives
  * the API, the header slots worth setting to extremes, and a row in FORMATS below.
  */
 #define _GNU_SOURCE
@@ -492,6 +493,12 @@ static const part_kind STATE_KIND = {STATE_SLOTS, sizeof STATE_SLOTS / sizeof(in
 static const int ST_SLOTS[] = {0, 1}, ST_U64[] = {0}, HF_CONFIG_SLOTS[] = {0, 1, 2, 3};
 static const part_kind ST_KIND = {ST_SLOTS, 2, ST_U64, 1, 0};
 static const part_kind HF_CONFIG_KIND = {HF_CONFIG_SLOTS, 4, NULL, 0, 0};
+/* mask: magic, version, token count, row length T; its shard is a plain shard, told apart so
+ * that mask-only mutations (and extremes) never touch the shard format's draws */
+static const int MASK_SLOTS[] = {0, 1, 2, 3};
+static const part_kind MASK_KIND = {MASK_SLOTS, 4, NULL, 0, 0};
+static const part_kind MASK_SHARD_KIND = {SHARD_SLOTS, 3, NULL, 0, 0};
+enum { MASK_T = 8 }; /* the row length the mask seeds are packed for */
 
 static void mark(part *p, size_t off) {
     if (p->nmarks < MAX_MARKS) p->marks[p->nmarks++] = off;
@@ -790,12 +797,255 @@ static void safetensors_seeds(input *seeds, int *n, const char *tmp) {
     safetensors_seed(&seeds[(*n)++], &Cc, 3, 0, 0, 8);
 }
 
+/* Mask seeds: a shard and the loss mask beside it (part 0 the mask, part 1 the shard), rows of
+ * MASK_T tokens, masks of every kind a prepare step writes. */
+static void mask_pair_bytes(blob *shard, blob *mask, int ntok, int vocab, int pattern, uint64_t *rng) {
+    shard_bytes(shard, ntok, rng, vocab);
+    int32_t h[LLMC_HEADER_INTS] = {LLMC_MASK_MAGIC, 1, ntok, MASK_T};
+    mask->n = 0;
+    blob_append(mask, h, sizeof h);
+    for (int i = 0; i < ntok; i++) {
+        unsigned char m;
+        switch (pattern) {
+        case 0: m = 1; break; /* every target counts */
+        case 1: m = 0; break; /* none does */
+        case 2: m = (unsigned char)(i & 1); break;
+        case 3: m = i % MASK_T >= 1 + (i / MASK_T) % (MASK_T - 1); break; /* per row: a prompt, then its response */
+        default: m = below(rng, 4) == 0; break;                           /* sparse */
+        }
+        blob_append(mask, &m, 1);
+    }
+}
+
+static void mask_seeds(input *seeds, int *n, const char *tmp) {
+    (void)tmp;
+    static const struct {
+        int ntok, vocab, pattern;
+    } S[] = {{9, 64, 2}, {17, 65536, 0}, {64, 64, 1}, {65, 65536, 3}, {200, 64, 4}, {333, 65536, 3}, {1000, 64, 4}};
+    uint64_t rng = 17;
+    *n = 0;
+    for (size_t i = 0; i < sizeof S / sizeof S[0]; i++) {
+        input *s = &seeds[(*n)++];
+        memset(s, 0, sizeof *s);
+        s->nparts = 2;
+        part *pm = &s->part[0], *ps = &s->part[1];
+        const size_t nt = (size_t)S[i].ntok;
+        mask_pair_bytes(&ps->b, &pm->b, S[i].ntok, S[i].vocab, S[i].pattern, &rng);
+        pm->kind = &MASK_KIND;
+        for (int k = 0; k < 4; k++) mark(pm, (size_t)k * 4);
+        /* token 0 (never a target), 1, a row's end and the next row's start, mid, last */
+        mark(pm, HEADER_BYTES), mark(pm, HEADER_BYTES + 1), mark(pm, HEADER_BYTES + MASK_T);
+        mark(pm, HEADER_BYTES + MASK_T + 1), mark(pm, HEADER_BYTES + nt / 2), mark(pm, pm->b.n - 1);
+        ps->kind = &MASK_SHARD_KIND;
+        mark(ps, 8), mark(ps, HEADER_BYTES), mark(ps, HEADER_BYTES + 2), mark(ps, HEADER_BYTES + 2 * MASK_T);
+        mark(ps, HEADER_BYTES + nt), mark(ps, ps->b.n - 2);
+    }
+}
+
+static void write_or_die(const char *dir, const char *name, const blob *b) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f) != 0) die("cannot write %s", path);
+}
+
+/* Beside every mask input: a valid masked shard_1 (globs see two pairs) and a plain_0.bin (a
+ * glob that mixes masked and plain shards). */
+static void mask_extra(const char *dir) {
+    blob s = {0}, m = {0};
+    uint64_t rng = 19;
+    mask_pair_bytes(&s, &m, 100, 65536, 3, &rng);
+    write_or_die(dir, "shard_1.bin", &s);
+    write_or_die(dir, "shard_1.mask", &m);
+    shard_bytes(&s, 100, &rng, 64);
+    write_or_die(dir, "plain_0.bin", &s);
+    free(s.p), free(m.p);
+}
+
+/* The child's own reading of a staged shard and its mask, to hold the loader's answers against. */
+typedef struct pair_view {
+    blob shard, mask;
+    const uint16_t *tok; /* NULL: not a valid shard */
+    const uint8_t *m;    /* NULL: no valid mask for this shard */
+    size_t n;            /* tokens */
+    int32_t T;           /* the mask's row length */
+} pair_view;
+
+static void view_pair(pair_view *v, const char *dir, const char *name) {
+    char path[4300];
+    memset(v, 0, sizeof *v);
+    snprintf(path, sizeof path, "%s/%s.bin", dir, name);
+    if (read_file(path, &v->shard) == 0 && v->shard.n >= HEADER_BYTES) {
+        const int32_t n = get32(&v->shard, 8);
+        if (get32(&v->shard, 0) == LLMC_SHARD_MAGIC && get32(&v->shard, 4) == 1 && n >= 0 &&
+            v->shard.n == HEADER_BYTES + 2 * (size_t)n)
+            v->tok = (const uint16_t *)(v->shard.p + HEADER_BYTES), v->n = (size_t)n;
+    }
+    snprintf(path, sizeof path, "%s/%s.mask", dir, name);
+    if (v->tok && read_file(path, &v->mask) == 0 && v->mask.n >= HEADER_BYTES && get32(&v->mask, 0) == LLMC_MASK_MAGIC &&
+        get32(&v->mask, 4) == 1 && get32(&v->mask, 8) == (int64_t)v->n && v->mask.n == HEADER_BYTES + v->n)
+        v->m = v->mask.p + HEADER_BYTES, v->T = get32(&v->mask, 12);
+}
+
+/* Is (in, tg) batch b of v: B*T shard tokens from b*B*T, each target the next token, or
+ * LLMC_IGNORE_TARGET where the mask byte of that next token is 0? */
+static int is_batch(const pair_view *v, size_t b, size_t bt, const int *in, const int *tg) {
+    const size_t o = b * bt;
+    for (size_t i = 0; i < bt; i++) {
+        const uint8_t mb = v->m[o + i + 1];
+        if (in[i] != v->tok[o + i] || mb > 1 || tg[i] != (mb ? (int)v->tok[o + i + 1] : LLMC_IGNORE_TARGET)) return 0;
+    }
+    return 1;
+}
+
+typedef struct mask_case {
+    const char *pattern;
+    int files[2], nfiles; /* which views the pattern matches (in glob order) */
+    int B, T, shuffle;
+    int never; /* the pattern matches a set the loader must refuse (a plain shard, a mask as a shard) */
+} mask_case;
+
+/* Counts of one case: batches per file and the tokens of all. */
+typedef struct case_ref {
+    size_t nb[2], total, ntok, bt;
+} case_ref;
+
+/* A refused batch is allowed only where a mask byte the epoch reads as a target is not 0 or 1. */
+static int has_bad_byte(const pair_view *vw, const mask_case *c, const case_ref *r) {
+    for (int f = 0; f < c->nfiles; f++)
+        for (size_t i = 1; i <= r->nb[f] * r->bt; i++)
+            if (vw[c->files[f]].m[i] > 1) return 1;
+    return 0;
+}
+
+/* next() after an open; want_f/want_b: the batch it must be (-1: any of the case's files). */
+static int mask_next(llmc_dataloader *d, const pair_view *vw, const mask_case *c, const case_ref *r, int first,
+                     int *in, int *tg, int want_f, size_t want_b, const char *what) {
+    llmc_status st = llmc_dataloader_next(d, in, tg);
+    const char *msg = llmc_dataloader_error(d);
+    if (st != LLMC_OK) {
+        if (st == LLMC_ERR_FORMAT && msg[0] && has_bad_byte(vw, c, r)) {
+            if (first) verdict(ERROR, "dataloader next: %s", msg);
+        } else failed_later(st, msg, what);
+        return 0;
+    }
+    int ok = 0;
+    for (int f = 0; !ok && f < c->nfiles; f++)
+        for (size_t b = 0; !ok && b < r->nb[f]; b++)
+            if ((want_f < 0 || (f == want_f && b == want_b)) && is_batch(&vw[c->files[f]], b, r->bt, in, tg)) ok = 1;
+    if (!ok)
+        verdict(BAD, "%s (%s, B=%d, T=%d, shuffle %d): not %s of the shard with its mask (in[0] %d, tg[0] %d)", what,
+                c->pattern, c->B, c->T, c->shuffle, want_f < 0 ? "a batch" : "the batch due", in[0], tg[0]);
+    return ok;
+}
+
+/* One case: open, an epoch and a batch of the next, seeks in and out of range. d is reused:
+ * each open releases what the last one held. */
+static void mask_case_run(llmc_dataloader *d, const char *dir, const pair_view *vw, const mask_case *c, int first) {
+    char pattern[4300];
+    snprintf(pattern, sizeof pattern, "%s/%s", dir, c->pattern);
+    case_ref r = {{0, 0}, 0, 0, (size_t)c->B * (size_t)c->T};
+    int can = !c->never;
+    for (int f = 0; f < c->nfiles; f++) {
+        const pair_view *v = &vw[c->files[f]];
+        if (!v->tok || !v->m || v->n < r.bt + 1 || v->T != c->T) can = 0;
+        else r.nb[f] = (v->n - 1) / r.bt, r.total += r.nb[f], r.ntok += v->n;
+    }
+    llmc_status st = llmc_dataloader_open(d, pattern, c->B, c->T, c->shuffle, 42);
+    const char *msg = llmc_dataloader_error(d);
+    if (st != LLMC_OK) {
+        if (can && st != LLMC_ERR_OUT_OF_MEMORY && msg[0])
+            verdict(BAD, "open of %s (B=%d, T=%d) refused a valid pair: %s", c->pattern, c->B, c->T, msg);
+        else if (first || st == LLMC_ERR_OUT_OF_MEMORY || !msg[0]) refused(st, msg, "dataloader open");
+        return;
+    }
+    if (!can) {
+        verdict(BAD, "open of %s (B=%d, T=%d) accepted files it must refuse", c->pattern, c->B, c->T);
+        return;
+    }
+    if (first) verdict(OK, "opened");
+    if (!llmc_dataloader_has_masks(d) || llmc_dataloader_num_shards(d) != c->nfiles ||
+        llmc_dataloader_num_batches(d) != r.total || llmc_dataloader_num_tokens(d) != r.ntok) {
+        verdict(BAD, "open of %s: masks %d, %d shards, %zu batches, %zu tokens; the files hold %d, %zu, %zu", c->pattern,
+                llmc_dataloader_has_masks(d), llmc_dataloader_num_shards(d), llmc_dataloader_num_batches(d),
+                llmc_dataloader_num_tokens(d), c->nfiles, r.total, r.ntok);
+        return;
+    }
+    int *in = malloc(r.bt * sizeof *in), *tg = malloc(r.bt * sizeof *tg);
+    unsigned char *seen = calloc(r.total, 1);
+    for (size_t k = 0; in && tg && seen && k <= r.total; k++) { /* an epoch, and one batch into the next */
+        const size_t e = k % r.total;
+        if (e == 0) memset(seen, 0, r.total);
+        const int f = e < r.nb[0] ? 0 : 1;
+        if (!mask_next(d, vw, c, &r, first, in, tg, c->shuffle ? -1 : f, f ? e - r.nb[0] : e, "next")) break;
+        if (c->shuffle) { /* every batch once an epoch: the first unseen one with these contents */
+            int found = 0;
+            for (int g = 0; !found && g < c->nfiles; g++)
+                for (size_t b = 0; !found && b < r.nb[g]; b++) {
+                    const size_t id = (g ? r.nb[0] : 0) + b;
+                    if (!seen[id] && is_batch(&vw[c->files[g]], b, r.bt, in, tg)) seen[id] = found = 1;
+                }
+            if (!found) {
+                verdict(BAD, "next %zu (%s, B=%d, T=%d): a batch twice in one epoch", k, c->pattern, c->B, c->T);
+                break;
+            }
+        }
+    }
+    llmc_data_position p = llmc_dataloader_tell(d);
+    if ((st = llmc_dataloader_seek(d, p)) != LLMC_OK) failed_later(st, llmc_dataloader_error(d), "seek to tell()");
+    const size_t most = r.nb[0] > r.nb[1] ? r.nb[0] : r.nb[1], least = c->nfiles > 1 && r.nb[1] < r.nb[0] ? r.nb[1] : r.nb[0];
+    llmc_data_position outside[] = {
+        {0, 0, most}, {0, (uint64_t)c->nfiles, 0}, {0, UINT64_MAX, UINT64_MAX}, {5, 0, UINT64_MAX}};
+    for (int i = 0; i < 4; i++) {
+        st = llmc_dataloader_seek(d, outside[i]);
+        if (st == LLMC_OK) verdict(BAD, "seek to shard %llu sample %llu succeeded", (unsigned long long)outside[i].shard,
+                                   (unsigned long long)outside[i].sample);
+        else if (!llmc_dataloader_error(d)[0]) verdict(BAD, "seek failed without a message");
+    }
+    /* the first batch of a later epoch, and the last sample of its last shard */
+    llmc_data_position later[] = {{1, 0, 0}, {2, (uint64_t)c->nfiles - 1, least - 1}};
+    for (int i = 0; in && tg && i < 2; i++) {
+        if ((st = llmc_dataloader_seek(d, later[i])) != LLMC_OK) {
+            failed_later(st, llmc_dataloader_error(d), "seek in range");
+            break;
+        }
+        const int f = i ? c->nfiles - 1 : 0;
+        if (!mask_next(d, vw, c, &r, first, in, tg, c->shuffle ? -1 : f, i ? least - 1 : 0, "next after seek")) break;
+    }
+    llmc_dataloader_reset(d);
+    free(in), free(tg), free(seen);
+}
+
+static void child_mask(const char *dir) {
+    pair_view vw[3];
+    view_pair(&vw[0], dir, "shard_0"), view_pair(&vw[1], dir, "shard_1"), view_pair(&vw[2], dir, "plain_0");
+    /* the header's own T, when it is not one a fixed case uses: rows the loader accepts after a mutation */
+    const int32_t th = vw[0].mask.n >= 16 ? get32(&vw[0].mask, 12) : 0;
+    const mask_case cases[] = {
+        {"shard_0.bin", {0}, 1, 1, MASK_T, 0, 0},   /* decides ok: every batch of an epoch in order */
+        {"shard_0.bin", {0}, 1, 2, MASK_T, 1, 0},   {"shard_0.bin", {0}, 1, 3, MASK_T, 0, 0},
+        {"shard_0.bin", {0}, 1, 1, 4, 1, 0},        /* T other than the mask's: refused */
+        {"shard_0.bin", {0}, 1, 1, th, 0, 0},       {"shard_*.bin", {0, 1}, 2, 2, MASK_T, 1, 0},
+        {"shard_*.bin", {0, 1}, 2, 1, MASK_T, 0, 0}, {"*_0.bin", {2, 0}, 2, 1, MASK_T, 0, 1}, /* plain and masked */
+        {"shard_0*", {0}, 1, 1, MASK_T, 0, 1},      /* the mask matched as a shard */
+    };
+    llmc_dataloader *d = llmc_dataloader_new();
+    for (size_t i = 0; d && i < sizeof cases / sizeof cases[0]; i++) {
+        if (i == 4 && (th < 1 || th > 64 || th == MASK_T || th == 4)) continue;
+        mask_case_run(d, dir, vw, &cases[i], i == 0);
+    }
+    if (!d) verdict(BLOWUP, "no memory for a data loader");
+    llmc_dataloader_free(d);
+    for (int i = 0; i < 3; i++) free(vw[i].shard.p), free(vw[i].mask.p);
+}
+
 static const format FORMATS[] = {
     {"model", model_seeds, child_model, NULL, {"model.bin", NULL}},
     {"shard", shard_seeds, child_shard, shard_extra, {"shard_0.bin", NULL}},
     {"tokenizer", tokenizer_seeds, child_tokenizer, NULL, {"tokenizer.bin", NULL}},
     {"state", state_seeds, child_state, shard_extra, {"ck/state_00000007.bin", "ck/model_00000007.bin"}},
     {"safetensors", safetensors_seeds, child_safetensors, NULL, {"ck/model.safetensors", "ck/config.json"}},
+    {"mask", mask_seeds, child_mask, mask_extra, {"shard_0.mask", "shard_0.bin"}},
 };
 enum { NFORMATS = sizeof FORMATS / sizeof FORMATS[0] };
 
@@ -810,6 +1060,10 @@ static const int32_t EXTREMES[] = {
     LLMC_TOKENIZER_MAGIC, LLMC_SHARD_MAGIC, 6, 0x01010101, (int32_t)0x80808080u,
 };
 enum { NEXTREMES = sizeof EXTREMES / sizeof EXTREMES[0] };
+/* mask inputs draw these too (a table of their own keeps the other formats' draws as they were):
+ * the mask's magic, on the shard as well, and counts and row lengths near the seeds' */
+static const int32_t MASK_EXTREMES[] = {LLMC_MASK_MAGIC, LLMC_MASK_MAGIC + 1, MASK_T, MASK_T - 1, MASK_T + 1,
+                                        9, 16, 17, 64, 65, 200, 333, 1000, 1001};
 
 /* Pairs whose product overflows 32 bits (or lands exactly on 2^31 / 2^32). */
 static const int32_t OVERFLOW_PAIRS[][2] = {
@@ -875,6 +1129,8 @@ enum {
 };
 /* drawn for JSON parts only (after the others, so that the other formats' inputs stay as they were) */
 enum { M_JSON = NMUT, NMUT_JSON = NMUT + 4 };
+/* and these for mask files only */
+enum { M_MASK_BYTE = NMUT, M_MASK_SWAP, M_MASK_COUNT, M_MASK_ROW, NMUT_MASK };
 
 /* Where the data of a safetensors file start, by its own header length (the end when that is off). */
 static size_t st_body(const blob *b) {
@@ -919,11 +1175,60 @@ static void mutate_json(uint64_t *r, part *p) {
     if (st) put64(b, 0, (uint64_t)(hi - 8 - (e - s) + k));
 }
 
+/* Mask-aware: bytes other than 0 and 1 where batches start and end, 0s and 1s swapped (still
+ * valid), the count or the body off by a little against the shard, other row lengths. */
+static void mutate_mask(uint64_t *r, part *p, int op) {
+    blob *b = &p->b;
+    const size_t body = b->n > HEADER_BYTES ? b->n - HEADER_BYTES : 0;
+    switch (op) {
+    case M_MASK_BYTE: {
+        static const unsigned char V[] = {2, 3, 0x7f, 0x80, 0xfe, 0xff, 0, 1};
+        for (int i = 0, n = 1 + (int)below(r, 4); i < n && body; i++) {
+            size_t t;
+            switch (below(r, 4)) {
+            case 0: t = (size_t)below(r, 2); break; /* token 0 is never a target, token 1 is */
+            case 1: t = body - 1 - (size_t)below(r, 2); break;
+            case 2: t = (size_t)below(r, body / MASK_T + 1) * MASK_T + (size_t)below(r, 2); break; /* batch edges */
+            default: t = (size_t)below(r, body); break;
+            }
+            if (t < body) b->p[HEADER_BYTES + t] = V[below(r, sizeof V)];
+        }
+        break;
+    }
+    case M_MASK_SWAP:
+        for (int i = 0, n = 1 + (int)below(r, 16); i < n && body; i++) {
+            unsigned char *m = b->p + HEADER_BYTES + below(r, body);
+            if (*m <= 1) *m ^= 1;
+        }
+        break;
+    case M_MASK_COUNT: { /* the header's count, the body, or both (consistent, yet not the shard's) */
+        static const int D[] = {-1, 1, -2, 2, -MASK_T, MASK_T, -MASK_T - 1, MASK_T + 1};
+        const int d = D[below(r, sizeof D / sizeof D[0])], how = (int)below(r, 3);
+        if (how != 1) put32(b, 8, (int32_t)((uint32_t)get32(b, 8) + (uint32_t)d));
+        if (how != 0) {
+            if (d < 0) b->n -= (size_t)-d <= body ? (size_t)-d : body;
+            else
+                for (int i = 0; i < d; i++) blob_append(b, &(unsigned char){(unsigned char)below(r, 2)}, 1);
+        }
+        break;
+    }
+    default: { /* the row length */
+        static const int32_t TV[] = {MASK_T - 1, MASK_T + 1, 2 * MASK_T, MASK_T / 2, 1, 0, -MASK_T, 64, 65, INT_MAX};
+        put32(b, 12, below(r, 2) ? TV[below(r, sizeof TV / sizeof TV[0])] : near_value(r, get32(b, 12)));
+        break;
+    }
+    }
+}
+
 static void mutate_part(uint64_t *r, part *p, const part *other) {
     blob *b = &p->b;
     const part_kind *k = p->kind;
-    const int json = k == &ST_KIND || k == &HF_CONFIG_KIND;
-    int op = (int)below(r, json ? NMUT_JSON : NMUT);
+    const int json = k == &ST_KIND || k == &HF_CONFIG_KIND, mask = k == &MASK_KIND;
+    int op = (int)below(r, json ? NMUT_JSON : mask ? NMUT_MASK : NMUT);
+    if (mask && op >= NMUT) {
+        mutate_mask(r, p, op);
+        return;
+    }
     switch (op > M_JSON ? M_JSON : op) {
     case M_JSON: mutate_json(r, p); break;
     case M_TRUNC: b->n = (size_t)below(r, b->n + 1); break;
@@ -948,7 +1253,12 @@ static void mutate_part(uint64_t *r, part *p, const part *other) {
         break;
     }
     case M_FIELD_EXTREME:
-        put32(b, (size_t)k->slots[below(r, (uint64_t)k->nslots)] * 4, EXTREMES[below(r, NEXTREMES)]);
+        if (k == &MASK_KIND || k == &MASK_SHARD_KIND) {
+            const size_t off = (size_t)k->slots[below(r, (uint64_t)k->nslots)] * 4;
+            const int32_t v = below(r, 4) ? EXTREMES[below(r, NEXTREMES)]
+                                          : MASK_EXTREMES[below(r, sizeof MASK_EXTREMES / sizeof MASK_EXTREMES[0])];
+            put32(b, off, v);
+        } else put32(b, (size_t)k->slots[below(r, (uint64_t)k->nslots)] * 4, EXTREMES[below(r, NEXTREMES)]);
         break;
     case M_FIELD_NEAR: {
         size_t off = (size_t)k->slots[below(r, (uint64_t)k->nslots)] * 4;
@@ -981,7 +1291,8 @@ static void mutate_part(uint64_t *r, part *p, const part *other) {
         break;
     case M_WRAP: /* a count moved so that (count * record size) wraps to the real value */
         if (k->model_header) model_wrap(r, b);
-        else if (k == &SHARD_KIND) put32(b, 8, (int32_t)((uint32_t)get32(b, 8) + (1u << 31))); /* 2 bytes a token */
+        else if (k == &SHARD_KIND || k == &MASK_SHARD_KIND || k == &MASK_KIND) /* 2 bytes a token (mask: 1) */
+            put32(b, 8, (int32_t)((uint32_t)get32(b, 8) + (1u << 31)));
         else if (k == &TOKENIZER_KIND) /* 8 bytes of offset, or 256 bytes at most, a token */
             put32(b, 8, (int32_t)((uint32_t)get32(b, 8) + (below(r, 2) ? 1u << 29 : 1u << 24)));
         else if (k == &ST_KIND) put64(b, 0, get64(b, 0) + (below(r, 2) ? 1ull << 32 : 1ull << 63)); /* header length */
@@ -1050,6 +1361,41 @@ static void mutate_part(uint64_t *r, part *p, const part *other) {
     }
 }
 
+/* Both files of a mask input changed together, so that they still agree: cut to fewer tokens (a
+ * valid pair, perhaps too short for a batch), grown by a few (a partial last batch), or both
+ * counts set to one wrong value. Then, half the time, one more mutation of the mask. */
+static void mutate_mask_pair(uint64_t *r, input *in) {
+    blob *m = &in->part[0].b, *s = &in->part[1].b;
+    const int32_t n = get32(s, 8);
+    if (m->n != HEADER_BYTES + (size_t)n || s->n != HEADER_BYTES + 2 * (size_t)n) return; /* a seed always agrees */
+    switch (below(r, 3)) {
+    case 0: {
+        static const int32_t K[] = {0, 1, 2, MASK_T, MASK_T + 1, 2 * MASK_T, 2 * MASK_T + 1, 3 * MASK_T, 3 * MASK_T + 1};
+        int32_t k = below(r, 2) ? K[below(r, sizeof K / sizeof K[0])] : (int32_t)below(r, (uint64_t)n + 1);
+        if (k > n) k = n;
+        put32(s, 8, k), put32(m, 8, k);
+        s->n = HEADER_BYTES + 2 * (size_t)k, m->n = HEADER_BYTES + (size_t)k;
+        break;
+    }
+    case 1: {
+        const int k = 1 + (int)below(r, 64);
+        for (int i = 0; i < k; i++) {
+            const uint16_t t = (uint16_t)below(r, 65536);
+            blob_append(s, &t, 2);
+            blob_append(m, &(unsigned char){(unsigned char)below(r, 2)}, 1);
+        }
+        put32(s, 8, n + k), put32(m, 8, n + k);
+        break;
+    }
+    default: {
+        const int32_t v = below(r, 2) ? EXTREMES[below(r, NEXTREMES)] : near_value(r, n);
+        put32(s, 8, v), put32(m, 8, v);
+        break;
+    }
+    }
+    if (below(r, 2)) mutate_part(r, &in->part[0], NULL);
+}
+
 /* Input index of a campaign: a pure function of (seed, format, index). */
 static void make_input(const input *seeds, int nseeds, uint64_t seed, int fmt, uint64_t index, input *in) {
     uint64_t r = seed * 0x2545F4914F6CDD1Dull ^ ((uint64_t)fmt << 56) ^ index;
@@ -1065,7 +1411,11 @@ static void make_input(const input *seeds, int nseeds, uint64_t seed, int fmt, u
         blob_set(&p->b, s->part[i].b.p, s->part[i].b.n);
     }
     if (below(&r, 64) == 0) return; /* now and then the seed itself: the valid path stays exercised */
-    /* which files: the state file mostly, its model file sometimes, both now and then */
+    if (in->part[0].kind == &MASK_KIND && below(&r, 8) == 0) {
+        mutate_mask_pair(&r, in);
+        return;
+    }
+    /* which files: the state (mask) file mostly, its model (shard) file sometimes, both now and then */
     const int which = in->nparts == 1 ? 1 : (int)(below(&r, 10) < 8 ? 1 : below(&r, 2) ? 2 : 3);
     for (int i = 0; i < in->nparts; i++) {
         if (!(which & (1 << i))) continue;
@@ -1502,7 +1852,7 @@ static void usage(void) {
             "usage: fuzz FORMAT [-n N | -s SECONDS] [-j JOBS] [--seed S] [--keep DIR] [options]\n"
             "       fuzz replay FORMAT PATH...\n"
             "       fuzz selftest\n"
-            "FORMAT: model, shard, tokenizer, state, safetensors, all\n"
+            "FORMAT: model, shard, tokenizer, state, safetensors, mask, all\n"
             "  -n N            inputs per format (default 10000 when -s is not given)\n"
             "  -s SECONDS      time budget per format\n"
             "  -j JOBS         worker processes (default 1)\n"
