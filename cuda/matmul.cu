@@ -47,6 +47,28 @@ static int64_t ptr_align(const void *p) {
         }                                                                                                       \
     } while (0)
 
+/* Marks what a product wrote (D, and the pre-GELU aux of the GELU_AUX epilogues) as
+ * initialized for compute-sanitizer's initcheck. cuBLASLt's Hopper kernels store through TMA,
+ * which initcheck does not track, so without this every later read of a matmul output counts
+ * as a read of uninitialized memory (dev/cuda/initcheck_cublaslt.cu shows it without llmc).
+ * The tests check that cuBLASLt writes every element of these ranges. */
+static void lt_mark_written(llmc_cuda_impl *im, const lt_problem *p) {
+    nvtxMemVirtualRangeDesc_t r[2];
+    size_t n = 0;
+    r[n].ptr = p->D, r[n++].size = ((size_t)p->ldd * (size_t)(p->n - 1) + (size_t)p->m) * sizeof(bf16);
+    if (p->aux && (p->epi == CUBLASLT_EPILOGUE_GELU_AUX || p->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS))
+        r[n].ptr = p->aux, r[n++].size = ((size_t)p->aux_ld * (size_t)(p->n - 1) + (size_t)p->m) * sizeof(bf16);
+    nvtxMemMarkInitializedBatch_t batch;
+    memset(&batch, 0, sizeof batch);
+    batch.extCompatID = NVTX_EXT_COMPATID_MEM;
+    batch.structSize = sizeof batch;
+    batch.regionType = NVTX_MEM_TYPE_VIRTUAL_ADDRESS;
+    batch.regionDescCount = n;
+    batch.regionDescElementSize = sizeof r[0];
+    batch.regionDescElements = r;
+    nvtxMemCudaMarkInitialized(im->nvtx, im->stream, 0, &batch);
+}
+
 /* Runs one product. LLMC_ERR_UNSUPPORTED (with a message) when cuBLASLt has no algorithm,
  * so that the caller can fall back. op/N/C/OC only label error messages. */
 static llmc_status lt_run(llmc_device *dev, const lt_problem *p, const char *op, int N, int C, int OC) {
@@ -146,6 +168,7 @@ static llmc_status lt_run(llmc_device *dev, const lt_problem *p, const char *op,
         }
         LT_CHECK(cublasLtMatmul(im->lt, desc, &alpha, p->A, la, p->B, lb, &beta, p->D, ld, p->D, ld, &hit->algo,
                                 im->lt_ws, im->lt_ws_bytes, im->stream));
+        lt_mark_written(im, p);
     }
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);

@@ -24,19 +24,19 @@ summary=()
 for tool in "${tools[@]}"; do
     if [ "$tool" = lab ]; then
         nvcc -O2 -std=c++17 -arch=sm_90 dev/cuda/initcheck_cublaslt.cu -lcublasLt -o "$work/initcheck_lab" || exit 1
-        for writer in lt kernel; do
+        for writer in lt lt-marked kernel; do
             log="$OUT/sanitize_initcheck_lab_$writer.log"
-            compute-sanitizer --tool initcheck --error-exitcode 9 --print-limit 5 "$work/initcheck_lab" "$writer" > "$log" 2>&1
+            compute-sanitizer --tool initcheck --nvtx true --error-exitcode 9 --print-limit 5 "$work/initcheck_lab" "$writer" > "$log" 2>&1
             summary+=("initcheck lab, D written by $writer: rc $? | $(grep -E 'wrote D' "$log") | $(grep -E 'ERROR SUMMARY' "$log" | tail -1)")
         done
         continue
     fi
     rm -rf "$work/ck"
     log="$OUT/sanitize_${tool}_train.log"
-    compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 "${train[@]}" -o "$work/ck" > "$log" 2>&1
+    compute-sanitizer --tool "$tool" --nvtx true --error-exitcode 9 --print-limit 20 "${train[@]}" -o "$work/ck" > "$log" 2>&1
     summary+=("$tool train: rc $? | $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)")
     log="$OUT/sanitize_${tool}_generate.log"
-    compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 python3 -m llmc.generate \
+    compute-sanitizer --tool "$tool" --nvtx true --error-exitcode 9 --print-limit 20 python3 -m llmc.generate \
         -m "$work/ck/model_00000004.bin" --tokens "1 2 3" -n 12 --batch 2 --top-k 5 --device cuda --ids > "$log" 2>&1
     summary+=("$tool generate: rc $? | $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)")
 done

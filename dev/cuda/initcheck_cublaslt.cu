@@ -10,11 +10,14 @@
  *   nvcc -O2 -std=c++17 -arch=sm_90 dev/cuda/initcheck_cublaslt.cu -lcublasLt -o /tmp/initcheck_lab
  *   compute-sanitizer --tool initcheck /tmp/initcheck_lab lt      # the case in question
  *   compute-sanitizer --tool initcheck /tmp/initcheck_lab kernel  # control: must be clean
+ *   compute-sanitizer --tool initcheck --nvtx true /tmp/initcheck_lab lt-marked
+ *       # cuBLASLt, then D marked initialized through NVTX, as cuda/matmul.cu does: clean
  *
  * Without the sanitizer it checks the matmul against a host reference, so "lt" is known to
  * have written every element before anything reads it. */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <nvtx3/nvToolsExtMemCudaRt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +62,8 @@ __global__ void read_cp_async(const bf16 *d, size_t n, float *sum) {
 }
 
 int main(int argc, char **argv) {
-    const int lt = argc > 1 && strcmp(argv[1], "lt") == 0;
+    const int marked = argc > 1 && strcmp(argv[1], "lt-marked") == 0;
+    const int lt = marked || (argc > 1 && strcmp(argv[1], "lt") == 0);
     const int N = 256, C = 256, OC = 768; /* rows (B*T), in, out: the engine's qkv matmul of a small model */
     const size_t nd = (size_t)N * OC;
     bf16 *A, *W, *bias, *D;
@@ -105,6 +109,12 @@ int main(int argc, char **argv) {
         if (!found) { fprintf(stderr, "no cuBLASLt algorithm\n"); return 1; }
         const float one = 1, zero = 0;
         LK(cublasLtMatmul(h, desc, &one, W, la, A, lb, &zero, D, ld, D, ld, &hit.algo, ws, wsz, 0));
+        if (marked) {
+            nvtxMemVirtualRangeDesc_t r = {nd * 2, D};
+            nvtxMemMarkInitializedBatch_t b = {NVTX_EXT_COMPATID_MEM, sizeof b, NVTX_MEM_TYPE_VIRTUAL_ADDRESS, 1,
+                                               sizeof r, &r};
+            nvtxMemCudaMarkInitialized(nvtxDomainCreateA("initcheck_lab"), 0, 0, &b);
+        }
     } else {
         fill<<<64, 256>>>(D, nd);
     }
