@@ -84,6 +84,8 @@ static void cuda_destroy(llmc_device *dev) {
     if (im->scratch) cudaFree(im->scratch);
     if (im->pinned) cudaFreeHost(im->pinned);
     if (im->pinned_done) cudaEventDestroy(im->pinned_done);
+    if (im->readback) cudaFreeHost(im->readback);
+    if (im->readback_done) cudaEventDestroy(im->readback_done);
     free(im->host_counts);
     free(im->host_distinct);
     if (im->lt) cublasLtDestroy(im->lt);
@@ -123,6 +125,7 @@ static llmc_status cuda_init(llmc_device *dev, int index) {
     INIT_TRY(cudaDeviceGetAttribute(&im->sm_count, cudaDevAttrMultiProcessorCount, index));
     INIT_TRY(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     INIT_TRY(cudaEventCreateWithFlags(&im->pinned_done, cudaEventDisableTiming));
+    INIT_TRY(cudaEventCreateWithFlags(&im->readback_done, cudaEventDisableTiming));
     {
         cublasStatus_t bs = cublasLtCreate(&im->lt);
         if (bs != CUBLAS_STATUS_SUCCESS) {
@@ -248,6 +251,36 @@ static llmc_status cuda_synchronize(llmc_device *dev) {
     return LLMC_OK;
 }
 
+llmc_status llmc_cuda_readback_begin(llmc_device *dev, const void *src, size_t bytes) {
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    if (bytes > im->readback_bytes) { /* grow-only: a copy still in flight may target the old buffer */
+        LLMC_CUDA_TRY(dev, cudaEventSynchronize(im->readback_done));
+        if (im->readback) cudaFreeHost(im->readback);
+        im->readback = NULL;
+        im->readback_bytes = im->readback_len = 0;
+        cudaError_t e = cudaMallocHost(&im->readback, bytes);
+        if (e != cudaSuccess) {
+            im->readback = NULL;
+            return fail_alloc(dev, "cudaMallocHost of the readback buffer", bytes, e);
+        }
+        im->readback_bytes = bytes;
+    }
+    if (bytes) LLMC_CUDA_TRY(dev, cudaMemcpyAsync(im->readback, src, bytes, cudaMemcpyDeviceToHost, im->stream));
+    LLMC_CUDA_TRY(dev, cudaEventRecord(im->readback_done, im->stream));
+    im->readback_len = bytes;
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_readback_end(llmc_device *dev, void *dst, size_t bytes) {
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    if (bytes > im->readback_len)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "readback_end of %zu bytes, but %zu were begun", bytes,
+                                im->readback_len);
+    LLMC_CUDA_TRY(dev, cudaEventSynchronize(im->readback_done));
+    if (bytes) memcpy(dst, im->readback, bytes);
+    return LLMC_OK;
+}
+
 static llmc_status cuda_memory_info(llmc_device *dev, size_t *free_bytes, size_t *total_bytes) {
     LLMC_CUDA_TRY(dev, cudaMemGetInfo(free_bytes, total_bytes));
     return LLMC_OK;
@@ -267,6 +300,8 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     cuda_upload_f32,
     cuda_download_f32,
     cuda_synchronize,
+    llmc_cuda_readback_begin,
+    llmc_cuda_readback_end,
     cuda_memory_info,
     llmc_cuda_encoder_forward,
     llmc_cuda_encoder_backward,
@@ -280,6 +315,7 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_classifier_forward,
     llmc_cuda_adamw_update,
     llmc_cuda_sum_squares,
+    llmc_cuda_grad_norm_scale,
     llmc_cuda_encoder_forward_at,
     llmc_cuda_kv_append,
     llmc_cuda_attention_decode,

@@ -50,6 +50,9 @@ typedef struct llmc_cuda_impl {
     void *pinned; /* grow-only pinned host staging buffer */
     size_t pinned_bytes;
     cudaEvent_t pinned_done; /* recorded after the last copy that reads pinned */
+    void *readback;          /* pinned: readback_begin's copy lands here (its own, not pinned's) */
+    size_t readback_bytes, readback_len;
+    cudaEvent_t readback_done; /* recorded after that copy */
     int *host_counts;        /* encoder backward's per-token counts: grow-only, all zero between calls */
     size_t host_counts_len;
     int *host_distinct;      /* encoder backward's distinct tokens: grow-only */

@@ -2,7 +2,8 @@
 # Before/after in one device session: builds a baseline tree ($BASE, e.g. `git archive <rev>`
 # unpacked into .baseline/) and this tree for sm_90, runs this tree's GPU tests, then alternates
 # the training and generation benchmarks and the generation-memory probe between the two builds.
-# Logs and a summary go to $OUT. Usage: bash dev/gpu_compare.sh [build|tests|bench|all]...
+# Logs and a summary go to $OUT. Usage: bash dev/gpu_compare.sh [build|tests|bench|train|all]...
+# train: the training benchmark alone. TRAIN_DATA (a glob) replaces the Shakespeare shards.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
@@ -40,7 +41,7 @@ fi
 train_bench() { # tree name -> median ms/step of steps 4..N
     local tree=$1 name=$2 log="$OUT/train_${2}_$3.log"
     "$tree/train_gpt2cu" -e d12 -b 64 -t 1024 -x ${BENCH_STEPS:-40} -v 0 -s 0 -l 6e-4 \
-        -i "data/shakespeare/shakespeare_train_*.bin" > "$log" 2>&1
+        -i "${TRAIN_DATA:-data/shakespeare/shakespeare_train_*.bin}" > "$log" 2>&1
     python3 - "$log" "$name" <<'PY'
 import re, statistics, sys
 ms = [float(m.group(1)) for m in re.finditer(r"\| ([\d.]+) ms \|", open(sys.argv[1]).read())]
@@ -49,6 +50,16 @@ print(f"train d12 B=64 T=1024 {sys.argv[2]}: median {statistics.median(ms[3:]):.
       f"(min {min(ms[3:]):.2f}); loss at step {len(loss)}: {loss[-1] if loss else '?'}")
 PY
 }
+
+if has train && ! has bench; then
+    for round in 1 2; do
+        for name in base new; do
+            tree=.; [ $name = base ] && tree="$BASE"
+            [ -x "$tree/train_gpt2cu" ] || continue
+            train_bench "$tree" $name $round | tee -a "$SUMMARY"
+        done
+    done
+fi
 
 if has bench; then
     [ -d data/shakespeare ] || { echo "no data/shakespeare (carry it)"; exit 1; }

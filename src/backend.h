@@ -22,12 +22,32 @@
 #define LLMC_BACKEND_H
 
 #include "llmc.h"
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#ifdef __CUDACC__
+#define LLMC_HOST_DEVICE __host__ __device__
+#else
+#define LLMC_HOST_DEVICE
+#endif
+/* AdamW's global-norm clip scale, the one formula of every backend (grad_norm_scale): NaN
+ * when the norm is not finite, grad_clip / norm when clipping is on and the norm above it, else
+ * 1. The division is IEEE on the GPU too (fast math would make it approximate), so the CPU
+ * and the GPU agree bit for bit. */
+static inline LLMC_HOST_DEVICE float llmc_clip_scale(float norm, float grad_clip) {
+    if (!isfinite(norm)) return NAN;
+    if (!(grad_clip > 0.0f && norm > grad_clip)) return 1.0f;
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(grad_clip, norm);
+#else
+    return grad_clip / norm;
+#endif
+}
 
 typedef struct llmc_backend_ops llmc_backend_ops;
 
@@ -107,6 +127,12 @@ struct llmc_backend_ops {
     llmc_status (*upload_f32)(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n);
     llmc_status (*download_f32)(llmc_device *dev, float *dst, const void *src, llmc_dtype dtype, size_t n);
     llmc_status (*synchronize)(llmc_device *dev);
+    /* One asynchronous readback at a time: readback_begin queues a copy of bytes at src (after
+     * the work already queued) into the device's own host staging buffer and returns at once;
+     * readback_end waits for that copy and hands the bytes to dst. The trainer reads its losses
+     * so while the backward pass is already queued: the GPU does not wait for the host. */
+    llmc_status (*readback_begin)(llmc_device *dev, const void *src, size_t bytes);
+    llmc_status (*readback_end)(llmc_device *dev, void *dst, size_t bytes);
     /* free and total device memory in bytes (CPU: report 0, 0) */
     llmc_status (*memory_info)(llmc_device *dev, size_t *free_bytes, size_t *total_bytes);
 
@@ -164,7 +190,8 @@ struct llmc_backend_ops {
                                       int Vp, float dloss);
 
     /* ---- optimizer ----
-     * AdamW on n elements: g = grads * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     * AdamW on n elements: g = grads * *grad_scale (one float in device memory, so that the
+     * clip scale never visits the host; when it is not finite nothing changes); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
      * p -= lr * ((m / b1_correction) / (sqrt(v / b2_correction) + eps) + weight_decay * p).
      * b1_correction = 1 - b1^t, b2_correction = 1 - b2^t.
      * master (fp32, may be NULL): when given it is the source of truth for p, and params gets
@@ -174,11 +201,15 @@ struct llmc_backend_ops {
      * pieces (a ZeRO shard) rounds exactly as the whole. */
     llmc_status (*adamw_update)(llmc_device *dev, void *params, float *master, const void *grads, float *m, float *v,
                                 size_t n, float lr, float beta1, float beta2, float b1_correction,
-                                float b2_correction, float eps, float weight_decay, float grad_scale,
+                                float b2_correction, float eps, float weight_decay, const float *grad_scale,
                                 uint32_t seed, size_t index_base);
     /* *out (host) = sum of squares of n act-dtype elements, accumulated in fp32 or wider,
      * in a fixed order (deterministic). Synchronizes. */
     llmc_status (*sum_squares)(llmc_device *dev, double *out, const void *x, size_t n);
+    /* out (device, 2 floats): out[0] = (float)sqrt(the sum of squares above), out[1] = the clip
+     * scale grad_clip / out[0] when grad_clip > 0 and out[0] > grad_clip, else 1, and NaN when
+     * out[0] is not finite. Queued like any op: no synchronization. */
+    llmc_status (*grad_norm_scale)(llmc_device *dev, float *out, const void *grads, size_t n, float grad_clip);
 
     /* ---- inference with a KV cache (generate.c / infer.c) ----
      * A cache holds K or V of one layer for S sequence slots: (S, NH, maxlen, HS), act dtype.

@@ -21,14 +21,27 @@ static uint32_t rounding_seed(int step, int tensor) {
     return (uint32_t)(z >> 32);
 }
 
+/* Queues the norm and the clip scale into t->norm_scale (device): nothing waits. */
+static llmc_status queue_norm_scale(llmc_train *t, float grad_clip) {
+    llmc_device *d = &t->m->dev;
+    TRAIN_TRY(t, d->ops->grad_norm_scale(d, t->norm_scale, t->grad_mem, t->grads.count, grad_clip));
+    return LLMC_OK;
+}
+
+/* The norm queued last, on the host: waits for the work queued so far. */
+static llmc_status read_norm(llmc_train *t, float *norm) {
+    llmc_device *d = &t->m->dev;
+    TRAIN_TRY(t, d->ops->readback_begin(d, t->norm_scale, sizeof(float)));
+    TRAIN_TRY(t, d->ops->readback_end(d, norm, sizeof(float)));
+    return LLMC_OK;
+}
+
 llmc_status llmc_train_grad_norm(llmc_train *t, float *grad_norm) {
     llmc_status st = llmc_train_require(t);
     if (st != LLMC_OK) return st;
     if (!t->grad_mem) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "no gradients yet: run backward first");
-    double sumsq = 0.0;
-    TRAIN_TRY(t, t->m->dev.ops->sum_squares(&t->m->dev, &sumsq, t->grad_mem, t->grads.count));
-    *grad_norm = (float)sqrt(sumsq);
-    return LLMC_OK;
+    st = queue_norm_scale(t, 0.0f);
+    return st != LLMC_OK ? st : read_norm(t, grad_norm);
 }
 
 llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm) {
@@ -47,15 +60,10 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
     llmc_model *m = t->m;
     const llmc_backend_ops *ops = m->dev.ops;
 
-    float norm;
-    st = llmc_train_grad_norm(t, &norm);
+    /* The norm and the clip scale stay on the device: AdamW reads the scale there and does
+     * nothing when it is not finite, and the host learns the norm after the update is queued. */
+    st = queue_norm_scale(t, a->grad_clip);
     if (st != LLMC_OK) return st;
-    if (grad_norm) *grad_norm = norm;
-    if (!isfinite(norm))
-        return llmc_train_fail(t, LLMC_ERR_NUMERIC, "gradient norm is %s at step %d: the update was skipped",
-                               isnan(norm) ? "NaN" : "infinite", t->step + 1);
-    float scale = (a->grad_clip > 0.0f && norm > a->grad_clip) ? a->grad_clip / norm : 1.0f;
-
     const int step = t->step + 1;
     const float b1c = 1.0f - powf(a->beta1, (float)step), b2c = 1.0f - powf(a->beta2, (float)step);
     const size_t lo = t->shard_offset, hi = t->shard_offset + t->shard_count;
@@ -69,8 +77,16 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
         TRAIN_TRY(t, ops->adamw_update(&m->dev, (char *)p->data + skip * m->esz, t->master ? t->master + s : NULL,
                                        (const char *)g->data + skip * m->esz, t->adam_m + s, t->adam_v + s, to - from,
                                        a->lr, a->beta1, a->beta2, b1c, b2c, a->eps,
-                                       p->weight_decay ? a->weight_decay : 0.0f, scale, rounding_seed(step, i), skip));
+                                       p->weight_decay ? a->weight_decay : 0.0f, t->norm_scale + 1,
+                                       rounding_seed(step, i), skip));
     }
+    float norm;
+    st = read_norm(t, &norm);
+    if (st != LLMC_OK) return st;
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm))
+        return llmc_train_fail(t, LLMC_ERR_NUMERIC, "gradient norm is %s at step %d: the update was skipped",
+                               isnan(norm) ? "NaN" : "infinite", step);
     t->step = step;
     t->logits_state = LOGITS_NONE;
     llmc_model_drop_source(m); /* the weights have moved on from the values they were loaded with */

@@ -53,6 +53,7 @@ void llmc_train_release(llmc_train *t) {
                      (void **)&t->adam_v, &t->act_mem,         &t->grad_act_mem};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free_dev(t, bufs[i]);
     t->act_capacity = t->grad_act_capacity = 0;
+    t->norm_scale = NULL;
     memset(&t->grads, 0, sizeof t->grads);
     t->step = 0;
     t->B = t->T = 0;
@@ -126,10 +127,11 @@ llmc_status llmc_train_ensure_grads(llmc_train *t) {
     if (st != LLMC_OK || t->grad_mem) return st;
     llmc_model *m = t->m;
     llmc_weights_layout(&t->grads, &m->w.cfg, m->dev.ops->act_dtype);
-    const size_t bytes = t->grads.count * m->esz;
-    TRAIN_TRY(t, m->dev.ops->alloc(&m->dev, &t->grad_mem, bytes));
-    TRAIN_TRY(t, m->dev.ops->zero(&m->dev, t->grad_mem, bytes));
+    const size_t bytes = t->grads.count * m->esz, tail = (bytes + 15) & ~(size_t)15;
+    TRAIN_TRY(t, m->dev.ops->alloc(&m->dev, &t->grad_mem, tail + 2 * sizeof(float)));
+    TRAIN_TRY(t, m->dev.ops->zero(&m->dev, t->grad_mem, tail + 2 * sizeof(float)));
     llmc_weights_bind(&t->grads, t->grad_mem);
+    t->norm_scale = (float *)((char *)t->grad_mem + tail);
     return LLMC_OK;
 }
 

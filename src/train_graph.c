@@ -121,7 +121,17 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
 
     TRAIN_TRY(t, ops->classifier_forward(d, a->losses, a->logits, a->targets, N, V, Vp, dloss));
     if (dloss != 0.0f) t->logits_state = LOGITS_ARE_DLOGITS;
-    TRAIN_TRY(t, ops->copy_d2h(d, t->host_losses, a->losses, (size_t)N * sizeof(float)));
+    /* the losses come back while whatever is queued next (the backward pass) runs: read_loss */
+    TRAIN_TRY(t, ops->readback_begin(d, a->losses, (size_t)N * sizeof(float)));
+    return LLMC_OK;
+}
+
+/* Waits for the losses forward_graph queued, and sets t->loss: their mean over the counted
+ * targets. A loss that is not finite is an error (the model diverged). */
+static llmc_status read_loss(llmc_train *t) {
+    llmc_device *d = &t->m->dev;
+    const int N = t->B * t->T;
+    TRAIN_TRY(t, d->ops->readback_end(d, t->host_losses, (size_t)N * sizeof(float)));
     double sum = 0.0; /* ignored rows hold 0 */
     for (int i = 0; i < N; i++) sum += t->host_losses[i];
     t->loss = t->counted_targets > 0 ? (float)(sum / t->counted_targets) : 0.0f;
@@ -156,7 +166,8 @@ static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *ta
 
 llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T) {
     llmc_status st = prepare_batch(t, inputs, targets, B, T, 0);
-    return st != LLMC_OK ? st : forward_graph(t, B, T, 0.0f);
+    if (st == LLMC_OK) st = forward_graph(t, B, T, 0.0f);
+    return st == LLMC_OK && targets ? read_loss(t) : st;
 }
 
 /* Copies n values of rows [row0, row0 + rows) of a (., stride) act-dtype matrix, the first
@@ -298,6 +309,9 @@ llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const 
     if (st == LLMC_OK) st = prepare_backward(t);
     if (st == LLMC_OK) st = forward_graph(t, B, T, row_dloss(t, loss_scale));
     if (st == LLMC_OK) st = backward_graph(t);
+    /* the loss is checked only now, with the backward pass queued: after a non-finite loss the
+     * gradients are not finite either, and a step refuses them */
+    if (st == LLMC_OK) st = read_loss(t);
     if (loss) *loss = t->loss;
     return st;
 }

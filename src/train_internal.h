@@ -46,6 +46,7 @@ struct llmc_train {
 
     llmc_weights grads;       /* the parameter table again, bound to the gradient buffer */
     void *grad_mem;           /* act dtype, all parameters; allocated on first use */
+    float *norm_scale;        /* device, in grad_mem after the gradients: {grad norm, clip scale} */
     /* AdamW moments and master weights cover parameters [shard_offset, shard_offset + shard_count) */
     size_t shard_offset, shard_count;
     float *adam_m, *adam_v;

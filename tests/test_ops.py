@@ -231,6 +231,38 @@ def test_sum_squares(device):
     assert abs(got - np.sum(x64 ** 2)) / np.sum(x64 ** 2) < 1e-5
 
 
+@pytest.mark.parametrize("n", [0, 1, 1000, 123457])
+@pytest.mark.parametrize("clip", [0.0, 1.0, 1e6])
+def test_grad_norm_scale(device, n, clip):
+    """The norm and AdamW's clip scale, computed where the gradients are (no host round trip):
+    the norm is the reference's, and the scale is bit for bit the host formula applied to it."""
+    x = rnd(n, scale=0.05)
+    (x64,) = rounded(device, x)
+    norm, scale = device.grad_norm_scale(x, clip)
+    want = np.sqrt(np.sum(x64 ** 2))
+    assert abs(norm - want) <= 1e-5 * max(want, 1e-30)
+    host = np.float32(clip) / np.float32(norm) if clip > 0 and norm > clip else np.float32(1.0)
+    assert np.float32(scale) == host, (scale, host)
+    assert norm == device.grad_norm_scale(x, clip)[0]  # deterministic
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_norm_gives_nan_scale_and_no_update(device, bad):
+    x = rnd(1000)
+    x[17] = bad
+    norm, scale = device.grad_norm_scale(x, 1.0)
+    assert not np.isfinite(norm) and np.isnan(scale)
+    p, g, m, v = rnd(1000), rnd(1000), rnd(1000, scale=0.1), np.abs(rnd(1000, scale=0.01))
+    (p_r,) = rounded(device, p)
+    p_out, m_out, v_out, master_out = device.adamw_update(p, g, m, v, lr=1e-2, beta1=0.9, beta2=0.95, t=3,
+                                                          eps=1e-8, weight_decay=0.1, grad_scale=scale,
+                                                          master=p.copy())
+    np.testing.assert_array_equal(p_out, p_r)
+    np.testing.assert_array_equal(m_out, m)
+    np.testing.assert_array_equal(v_out, v)
+    np.testing.assert_array_equal(master_out, p)
+
+
 # ---------------------------------------------------------------- determinism
 def test_backward_ops_are_deterministic(device):
     """Same inputs, bit-identical outputs: needed for reproducible training runs."""

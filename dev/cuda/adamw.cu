@@ -35,12 +35,14 @@ static void test_case(size_t n, int use_master, int misalign, uint32_t seed) {
     bf16 *d_p = (bf16 *)dmalloc(n * 2) + off, *d_g = (bf16 *)dmalloc(n * 2) + off;
     float *d_m = (float *)dmalloc(n * 4) + off, *d_v = (float *)dmalloc(n * 4) + off,
           *d_master = (float *)dmalloc(n * 4) + off;
+    float *d_gs = (float *)dmalloc(sizeof gs); /* the gradient scale lives on the device, as the trainer's */
+    CK(cudaMemcpy(d_gs, &gs, sizeof gs, cudaMemcpyHostToDevice));
     auto load = [&] {
         up_bf16(d_p, p); up_bf16(d_g, g); up_f32(d_m, m); up_f32(d_v, v); up_f32(d_master, master);
     };
     load();
     OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, n, lr, b1, b2, b1c, b2c, eps,
-                               wd, gs, seed, 0));
+                               wd, d_gs, seed, 0));
     lab_sync();
     std::vector<double> rm(n), rv(n), rp(n);
     for (size_t i = 0; i < n; i++) {
@@ -95,20 +97,20 @@ static void test_case(size_t n, int use_master, int misalign, uint32_t seed) {
     std::vector<uint16_t> first = down_raw16(d_p, n);
     load();
     OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, n, lr, b1, b2, b1c, b2c, eps,
-                               wd, gs, seed, 0));
+                               wd, d_gs, seed, 0));
     check_true("same seed: bitwise identical", first == down_raw16(d_p, n));
     if (n > 1000) {
         load();
         OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, n, lr, b1, b2, b1c, b2c,
-                                   eps, wd, gs, seed + 1, 0));
+                                   eps, wd, d_gs, seed + 1, 0));
         check_true("other seed: different rounding", first != down_raw16(d_p, n));
         /* two pieces with index_base (as ZeRO shards would run it) round exactly as the whole */
         const size_t k = n / 3;
         load();
         OKS(llmc_cuda_adamw_update(&g_dev, d_p, use_master ? d_master : NULL, d_g, d_m, d_v, k, lr, b1, b2, b1c, b2c,
-                                   eps, wd, gs, seed, 0));
+                                   eps, wd, d_gs, seed, 0));
         OKS(llmc_cuda_adamw_update(&g_dev, d_p + k, use_master ? d_master + k : NULL, d_g + k, d_m + k, d_v + k, n - k,
-                                   lr, b1, b2, b1c, b2c, eps, wd, gs, seed, k));
+                                   lr, b1, b2, b1c, b2c, eps, wd, d_gs, seed, k));
         check_true("split at n/3 with index_base: bitwise identical", first == down_raw16(d_p, n));
     }
     for (void *q : {(void *)(d_p - off), (void *)(d_g - off), (void *)(d_m - off), (void *)(d_v - off),
@@ -147,15 +149,18 @@ int main(int argc, char **argv) {
         check_true("upload_f32/download_f32 bf16 round to nearest even", bad == 0);
     }
     uint32_t seed = 1;
+    const float unit = 1.0f;
+    float *one = (float *)dmalloc(sizeof unit);
+    CK(cudaMemcpy(one, &unit, sizeof unit, cudaMemcpyHostToDevice));
     float ms = time_ms([&] {
-        OKS(llmc_cuda_adamw_update(&g_dev, p, master, g, m, v, n, 1e-4f, 0.9f, 0.95f, 0.5f, 0.5f, 1e-8f, 0.1f, 1.0f,
+        OKS(llmc_cuda_adamw_update(&g_dev, p, master, g, m, v, n, 1e-4f, 0.9f, 0.95f, 0.5f, 0.5f, 1e-8f, 0.1f, one,
                                    seed++, 0));
     });
     double bytes = 28.0 * n;
     printf("BENCH adamw n=%zu master  %.3f ms  %.0f GB/s (%.0f%% of copy)\n", n, ms, bytes / ms / 1e6,
            100 * bytes / ms / 1e6 / peak);
     ms = time_ms([&] {
-        OKS(llmc_cuda_adamw_update(&g_dev, p, NULL, g, m, v, n, 1e-4f, 0.9f, 0.95f, 0.5f, 0.5f, 1e-8f, 0.1f, 1.0f,
+        OKS(llmc_cuda_adamw_update(&g_dev, p, NULL, g, m, v, n, 1e-4f, 0.9f, 0.95f, 0.5f, 0.5f, 1e-8f, 0.1f, one,
                                    seed++, 0));
     });
     bytes = 22.0 * n;

@@ -19,6 +19,8 @@ cdef extern from "backend.h":
         llmc_status (*upload_f32)(llmc_device *dev, void *dst, llmc_dtype dtype, const float *src, size_t n)
         llmc_status (*download_f32)(llmc_device *dev, float *dst, const void *src, llmc_dtype dtype, size_t n)
         llmc_status (*synchronize)(llmc_device *dev)
+        llmc_status (*readback_begin)(llmc_device *dev, const void *src, size_t bytes)
+        llmc_status (*readback_end)(llmc_device *dev, void *dst, size_t bytes)
         llmc_status (*encoder_forward)(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
                                        const llmc_tensor *wpe, int B, int T, int C)
         llmc_status (*encoder_backward)(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,
@@ -44,9 +46,10 @@ cdef extern from "backend.h":
                                           int V, int Vp, float dloss)
         llmc_status (*adamw_update)(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                     float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
-                                    float b2_correction, float eps, float weight_decay, float grad_scale,
+                                    float b2_correction, float eps, float weight_decay, const float *grad_scale,
                                     uint32_t seed, size_t index_base)
         llmc_status (*sum_squares)(llmc_device *dev, double *out, const void *x, size_t n)
+        llmc_status (*grad_norm_scale)(llmc_device *dev, float *out, const void *grads, size_t n, float grad_clip)
         llmc_status (*encoder_forward_at)(llmc_device *dev, void *out, const int *tokens, const int *pos,
                                           const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C)
         llmc_status (*kv_append)(llmc_device *dev, void *kcache, void *vcache, const void *qkv, const int *slots,
@@ -323,10 +326,11 @@ cdef class Device:
                 raise LlmcError(f"adamw_update: {what} has {np.size(a)} elements, params {n}")
         p, g, mb, vb = self._put(params), self._put(grads), self._put(m, False), self._put(v, False)
         cdef _Buf ms = self._put(master, False) if master is not None else None
+        cdef _Buf sc = self._put(np.float32(grad_scale), False)
         b1c, b2c = 1.0 - beta1 ** t, 1.0 - beta2 ** t
         self._ok(self.d.ops.adamw_update(&self.d, p.ptr, <float *>ms.ptr if ms is not None else NULL, g.ptr,
                                          <float *>mb.ptr, <float *>vb.ptr, n, lr, beta1, beta2, b1c, b2c, eps,
-                                         weight_decay, grad_scale, seed, index_base))
+                                         weight_decay, <const float *>sc.ptr, seed, index_base))
         return (self._get(p, params.shape), self._get(mb, params.shape, False), self._get(vb, params.shape, False),
                 self._get(ms, params.shape, False) if ms is not None else None)
 
@@ -335,6 +339,16 @@ cdef class Device:
         xb = self._put(x)
         self._ok(self.d.ops.sum_squares(&self.d, &out, xb.ptr, np.size(x)))
         return out
+
+    def grad_norm_scale(self, x, float grad_clip):
+        """(norm, clip scale) of x, as the trainer's step computes them on the device; they come
+        back through readback_begin/end."""
+        cdef float got[2]
+        xb, out = self._put(x), self._poisoned(2, False)
+        self._ok(self.d.ops.grad_norm_scale(&self.d, <float *>out.ptr, xb.ptr, np.size(x), grad_clip))
+        self._ok(self.d.ops.readback_begin(&self.d, out.ptr, 2 * sizeof(float)))
+        self._ok(self.d.ops.readback_end(&self.d, got, 2 * sizeof(float)))
+        return got[0], got[1]
 
     # ---- inference with a KV cache
     def encoder_forward_at(self, tokens, pos, wte, wpe):

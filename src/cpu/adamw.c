@@ -56,13 +56,14 @@ static void adamw_range(const adamw_args *a, long i0, long i1) {
 
 llmc_status llmc_cpu_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                   float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
-                                  float b2_correction, float eps, float weight_decay, float grad_scale,
+                                  float b2_correction, float eps, float weight_decay, const float *grad_scale,
                                   uint32_t seed, size_t index_base) {
     (void)dev;
+    if (!isfinite(*grad_scale)) return LLMC_OK; /* a non-finite gradient norm: no update */
     (void)seed; /* fp32 params need no stochastic rounding */
     (void)index_base;
     adamw_args a = {(float *)params, master ? master : (float *)params, m, v, (const float *)grads, lr, beta1, beta2,
-                    b1_correction, b2_correction, eps, weight_decay, grad_scale};
+                    b1_correction, b2_correction, eps, weight_decay, *grad_scale};
     long len = (long)n;
     enum { BLOCK = 1 << 14 };
     long nblocks = (len + BLOCK - 1) / BLOCK;
@@ -101,5 +102,14 @@ llmc_status llmc_cpu_sum_squares(llmc_device *dev, double *out, const void *x, s
     double total = 0.0;
     for (long c = 0; c < nchunks; c++) total += part[c];
     *out = total;
+    return LLMC_OK;
+}
+
+llmc_status llmc_cpu_grad_norm_scale(llmc_device *dev, float *out, const void *grads, size_t n, float grad_clip) {
+    double sumsq;
+    llmc_status st = llmc_cpu_sum_squares(dev, &sumsq, grads, n);
+    if (st != LLMC_OK) return st;
+    out[0] = (float)sqrt(sumsq);
+    out[1] = llmc_clip_scale(out[0], grad_clip);
     return LLMC_OK;
 }

@@ -45,6 +45,7 @@ static void cpu_destroy(llmc_device *dev) {
     llmc_cpu_impl *impl = (llmc_cpu_impl *)dev->impl;
     if (impl) {
         llmc_cpu_aligned_free(impl->ws);
+        free(impl->readback);
         free(impl);
     }
     dev->impl = NULL;
@@ -92,6 +93,28 @@ static llmc_status cpu_synchronize(llmc_device *dev) {
     return LLMC_OK;
 }
 
+llmc_status llmc_cpu_readback_begin(llmc_device *dev, const void *src, size_t bytes) {
+    llmc_cpu_impl *impl = (llmc_cpu_impl *)dev->impl;
+    if (bytes > impl->readback_bytes) {
+        void *p = realloc(impl->readback, bytes);
+        if (!p) return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: no memory for a readback of %zu bytes", bytes);
+        impl->readback = p;
+        impl->readback_bytes = bytes;
+    }
+    if (bytes) memcpy(impl->readback, src, bytes);
+    impl->readback_len = bytes;
+    return LLMC_OK;
+}
+
+llmc_status llmc_cpu_readback_end(llmc_device *dev, void *dst, size_t bytes) {
+    llmc_cpu_impl *impl = (llmc_cpu_impl *)dev->impl;
+    if (bytes > impl->readback_len)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "readback_end of %zu bytes, but %zu were begun", bytes,
+                                impl->readback_len);
+    if (bytes) memcpy(dst, impl->readback, bytes);
+    return LLMC_OK;
+}
+
 static llmc_status cpu_memory_info(llmc_device *dev, size_t *free_bytes, size_t *total_bytes) {
     (void)dev;
     llmc_host_memory(free_bytes, total_bytes); /* so the up-front memory checks hold on the CPU too */
@@ -112,6 +135,8 @@ const llmc_backend_ops llmc_cpu_backend_ops = {
     .upload_f32 = cpu_upload_f32,
     .download_f32 = cpu_download_f32,
     .synchronize = cpu_synchronize,
+    .readback_begin = llmc_cpu_readback_begin,
+    .readback_end = llmc_cpu_readback_end,
     .memory_info = cpu_memory_info,
     .encoder_forward = llmc_cpu_encoder_forward,
     .encoder_backward = llmc_cpu_encoder_backward,
@@ -125,6 +150,7 @@ const llmc_backend_ops llmc_cpu_backend_ops = {
     .classifier_forward = llmc_cpu_classifier_forward,
     .adamw_update = llmc_cpu_adamw_update,
     .sum_squares = llmc_cpu_sum_squares,
+    .grad_norm_scale = llmc_cpu_grad_norm_scale,
     .encoder_forward_at = llmc_cpu_encoder_forward_at,
     .kv_append = llmc_cpu_kv_append,
     .attention_decode = llmc_cpu_attention_decode,

@@ -13,6 +13,8 @@
 typedef struct llmc_cpu_impl {
     void *ws;
     size_t ws_bytes;
+    void *readback; /* what readback_begin copied: ops run at once here, so the copy is done */
+    size_t readback_bytes, readback_len;
 } llmc_cpu_impl;
 
 /* Returns at least `bytes` of 64-byte aligned scratch. Uses the device's cached

@@ -29,9 +29,12 @@ llmc_status llmc_cpu_classifier_forward(llmc_device *dev, float *losses, void *l
                                         int V, int Vp, float dloss);
 llmc_status llmc_cpu_adamw_update(llmc_device *dev, void *params, float *master, const void *grads, float *m,
                                   float *v, size_t n, float lr, float beta1, float beta2, float b1_correction,
-                                  float b2_correction, float eps, float weight_decay, float grad_scale,
+                                  float b2_correction, float eps, float weight_decay, const float *grad_scale,
                                   uint32_t seed, size_t index_base);
 llmc_status llmc_cpu_sum_squares(llmc_device *dev, double *out, const void *x, size_t n);
+llmc_status llmc_cpu_grad_norm_scale(llmc_device *dev, float *out, const void *grads, size_t n, float grad_clip);
+llmc_status llmc_cpu_readback_begin(llmc_device *dev, const void *src, size_t bytes);
+llmc_status llmc_cpu_readback_end(llmc_device *dev, void *dst, size_t bytes);
 /* KV-cache inference (decode.c) */
 llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *tokens, const int *pos,
                                         const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C);
