@@ -7,6 +7,7 @@
  * Build one lab (from the repo root; the C files give llmc_device_open and its defaults):
  *   nvcc -O3 --use_fast_math -std=c++17 -arch=sm_90 -Isrc -Icuda -Xcompiler -fopenmp \
  *        dev/cuda/layernorm.cu src/status.c src/model.c src/config.c src/weights.c src/dtype.c \
+ *        src/model_file.c src/file_io.c src/hf_model.c src/hf_config.c src/json.c \
  *        -lcublasLt -lgomp -o build/labs/layernorm
  * dev/cuda/run_labs.sh builds and runs them all. */
 #ifndef LLMC_LAB_CUH

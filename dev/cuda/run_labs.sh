@@ -10,8 +10,9 @@ mkdir -p "$OUT" "$BIN"
 LABS=${*:-"layernorm classifier adamw matmul encoder gelu norm"}
 NVFLAGS="-O3 --use_fast_math -lineinfo --expt-relaxed-constexpr -std=c++17 -arch=sm_90 -Isrc -Icuda"
 # The C the labs link: llmc_device_open and the tuning defaults it reads (model.c, which needs
+# model_file.c and what that reads through: file_io, the Hugging Face reader and its JSON;
 # config.c and weights.c), host bf16 conversion.
-CORE="status model config weights dtype"
+CORE="status model config weights dtype model_file file_io hf_model hf_config json"
 core_built=0
 build_core() {
     [ $core_built = 1 ] && return 0
