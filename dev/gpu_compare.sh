@@ -51,7 +51,7 @@ print(f"train d12 B=64 T=1024 {sys.argv[2]}: median {statistics.median(ms[3:]):.
 PY
 }
 
-if has train && ! has bench; then
+train_rounds() { # the training benchmark, base and new alternated, two rounds
     for round in 1 2; do
         for name in base new; do
             tree=.; [ $name = base ] && tree="$BASE"
@@ -59,19 +59,15 @@ if has train && ! has bench; then
             train_bench "$tree" $name $round | tee -a "$SUMMARY"
         done
     done
-fi
+}
+
+if has train && ! has bench; then train_rounds; fi
 
 if has bench; then
     [ -d data/shakespeare ] || { echo "no data/shakespeare (carry it)"; exit 1; }
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$OUT/mem_trace.log" 2>&1 &
     smi=$!
-    for round in 1 2; do
-        for name in base new; do
-            tree=.; [ $name = base ] && tree="$BASE"
-            [ -x "$tree/train_gpt2cu" ] || continue
-            train_bench "$tree" $name $round | tee -a "$SUMMARY"
-        done
-    done
+    train_rounds
     kill $smi 2>/dev/null
     for round in 1 2; do
         for name in base new; do
