@@ -89,7 +89,7 @@ static void cuda_destroy(llmc_device *dev) {
     free(im->host_counts);
     free(im->host_distinct);
     if (im->lt) cublasLtDestroy(im->lt);
-    if (im->nvtx) nvtxDomainDestroy(im->nvtx);
+    llmc_cuda_nvtx_close(im);
     if (im->stream) cudaStreamDestroy(im->stream);
     (void)cudaGetLastError();
     free(im);
@@ -134,7 +134,7 @@ static llmc_status cuda_init(llmc_device *dev, int index) {
             goto fail;
         }
     }
-    im->nvtx = nvtxDomainCreateA("llmc");
+    llmc_cuda_nvtx_open(im);
     e = cudaMalloc(&im->lt_ws, LT_WORKSPACE_BYTES);
     if (e != cudaSuccess) {
         im->lt_ws = NULL;

@@ -8,7 +8,6 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cublasLt.h>
-#include <nvtx3/nvToolsExtMemCudaRt.h>
 #include <stdint.h>
 #include <type_traits>
 #include "cuda_ops.h"
@@ -40,9 +39,9 @@ typedef struct llmc_cuda_impl {
     int sm_count;
     cudaStream_t stream;
     cublasLtHandle_t lt;
-    /* tells compute-sanitizer's initcheck what cuBLASLt wrote (it cannot see those writes);
-     * without a tool attached NVTX calls return at once */
-    nvtxDomainHandle_t nvtx;
+    /* the NVTX domain through which matmul.cu tells compute-sanitizer's initcheck what cuBLASLt
+     * wrote (it cannot see those writes); NVTX is compiled into matmul.cu alone */
+    struct nvtxDomainRegistration_st *nvtx;
     void *lt_ws;
     size_t lt_ws_bytes;
     void *scratch; /* grow-only device scratch, see llmc_cuda_scratch */
@@ -66,6 +65,10 @@ typedef struct llmc_cuda_impl {
 } llmc_cuda_impl;
 
 static inline llmc_cuda_impl *llmc_cuda_impl_of(llmc_device *dev) { return (llmc_cuda_impl *)dev->impl; }
+
+/* matmul.cu: the NVTX domain of a device, opened with it and closed with it */
+void llmc_cuda_nvtx_open(llmc_cuda_impl *im);
+void llmc_cuda_nvtx_close(llmc_cuda_impl *im);
 
 /* Blocks for work items, threads to a block, at most blocks_per_sm per SM: enough in flight
  * to saturate memory, and no more (grid-stride kernels loop over the rest). */

@@ -10,6 +10,7 @@
  * Heuristic choices are cached per problem in the device state, so that a given shape always
  * runs the same algorithm (deterministic) and the heuristic query is paid once. */
 #include <string.h>
+#include <nvtx3/nvToolsExtMemCudaRt.h>
 #include "common.cuh"
 
 typedef struct lt_problem {
@@ -52,6 +53,12 @@ static int64_t ptr_align(const void *p) {
  * which initcheck does not track, so without this every later read of a matmul output counts
  * as a read of uninitialized memory (dev/cuda/initcheck_cublaslt.cu shows it without llmc).
  * The tests check that cuBLASLt writes every element of these ranges. */
+void llmc_cuda_nvtx_open(llmc_cuda_impl *im) { im->nvtx = nvtxDomainCreateA("llmc"); }
+void llmc_cuda_nvtx_close(llmc_cuda_impl *im) {
+    if (im->nvtx) nvtxDomainDestroy(im->nvtx);
+    im->nvtx = NULL;
+}
+
 static void lt_mark_written(llmc_cuda_impl *im, const lt_problem *p) {
     nvtxMemVirtualRangeDesc_t r[2];
     size_t n = 0;
