@@ -16,7 +16,8 @@ from llmc import _core
 REPO = Path(__file__).resolve().parents[1]
 PKG = Path(llmc.__file__).resolve().parent
 SCRIPTS = {"llmc-train": "llmc.cli:train", "llmc-train-cu": "llmc.cli:train_cu", "llmc-generate": "llmc.generate:main",
-           "llmc-prepare": "llmc.prepare:main", "llmc-convert": "llmc.convert:main"}
+           "llmc-prepare": "llmc.prepare:main", "llmc-convert": "llmc.convert:main",
+           "llmc-eval": "llmc.eval:main"}
 
 
 def pyproject():
@@ -64,7 +65,7 @@ def test_llmc_train_is_the_trainer():
         assert cu.returncode == 1 and "no CUDA backend" in cu.stderr
 
 
-@pytest.mark.parametrize("name", ["llmc-generate", "llmc-prepare", "llmc-convert"])
+@pytest.mark.parametrize("name", ["llmc-generate", "llmc-prepare", "llmc-convert", "llmc-eval"])
 def test_python_scripts_run(name):
     r = script(name, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout, r.stderr

@@ -121,13 +121,19 @@ class GPT2:
         return dict(weights=self._m.memory, training=self._t.memory if self._t is not None else 0)
 
     # ------------------------------------------------------------------ training
-    def forward(self, tokens, targets=None, return_logits: bool = True):
-        """Returns (logits (B,T,V) or None, mean loss or None)."""
+    def forward(self, tokens, targets=None, return_logits: bool = True, reduction: str = "mean"):
+        """Returns (logits (B,T,V) or None, loss or None). reduction "mean": the mean loss over the
+        counted targets (targets of -1 are left out); "none": the (B,T) per-token losses, 0 where
+        the target is -1 (what the evals in llmc.eval score with)."""
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none', not {reduction!r}")
         t = self._trainer()
         loss = t.forward(tokens, targets)
         shape = np.shape(np.atleast_2d(tokens))
         logits = t.logits(*shape) if return_logits else None
-        return logits, (None if targets is None else float(loss))
+        if targets is None:
+            return logits, None
+        return logits, (t.losses(*shape) if reduction == "none" else float(loss))
 
     def backward(self, loss_scale: float = 1.0) -> None:
         """Accumulates gradients of loss_scale * the mean loss of the last forward."""

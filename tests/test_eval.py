@@ -1,0 +1,141 @@
+"""llmc.eval: HellaSwag scored as llm.c scores it, item by item against the float64 reference, and
+perplexity on shards and on text; per-token losses from GPT2.forward(reduction="none")."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import llmc
+from llmc import eval as ev
+from llmc import reference as ref
+from conftest import REPO
+from helpers import TINY_CFG, write_tiny_shards
+
+V = TINY_CFG["vocab_size"]
+
+
+def toy_encode(text):
+    """A tokenizer for a 64-token vocabulary: one id per byte, so every word has a few tokens."""
+    return [b % (V - 1) + 1 for b in text.encode()]
+
+
+ITEMS = [{"ctx": "A man is sitting on a roof. he", "label": 3,
+          "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                      "is holding a rubik's cube.", "starts pulling up roofing on a roof."]},
+         {"ctx": "", "label": 0, "endings": ["a", "bb", "ccc", "dddd"]},  # no context at all
+         {"ctx": "x" * 40, "label": 1, "endings": ["short", "a much longer ending than the others", "y", "z"]}]
+
+
+@pytest.fixture
+def model():
+    return llmc.GPT2.from_config(dict(TINY_CFG, max_seq_len=64), seed=5)  # item 0 needs its context cut
+
+
+def reference_losses(model, tokens, targets):
+    """Per-token losses of the float64 reference with the model's weights."""
+    c = model.config
+    cfg = ref.Config(n_layer=c["num_layers"], n_head=c["num_heads"], n_embd=c["channels"], max_t=c["max_seq_len"],
+                     vocab_size=c["vocab_size"], padded_vocab_size=c["padded_vocab_size"])
+    params = ref.unflatten(model.get_params().astype(np.float64), cfg)
+    logits, _, _ = ref.gpt2_forward(params, cfg, np.asarray(tokens))
+    return ref.crossentropy_forward(logits, targets, cfg.vocab_size)
+
+
+def test_forward_reduction_none_matches_the_reference(model):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, V, (3, 17)), rng.integers(0, V, (3, 17))
+    y[1, 4:9] = -1
+    _, losses = model.forward(x, y, return_logits=False, reduction="none")
+    want = reference_losses(model, x, y)
+    assert losses.shape == (3, 17) and np.all(losses[1, 4:9] == 0)
+    assert np.linalg.norm(losses - want) / np.linalg.norm(want) < 1e-5
+    _, mean = model.forward(x, y, return_logits=False)
+    assert mean == pytest.approx(want.sum() / (y != -1).sum(), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        model.forward(x, y, reduction="sum")
+
+
+def test_hellaswag_item_by_item_against_the_reference(model):
+    T = model.config["max_seq_len"]
+    out = ev.hellaswag(ev._losses_fn(model), ITEMS, toy_encode, T, eot=0, batch=2)
+    for item, got in zip(ITEMS, out["items"]):
+        sums, counts = [], []
+        for tokens, n_ctx in ev.ending_rows(item, toy_encode, T):
+            x, y = np.array([tokens[:-1]]), np.full((1, len(tokens) - 1), -1)
+            start = max(n_ctx - 1, 0)
+            y[0, start:] = tokens[start + 1:]
+            sums.append(reference_losses(model, x, y).sum())
+            counts.append(len(tokens) - 1 - start)
+        assert got["count"] == counts
+        np.testing.assert_allclose(got["sum"], sums, rtol=1e-5)
+        assert got["pred"] == int(np.argmin(sums))
+        assert got["pred_norm"] == int(np.argmin(np.array(sums) / np.array(counts)))
+    want_acc = np.mean([g["pred"] == it["label"] for g, it in zip(out["items"], ITEMS)])
+    assert out["acc"] == pytest.approx(want_acc) and out["n"] == 3
+
+
+def test_hellaswag_long_context_is_cut_from_the_left():
+    rows = ev.ending_rows({"ctx": "abcdefghij", "endings": ["xy", "z", "uvw", "q"], "label": 0}, list, 6)
+    assert rows[0] == (list("hij xy"), 3)
+    for (tokens, n_ctx), end in zip(rows, [" xy", " z", " uvw", " q"]):
+        assert len(tokens) <= 6 and tokens[n_ctx:] == list(end) and tokens[:n_ctx] == list("abcdefghij")[-n_ctx:]
+
+
+@pytest.mark.parametrize("line,words", [
+    ("not json", "not JSON"), ('{"ctx": 1, "endings": ["a","b","c","d"], "label": 0}', "'ctx'"),
+    ('{"ctx": "c", "endings": ["a","b","c"], "label": 0}', "4 strings"),
+    ('{"ctx": "c", "endings": ["a","b","c","d"], "label": 4}', "'label'"),
+    ('{"ctx": "c", "endings": ["a","b","c","d"], "label": true}', "'label'")])
+def test_hellaswag_file_errors_name_the_line(tmp_path, line, words):
+    p = tmp_path / "h.jsonl"
+    p.write_text(json.dumps(ITEMS[0]) + "\n" + line + "\n")
+    with pytest.raises(ev.EvalError, match=f"h.jsonl:2: .*{words}"):
+        ev.hellaswag_items(p)
+
+
+def test_offline_download_says_to_pass_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ev.EvalError, match="offline, pass --data"):
+        ev.hellaswag_file(None, url="http://127.0.0.1:9/hellaswag_val.jsonl")
+    cached = tmp_path / "cache" / "hellaswag_val.jsonl"
+    cached.parent.mkdir()
+    cached.write_text(json.dumps(ITEMS[0]) + "\n")
+    assert ev.hellaswag_file(None, url="http://127.0.0.1:9/x") == cached  # the cache needs no network
+
+
+def test_perplexity_on_shards_and_text(model, tmp_path):
+    train, _ = write_tiny_shards(tmp_path, n_train=700)
+    got = ev.perplexity(ev._losses_fn(model), ev.shard_batches(train, 2, 16, None))
+    total = count = 0
+    for x, y in ev.shard_batches(train, 2, 16, None):
+        total += reference_losses(model, x, y).sum()
+        count += y.size
+    assert got["tokens"] == count and got["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert got["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+    ids = list(np.random.default_rng(1).integers(0, V, 50))
+    rows = list(ev.text_rows(ids, 16))
+    assert len(rows) == 4 and sum((y != -1).sum() for _, y in rows) == 49  # every next token, once
+    assert list(rows[-1][1][:1]) == [ids[49]] and (rows[-1][1][1:] == -1).all()
+
+
+def test_cli(model, tmp_path, enc):
+    path = tmp_path / "m.bin"
+    big = llmc.GPT2.from_config(dict(TINY_CFG, max_seq_len=64, vocab_size=50257), seed=1)
+    big.save(path)
+    data = tmp_path / "h.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS))
+    r = subprocess.run([sys.executable, "-m", "llmc.eval", "hellaswag", "--model", str(path), "--data", str(data),
+                        "--limit", "2", "--no-progress"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "hellaswag: acc" in r.stdout and "(2 items)" in r.stdout
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question. " * 5)
+    r = subprocess.run([sys.executable, "-m", "llmc.eval", "perplexity", "--model", str(path), "--text", str(text),
+                        "--seq", "16"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and "perplexity:" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "llmc.eval", "perplexity", "--model", str(path), "--data",
+                        str(tmp_path / "none_*.bin")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1 and "no token shards match" in r.stderr
