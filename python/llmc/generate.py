@@ -128,9 +128,10 @@ def run(argv: Optional[List[str]] = None) -> int:
     # text needs the tokenizer; raw ids need it only to print text
     text_in = args.prompt is not None or args.prompt_file is not None
     enc = None
+    note = None  # printed once the input is known to be good: an error comes alone
     if not text_in and not args.ids and resolve_ranks_path(args.tokenizer) is None:
         # raw ids in and no local ranks file: print ids rather than wait on a download
-        print("note: no local GPT-2 tokenizer (see --tokenizer), printing token ids", file=sys.stderr)
+        note = "note: no local GPT-2 tokenizer (see --tokenizer), printing token ids"
         args.ids = True
     if text_in or not args.ids:
         try:
@@ -138,7 +139,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         except TokenizerError:
             if text_in or args.tokenizer:
                 raise
-            print("note: no GPT-2 tokenizer found, printing token ids (see --tokenizer)", file=sys.stderr)
+            note = "note: no GPT-2 tokenizer found, printing token ids (see --tokenizer)"
             args.ids = True
     if args.prompt_file is not None:
         try:
@@ -166,6 +167,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         raise UsageError(f"token id {bad[0]} is out of range: the model's vocabulary has {V} tokens (ids 0..{V - 1})")
     if len(ids) > T:
         raise UsageError(f"the prompt has {len(ids)} tokens, more than the model's context of {T} tokens")
+    if note:
+        print(note, file=sys.stderr)
     if len(ids) + args.n > T:
         print(f"warning: prompt ({len(ids)} tokens) + -n {args.n} exceeds the model's context of {T} tokens; "
               f"generation stops at the context limit after {T - len(ids)} new token(s)", file=sys.stderr)
