@@ -7,10 +7,14 @@
  * loop Python's GPT2.train calls, with the same defaults (llmc_loop_options_default).
  */
 #include "trainer.h"
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include "cli.h"
 #include "file_io.h"
 #include "llmc.h"
@@ -18,7 +22,7 @@
 typedef struct cli_args {
     llmc_loop_options loop;
     const char *init, *backend, *tokenizer;
-    int recompute, master_weights, device;
+    int recompute, master_weights, device, plot;
     llmc_config init_config; /* -e as a descriptor, for a resume to compare with */
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
@@ -109,8 +113,56 @@ static int check_llmc_compat_flags(cli_args *a) {
     return 0;
 }
 
+/* What the event printer needs: the tokenizer for samples, and --plot's state. */
+typedef struct cli_view {
+    const llmc_tokenizer *tok;
+    const char *plot_dir; /* -o, when --plot 1 */
+    pid_t plotting;       /* the plot drawing now, or 0 */
+    int plot_warned;
+} cli_view;
+
+/* Collects the last plot's exit (wait: block for it); 0 while it still draws. */
+static int plot_done(cli_view *v, int wait) {
+    if (v->plotting <= 0) return 1;
+    int status = 0;
+    const pid_t r = waitpid(v->plotting, &status, wait ? 0 : WNOHANG);
+    if (r == 0) return 0;
+    if ((r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) && !v->plot_warned) {
+        printf("note: --plot: python -m llmc.plot failed (needs the llmc package and matplotlib; $LLMC_PYTHON "
+               "names the interpreter)\n");
+        v->plot_warned = 1;
+    }
+    v->plotting = 0;
+    return 1;
+}
+
+/* --plot 1: after each val loss, python -m llmc.plot redraws DIR/curves.png from DIR/main.log in
+ * the background. Training does not wait for it; a plot still drawing is left to finish. */
+static void refresh_plot(cli_view *v) {
+    if (!plot_done(v, 0)) return;
+    extern char **environ;
+    char log[4200], png[4200];
+    snprintf(log, sizeof log, "%s/main.log", v->plot_dir);
+    snprintf(png, sizeof png, "%s/curves.png", v->plot_dir);
+    const char *py = getenv("LLMC_PYTHON");
+    if (!py || !*py) py = "python3";
+    char *argv[] = {(char *)py, "-m", "llmc.plot", log, "-o", png, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0); /* its "wrote ..." line */
+    pid_t pid;
+    if (posix_spawnp(&pid, py, &fa, NULL, argv, environ) == 0) {
+        v->plotting = pid;
+    } else if (!v->plot_warned) {
+        printf("note: --plot: cannot run %s ($LLMC_PYTHON names the interpreter)\n", py);
+        v->plot_warned = 1;
+    }
+    posix_spawn_file_actions_destroy(&fa);
+}
+
 static int print_event(const llmc_event *e, void *user) {
-    const llmc_tokenizer *tok = user;
+    cli_view *view = user;
+    const llmc_tokenizer *tok = view->tok;
     switch (e->kind) {
     case LLMC_EVENT_START:
     case LLMC_EVENT_NOTE: printf("%s\n", e->text); break;
@@ -124,7 +176,10 @@ static int print_event(const llmc_event *e, void *user) {
         printf("\n");
         break;
     }
-    case LLMC_EVENT_VAL: printf("val loss %.6f (step %d, %d batches)\n", e->val_loss, e->step, e->ntokens); break;
+    case LLMC_EVENT_VAL:
+        printf("val loss %.6f (step %d, %d batches)\n", e->val_loss, e->step, e->ntokens);
+        if (view->plot_dir) refresh_plot(view);
+        break;
     case LLMC_EVENT_SAMPLE:
         printf("generating:\n---\n");
         for (int i = 0; i < e->ntokens; i++) {
@@ -156,6 +211,10 @@ static int run(cli_args *a) {
         fail("-y 1 (resume) needs an output directory (-o) holding checkpoints");
         goto done;
     }
+    if (a->plot && !a->loop.out_dir) {
+        fail("--plot 1 draws DIR/curves.png from DIR/main.log: it needs an output directory (-o)");
+        goto done;
+    }
     if (check_llmc_compat_flags(a) || init_model(m, a)) goto done;
     if (a->init_config.num_layers) a->loop.expect_model = &a->init_config;
     llmc_train_options to;
@@ -168,7 +227,9 @@ static int run(cli_args *a) {
     }
     tok = open_tokenizer(a);
     if (tok && llmc_tokenizer_eot(tok) >= 0) a->loop.sample_eot = llmc_tokenizer_eot(tok);
-    rc = llmc_train_run(t, &a->loop, print_event, tok) == LLMC_OK ? 0 : fail("%s", llmc_train_error(t));
+    cli_view view = {.tok = tok, .plot_dir = a->plot ? a->loop.out_dir : NULL};
+    rc = llmc_train_run(t, &a->loop, print_event, &view) == LLMC_OK ? 0 : fail("%s", llmc_train_error(t));
+    plot_done(&view, 1); /* the last curves.png is whole when the trainer exits */
 done:
     llmc_tokenizer_free(tok);
     llmc_train_free(t); /* before the model it refers to */
@@ -230,6 +291,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {NULL, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index"},
         {NULL, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE", "gpt2_tokenizer.bin or tiktoken ranks file for samples (default: next to -i)"},
         {NULL, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
+        {NULL, "plot", LLMC_OPT_INT, &args.plot, "0|1", "redraw -o's curves.png (python -m llmc.plot) at every val loss"},
     };
     const size_t nopts = sizeof opts / sizeof opts[0];
     char err[512];
