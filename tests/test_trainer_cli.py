@@ -93,6 +93,7 @@ def option_values(d, tmp_path):
         "skip-loss-z": "3", "skip-norm-z": "3", "hellaswag": 1, "ckpt-keep": 2, "ckpt-major": 4, "overfit-batch": 1,
         "tf32": 0, "gelu-fusion": 2, "zero-stage": 1, "log-device": 1, "num-processes": 1, "process-rank": 0,
         "gpus-per-node": 8, "init-method": "mpi", "fs-path": tmp_path, "server-ip": "127.0.0.1", "stop-after": 1,
+        "plot": 0,
     }
 
 
