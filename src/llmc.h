@@ -425,6 +425,9 @@ typedef struct llmc_loop_options {
     const llmc_config *expect_model; /* the model the caller asked for: a resume says when it differs */
     int stop_after;              /* stop once this many steps are done (0: run to max_steps); the schedule
                                   * still spans max_steps, so a later resume continues it */
+    const char *eval_file;       /* a multiple-choice eval (HellaSwag, llm.c's eval file format) scored at
+                                  * every val step (val_every), even without val data; NULL: none */
+    int eval_limit;              /* score only its first N items (0: all) */
 } llmc_loop_options;
 /* The defaults, shared by the CLIs and Python. backend: "cpu" or "cuda" (T and the MFU peak differ). */
 void llmc_loop_options_default(llmc_loop_options *o, const char *backend);
@@ -436,6 +439,7 @@ typedef enum llmc_event_kind {
     LLMC_EVENT_SAMPLE,     /* tokens[0..ntokens-1] sampled at step */
     LLMC_EVENT_CHECKPOINT, /* text: the model file written at step */
     LLMC_EVENT_NOTE,       /* text: something worth telling (a resume, a fallback) */
+    LLMC_EVENT_EVAL,       /* the eval file at step: loss = acc, val_loss = acc_norm, ntokens = items */
 } llmc_event_kind;
 typedef struct llmc_event {
     llmc_event_kind kind;

@@ -85,6 +85,11 @@ llmc_status llmc_run_log_event(llmc_run_log *log, const llmc_event *e, char *err
         a = fprintf(log->text, "s:%d tel:%.4f\n", e->step, e->val_loss);
         b = fprintf(log->json, "{\"step\": %d, \"val_loss\": %.6f}\n", e->step, e->val_loss);
         break;
+    case LLMC_EVENT_EVAL: /* llm.c logs HellaSwag's normalized accuracy as eval */
+        a = fprintf(log->text, "s:%d eval:%.4f\n", e->step, e->val_loss);
+        b = fprintf(log->json, "{\"step\": %d, \"eval_acc\": %.6f, \"eval_acc_norm\": %.6f, \"eval_items\": %d}\n",
+                    e->step, e->loss, e->val_loss, e->ntokens);
+        break;
     case LLMC_EVENT_CHECKPOINT: {
         const char *name = strrchr(e->text, '/');
         b = fprintf(log->json, "{\"step\": %d, \"checkpoint\": \"%s\"}\n", e->step, name ? name + 1 : e->text);

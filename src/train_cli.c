@@ -26,6 +26,7 @@ typedef struct cli_args {
     llmc_config init_config; /* -e as a descriptor, for a resume to compare with */
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
+    char eval_path[4200]; /* -h 1's default eval file in the cache */
     int num_processes, process_rank, gpus_per_node;
     const char *init_method, *fs_path, *server_ip;
 } cli_args;
@@ -106,10 +107,34 @@ static int check_llmc_compat_flags(cli_args *a) {
     if (a->tf32 != 1) printf("note: -f %d ignored: llmc's GPU matmuls are bf16, there is no tf32 to switch\n", a->tf32);
     if (a->gelu_fusion != -1)
         printf("note: -ge %d ignored: llmc always fuses GELU into the matmul epilogues\n", a->gelu_fusion);
-    if (a->hellaswag)
-        printf("note: -h %d: HellaSwag during training arrives with the evaluation issue (#13); training goes on "
-               "without it\n",
-               a->hellaswag);
+    return 0;
+}
+
+/* -h 1: HellaSwag at every val step, from --eval-file, else llm.c's prepared file, else the one
+ * python -m llmc.eval hellaswag --export writes to the cache. Without -h 1 nothing is scored. */
+static int choose_eval_file(cli_args *a) {
+    if (!a->hellaswag) {
+        if (a->loop.eval_file) printf("note: --eval-file %s is scored only with -h 1\n", a->loop.eval_file);
+        a->loop.eval_file = NULL;
+        return 0;
+    }
+    if (a->loop.val_every <= 0) return fail("-h %d scores HellaSwag at every val step: give -v N", a->hellaswag);
+    if (a->loop.eval_file) return 0;
+    static const char llmc_c_path[] = "dev/data/hellaswag/hellaswag_val.bin"; /* read-only */
+    const char *cache = getenv("LLMC_CACHE"), *home = getenv("HOME");
+    if (cache && *cache)
+        snprintf(a->eval_path, sizeof a->eval_path, "%s/hellaswag_val.bin", cache);
+    else
+        snprintf(a->eval_path, sizeof a->eval_path, "%s/.cache/llmc/hellaswag_val.bin", home ? home : ".");
+    if (llmc_file_exists(llmc_c_path)) {
+        a->loop.eval_file = llmc_c_path;
+    } else if (llmc_file_exists(a->eval_path)) {
+        a->loop.eval_file = a->eval_path;
+    } else {
+        return fail("-h %d: no HellaSwag eval file: neither %s (llm.c's) nor %s; make one with python -m llmc.eval "
+                    "hellaswag --export %s, or pass --eval-file FILE",
+                    a->hellaswag, llmc_c_path, a->eval_path, a->eval_path);
+    }
     return 0;
 }
 
@@ -180,6 +205,10 @@ static int print_event(const llmc_event *e, void *user) {
         printf("val loss %.6f (step %d, %d batches)\n", e->val_loss, e->step, e->ntokens);
         if (view->plot_dir) refresh_plot(view);
         break;
+    case LLMC_EVENT_EVAL:
+        printf("HellaSwag: acc_norm %.4f, acc %.4f (step %d, %d items)\n", e->val_loss, e->loss, e->step, e->ntokens);
+        if (view->plot_dir) refresh_plot(view);
+        break;
     case LLMC_EVENT_SAMPLE:
         printf("generating:\n---\n");
         for (int i = 0; i < e->ntokens; i++) {
@@ -215,7 +244,7 @@ static int run(cli_args *a) {
         fail("--plot 1 draws DIR/curves.png from DIR/main.log: it needs an output directory (-o)");
         goto done;
     }
-    if (check_llmc_compat_flags(a) || init_model(m, a)) goto done;
+    if (check_llmc_compat_flags(a) || choose_eval_file(a) || init_model(m, a)) goto done;
     if (a->init_config.num_layers) a->loop.expect_model = &a->init_config;
     llmc_train_options to;
     llmc_train_options_default(&to);
@@ -266,7 +295,9 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"m", "val-batches", LLMC_OPT_INT, &o->val_batches, "N", "val batches per evaluation (0: whole val set)"},
         {"s", "sample-every", LLMC_OPT_INT, &o->sample_every, "N", "print a sample every N steps (0: off)"},
         {"g", "gen-len", LLMC_OPT_INT, &o->gen_len, "N", "tokens per sample"},
-        {"h", "hellaswag", LLMC_OPT_INT, &args.hellaswag, "0|1", "HellaSwag eval (llm.c's -h <int>; arrives with #13)"},
+        {"h", "hellaswag", LLMC_OPT_INT, &args.hellaswag, "0|1", "HellaSwag accuracy at every val step (-v)"},
+        {NULL, "eval-file", LLMC_OPT_STRING, &o->eval_file, "FILE", "the eval -h scores (llm.c's format; default: llm.c's or the cache's hellaswag_val.bin)"},
+        {NULL, "eval-limit", LLMC_OPT_INT, &o->eval_limit, "N", "score only the eval's first N items (0: all)"},
         {"n", "ckpt-every", LLMC_OPT_INT, &o->ckpt_every, "N", "checkpoint every N steps and at the end (0: off)"},
         {"nk", "ckpt-keep", LLMC_OPT_INT, &o->ckpt_keep, "N", "keep only the N newest checkpoints (0: all)"},
         {"nm", "ckpt-major", LLMC_OPT_INT, &o->ckpt_major, "N", "checkpoints at multiples of N are never removed"},

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include "file_io.h"
+#include "mc_eval.h"
 #include "outlier.h"
 #include "rng.h"
 #include "run_log.h"
@@ -54,6 +55,8 @@ void llmc_loop_options_default(llmc_loop_options *o, const char *backend) {
         .log_device_every = 0,
         .expect_model = NULL,
         .stop_after = 0,
+        .eval_file = NULL,
+        .eval_limit = 0,
     };
 }
 
@@ -63,6 +66,7 @@ typedef struct loop {
     llmc_event_fn fn;
     void *user;
     llmc_dataloader *train, *val;
+    llmc_mc_eval *eval; /* eval_file, read once */
     llmc_run_log log;
     int *inputs, *targets;
     int *fixed_inputs, *fixed_targets; /* overfit_batch: the one batch, read once */
@@ -160,6 +164,11 @@ static llmc_status open_data(loop *L) {
         L->val = llmc_dataloader_new();
         if (!L->val || llmc_dataloader_open(L->val, o->val_data, L->B, L->T, 0, 0) != LLMC_OK)
             return data_fail(L, "val data", L->val);
+    }
+    if (o->eval_file && o->val_every > 0) {
+        char err[LLMC_ERR_LEN];
+        L->eval = llmc_mc_eval_load(o->eval_file, L->t->m->w.cfg.vocab_size, err, sizeof err);
+        if (!L->eval) return llmc_train_fail(L->t, LLMC_ERR_FORMAT, "%s", err);
     }
     L->max_steps = o->max_steps;
     if (L->max_steps < 0) { /* one epoch */
@@ -289,6 +298,18 @@ static llmc_status eval_val(loop *L, int step) {
         sum += llmc_train_loss(L->t);
     }
     llmc_event e = {.kind = LLMC_EVENT_VAL, .step = step, .val_loss = (float)(sum / batches), .ntokens = batches};
+    return emit(L, &e);
+}
+
+/* The eval file, scored with the trainer's forward in batches of the training shape. */
+static llmc_status eval_mc(loop *L, int step) {
+    llmc_mc_score s;
+    char err[LLMC_ERR_LEN];
+    if (llmc_mc_eval_run(L->eval, L->t, L->B, L->T, L->o->eval_limit, L->inputs, L->targets, &s, err, sizeof err) !=
+        LLMC_OK)
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "eval %s: %s", L->o->eval_file, err);
+    llmc_event e = {.kind = LLMC_EVENT_EVAL, .step = step, .loss = (float)s.acc, .val_loss = (float)s.acc_norm,
+                    .ntokens = s.n};
     return emit(L, &e);
 }
 
@@ -493,6 +514,7 @@ static llmc_status run(loop *L) {
         const int last = step == L->max_steps, resumed_here = step == first && first > 0;
         if (!resumed_here) { /* the run we resume from already did this step's periodic work */
             if (L->val && due(o->val_every, step, last)) st = eval_val(L, step);
+            if (st == LLMC_OK && L->eval && due(o->val_every, step, last)) st = eval_mc(L, step);
             if (st == LLMC_OK && step > 0 && o->gen_len > 0 && due(o->sample_every, step, last)) st = sample(L, step);
             if (st == LLMC_OK && o->out_dir && step > 0 && due(o->ckpt_every, step, last)) st = save_checkpoint(L, step);
             if (st == LLMC_OK && step > 0 && due(o->log_device_every, step, last)) st = log_device(L, step);
@@ -516,6 +538,7 @@ llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event
     llmc_status st = run(&L);
     llmc_dataloader_free(L.train);
     llmc_dataloader_free(L.val);
+    llmc_mc_eval_free(L.eval);
     llmc_run_log_close(&L.log);
     free(L.inputs);
     free(L.targets);

@@ -2,6 +2,7 @@
 perplexity on shards and on text; per-token losses from GPT2.forward(reduction="none")."""
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 import llmc
 from llmc import eval as ev
 from llmc import reference as ref
-from conftest import REPO
+from conftest import BIN_DIR, REPO
 from helpers import TINY_CFG, write_tiny_shards
 
 V = TINY_CFG["vocab_size"]
@@ -79,9 +80,9 @@ def test_hellaswag_item_by_item_against_the_reference(model):
 
 def test_hellaswag_long_context_is_cut_from_the_left():
     rows = ev.ending_rows({"ctx": "abcdefghij", "endings": ["xy", "z", "uvw", "q"], "label": 0}, list, 6)
-    assert rows[0] == (list("hij xy"), 3)
+    assert rows[0] == (list("ghij xy"), 4)  # 6 inputs, each predicting the next: 7 tokens
     for (tokens, n_ctx), end in zip(rows, [" xy", " z", " uvw", " q"]):
-        assert len(tokens) <= 6 and tokens[n_ctx:] == list(end) and tokens[:n_ctx] == list("abcdefghij")[-n_ctx:]
+        assert len(tokens) <= 7 and tokens[n_ctx:] == list(end) and tokens[:n_ctx] == list("abcdefghij")[-n_ctx:]
 
 
 @pytest.mark.parametrize("line,words", [
@@ -139,3 +140,87 @@ def test_cli(model, tmp_path, enc):
     r = subprocess.run([sys.executable, "-m", "llmc.eval", "perplexity", "--model", str(path), "--data",
                         str(tmp_path / "none_*.bin")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 1 and "no token shards match" in r.stderr
+
+
+# ---------------------------------------------------------------- -h 1: the trainers score HellaSwag
+
+TRAIN_BIN = os.path.join(BIN_DIR, "train_gpt2")
+needs_trainer = pytest.mark.skipif(not os.access(TRAIN_BIN, os.X_OK), reason="./train_gpt2 not built (run make)")
+
+
+def run_trainer(tmp_path, *extra):
+    train, val = write_tiny_shards(tmp_path)
+    return subprocess.run([TRAIN_BIN, "-i", train, "-j", val, "-b", "8", "-t", "32", "-s", "0", *map(str, extra)],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+@needs_trainer
+def test_trainer_scores_hellaswag_as_python_does(tmp_path):
+    """-h 1 scores the eval file (written by write_eval_file, llm.c's format) at every val step with the
+    trainer's forward; at step 0 (the loaded model) its acc and acc_norm are what llmc.eval gives."""
+    model = llmc.GPT2.from_config(dict(TINY_CFG, max_seq_len=64), seed=3)  # item 0's contexts are cut
+    model.save(tmp_path / "m.bin")
+    items = ITEMS * 3  # 9 items; -b 8 holds 2 of them per forward
+    ev.write_eval_file(tmp_path / "hs.bin", items, toy_encode)
+    r = run_trainer(tmp_path, "-e", tmp_path / "m.bin", "-t", "64", "-x", "2", "-v", "2", "-h", "1", "--eval-file",
+                    tmp_path / "hs.bin", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "HellaSwag: acc_norm" in r.stdout
+    logged = [json.loads(line) for line in (tmp_path / "out" / "main.jsonl").read_text().splitlines()]
+    evals = [e for e in logged if "eval_acc_norm" in e]
+    assert [e["step"] for e in evals] == [0, 2] and all(e["eval_items"] == 9 for e in evals)
+    want = ev.hellaswag(ev._losses_fn(model), items, toy_encode, 64, eot=0, batch=2)
+    assert evals[0]["eval_acc"] == pytest.approx(want["acc"], abs=1e-6)
+    assert evals[0]["eval_acc_norm"] == pytest.approx(want["acc_norm"], abs=1e-6)
+    text = (tmp_path / "out" / "main.log").read_text()
+    assert f"s:0 eval:{want['acc_norm']:.4f}" in text and "s:2 eval:" in text
+    r = run_trainer(tmp_path, "-e", tmp_path / "m.bin", "-t", "64", "-x", "1", "-v", "1", "-h", "1", "--eval-file",
+                    tmp_path / "hs.bin", "--eval-limit", "4", "-o", tmp_path / "out4")
+    assert r.returncode == 0 and "(step 0, 4 items)" in r.stdout, r.stdout + r.stderr
+
+
+@needs_trainer
+@pytest.mark.parametrize("damage,words", [
+    (lambda b: b[:1000], "too short for its header"),
+    (lambda b: b[:-2], "truncated"),
+    (lambda b: b + b"\0\0", "longer than its"),
+    (lambda b: (20240520).to_bytes(4, "little") + b[4:], "not an eval file"),
+    (lambda b: b[:4] + (2).to_bytes(4, "little") + b[8:], "version 2"),
+    (lambda b: b[:1024] + b"\0\0" + b[1026:], "delimiter"),
+    (lambda b: b[:1024 + 6] + (7).to_bytes(2, "little") + b[1024 + 8:], "label 7"),
+    (lambda b: b[:1024 + 12] + (64).to_bytes(2, "little") + b[1024 + 14:], "outside the vocabulary of 64"),
+])
+def test_bad_eval_files_are_refused_by_name(tmp_path, damage, words):
+    ev.write_eval_file(tmp_path / "hs.bin", ITEMS, toy_encode)
+    (tmp_path / "bad.bin").write_bytes(damage((tmp_path / "hs.bin").read_bytes()))
+    r = run_trainer(tmp_path, "-e", "L=2,H=2,C=32,T=32,V=64", "-x", "1", "-v", "1", "-h", "1", "--eval-file",
+                    tmp_path / "bad.bin")
+    assert r.returncode == 1 and words in r.stderr and "bad.bin" in r.stderr, r.stderr
+
+
+@needs_trainer
+def test_hellaswag_flags(tmp_path, monkeypatch):
+    r = run_trainer(tmp_path, "-e", "L=2,H=2,C=32,T=32,V=64", "-x", "1", "-v", "0", "-h", "1")
+    assert r.returncode == 1 and "give -v N" in r.stderr
+    env_cache = tmp_path / "cache"
+    monkeypatch.setenv("LLMC_CACHE", str(env_cache))
+    r = run_trainer(tmp_path, "-e", "L=2,H=2,C=32,T=32,V=64", "-x", "1", "-v", "1", "-h", "1")
+    assert r.returncode == 1 and "--export" in r.stderr and str(env_cache) in r.stderr
+    r = run_trainer(tmp_path, "-e", "L=2,H=2,C=32,T=32,V=64", "-x", "1", "-v", "1", "-b", "2", "-h", "1",
+                    "--eval-file", tmp_path / "hs.bin")
+    assert r.returncode == 1 and "cannot open eval file" in r.stderr
+    ev.write_eval_file(tmp_path / "hs.bin", ITEMS, toy_encode)
+    r = run_trainer(tmp_path, "-e", "L=2,H=2,C=32,T=32,V=64", "-x", "1", "-v", "1", "-b", "2", "-h", "1",
+                    "--eval-file", tmp_path / "hs.bin")
+    assert r.returncode == 1 and "4 choices" in r.stderr and "-b" in r.stderr
+
+
+def test_export_round_trip(tmp_path):
+    n = ev.write_eval_file(tmp_path / "hs.bin", ITEMS, toy_encode)
+    raw = np.frombuffer((tmp_path / "hs.bin").read_bytes(), np.uint16)
+    header = np.frombuffer((tmp_path / "hs.bin").read_bytes()[:1024], np.int32)
+    assert n == 3 and list(header[:3]) == [20240522, 1, 3]
+    s = raw[512:]
+    assert s[0] == 65535 and s[2] == 0 and s[3] == ITEMS[0]["label"] and s[4] == 4
+    assert list(s[6:6 + s[5]]) == toy_encode(ITEMS[0]["ctx"])
+    assert header[3] == max(int(s[1]), header[3]) and int(s[1]) % 2 == 0

@@ -165,6 +165,8 @@ cdef extern from "llmc.h":
         int log_device_every
         const llmc_config *expect_model
         int stop_after
+        const char *eval_file
+        int eval_limit
     void llmc_loop_options_default(llmc_loop_options *o, const char *backend)
     ctypedef enum llmc_event_kind:
         LLMC_EVENT_START
@@ -173,6 +175,7 @@ cdef extern from "llmc.h":
         LLMC_EVENT_SAMPLE
         LLMC_EVENT_CHECKPOINT
         LLMC_EVENT_NOTE
+        LLMC_EVENT_EVAL
     ctypedef struct llmc_event:
         llmc_event_kind kind
         int step, max_steps

@@ -15,7 +15,8 @@ cdef dict _loop_dict(const llmc_loop_options *o):
                 sample_eot=o.sample_eot, ckpt_every=o.ckpt_every, resume=o.resume, shuffle=o.shuffle, seed=o.seed,
                 peak_tflops=o.peak_tflops, overfit_batch=o.overfit_batch, ckpt_keep=o.ckpt_keep,
                 ckpt_major=o.ckpt_major, skip_loss_z=o.skip_loss_z, skip_norm_z=o.skip_norm_z,
-                log_device_every=o.log_device_every, stop_after=o.stop_after)
+                log_device_every=o.log_device_every, stop_after=o.stop_after,
+                eval_file=_str_or_none(o.eval_file), eval_limit=o.eval_limit)
 
 
 cdef const char *_str_field(dict keep, str name, value):
@@ -40,6 +41,8 @@ cdef void _set_loop(llmc_loop_options *o, dict d, dict keep):
     o.overfit_batch, o.ckpt_keep, o.ckpt_major = d["overfit_batch"], d["ckpt_keep"], d["ckpt_major"]
     o.skip_loss_z, o.skip_norm_z = d["skip_loss_z"], d["skip_norm_z"]
     o.log_device_every, o.stop_after = d["log_device_every"], d["stop_after"]
+    o.eval_file = _str_field(keep, "eval_file", d["eval_file"])
+    o.eval_limit = d["eval_limit"]
     o.expect_model = NULL
 
 
@@ -60,6 +63,8 @@ cdef dict _event_dict(const llmc_event *e):
         return d
     if kind == LLMC_EVENT_VAL:
         return dict(event="val", step=e.step, val_loss=e.val_loss, batches=e.ntokens)
+    if kind == LLMC_EVENT_EVAL:
+        return dict(event="eval", step=e.step, acc=e.loss, acc_norm=e.val_loss, items=e.ntokens)
     if kind == LLMC_EVENT_SAMPLE:
         return dict(event="sample", step=e.step, tokens=[e.tokens[i] for i in range(e.ntokens)])
     names = {LLMC_EVENT_START: "start", LLMC_EVENT_CHECKPOINT: "checkpoint", LLMC_EVENT_NOTE: "note"}

@@ -88,17 +88,18 @@ def hellaswag_items(path, limit: Optional[int] = None) -> List[dict]:
 
 
 def ending_rows(item: dict, encode: Callable[[str], List[int]], max_len: int):
-    """Four (tokens, n_ctx) rows: context then " " + ending, the context cut from the left when a row
-    would be longer than max_len (the ending is what gets scored, so it is kept whole)."""
+    """Four (tokens, n_ctx) rows: context then " " + ending, at most max_len + 1 tokens (max_len inputs,
+    each predicting the next). The context is cut from the left to fit; the ending is what gets scored,
+    so it is kept whole. The C scorer (src/mc_eval.c, -h 1 in the trainers) cuts the same way."""
     ctx = encode(item["ctx"])
     rows = []
     for ending in item["endings"]:
         end = encode(" " + ending)
         if not end:
             raise EvalError("an ending encodes to no tokens")
-        if len(end) >= max_len:
+        if len(end) > max_len:
             raise EvalError(f"an ending of {len(end)} tokens does not fit the model's {max_len} positions")
-        keep = ctx[max(0, len(ctx) + len(end) - max_len):]
+        keep = ctx[max(0, len(ctx) + len(end) - (max_len + 1)):]
         rows.append((keep + end, len(keep)))
     return rows
 
@@ -138,6 +139,36 @@ def hellaswag(losses_fn, items: Sequence[dict], encode, max_len: int, eot: int, 
             progress(len(chunk))
     n = len(items)
     return {"acc": correct / n, "acc_norm": correct_norm / n, "n": n, "items": detail}
+
+
+EVAL_MAGIC = 20240522  # llm.c's eval files (its dev/data/hellaswag.py writes them; src/mc_eval.c reads them)
+
+
+def write_eval_file(path, items: Sequence[dict], encode: Callable[[str], List[int]]) -> int:
+    """Writes items in llm.c's eval file format, which the trainers score with -h 1: a header of 256
+    int32 (magic, version 1, items, the longest item in bytes), then per item a uint16 stream:
+    65535, the item's bytes, its index, the label, the number of choices, the context length and
+    tokens, and each choice's length and tokens (" " + ending, as scored above). Returns the items."""
+    if len(items) >= 1 << 16:
+        raise EvalError(f"{len(items)} items: the format numbers them in 16 bits")
+    streams = []
+    for idx, item in enumerate(items):
+        ctx = encode(item["ctx"])
+        ends = [encode(" " + e) for e in item["endings"]]
+        s = [65535, 0, idx, item["label"], len(ends), len(ctx), *ctx]
+        for end in ends:
+            s += [len(end), *end]
+        if any(t >= 65535 for t in ctx + [t for e in ends for t in e]):
+            raise EvalError(f"item {idx}: a token id does not fit the format's 16 bits")
+        s[1] = 2 * len(s)
+        if s[1] >= 1 << 16:
+            raise EvalError(f"item {idx} is {s[1]} bytes: the format allows less than 65536")
+        streams.append(np.array(s, np.uint16))
+    header = np.zeros(256, np.int32)
+    header[:4] = [EVAL_MAGIC, 1, len(items), max(len(s) * 2 for s in streams)]
+    from .tokenizer import atomic_write_bytes
+    atomic_write_bytes(path, header.tobytes() + b"".join(s.tobytes() for s in streams))
+    return len(items)
 
 
 # ---------------------------------------------------------------- perplexity
@@ -204,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("hellaswag", "HellaSwag accuracy (acc, acc_norm), scored as llm.c scores it"),
                        ("perplexity", "mean loss and perplexity on token shards or a text file")):
         s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("--model", "-m", required=True, help="model file (.bin) or Hugging Face GPT-2 directory")
+        s.add_argument("--model", "-m", required=name == "perplexity",
+                       help="model file (.bin) or Hugging Face GPT-2 directory")
         s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
         s.add_argument("--gpu", type=int, default=0, help="GPU index for --device cuda")
         s.add_argument("--batch", type=int, default=8 if name == "hellaswag" else 4,
@@ -214,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     hs = sub.choices["hellaswag"]
     hs.add_argument("--data", help="HellaSwag jsonl (default: the official validation file, downloaded once)")
     hs.add_argument("--limit", type=int, help="only the first N items")
+    hs.add_argument("--export", metavar="FILE", help="write the items in llm.c's eval file format instead (for "
+                                                     "the trainers' -h 1; no model needed)")
     pp = sub.choices["perplexity"]
     src = pp.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="token shards (glob, llm.c format)")
@@ -233,6 +267,13 @@ def run(argv=None) -> dict:
         raise EvalError(f"--batch must be at least 1, not {args.batch}")
     from . import GPT2, LlmcError
     from . import tokenizer as tok
+    if args.eval == "hellaswag" and args.export:
+        items = hellaswag_items(hellaswag_file(args.data), args.limit)
+        n = write_eval_file(args.export, items, tok.get_encoding(args.tokenizer).encode_ordinary)
+        print(f"hellaswag: wrote {n} items to {args.export} (llm.c's eval file format)")
+        return {"n": n}
+    if not args.model:
+        raise EvalError("--model is needed to evaluate (or --export to write the eval file)")
     try:
         model = GPT2.from_pretrained(args.model, device=args.device, gpu=args.gpu)
     except (LlmcError, OSError) as e:

@@ -155,10 +155,11 @@ class GPT2:
         ./train_gpt2), so every option and default is the CLI's; see the README's table. Options, by
         their long CLI names with '_': steps (-x), batch_size (-b), seq_len (-t), total_batch (-d) or
         grad_accum (micro-batches per step), lr, warmup, final_lr_frac, schedule, weight_decay, grad_clip,
-        val_data, val_every, val_batches, sample_every, gen_len, ckpt_every, out_dir, resume, shuffle, seed.
+        val_data, val_every, val_batches, sample_every, gen_len, ckpt_every, out_dir, resume, shuffle, seed,
+        eval_file and eval_limit (a HellaSwag file in llm.c's format, scored at every val step).
 
         Returns one dict per optimizer step: step, loss, lr, grad_norm, ms, tok_s, mfu, plus val_loss,
-        sample (token ids) and checkpoint where they happened at that step. callback(record) runs as
+        eval_acc and eval_acc_norm, sample (token ids) and checkpoint where they happened at that step. callback(record) runs as
         each step finishes (a validation, sample or checkpoint of that step is added to the same dict
         right after); a true return value stops training once that step's validation, sample and
         checkpoint are done."""
@@ -196,6 +197,8 @@ class GPT2:
             if kind in ("val", "sample", "checkpoint") and history and history[-1]["step"] == e["step"]:
                 key = {"val": "val_loss", "sample": "tokens", "checkpoint": "text"}[kind]
                 history[-1][{"val": "val_loss", "sample": "sample", "checkpoint": "checkpoint"}[kind]] = e[key]
+            if kind == "eval" and history and history[-1]["step"] == e["step"]:
+                history[-1].update(eval_acc=e["acc"], eval_acc_norm=e["acc_norm"])
             return None
 
         try:
