@@ -526,10 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="FILE",
                      help="UTF-8 text files; each is one document (see --doc-sep)")
-    src.add_argument("--dataset", choices=["shakespeare", "tinyshakespeare"],
+    src.add_argument("--dataset", choices=["shakespeare", "tinyshakespeare", "fineweb10B", "fineweb_edu10B"],
                      help="a named dataset: shakespeare = the complete works (42 plays, one document each, "
                           "1.57M tokens); tinyshakespeare = llm.c's 1.1 MB excerpt (needs the network once, "
-                          "or $LLMC_TINYSHAKESPEARE_TXT)")
+                          "or $LLMC_TINYSHAKESPEARE_TXT); fineweb10B / fineweb_edu10B = FineWeb's 10B-token "
+                          "samples, streamed from the hub and resumable (see llmc/prepare_web.py)")
     ap.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     ap.add_argument("--name", help="shard file prefix (default: the dataset name, or 'data')")
     ap.add_argument("--val-fraction", type=_fraction, default=DEFAULT_VAL_FRACTION, metavar="F",
@@ -547,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GPT-2 ranks file gpt2.tiktoken (else $LLMC_GPT2_TIKTOKEN, "
                          "shared/data/gpt2.tiktoken, or tiktoken's download)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    web = ap.add_argument_group("FineWeb (--dataset fineweb10B / fineweb_edu10B; see llmc/prepare_web.py)")
+    web.add_argument("--data-files", nargs="+", metavar="FILE",
+                     help="local jsonl/parquet files in FineWeb's schema instead of the hub (offline)")
+    web.add_argument("--max-tokens", type=int, metavar="N", help="stop after N tokens (a smaller sample)")
     ft = ap.add_argument_group("prompt/response data (--format jsonl; see llmc/prepare_jsonl.py)")
     ft.add_argument("--format", choices=["text", "jsonl"], default="text",
                     help="text: plain documents (default); jsonl: one example a line, trained on the "
@@ -576,6 +581,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  ("--response-field", a.response_field != "completion")) if v]
     if a.format == "text" and jsonl_only:
         ap.error(f"{', '.join(jsonl_only)} need --format jsonl")
+    from .prepare_web import WEB_DATASETS, WebPrepareError, prepare_web
+    if (a.data_files or a.max_tokens is not None) and a.dataset not in WEB_DATASETS:
+        ap.error("--data-files and --max-tokens apply to --dataset fineweb10B / fineweb_edu10B")
+    if a.dataset in WEB_DATASETS:
+        if a.format != "text" or a.doc_sep is not None or a.name or a.val_fraction != DEFAULT_VAL_FRACTION:
+            ap.error(f"--dataset {a.dataset} writes llm.c's layout (the first shard is val): --format, --doc-sep, "
+                     "--name and --val-fraction do not apply")
+        if a.max_tokens is not None and a.max_tokens < 1:
+            ap.error(f"--max-tokens must be at least 1, not {a.max_tokens}")
+        try:
+            r = prepare_web(a.out, a.dataset, a.data_files, shard_size=a.shard_size, workers=a.workers,
+                            tokenizer=a.tokenizer, max_tokens=a.max_tokens, quiet=a.quiet, log=log)
+        except (WebPrepareError, tok.TokenizerError) as e:
+            ap.exit(2, f"{ap.prog}: error: {e}\n")
+        except KeyboardInterrupt:
+            ap.exit(130, f"{ap.prog}: interrupted; the next run resumes after the last whole shard\n")
+        if not a.quiet:
+            print(f"{r['shards']} shards, {r['tokens']:,} tokens, {r['documents']:,} documents in {a.out}")
+        return 0
     if a.format == "jsonl":
         if a.dataset or not a.input or len(a.input) != 1:
             ap.error("--format jsonl reads one --input FILE")
