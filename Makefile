@@ -23,7 +23,9 @@ python:
 	@set -o pipefail; LLMC_NATIVE=ON $(PYTHON) -m pip install --no-build-isolation -v --disable-pip-version-check . 2>&1 \
 		| grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]|rror|Successfully installed' || { echo "make python failed: run $(PYTHON) -m pip install --no-build-isolation -v . to see why"; exit 1; }
 
+# the test dependencies (requirements-dev.txt) come first: nothing is downloaded when they are there
 test: all python
+	@$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PYTHON) -m pytest -q tests
 
 # ---- sanitizers: `make asan` ----

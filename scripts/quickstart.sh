@@ -10,7 +10,7 @@ if [[ -z "${LLMC_GPT2_TIKTOKEN:-}" && -f ../shared/data/gpt2.tiktoken ]]; then
 fi
 
 echo "== 1/4 installing Python dependencies and building"
-python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+python3 -m pip install -q --disable-pip-version-check -r requirements.txt
 make all python
 
 echo "== 2/4 preparing Shakespeare"
