@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("LLMC_BUILD", REPO / "build"))
 FUZZ_DIR = REPO / "dev" / "fuzz"
-FORMATS = ["model", "shard", "tokenizer", "state", "safetensors", "mask"]
+FORMATS = ["model", "shard", "tokenizer", "state", "safetensors", "mask", "eval"]
 BUDGET = float(os.environ.get("LLMC_FUZZ_SECONDS", "100"))  # all formats together
 SEED = int(os.environ.get("LLMC_FUZZ_SEED", "20240601"))
 JOBS = int(os.environ.get("LLMC_FUZZ_JOBS", "1"))

@@ -6,7 +6,7 @@
  *   fuzz selftest                   check that crashes, hangs and blow-ups are told apart
  *
  * FORMAT: model, shard, tokenizer, state, safetensors (a Hugging Face directory), mask (a loss
- * mask X.mask beside its shard X.bin), or all. The fuzzer writes valid files of each format
+ * mask X.mask beside its shard X.bin), eval (llm.c's multiple-choice eval file), or all. The fuzzer writes valid files of each format
  * itself (small shapes: 1 to 100 KB a file), mutates
  * them (truncation, bit flips, JSON numbers and strings in safetensors headers and configs,
  * header fields at extremes, size fields whose products overflow, garbage, NaN/Inf in bodies)
@@ -56,6 +56,7 @@
 #endif
 
 #include "llmc.h"
+#include "mc_eval.h" /* the eval file reader: internal to the library, but a reader of outside files */
 
 #define HEADER_BYTES (LLMC_HEADER_INTS * 4)
 #define STATE_STEP 7 /* the checkpoint step the state seeds are saved under */
@@ -1039,6 +1040,93 @@ static void child_mask(const char *dir) {
     for (int i = 0; i < 3; i++) free(vw[i].shard.p), free(vw[i].mask.p);
 }
 
+/* Eval seeds (llm.c's multiple-choice eval file, HellaSwag's): items with 1 to 4 choices, empty to
+ * long contexts, over a 64-token vocabulary; a row of the scorer holds 32 tokens. */
+enum { EVAL_VOCAB = 64, EVAL_T = 32 };
+static const int EVAL_SLOTS[] = {0, 1, 2, 3};
+static const part_kind EVAL_KIND = {EVAL_SLOTS, 4, NULL, 0, 0};
+
+static void eval_seed(input *s, int nitems, uint64_t *rng) {
+    memset(s, 0, sizeof *s);
+    s->nparts = 1;
+    part *p = &s->part[0];
+    int32_t h[LLMC_HEADER_INTS] = {LLMC_EVAL_MAGIC, 1, nitems, 0};
+    blob_append(&p->b, h, sizeof h);
+    p->kind = &EVAL_KIND;
+    for (int k = 0; k < 4; k++) mark(p, (size_t)k * 4);
+    int longest = 0;
+    for (int i = 0; i < nitems; i++) {
+        uint16_t w[2 + 4 + 40 + 4 * 13];
+        int n = 0;
+        const int nch = i % 5 == 4 ? 1 + (int)below(rng, 3) : 4, ctx = i % 7 == 3 ? 0 : (int)below(rng, 40);
+        w[n++] = 65535, w[n++] = 0, w[n++] = (uint16_t)i, w[n++] = (uint16_t)below(rng, (uint64_t)nch);
+        w[n++] = (uint16_t)nch, w[n++] = (uint16_t)ctx;
+        for (int k = 0; k < ctx; k++) w[n++] = (uint16_t)below(rng, EVAL_VOCAB);
+        for (int c = 0; c < nch; c++) {
+            const int len = 1 + (int)below(rng, 12);
+            w[n++] = (uint16_t)len;
+            for (int k = 0; k < len; k++) w[n++] = (uint16_t)below(rng, EVAL_VOCAB);
+        }
+        w[1] = (uint16_t)(2 * n);
+        if (2 * n > longest) longest = 2 * n;
+        mark(p, p->b.n), mark(p, p->b.n + 2), mark(p, p->b.n + 10); /* an item's start, size, context length */
+        blob_append(&p->b, w, 2 * (size_t)n);
+    }
+    memcpy(p->b.p + 12, &longest, 4);
+    mark(p, p->b.n - 2);
+}
+
+static void eval_seeds(input *seeds, int *n, const char *tmp) {
+    (void)tmp;
+    static const int ITEMS[] = {1, 2, 5, 9, 20, 60};
+    uint64_t rng = 23;
+    *n = 0;
+    for (size_t i = 0; i < sizeof ITEMS / sizeof ITEMS[0]; i++) eval_seed(&seeds[(*n)++], ITEMS[i], &rng);
+}
+
+/* Load; an accepted file is then scored with a tiny model in rows of EVAL_T (B = 8 and 3: a batch
+ * too small for 4 choices must be refused with a message, never scored wrong). */
+static void child_eval(const char *dir) {
+    char path[4200], err[512] = "";
+    snprintf(path, sizeof path, "%s/eval.bin", dir);
+    llmc_mc_eval *e = llmc_mc_eval_load(path, EVAL_VOCAB, err, sizeof err);
+    if (!e) {
+        if (!err[0]) verdict(BAD, "eval load failed without a message");
+        else if (strstr(err, "out of memory")) verdict(BLOWUP, "eval load: %s", err);
+        else verdict(ERROR, "eval load: %s", err);
+        return;
+    }
+    verdict(OK, "loaded");
+    const int items = llmc_mc_eval_items(e);
+    const llmc_config cfg = {EVAL_T, EVAL_VOCAB, 0, 1, 2, 8};
+    llmc_model *m = llmc_model_new();
+    llmc_train *t = llmc_train_new();
+    llmc_status st = llmc_model_init_random(m, NULL, &cfg, 3);
+    if (st == LLMC_OK) st = llmc_train_attach(t, m, NULL);
+    if (st != LLMC_OK) die("cannot make the eval's model: %s", llmc_model_error(m));
+    static const int BS[] = {8, 3};
+    for (int k = 0; k < 2; k++) {
+        const int B = BS[k];
+        int *in = malloc((size_t)B * EVAL_T * sizeof *in), *tg = malloc((size_t)B * EVAL_T * sizeof *tg);
+        llmc_mc_score s;
+        err[0] = '\0';
+        st = in && tg ? llmc_mc_eval_run(e, t, B, EVAL_T, k ? 3 : 0, in, tg, &s, err, sizeof err) : LLMC_ERR_OUT_OF_MEMORY;
+        if (st != LLMC_OK) {
+            if (st == LLMC_ERR_OUT_OF_MEMORY) verdict(BLOWUP, "eval run: %s", err);
+            else if (!err[0]) verdict(BAD, "eval run failed without a message");
+            else if (!strstr(err, "rows (-b)") && !strstr(err, "of a row (-t)"))
+                verdict(BAD, "eval run failed on an accepted file: %s", err);
+        } else if (s.n != (k ? (items < 3 ? items : 3) : items) || !(s.acc >= 0 && s.acc <= 1) ||
+                   !(s.acc_norm >= 0 && s.acc_norm <= 1)) {
+            verdict(BAD, "eval run: %d items scored of %d, acc %g, acc_norm %g", s.n, items, s.acc, s.acc_norm);
+        }
+        free(in), free(tg);
+    }
+    llmc_train_free(t);
+    llmc_model_free(m);
+    llmc_mc_eval_free(e);
+}
+
 static const format FORMATS[] = {
     {"model", model_seeds, child_model, NULL, {"model.bin", NULL}},
     {"shard", shard_seeds, child_shard, shard_extra, {"shard_0.bin", NULL}},
@@ -1046,6 +1134,7 @@ static const format FORMATS[] = {
     {"state", state_seeds, child_state, shard_extra, {"ck/state_00000007.bin", "ck/model_00000007.bin"}},
     {"safetensors", safetensors_seeds, child_safetensors, NULL, {"ck/model.safetensors", "ck/config.json"}},
     {"mask", mask_seeds, child_mask, mask_extra, {"shard_0.mask", "shard_0.bin"}},
+    {"eval", eval_seeds, child_eval, NULL, {"eval.bin", NULL}},
 };
 enum { NFORMATS = sizeof FORMATS / sizeof FORMATS[0] };
 
@@ -1852,7 +1941,7 @@ static void usage(void) {
             "usage: fuzz FORMAT [-n N | -s SECONDS] [-j JOBS] [--seed S] [--keep DIR] [options]\n"
             "       fuzz replay FORMAT PATH...\n"
             "       fuzz selftest\n"
-            "FORMAT: model, shard, tokenizer, state, safetensors, mask, all\n"
+            "FORMAT: model, shard, tokenizer, state, safetensors, mask, eval, all\n"
             "  -n N            inputs per format (default 10000 when -s is not given)\n"
             "  -s SECONDS      time budget per format\n"
             "  -j JOBS         worker processes (default 1)\n"
