@@ -568,6 +568,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _run_or_exit(ap, work: Callable, interrupted: str):
+    """work(), its errors as one line and exit status 2 (130 for Ctrl-C, saying what was kept)."""
+    from .prepare_web import WebPrepareError
+    try:
+        return work()
+    except (PrepareError, WebPrepareError, tok.TokenizerError) as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    except KeyboardInterrupt:
+        ap.exit(130, f"{ap.prog}: interrupted; {interrupted}\n")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -581,7 +592,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  ("--response-field", a.response_field != "completion")) if v]
     if a.format == "text" and jsonl_only:
         ap.error(f"{', '.join(jsonl_only)} need --format jsonl")
-    from .prepare_web import WEB_DATASETS, WebPrepareError, prepare_web
+    from .prepare_web import WEB_DATASETS, prepare_web
     if (a.data_files or a.max_tokens is not None) and a.dataset not in WEB_DATASETS:
         ap.error("--data-files and --max-tokens apply to --dataset fineweb10B / fineweb_edu10B")
     if a.dataset in WEB_DATASETS:
@@ -590,13 +601,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "--name and --val-fraction do not apply")
         if a.max_tokens is not None and a.max_tokens < 1:
             ap.error(f"--max-tokens must be at least 1, not {a.max_tokens}")
-        try:
-            r = prepare_web(a.out, a.dataset, a.data_files, shard_size=a.shard_size, workers=a.workers,
-                            tokenizer=a.tokenizer, max_tokens=a.max_tokens, quiet=a.quiet, log=log)
-        except (WebPrepareError, tok.TokenizerError) as e:
-            ap.exit(2, f"{ap.prog}: error: {e}\n")
-        except KeyboardInterrupt:
-            ap.exit(130, f"{ap.prog}: interrupted; the next run resumes after the last whole shard\n")
+        r = _run_or_exit(ap, lambda: prepare_web(a.out, a.dataset, a.data_files, shard_size=a.shard_size,
+                                                 workers=a.workers, tokenizer=a.tokenizer, max_tokens=a.max_tokens,
+                                                 quiet=a.quiet, log=log),
+                         "the next run resumes after the last whole shard")
         if not a.quiet:
             print(f"{r['shards']} shards, {r['tokens']:,} tokens, {r['documents']:,} documents in {a.out}")
         return 0
@@ -616,15 +624,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not a.quiet:
             print(r.summary())
         return 0
-    try:
-        r = prepare(a.out, inputs=a.input, dataset=a.dataset, name=a.name,
-                    val_fraction=a.val_fraction, shard_size=a.shard_size,
-                    doc_sep=unescape_sep(a.doc_sep) if a.doc_sep is not None else None,
-                    workers=a.workers, tokenizer=a.tokenizer, quiet=a.quiet, log=log)
-    except (PrepareError, tok.TokenizerError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
-    except KeyboardInterrupt:
-        ap.exit(130, f"{ap.prog}: interrupted; no partial shard was left\n")
+    r = _run_or_exit(ap, lambda: prepare(a.out, inputs=a.input, dataset=a.dataset, name=a.name,
+                                         val_fraction=a.val_fraction, shard_size=a.shard_size,
+                                         doc_sep=unescape_sep(a.doc_sep) if a.doc_sep is not None else None,
+                                         workers=a.workers, tokenizer=a.tokenizer, quiet=a.quiet, log=log),
+                     "no partial shard was left")
     if not a.quiet:
         print(r.summary())
     return 0
