@@ -111,15 +111,20 @@ static int check_llmc_compat_flags(cli_args *a) {
 }
 
 /* -h 1: HellaSwag at every val step, from --eval-file, else llm.c's prepared file, else the one
- * python -m llmc.eval hellaswag --export writes to the cache. Without -h 1 nothing is scored. */
+ * python -m llmc.eval hellaswag --export writes to the cache. Without -h 1 nothing is scored; with
+ * no file found (or -v 0) a note says so and training goes on, as llm.c's does. */
 static int choose_eval_file(cli_args *a) {
     if (!a->hellaswag) {
         if (a->loop.eval_file) printf("note: --eval-file %s is scored only with -h 1\n", a->loop.eval_file);
         a->loop.eval_file = NULL;
         return 0;
     }
-    if (a->loop.val_every <= 0) return fail("-h %d scores HellaSwag at every val step: give -v N", a->hellaswag);
-    if (a->loop.eval_file) return 0;
+    if (a->loop.val_every <= 0) {
+        printf("note: -h %d scores HellaSwag at every val step, and -v 0 has none: no HellaSwag\n", a->hellaswag);
+        a->loop.eval_file = NULL;
+        return 0;
+    }
+    if (a->loop.eval_file) return 0; /* named: it must be there (the loop says so if not) */
     static const char llmc_c_path[] = "dev/data/hellaswag/hellaswag_val.bin"; /* read-only */
     const char *cache = getenv("LLMC_CACHE"), *home = getenv("HOME");
     if (cache && *cache)
@@ -130,10 +135,10 @@ static int choose_eval_file(cli_args *a) {
         a->loop.eval_file = llmc_c_path;
     } else if (llmc_file_exists(a->eval_path)) {
         a->loop.eval_file = a->eval_path;
-    } else {
-        return fail("-h %d: no HellaSwag eval file: neither %s (llm.c's) nor %s; make one with python -m llmc.eval "
-                    "hellaswag --export %s, or pass --eval-file FILE",
-                    a->hellaswag, llmc_c_path, a->eval_path, a->eval_path);
+    } else { /* as llm.c does: say so and train without it, so its scripts run unchanged */
+        printf("note: -h %d: no HellaSwag eval file at %s (llm.c's) or %s; training without HellaSwag. Make one "
+               "with python -m llmc.eval hellaswag --export %s, or pass --eval-file FILE\n",
+               a->hellaswag, llmc_c_path, a->eval_path, a->eval_path);
     }
     return 0;
 }
