@@ -306,3 +306,30 @@ def test_device_harness_checks_its_inputs():
         dev.matmul_forward(np.zeros((2, 8), np.float32), np.zeros((3, 7), np.float32))
     with pytest.raises(LlmcError, match="targets"):
         dev.classifier_forward(np.zeros((2, 16), np.float32), np.array([0, 12]), 10)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_gradient_norm_changes_nothing(bad):
+    """The clip scale is computed where the gradients are and AdamW reads it there; a NaN or Inf norm
+    must still leave the weights, the moments and the step count as they were, with an error that
+    says the update was skipped, and the next finite step must work."""
+    m = llmc.GPT2.from_config(dict(TINY_CFG), seed=4)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, TINY_CFG["vocab_size"], (2, 8)), rng.integers(0, TINY_CFG["vocab_size"], (2, 8))
+    m.forward(x, y, return_logits=False)
+    m.backward()
+    m.step(lr=1e-2)  # moments exist now
+    t = m._trainer()
+    before, steps = m.get_params().copy(), t.step_count
+    m.zero_grad()
+    m.forward(x, y, return_logits=False)
+    m.backward()
+    m.grads["fcw"][0, 3, 5] = bad  # a live view on the CPU
+    with pytest.raises(LlmcError, match="gradient norm is .* at step 2: the update was skipped"):
+        m.step(lr=1e-2)
+    assert np.array_equal(m.get_params(), before) and t.step_count == steps
+    m.zero_grad()
+    m.forward(x, y, return_logits=False)
+    m.backward()
+    assert np.isfinite(m.step(lr=1e-2, grad_clip=1e-3)) and t.step_count == steps + 1  # clipped hard, finite
+    assert not np.array_equal(m.get_params(), before) and np.all(np.isfinite(m.get_params()))
