@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Where the time goes, and the recipe, on the GPU machine (one call each, logs in $OUT):
+#   bash dev/gpu_profile.sh timeline   # CUPTI timeline of d12 training: GPU busy vs idle per step
+#   bash dev/gpu_profile.sh bench      # dev/bench_train.py: llmc vs compiled PyTorch, d12 B=64
+#   bash dev/gpu_profile.sh recipe     # scripts/gpt2_124M.sh SMALL=1 on Shakespeare: curves + tok/s
+# Each step builds first when ./train_gpt2cu is missing (bash dev/gpu_check.sh tests builds too).
+# Data: random tokens for timeline and bench; recipe needs data/shakespeare (carry it, or the
+# shared Shakespeare text through LLMC_SHAKESPEARE_TXT).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+if [[ ! -x ./train_gpt2cu ]]; then
+  make CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  python3 -m pip install --no-build-isolation -q . > "$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
+fi
+random_tokens() { # path, count
+  python3 - "$1" "$2" <<'PY'
+import sys, numpy as np
+h = np.zeros(256, np.int32); h[:3] = [20240520, 1, int(sys.argv[2])]
+open(sys.argv[1], "wb").write(h.tobytes() + np.random.default_rng(0).integers(0, 50257, int(sys.argv[2])).astype(np.uint16).tobytes())
+PY
+}
+
+for what in "${@:-timeline}"; do
+  case "$what" in
+  timeline)
+    cuda=$(dirname "$(dirname "$(command -v nvcc)")")
+    lib=$(ls -d "$cuda"/lib64 "$cuda"/lib 2>/dev/null | head -1)
+    gcc -O2 -shared -fPIC -I"$cuda/include" dev/trace/gpu_timeline.c -L"$lib" -lcupti -Wl,-rpath,"$lib" \
+      -o /tmp/libgpu_timeline.so || exit 1
+    random_tokens /tmp/tl_train_000000.bin 3000000
+    CUDA_INJECTION64_PATH=/tmp/libgpu_timeline.so LLMC_TIMELINE="$OUT/timeline.csv" \
+      ./train_gpt2cu -e d12 -b 64 -t 1024 -x 12 -v 0 -s 0 -l 6e-4 -i "/tmp/tl_train_*.bin" > "$OUT/timeline_train.log" 2>&1
+    python3 dev/trace/timeline.py "$OUT/timeline.csv" --skip 3 --gaps 15 | tee "$OUT/timeline.txt"
+    gzip -f "$OUT/timeline.csv"
+    ;;
+  bench)
+    timeout 560 python3 dev/bench_train.py --sizes "${SIZES:-d12:64}" --steps "${STEPS:-30}" 2>&1 | tee "$OUT/bench_train.txt"
+    ;;
+  recipe)
+    SMALL=1 TRAINER=./train_gpt2cu EVAL="${EVAL:-0}" STEPS="${STEPS:-400}" OUT="$OUT/recipe" \
+      timeout 560 bash scripts/gpt2_124M.sh > "$OUT/recipe.log" 2>&1
+    echo "recipe rc $?"; grep -E "^step|val loss|HellaSwag" "$OUT/recipe.log" | tail -5
+    ;;
+  *) echo "unknown step $what (timeline, bench, recipe)"; exit 2 ;;
+  esac
+done
