@@ -14,7 +14,7 @@
 
 typedef struct mc_item {
     int label, nchoices;
-    uint32_t ctx, ctx_len;                  /* offsets and lengths in tokens[] */
+    uint32_t ctx, ctx_len; /* offsets and lengths in tokens[] */
     uint32_t choice[LLMC_MC_MAX_CHOICES], choice_len[LLMC_MC_MAX_CHOICES];
 } mc_item;
 
@@ -32,64 +32,80 @@ static void *fail_null(char *err, size_t errlen, const char *fmt, ...) {
     return NULL;
 }
 
-/* Parses the stream of n uint16 after the header into e->items. */
+/* The first token of s[0..n) at or above vocab, or -1. */
+static long out_of_range(const uint16_t *s, uint32_t n, int vocab) {
+    for (uint32_t k = 0; k < n; k++)
+        if (s[k] >= vocab) return s[k];
+    return -1;
+}
+
+static int parse_error(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* Parses the stream of n uint16 after the header into e->items; 0 with err set when it is bad. */
 static int parse_items(llmc_mc_eval *e, size_t n, int vocab, const char *path, char *err, size_t errlen) {
     const uint16_t *s = e->tokens;
     size_t at = 0;
     for (int i = 0; i < e->nitems; i++) {
         mc_item *it = &e->items[i];
-        if (at + 6 > n) return fail_null(err, errlen, "eval file %s is truncated in item %d of %d", path, i, e->nitems), 0;
+        if (at + 6 > n)
+            return parse_error(err, errlen, "eval file %s is truncated in item %d of %d", path, i, e->nitems);
         const size_t start = at;
         if (s[at] != START_ITEM)
-            return fail_null(err, errlen, "eval file %s: item %d does not start with the delimiter 65535 (found %u)",
-                             path, i, s[at]), 0;
+            return parse_error(err, errlen, "eval file %s: item %d does not start with the delimiter 65535 (found %u)",
+                               path, i, s[at]);
         const size_t bytes = s[at + 1];
         it->label = s[at + 3];
         it->nchoices = s[at + 4];
         it->ctx_len = s[at + 5];
         at += 6;
         if (it->nchoices < 1 || it->nchoices > LLMC_MC_MAX_CHOICES)
-            return fail_null(err, errlen, "eval file %s: item %d has %d choices (1 to %d)", path, i, it->nchoices,
-                             LLMC_MC_MAX_CHOICES), 0;
+            return parse_error(err, errlen, "eval file %s: item %d has %d choices (1 to %d)", path, i, it->nchoices,
+                               LLMC_MC_MAX_CHOICES);
         if (it->label >= it->nchoices)
-            return fail_null(err, errlen, "eval file %s: item %d has label %d but %d choices", path, i, it->label,
-                             it->nchoices), 0;
+            return parse_error(err, errlen, "eval file %s: item %d has label %d but %d choices", path, i, it->label,
+                               it->nchoices);
         it->ctx = (uint32_t)at;
-        if (at + it->ctx_len > n) return fail_null(err, errlen, "eval file %s is truncated in item %d", path, i), 0;
+        if (at + it->ctx_len > n) return parse_error(err, errlen, "eval file %s is truncated in item %d", path, i);
         at += it->ctx_len;
         for (int c = 0; c < it->nchoices; c++) {
-            if (at + 1 > n) return fail_null(err, errlen, "eval file %s is truncated in item %d", path, i), 0;
+            if (at + 1 > n) return parse_error(err, errlen, "eval file %s is truncated in item %d", path, i);
             it->choice_len[c] = s[at++];
             it->choice[c] = (uint32_t)at;
             if (it->choice_len[c] == 0)
-                return fail_null(err, errlen, "eval file %s: item %d, choice %d has no tokens", path, i, c), 0;
+                return parse_error(err, errlen, "eval file %s: item %d, choice %d has no tokens", path, i, c);
             if (at + it->choice_len[c] > n)
-                return fail_null(err, errlen, "eval file %s is truncated in item %d", path, i), 0;
+                return parse_error(err, errlen, "eval file %s is truncated in item %d", path, i);
             at += it->choice_len[c];
         }
         if ((at - start) * 2 != bytes)
-            return fail_null(err, errlen, "eval file %s: item %d says it has %zu bytes but holds %zu", path, i, bytes,
-                             (at - start) * 2), 0;
-        for (uint32_t k = 0; k < it->ctx_len; k++)
-            if (s[it->ctx + k] >= vocab)
-                return fail_null(err, errlen, "eval file %s: item %d has token %u, outside the vocabulary of %d", path,
-                                 i, s[it->ctx + k], vocab), 0;
-        for (int c = 0; c < it->nchoices; c++)
-            for (uint32_t k = 0; k < it->choice_len[c]; k++)
-                if (s[it->choice[c] + k] >= vocab)
-                    return fail_null(err, errlen, "eval file %s: item %d has token %u, outside the vocabulary of %d",
-                                     path, i, s[it->choice[c] + k], vocab), 0;
+            return parse_error(err, errlen, "eval file %s: item %d says it has %zu bytes but holds %zu", path, i, bytes,
+                               (at - start) * 2);
+        long bad = out_of_range(s + it->ctx, it->ctx_len, vocab);
+        for (int c = 0; bad < 0 && c < it->nchoices; c++)
+            bad = out_of_range(s + it->choice[c], it->choice_len[c], vocab);
+        if (bad >= 0)
+            return parse_error(err, errlen, "eval file %s: item %d has token %ld, outside the vocabulary of %d", path,
+                               i, bad, vocab);
     }
     if (at != n)
-        return fail_null(err, errlen, "eval file %s is longer than its %d items say (%zu stray bytes)", path,
-                         e->nitems, (n - at) * 2), 0;
+        return parse_error(err, errlen, "eval file %s is longer than its %d items say (%zu stray bytes)", path,
+                           e->nitems, (n - at) * 2);
     return 1;
 }
 
 llmc_mc_eval *llmc_mc_eval_load(const char *path, int vocab, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail_null(err, errlen, "cannot open eval file %s (make one with python -m llmc.eval hellaswag "
-                                          "--export %s)", path, path);
+    if (!f)
+        return fail_null(err, errlen,
+                         "cannot open eval file %s (make one with python -m llmc.eval hellaswag "
+                         "--export %s)",
+                         path, path);
     const long size = llmc_file_size(f);
     int32_t h[HEADER_INTS];
     llmc_mc_eval *e = NULL;
@@ -155,8 +171,8 @@ static int fill_row(const llmc_mc_eval *e, const mc_item *it, int c, int T, int 
     return len - 1 - first;
 }
 
-llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T, int limit, int *inputs,
-                             int *targets, llmc_mc_score *out, char *err, size_t errlen) {
+llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T, int limit, int *inputs, int *targets,
+                             llmc_mc_score *out, char *err, size_t errlen) {
     const int n = limit > 0 && limit < e->nitems ? limit : e->nitems;
     memset(out, 0, sizeof *out);
     float *losses = malloc((size_t)B * T * sizeof(float));
@@ -182,8 +198,8 @@ llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T,
         for (int k = first; k < i && st == LLMC_OK; k++)
             for (int c = 0; c < e->items[k].nchoices; c++, r++) {
                 if ((int)e->items[k].choice_len[c] > T) {
-                    snprintf(err, errlen, "eval item %d, choice %d has %u tokens, more than the %d of a row (-t)", k,
-                             c, e->items[k].choice_len[c], T);
+                    snprintf(err, errlen, "eval item %d, choice %d has %u tokens, more than the %d of a row (-t)", k, c,
+                             e->items[k].choice_len[c], T);
                     st = LLMC_ERR_INVALID_ARG;
                     break;
                 }
@@ -191,8 +207,8 @@ llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T,
             }
         for (; st == LLMC_OK && r < B; r++) /* rows past the last item: nothing counted */
             for (int p = 0; p < T; p++) inputs[(size_t)r * T + p] = 0, targets[(size_t)r * T + p] = LLMC_IGNORE_TARGET;
-        if (st == LLMC_OK && (llmc_train_forward(t, inputs, targets, B, T) != LLMC_OK ||
-                              llmc_train_get_losses(t, losses) != LLMC_OK)) {
+        if (st == LLMC_OK &&
+            (llmc_train_forward(t, inputs, targets, B, T) != LLMC_OK || llmc_train_get_losses(t, losses) != LLMC_OK)) {
             snprintf(err, errlen, "%s", llmc_train_error(t));
             st = LLMC_ERR_INVALID_ARG;
         }

@@ -151,7 +151,7 @@ typedef struct cli_view {
     int plot_warned;
 } cli_view;
 
-/* Collects the last plot's exit (wait: block for it); 0 while it still draws. */
+/* Reaps the last plot and says once if it failed (wait: block for it); 0 while it still draws. */
 static int plot_done(cli_view *v, int wait) {
     if (v->plotting <= 0) return 1;
     int status = 0;

@@ -63,17 +63,17 @@ def test_resume_after_an_interruption(tmp_path, enc, monkeypatch):
     src = tmp_path / "a.jsonl"
     write_jsonl(src, DOCS)
     pw.prepare_web(tmp_path / "ref", "fineweb10B", [str(src)], shard_size=333)
-    real, calls = pw._write, []
+    real, calls = pw._write_shard, []
 
     def dying_write(path, tokens):
         real(path, tokens)
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-    monkeypatch.setattr(pw, "_write", dying_write)
+    monkeypatch.setattr(pw, "_write_shard", dying_write)
     with pytest.raises(KeyboardInterrupt):
         pw.prepare_web(tmp_path / "out", "fineweb10B", [str(src)], shard_size=333)
-    monkeypatch.setattr(pw, "_write", real)
+    monkeypatch.setattr(pw, "_write_shard", real)
     state = json.loads((tmp_path / "out" / pw.STATE_FILE).read_text())
     assert state["next_shard"] == 2 and not state["finished"]  # the third shard's state was not saved
     r = pw.prepare_web(tmp_path / "out", "fineweb10B", [str(src)], shard_size=333)

@@ -310,6 +310,35 @@ def encode_segments(item: Sequence[Segment], enc=None) -> np.ndarray:
     return np.asarray(ids, dtype="<u2")
 
 
+def encode_documents(texts: Sequence[str], enc=None) -> List[np.ndarray]:
+    """Each text as its own document: the end-of-text token, then its ids."""
+    enc = enc or _worker_enc
+    return [np.asarray([tok.EOT] + enc.encode_ordinary(t), dtype="<u2") for t in texts]
+
+
+def _encode_counted(item: Tuple[list, int], enc=None) -> Tuple[np.ndarray, int]:
+    segs, nbytes = item
+    return encode_segments(segs, enc), nbytes
+
+
+def ordered_map(fn, items: Iterable, enc, ranks_path, workers: int) -> Iterator:
+    """fn(item, enc) for each item, in input order: here when workers <= 1, else in a pool whose
+    workers hold their own encoding (fn(item) with enc None). A bounded window of items in flight
+    keeps memory flat on huge inputs (Pool.imap would read the whole input ahead of the workers)."""
+    if workers <= 1:
+        for item in items:
+            yield fn(item, enc)
+        return
+    with multiprocessing.get_context().Pool(workers, _init_worker, (ranks_path,)) as pool:
+        window: deque = deque()
+        for item in items:
+            window.append(pool.apply_async(fn, (item,)))
+            if len(window) >= 2 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
 def _progress(total: int, quiet: bool):
     disable = quiet or not sys.stderr.isatty()
     try:
@@ -323,30 +352,11 @@ def _progress(total: int, quiet: bool):
 def _tokenize_to_spool(items: Iterator[Tuple[list, int]], spool, enc, ranks_path, workers: int,
                        bar) -> int:
     n = 0
-
-    def take(arr: np.ndarray, nbytes: int) -> None:
-        nonlocal n
+    for arr, nbytes in ordered_map(_encode_counted, items, enc, ranks_path, workers):
         arr.tofile(spool)
         n += arr.size
         if bar is not None:
             bar.update(nbytes)
-
-    if workers <= 1:
-        for item, nbytes in items:
-            take(encode_segments(item, enc), nbytes)
-        return n
-    with multiprocessing.get_context().Pool(workers, _init_worker, (ranks_path,)) as pool:
-        # A bounded window of items in flight keeps memory flat on huge inputs
-        # (Pool.imap would read the whole input ahead of the workers).
-        window: deque = deque()
-        for item, nbytes in items:
-            window.append((pool.apply_async(encode_segments, (item,)), nbytes))
-            if len(window) >= 2 * workers:
-                r, b = window.popleft()
-                take(r.get(), b)
-        while window:
-            r, b = window.popleft()
-            take(r.get(), b)
     return n
 
 

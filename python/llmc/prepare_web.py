@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from . import tokenizer as tok
+from .prepare import _write_shard, encode_documents, ordered_map
 
 WEB_DATASETS = {  # name: (hub repository, subset, shard prefix)
     "fineweb10B": ("HuggingFaceFW/fineweb", "sample-10BT", "fineweb"),
@@ -90,23 +90,16 @@ def hub_documents(dataset: str, skip: int) -> Iterator[str]:
         yield record["text"]
 
 
-_enc = None
-
-
-def _init(ranks_path):
-    global _enc  # one encoder per worker process
-    _enc = tok.get_encoding(ranks_path)
-
-
-def _tokenize(text: str) -> np.ndarray:
-    ids = [_enc.eot_token] + _enc.encode_ordinary(text)
-    return np.asarray(ids, np.uint16)
-
-
-def _write(path: Path, tokens: np.ndarray) -> None:
-    header = np.zeros(256, np.int32)
-    header[:3] = [20240520, 1, len(tokens)]
-    tok.atomic_write_bytes(path, header.tobytes() + tokens.astype("<u2").tobytes())
+def _batches(docs: Iterator[str], n: int) -> Iterator[List[str]]:
+    """n documents a work item: a worker's round trip is paid per item, the position per document."""
+    batch = []
+    for d in docs:
+        batch.append(d)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _save_state(out: Path, state: dict) -> None:
@@ -148,7 +141,7 @@ def prepare_web(out, dataset: str, data_files: Optional[Sequence[str]] = None, s
     if resumed_at:
         log(f"resuming at shard {resumed_at}: {state['docs_done']:,} documents done")
     ranks = tok.resolve_ranks_path(tokenizer)
-    tok.get_encoding(tokenizer)  # fails here, before any work, when there is no tokenizer
+    enc = tok.get_encoding(tokenizer)  # fails here, before any work, when there is no tokenizer
     docs = local_documents(files, state["docs_done"]) if files else hub_documents(dataset, state["docs_done"])
     workers = workers if workers > 0 else (os.cpu_count() or 1)
     buf = np.empty(shard_size, np.uint16)
@@ -166,7 +159,7 @@ def prepare_web(out, dataset: str, data_files: Optional[Sequence[str]] = None, s
         nonlocal fill
         i = state["next_shard"]
         split = "val" if i == 0 else "train"
-        _write(out / f"{prefix}_{split}_{i:06d}.bin", buf[:fill])
+        _write_shard(out / f"{prefix}_{split}_{i:06d}.bin", buf[:fill])
         state.update(next_shard=i + 1, tokens=state["tokens"] + fill, finished=final, docs_done=docs,
                      tokens_into_doc=used)
         _save_state(out, state)
@@ -175,31 +168,34 @@ def prepare_web(out, dataset: str, data_files: Optional[Sequence[str]] = None, s
             bar.reset()
             bar.set_description(f"shard {i + 1}")
 
-    limit = max_tokens if max_tokens is not None else None
-    with multiprocessing.get_context("spawn").Pool(workers, _init, (ranks,)) if workers > 1 else _Serial(ranks) as pool:
-        for ids in pool.imap(_tokenize, docs, chunksize=16):
-            ids = ids[skip_first:]
-            doc_tokens_used = skip_first
-            skip_first = 0
-            while len(ids):
-                room = shard_size - fill
-                if limit is not None:
-                    room = min(room, limit - state["tokens"] - fill)
-                    if room <= 0:
-                        break
-                take = ids[:room]
-                buf[fill:fill + len(take)] = take
-                fill += len(take)
-                doc_tokens_used += len(take)
-                ids = ids[len(take):]
-                if bar is not None:
-                    bar.update(len(take))
-                if fill == shard_size:  # a document that ends exactly here is done; else it runs over
-                    flush(False, docs_done + 1, 0) if len(ids) == 0 else flush(False, docs_done, doc_tokens_used)
-            else:
-                docs_done, doc_tokens_used = docs_done + 1, 0
-                continue
-            break  # max_tokens reached
+    limit = max_tokens
+    batches = ordered_map(encode_documents, _batches(docs, 16), enc, ranks, workers)
+    for ids in (ids for batch in batches for ids in batch):
+        ids = ids[skip_first:]
+        doc_tokens_used = skip_first
+        skip_first = 0
+        while len(ids):
+            room = shard_size - fill
+            if limit is not None:
+                room = min(room, limit - state["tokens"] - fill)
+                if room <= 0:
+                    break
+            take = ids[:room]
+            buf[fill:fill + len(take)] = take
+            fill += len(take)
+            doc_tokens_used += len(take)
+            ids = ids[len(take):]
+            if bar is not None:
+                bar.update(len(take))
+            if fill == shard_size and len(ids) == 0:  # the document ends with the shard
+                flush(False, docs_done + 1, 0)
+            elif fill == shard_size:  # it runs over into the next one
+                flush(False, docs_done, doc_tokens_used)
+        else:
+            docs_done, doc_tokens_used = docs_done + 1, 0
+            continue
+        break  # max_tokens reached
+    batches.close()  # the workers stop here, also when max_tokens left documents unread
     if state["tokens"] + fill == 0:
         raise WebPrepareError("no documents: the input holds no text")
     if fill:
@@ -209,24 +205,8 @@ def prepare_web(out, dataset: str, data_files: Optional[Sequence[str]] = None, s
         _save_state(out, state)
     if bar is not None:
         bar.close()
-    tok.write_tokenizer_bin(out / tok.TOKENIZER_BIN_NAME, tok.get_encoding(tokenizer))
+    tok.write_tokenizer_bin(out / tok.TOKENIZER_BIN_NAME, enc)
     log(f"{out}: {state['next_shard']} shards, {state['tokens']:,} tokens, {docs_done:,} documents "
         f"({time.time() - t0:.1f} s)")
     return {"shards": state["next_shard"], "tokens": state["tokens"], "documents": docs_done,
             "resumed_at": resumed_at}
-
-
-class _Serial:
-    """Pool's imap in this process (-j 1)."""
-
-    def __init__(self, ranks):
-        _init(ranks)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def imap(self, fn, it, chunksize=1):
-        return map(fn, it)
