@@ -24,6 +24,14 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
  * until the next call (stream order keeps consecutive users apart). */
 llmc_status llmc_cuda_scratch(llmc_device *dev, size_t bytes, void **ptr);
 
+/* matmul_int8.cu: int8 weights (quant.c). is_int8: t is a quantized tensor these take. */
+int llmc_cuda_is_int8(const llmc_tensor *t);
+llmc_status llmc_cuda_matmul_forward_int8(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                          const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC);
+/* out[i] = wte[tokens[i]] + wpe[pos ? pos[i] : i % T] for an int8 wte. */
+llmc_status llmc_cuda_embed_int8(llmc_device *dev, void *out, const int *tokens, const int *pos,
+                                 const llmc_tensor *wte, const llmc_tensor *wpe, int N, int T, int C);
+
 llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *tokens, const llmc_tensor *wte,
                                      const llmc_tensor *wpe, int B, int T, int C);
 llmc_status llmc_cuda_encoder_backward(llmc_device *dev, const llmc_tensor *dwte, const llmc_tensor *dwpe,

@@ -280,6 +280,7 @@ llmc_status llmc_cuda_encoder_forward_at(llmc_device *dev, void *out, const int 
                                          const llmc_tensor *wte_t, const llmc_tensor *wpe_t, int N, int C) {
     if (N < 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward_at: bad shape N=%d C=%d", N, C);
+    if (llmc_cuda_is_int8(wte_t)) return llmc_cuda_embed_int8(dev, out, tokens, pos, wte_t, wpe_t, N, 1, C);
     LLMC_CUDA_WEIGHTS("encoder_forward_at", wte_t, wpe_t);
     const void *wte = wte_t->data, *wpe = wpe_t->data;
     if (N == 0) return LLMC_OK;

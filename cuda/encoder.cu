@@ -31,6 +31,7 @@ llmc_status llmc_cuda_encoder_forward(llmc_device *dev, void *out, const int *to
                                       const llmc_tensor *wpe_t, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward: bad shape B=%d T=%d C=%d", B, T, C);
+    if (llmc_cuda_is_int8(wte_t)) return llmc_cuda_embed_int8(dev, out, tokens, NULL, wte_t, wpe_t, B * T, T, C);
     LLMC_CUDA_WEIGHTS("encoder_forward", wte_t, wpe_t);
     const void *wte = wte_t->data, *wpe = wpe_t->data;
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);

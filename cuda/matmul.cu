@@ -264,6 +264,7 @@ llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu
     const char *const op = "matmul_forward";
     llmc_status st = check_shape(dev, op, N, C, OC);
     if (st != LLMC_OK) return st;
+    if (llmc_cuda_is_int8(weight)) return llmc_cuda_matmul_forward_int8(dev, out, pre_gelu, inp, weight, bias_t, N, C, OC);
     LLMC_CUDA_WEIGHTS(op, weight, bias_t);
     const void *w = weight->data, *bias = llmc_tensor_data(bias_t);
     /* Few rows (decode): a weight stream, cuBLASLt's tiles waste most of it (gemv.cu). */

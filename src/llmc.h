@@ -32,7 +32,8 @@ extern "C" {
 #endif
 
 /* ---- file formats (compatible with llm.c) ---- */
-#define LLMC_MODEL_MAGIC 20240326     /* model .bin: v3 = fp32 params, v5 = bf16 */
+#define LLMC_MODEL_MAGIC 20240326     /* model .bin: v3 = fp32 params, v5 = bf16 (llm.c's two) */
+#define LLMC_MODEL_VERSION_INT8 8     /* llmc's own: int8 matmul weights + fp32 scales (quant.c) */
 #define LLMC_STATE_MAGIC 20240327     /* optimizer/trainer state next to a model file */
 #define LLMC_TOKENIZER_MAGIC 20240328 /* tokenizer .bin */
 #define LLMC_SHARD_MAGIC 20240520     /* token shard: uint16 tokens */
@@ -54,7 +55,7 @@ typedef enum llmc_status {
 
 const char *llmc_status_name(llmc_status s);
 
-typedef enum llmc_dtype { LLMC_F32 = 0, LLMC_BF16 = 1 } llmc_dtype;
+typedef enum llmc_dtype { LLMC_F32 = 0, LLMC_BF16 = 1, LLMC_I8 = 2 /* quantized weights: int8 + fp32 scales */ } llmc_dtype;
 size_t llmc_dtype_size(llmc_dtype t);
 const char *llmc_dtype_name(llmc_dtype t);
 
@@ -104,7 +105,8 @@ typedef struct llmc_tensor {
     size_t numel;
     size_t offset;        /* elements from the start of the flat buffer */
     size_t layer_stride;  /* elements from one layer's slice to the next; 0: not per-layer */
-    const void *scales;   /* quantization scales; NULL for a plain tensor */
+    const void *scales;   /* quantized (LLMC_I8): fp32 scales, one per group of a row; NULL: plain */
+    int group_size;       /* quantized: elements of a row (the input dim) that share a scale */
     int weight_decay;     /* 1 for matrices (decayed by AdamW), 0 for biases and norms */
 } llmc_tensor;
 
@@ -183,7 +185,8 @@ llmc_status llmc_model_load_hf(llmc_model *m, const llmc_model_options *o, const
  * attention, no cross-attention, tied embeddings, layernorm eps 1e-5 and an MLP of 4 * n_embd.
  * A pure function: on failure err names the field and its value. */
 llmc_status llmc_hf_config(const char *json_text, llmc_config *cfg, char *err, size_t errlen);
-/* Writes a model file, atomically (temp file + rename). version: 3 (fp32), 5 (bf16), 0 (native). */
+/* Writes a model file, atomically (temp file + rename). version: 3 (fp32), 5 (bf16), 8 (int8, a
+ * quantized model), 0 (native: 8 when quantized). A quantized model written as 3 or 5 is dequantized. */
 llmc_status llmc_model_save(llmc_model *m, const char *path, int version);
 
 const llmc_config *llmc_model_config(const llmc_model *m);
@@ -199,6 +202,28 @@ llmc_status llmc_model_get_params(llmc_model *m, float *dst);
 llmc_status llmc_model_set_params(llmc_model *m, const float *src);
 /* Zero-copy pointer: non-NULL only when the weights are host fp32 (CPU backend). */
 float *llmc_model_params_host(llmc_model *m);
+
+/* ---- int8 weight-only quantization (quant.c) ----
+ * Symmetric int8 with fp32 scales: a group of g consecutive weights of a row (along the input)
+ * shares scale s = max|w| / 127 and stores q = round(w / s) in [-127, 127]; the weight it stands
+ * for is q * s. The four matmul weights of every layer are quantized, and wte (the embedding and
+ * the LM head) when embeddings is set. Activations stay in the backend's dtype. A quantized model
+ * computes forwards (generation, evaluation) but does not train. */
+typedef struct llmc_quant_options {
+    int group_size; /* 0: one scale per output channel (a whole row); else a multiple of 16 */
+    int embeddings; /* 1: wte too (default); 0: wte keeps the backend's dtype */
+} llmc_quant_options;
+void llmc_quant_options_default(llmc_quant_options *q);
+/* rows x cols fp32 (row-major) -> q (rows x cols) and scales (rows x ceil(cols / group), row-major);
+ * group 0 means cols. A group of zeros gets scale 0. Pure functions. */
+void llmc_quantize_int8(const float *w, size_t rows, int cols, int group, int8_t *q, float *scales);
+void llmc_dequantize_int8(const int8_t *q, const float *scales, size_t rows, int cols, int group, float *w);
+/* Quantizes the model's weights in place (refused while a trainer or session uses it, or when
+ * it is quantized already). The scales come from the fp32 values the weights were loaded with
+ * when the model still has them, else from the weights as they are. */
+llmc_status llmc_model_quantize(llmc_model *m, const llmc_quant_options *q);
+/* 1 when the weights are quantized; *q (may be NULL) gets the options. */
+int llmc_model_quantized(const llmc_model *m, llmc_quant_options *q);
 
 /* ---- training state over a model ---- */
 typedef struct llmc_train llmc_train;

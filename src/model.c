@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model_internal.h"
+#include "quant.h"
 
 /* ------------------------------------------------------------------ errors */
 
@@ -61,16 +61,18 @@ void llmc_model_drop_source(llmc_model *m) {
     m->fp32_source = NULL;
 }
 
-static void release_weights(llmc_model *m) {
+void llmc_model_release_weights(llmc_model *m) {
     if (m->params && m->dev.ops) m->dev.ops->free(&m->dev, m->params);
     m->params = NULL;
+    m->param_bytes = 0;
+    m->quantized = 0;
     memset(&m->w, 0, sizeof m->w);
     llmc_model_drop_source(m);
 }
 
 void llmc_model_free(llmc_model *m) {
     if (!m) return;
-    release_weights(m);
+    llmc_model_release_weights(m);
     llmc_device_close(&m->dev);
     free(m);
 }
@@ -91,7 +93,7 @@ llmc_status llmc_model_open(llmc_model *m, const llmc_model_options *o) {
         snprintf(m->err, sizeof m->err, "%s", dev.err);
         return st;
     }
-    release_weights(m);
+    llmc_model_release_weights(m);
     llmc_device_close(&m->dev);
     m->dev = dev;
     m->opts = r;
@@ -123,8 +125,9 @@ llmc_status llmc_model_install(llmc_model *m, const llmc_model_options *o, const
         ops->free(&m->dev, buf);
         return st;
     }
-    release_weights(m);
+    llmc_model_release_weights(m);
     m->params = buf;
+    m->param_bytes = w.count * m->esz;
     m->w = w;
     llmc_weights_bind(&m->w, buf);
     m->version++;
@@ -173,7 +176,7 @@ const llmc_config *llmc_model_config(const llmc_model *m) { return &m->w.cfg; }
 const char *llmc_model_backend(const llmc_model *m) { return m->dev.ops ? m->dev.ops->name : "none"; }
 size_t llmc_model_num_params(const llmc_model *m) { return m->w.count; }
 const llmc_weights *llmc_model_weights(const llmc_model *m) { return m->params ? &m->w : NULL; }
-size_t llmc_model_memory(const llmc_model *m) { return m->params ? m->w.count * m->esz : 0; }
+size_t llmc_model_memory(const llmc_model *m) { return m->params ? m->param_bytes : 0; }
 
 /* ------------------------------------------------------------------ parameter access */
 
@@ -183,12 +186,16 @@ llmc_status llmc_model_get_params(llmc_model *m, float *dst) {
         memcpy(dst, m->fp32_source, m->w.count * sizeof(float));
         return LLMC_OK;
     }
+    if (m->quantized) return llmc_quant_get_params(m, dst);
     MODEL_TRY(m, m->dev.ops->download_f32(&m->dev, dst, m->params, m->dev.ops->act_dtype, m->w.count));
     return LLMC_OK;
 }
 
 llmc_status llmc_model_set_params(llmc_model *m, const float *src) {
     if (!m->params) return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model has no parameters yet");
+    if (m->quantized)
+        return llmc_model_fail(m, LLMC_ERR_UNSUPPORTED, "the weights of a quantized (int8) model cannot be set: load "
+                               "the float model, set them there and quantize again");
     llmc_status bad = llmc_weights_check_finite(&m->w, src, "set_params", m->err, sizeof m->err);
     if (bad != LLMC_OK) return bad; /* what the loader would refuse, the model refuses too */
     llmc_model_drop_source(m);
@@ -202,7 +209,7 @@ llmc_status llmc_model_set_params(llmc_model *m, const float *src) {
 }
 
 float *llmc_model_params_host(llmc_model *m) {
-    return (m->dev.ops && m->dev.ops->act_dtype == LLMC_F32 && strcmp(m->dev.ops->name, "cpu") == 0)
+    return (m->dev.ops && !m->quantized && m->dev.ops->act_dtype == LLMC_F32 && strcmp(m->dev.ops->name, "cpu") == 0)
                ? (float *)m->params
                : NULL;
 }

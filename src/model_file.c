@@ -5,7 +5,7 @@
  * the tensor table's order, fp32 (v3) or bf16 (v5). Loading checks the whole file (size,
  * shape, finite values) before anything of the model changes. Saving goes to a temp name
  * and is renamed, so a crash never leaves a half-written file under the real name. A directory
- * with config.json is a Hugging Face model (hf_model.c).
+ * with config.json is a Hugging Face model (hf_model.c); version 8 is llmc's int8 (quant_file.c).
  */
 #include <errno.h>
 #include <math.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "file_io.h"
-#include "model_internal.h"
+#include "quant.h"
 
 enum { H_MAGIC = 0, H_VERSION = 1 };
 
@@ -84,9 +84,10 @@ llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const ch
                              llmc_magic_hint(h[H_MAGIC]), LLMC_MODEL_MAGIC);
         goto done;
     }
-    if (h[H_VERSION] != 3 && h[H_VERSION] != 5) {
-        st = llmc_model_fail(m, LLMC_ERR_FORMAT, "model file '%s' has version %d; supported: 3 (fp32) and 5 (bf16)",
-                             path, h[H_VERSION]);
+    if (h[H_VERSION] != 3 && h[H_VERSION] != 5 && h[H_VERSION] != LLMC_MODEL_VERSION_INT8) {
+        st = llmc_model_fail(m, LLMC_ERR_FORMAT,
+                             "model file '%s' has version %d; supported: 3 (fp32), 5 (bf16) and %d (llmc int8)", path,
+                             h[H_VERSION], LLMC_MODEL_VERSION_INT8);
         goto done;
     }
     llmc_config cfg = {.max_seq_len = h[2],
@@ -99,6 +100,10 @@ llmc_status llmc_model_load(llmc_model *m, const llmc_model_options *o, const ch
     if (cfg.padded_vocab_size == 0) cfg.padded_vocab_size = cfg.vocab_size; /* very old files had no Vp */
     if (llmc_config_validate(&cfg, why, sizeof why) != LLMC_OK) {
         st = llmc_model_fail(m, LLMC_ERR_FORMAT, "model file '%s' is corrupt: %s", path, why);
+        goto done;
+    }
+    if (h[H_VERSION] == LLMC_MODEL_VERSION_INT8) {
+        st = llmc_quant_load(m, o, path, f, h, &cfg, size);
         goto done;
     }
     llmc_dtype dtype = h[H_VERSION] == 3 ? LLMC_F32 : LLMC_BF16;
@@ -135,7 +140,7 @@ done:
     return st;
 }
 
-static void model_header(const llmc_config *c, int version, int32_t h[LLMC_HEADER_INTS]) {
+void llmc_model_file_header(const llmc_config *c, int version, int32_t h[LLMC_HEADER_INTS]) {
     memset(h, 0, LLMC_HEADER_INTS * sizeof(int32_t));
     h[H_MAGIC] = LLMC_MODEL_MAGIC;
     h[H_VERSION] = version;
@@ -152,7 +157,7 @@ static llmc_status file_body(llmc_model *m, llmc_dtype file_dtype, void *data, c
                              size_t src_count) {
     const llmc_backend_ops *ops = m->dev.ops;
     const size_t n = m->w.count;
-    if (file_dtype == ops->act_dtype && !(file_dtype == LLMC_F32 && src)) {
+    if (file_dtype == ops->act_dtype && !(file_dtype == LLMC_F32 && src) && !m->quantized) {
         /* the exact bits the model computes with (bf16 params stay bit-identical across save/load) */
         MODEL_TRY(m, ops->copy_d2h(&m->dev, data, m->params, n * llmc_dtype_size(file_dtype)));
         if (file_dtype == LLMC_F32)
@@ -188,10 +193,12 @@ llmc_status llmc_model_write(llmc_model *m, const char *path, int version, const
     llmc_status st = llmc_model_require_weights(m);
     if (st != LLMC_OK) return st;
     llmc_dtype act = m->dev.ops->act_dtype;
-    if (version == 0) version = act == LLMC_F32 ? 3 : 5; /* native: no rounding */
-    if (version != 3 && version != 5)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model file version must be 3 (fp32) or 5 (bf16), not %d",
-                               version);
+    if (version == 0) version = m->quantized ? LLMC_MODEL_VERSION_INT8 : act == LLMC_F32 ? 3 : 5; /* native */
+    if (version == LLMC_MODEL_VERSION_INT8) return llmc_quant_write(m, path);
+    if (version != 3 && version != 5) /* a quantized model may be written dequantized, as 3 or 5 */
+        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
+                               "model file version must be 3 (fp32), 5 (bf16) or %d (int8), not %d",
+                               LLMC_MODEL_VERSION_INT8, version);
     llmc_dtype file_dtype = version == 3 ? LLMC_F32 : LLMC_BF16;
     const size_t bytes = m->w.count * llmc_dtype_size(file_dtype);
     void *data = malloc(bytes);
@@ -202,7 +209,7 @@ llmc_status llmc_model_write(llmc_model *m, const char *path, int version, const
         st = llmc_atomic_open(&af, path, m->err, sizeof m->err);
         if (st == LLMC_OK) {
             int32_t h[LLMC_HEADER_INTS];
-            model_header(&m->w.cfg, version, h);
+            llmc_model_file_header(&m->w.cfg, version, h);
             st = llmc_atomic_write(&af, h, sizeof h, m->err, sizeof m->err);
             if (st == LLMC_OK) st = llmc_atomic_write(&af, data, bytes, m->err, sizeof m->err);
             st = llmc_atomic_close(&af, st, m->err, sizeof m->err);

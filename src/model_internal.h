@@ -16,6 +16,9 @@ struct llmc_model {
      * until a trainer takes them as master weights, dropped when a session starts or the
      * weights change otherwise. */
     float *fp32_source;
+    size_t param_bytes;      /* bytes of params */
+    int quantized;           /* the weights are int8 (quant.c): params is its layout, not the flat one */
+    llmc_quant_options quant;
     unsigned version;        /* bumped whenever the weights are replaced outside a trainer's step */
     int users;               /* trainers and sessions attached */
 };
@@ -37,8 +40,12 @@ llmc_status llmc_model_install(llmc_model *m, const llmc_model_options *o, const
  * naming what (a file, "set_params") and the tensor and element of the first that is not. */
 llmc_status llmc_weights_check_finite(const llmc_weights *w, const float *host, const char *what, char *err,
                                       size_t errlen);
+/* Frees the weights (params, fp32_source) and clears the table. */
+void llmc_model_release_weights(llmc_model *m);
 /* Drops fp32_source. */
 void llmc_model_drop_source(llmc_model *m);
+/* The 256-int header of a model file of cfg and version (the rest zero). */
+void llmc_model_file_header(const llmc_config *c, int version, int32_t h[LLMC_HEADER_INTS]);
 /* Writes a model file from the weights, or from the fp32 values in src (device memory of
  * count elements starting at parameter offset src_offset) where those cover them. */
 llmc_status llmc_model_write(llmc_model *m, const char *path, int version, const float *src, size_t src_offset,

@@ -19,12 +19,13 @@ const char *llmc_status_name(llmc_status s) {
     return "unknown error";
 }
 
-size_t llmc_dtype_size(llmc_dtype t) { return t == LLMC_BF16 ? 2 : 4; }
+size_t llmc_dtype_size(llmc_dtype t) { return t == LLMC_I8 ? 1 : t == LLMC_BF16 ? 2 : 4; }
 
 const char *llmc_dtype_name(llmc_dtype t) {
     switch (t) {
     case LLMC_F32: return "fp32";
     case LLMC_BF16: return "bf16";
+    case LLMC_I8: return "int8";
     }
     return "unknown dtype";
 }

@@ -105,6 +105,12 @@ llmc_status llmc_train_require(llmc_train *t) {
     return LLMC_OK;
 }
 
+llmc_status llmc_train_refuse_quantized(llmc_train *t) {
+    return llmc_train_fail(t, LLMC_ERR_UNSUPPORTED,
+                           "the model is quantized (int8): it evaluates and generates but does not train; train the "
+                           "float model and quantize it afterwards");
+}
+
 size_t llmc_train_memory(const llmc_train *t) {
     if (!t->m) return 0;
     size_t opt = (t->adam_m ? 8 : 0) + (t->master ? 4 : 0);
@@ -126,6 +132,7 @@ llmc_status llmc_train_ensure_grads(llmc_train *t) {
     llmc_status st = llmc_train_require(t);
     if (st != LLMC_OK || t->grad_mem) return st;
     llmc_model *m = t->m;
+    if (m->quantized) return llmc_train_refuse_quantized(t);
     llmc_weights_layout(&t->grads, &m->w.cfg, m->dev.ops->act_dtype);
     const size_t bytes = t->grads.count * m->esz, tail = (bytes + 15) & ~(size_t)15;
     TRAIN_TRY(t, m->dev.ops->alloc(&m->dev, &t->grad_mem, tail + 2 * sizeof(float)));

@@ -80,6 +80,8 @@ llmc_status llmc_train_dev_fail(llmc_train *t, llmc_status code);
 
 /* Fails unless t is attached to a model with weights. */
 llmc_status llmc_train_require(llmc_train *t);
+/* LLMC_ERR_UNSUPPORTED with the message that a quantized model does not train. */
+llmc_status llmc_train_refuse_quantized(llmc_train *t);
 /* Allocates what is missing, zeroed: the gradient buffer; AdamW moments and (when kept) master
  * weights for the shard, the master weights taken from the model's fp32 values. */
 llmc_status llmc_train_ensure_grads(llmc_train *t);

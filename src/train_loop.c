@@ -145,6 +145,7 @@ static llmc_status check_options(loop *L) {
 static llmc_status check_model(loop *L) {
     llmc_status st = llmc_train_require(L->t);
     if (st != LLMC_OK) return st;
+    if (L->t->m->quantized) return llmc_train_refuse_quantized(L->t);
     const llmc_config *c = &L->t->m->w.cfg;
     if (L->T > c->max_seq_len)
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,

@@ -84,6 +84,10 @@ llmc_tensor llmc_weights_layer(const llmc_weights *w, int i, int layer) {
     if (!t.layer_stride) return t;
     const size_t skip = (size_t)layer * t.layer_stride;
     if (t.data) t.data = (char *)t.data + skip * llmc_dtype_size(t.dtype);
+    if (t.scales) { /* one scale per group of a row: the layer's rows times the groups of each */
+        const size_t cols = (size_t)t.shape[t.ndim - 1], groups = (cols + (size_t)t.group_size - 1) / (size_t)t.group_size;
+        t.scales = (const float *)t.scales + skip / cols * groups;
+    }
     t.offset += skip;
     t.numel = t.layer_stride;
     t.ndim--;

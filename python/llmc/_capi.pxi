@@ -1,7 +1,7 @@
 # _capi.pxi — Cython declarations of the public C API (src/llmc.h).
 # The data loader, tokenizer, sampler and schedules are declared in _data.pxi, the backend
 # op table in _ops.pxi.
-from libc.stdint cimport uint64_t, uint32_t, int32_t, uint16_t
+from libc.stdint cimport uint64_t, uint32_t, int32_t, uint16_t, int8_t
 
 cdef extern from "llmc.h":
     int llmc_cpu_supported(char *err, size_t errlen)
@@ -11,6 +11,7 @@ cdef extern from "llmc.h":
     ctypedef enum llmc_dtype:
         LLMC_F32
         LLMC_BF16
+        LLMC_I8
     const char *llmc_status_name(llmc_status s)
     size_t llmc_dtype_size(llmc_dtype t)
     const char *llmc_dtype_name(llmc_dtype t)
@@ -32,6 +33,7 @@ cdef extern from "llmc.h":
         int shape[4]
         size_t numel, offset, layer_stride
         const void *scales
+        int group_size
         int weight_decay
     ctypedef struct llmc_weights:
         llmc_config cfg
@@ -76,6 +78,14 @@ cdef extern from "llmc.h":
     llmc_status llmc_model_get_params(llmc_model *m, float *dst) nogil
     llmc_status llmc_model_set_params(llmc_model *m, const float *src) nogil
     float *llmc_model_params_host(llmc_model *m)
+    ctypedef struct llmc_quant_options:
+        int group_size, embeddings
+    void llmc_quant_options_default(llmc_quant_options *q)
+    void llmc_quantize_int8(const float *w, size_t rows, int cols, int group, int8_t *q, float *scales) nogil
+    void llmc_dequantize_int8(const int8_t *q, const float *scales, size_t rows, int cols, int group,
+                              float *w) nogil
+    llmc_status llmc_model_quantize(llmc_model *m, const llmc_quant_options *q) nogil
+    int llmc_model_quantized(const llmc_model *m, llmc_quant_options *q)
 
     # ---- trainer
     ctypedef struct llmc_train:

@@ -288,6 +288,47 @@ cdef class Model:
             raise LlmcError(f"set_params needs {llmc_model_num_params(self.m)} values, got {a.shape[0]}")
         self._ok(llmc_model_set_params(self.m, <float *>a.data))
 
+    def quantize(self, int group_size=0, bint embeddings=True):
+        """int8 weight-only quantization in place (llmc_model_quantize)."""
+        cdef llmc_quant_options q
+        q.group_size = group_size
+        q.embeddings = embeddings
+        with nogil:
+            st = llmc_model_quantize(self.m, &q)
+        self._ok(st)
+
+    @property
+    def quantized(self):
+        """None for float weights; else dict(group_size=..., embeddings=...)."""
+        cdef llmc_quant_options q
+        if not llmc_model_quantized(self.m, &q):
+            return None
+        return dict(group_size=q.group_size, embeddings=bool(q.embeddings))
+
+
+def quantize_int8(w, int group=0):
+    """(q int8, scales float32) of a 2-D float array, by llmc's int8 scheme (llmc_quantize_int8)."""
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] a = np.ascontiguousarray(w, dtype=np.float32)
+    rows, cols = a.shape[0], a.shape[1]
+    g = group if 0 < group < cols else cols
+    cdef cnp.ndarray[cnp.int8_t, ndim=2] q = np.empty((rows, cols), np.int8)
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] s = np.empty((rows, (cols + g - 1) // g), np.float32)
+    llmc_quantize_int8(<float *>a.data, rows, cols, group, <int8_t *>q.data, <float *>s.data)
+    return q, s
+
+
+def dequantize_int8(q, scales, int group=0):
+    """The float32 weights that (q, scales) stand for (llmc_dequantize_int8)."""
+    cdef cnp.ndarray[cnp.int8_t, ndim=2] qa = np.ascontiguousarray(q, dtype=np.int8)
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] sa = np.ascontiguousarray(scales, dtype=np.float32)
+    rows, cols = qa.shape[0], qa.shape[1]
+    g = group if 0 < group < cols else cols
+    if sa.shape[0] != rows or sa.shape[1] != (cols + g - 1) // g:
+        raise LlmcError(f"scales must have shape {(rows, (cols + g - 1) // g)}, got {(sa.shape[0], sa.shape[1])}")
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] out = np.empty((rows, cols), np.float32)
+    llmc_dequantize_int8(<int8_t *>qa.data, <float *>sa.data, rows, cols, group, <float *>out.data)
+    return out
+
 
 include "_train.pxi"
 include "_session.pxi"

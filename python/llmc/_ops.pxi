@@ -252,6 +252,70 @@ cdef class Device:
             return self._get(out, (N, OC)), self._get(pre, (N, OC))
         return self._get(out, (N, OC))
 
+    cdef llmc_tensor _qtensor(self, _Buf qb, _Buf sb, shape, int group, name=b"w"):
+        """An int8 tensor (quant.c's scheme) whose values qb and fp32 scales sb hold."""
+        cdef llmc_tensor t = self._tensor(qb, shape, name)
+        t.dtype = LLMC_I8
+        t.scales = sb.ptr
+        cols = shape[len(shape) - 1]  # (the module is compiled with wraparound off: no [-1])
+        t.group_size = group if 0 < group < cols else cols
+        return t
+
+    cdef tuple _put_quantized(self, q, scales):
+        cdef cnp.ndarray[cnp.int8_t, ndim=1] qa = np.ascontiguousarray(q, dtype=np.int8).reshape(-1)
+        cdef _Buf qb = self._alloc(qa.shape[0])
+        self._ok(self.d.ops.copy_h2d(&self.d, qb.ptr, <void *>qa.data, qa.shape[0]))
+        return qb, self._put(scales, False)
+
+    def matmul_forward_int8(self, inp, q, scales, int group=0, bias=None, gelu=False):
+        """matmul_forward with int8 weights q (OC, C) and fp32 scales (OC, ceil(C / group)):
+        out = inp @ (q * scales).T + bias; with gelu=True returns (gelu(pre), pre)."""
+        N, C = inp.shape
+        OC = q.shape[0]
+        self._shape(q, (OC, C), "q")
+        g = group if 0 < group < C else C
+        self._shape(scales, (OC, (C + g - 1) // g), "scales")
+        if bias is not None:
+            self._shape(bias, (OC,), "bias")
+        out = self._poisoned((N, OC))
+        cdef _Buf pre = self._poisoned((N, OC)) if gelu else None
+        x = self._put(inp)
+        qb, sb = self._put_quantized(q, scales)
+        cdef _Buf bb = self._put(bias) if bias is not None else None
+        cdef llmc_tensor tw = self._qtensor(qb, sb, (OC, C), group)
+        cdef llmc_tensor tb
+        if bb is not None:
+            tb = self._tensor(bb, (OC,))
+        self._ok(self.d.ops.matmul_forward(&self.d, out.ptr, pre.ptr if pre is not None else NULL, x.ptr, &tw,
+                                           &tb if bb is not None else NULL, N, C, OC))
+        if gelu:
+            return self._get(out, (N, OC)), self._get(pre, (N, OC))
+        return self._get(out, (N, OC))
+
+    def encoder_forward_int8(self, tokens, q, scales, wpe, int group=0, pos=None):
+        """encoder_forward (pos None) or encoder_forward_at (pos: one position per token) with an int8 wte."""
+        Vp, C = q.shape
+        tokens = self._ids(tokens, 0, Vp, "tokens")
+        g = group if 0 < group < C else C
+        self._shape(scales, (Vp, (C + g - 1) // g), "scales")
+        if tokens.ndim != 2 or np.ndim(wpe) != 2 or np.shape(wpe)[1] != C:
+            raise LlmcError(f"encoder_forward_int8: tokens {tokens.shape}, q {q.shape}, wpe {np.shape(wpe)} do not fit")
+        B, T = tokens.shape
+        if pos is None and np.shape(wpe)[0] < T:
+            raise LlmcError("encoder_forward_int8: wpe has fewer rows than T")
+        out = self._poisoned((B, T, C))
+        tk, pe = self._put_int(tokens), self._put(wpe)
+        qb, sb = self._put_quantized(q, scales)
+        cdef llmc_tensor twe = self._qtensor(qb, sb, (Vp, C), group, b"wte"), tpe = self._tensor(pe, wpe.shape)
+        cdef _Buf pb
+        if pos is None:
+            self._ok(self.d.ops.encoder_forward(&self.d, out.ptr, <int *>tk.ptr, &twe, &tpe, B, T, C))
+        else:
+            pb = self._put_int(self._ids(pos, 0, np.shape(wpe)[0], "pos", (B, T)))
+            self._ok(self.d.ops.encoder_forward_at(&self.d, out.ptr, <int *>tk.ptr, <int *>pb.ptr, &twe, &tpe,
+                                                   B * T, C))
+        return self._get(out, (B, T, C))
+
     def matmul_backward(self, dw, dbias, dout, inp, w, pre_gelu=None, want_dinp=True):
         """Returns (dinp or None, dw + dout.T @ inp, dbias + colsum(dout) or None)."""
         N, C = inp.shape

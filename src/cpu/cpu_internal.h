@@ -115,4 +115,14 @@ static inline int llmc_cpu_min(int a, int b) { return a < b ? a : b; }
 /* Every CPU kernel takes fp32 weights; a or b may be NULL (an optional tensor). */
 #define LLMC_CPU_WEIGHTS(op, a, b) LLMC_REQUIRE_WEIGHTS(op, a, b, LLMC_F32)
 
+/* ---- int8 weights (matmul_int8.c): quant.c's scheme, q * the scale of its group ---- */
+/* matmul_forward's int8 path: dst = inp @ w^T + bias; gelu_out (may be NULL) = gelu(dst). */
+llmc_status llmc_cpu_matmul_forward_int8(llmc_device *dev, float *dst, float *gelu_out, const float *inp,
+                                         const llmc_tensor *w, const float *bias, int N, int C, int OC);
+/* The encoders' weight check: wte fp32 or int8, wpe fp32. */
+llmc_status llmc_cpu_embedding_check(llmc_device *dev, const char *op, const llmc_tensor *wte,
+                                     const llmc_tensor *wpe);
+/* dst[c] = wte[token, c] + add[c], for wte fp32 or int8. */
+void llmc_cpu_embed_row(float *dst, const llmc_tensor *wte, int token, const float *add, int C);
+
 #endif

@@ -12,16 +12,12 @@ llmc_status llmc_cpu_encoder_forward_at(llmc_device *dev, void *out, const int *
                                         const llmc_tensor *wte, const llmc_tensor *wpe, int N, int C) {
     if (N < 0 || C <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward_at: bad shape N=%d C=%d", N, C);
-    LLMC_CPU_WEIGHTS("encoder_forward_at", wte, wpe);
+    llmc_status st = llmc_cpu_embedding_check(dev, "encoder_forward_at", wte, wpe);
+    if (st != LLMC_OK) return st;
     float *o = (float *)out;
-    const float *e = (const float *)wte->data, *p = (const float *)wpe->data;
+    const float *p = (const float *)wpe->data;
 #pragma omp parallel for schedule(static) if ((long)N * C >= LLMC_CPU_PAR_MIN)
-    for (int i = 0; i < N; i++) {
-        float *restrict row = o + (size_t)i * C;
-        const float *restrict a = e + (size_t)tokens[i] * C, *restrict b = p + (size_t)pos[i] * C;
-#pragma omp simd
-        for (int c = 0; c < C; c++) row[c] = a[c] + b[c];
-    }
+    for (int i = 0; i < N; i++) llmc_cpu_embed_row(o + (size_t)i * C, wte, tokens[i], p + (size_t)pos[i] * C, C);
     return LLMC_OK;
 }
 

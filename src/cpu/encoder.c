@@ -5,18 +5,13 @@ llmc_status llmc_cpu_encoder_forward(llmc_device *dev, void *out, const int *tok
                                      const llmc_tensor *wpe, int B, int T, int C) {
     if (B < 0 || T < 0 || C < 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "encoder_forward: bad shape B=%d T=%d C=%d", B, T, C);
-    LLMC_CPU_WEIGHTS("encoder_forward", wte, wpe);
+    llmc_status st = llmc_cpu_embedding_check(dev, "encoder_forward", wte, wpe);
+    if (st != LLMC_OK) return st;
     float *o = (float *)out;
-    const float *te = (const float *)wte->data, *pe = (const float *)wpe->data;
+    const float *pe = (const float *)wpe->data;
     long rows = (long)B * T;
 #pragma omp parallel for schedule(static) if (rows * C >= LLMC_CPU_PAR_MIN)
-    for (long i = 0; i < rows; i++) {
-        float *restrict dst = o + i * C;
-        const float *restrict a = te + (size_t)tokens[i] * C;
-        const float *restrict p = pe + (size_t)(i % T) * C;
-#pragma omp simd
-        for (int c = 0; c < C; c++) dst[c] = a[c] + p[c];
-    }
+    for (long i = 0; i < rows; i++) llmc_cpu_embed_row(o + i * C, wte, tokens[i], pe + (size_t)(i % T) * C, C);
     return LLMC_OK;
 }
 

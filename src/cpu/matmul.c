@@ -392,7 +392,7 @@ llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu,
                                     const llmc_tensor *weight, const llmc_tensor *bias_t, int N, int C, int OC) {
     if (N < 0 || C < 0 || OC < 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "matmul_forward: bad shape N=%d C=%d OC=%d", N, C, OC);
-    LLMC_CPU_WEIGHTS("matmul_forward", weight, bias_t);
+    LLMC_CPU_WEIGHTS("matmul_forward", bias_t, NULL);
     const float *w = (const float *)weight->data, *bias = (const float *)llmc_tensor_data(bias_t);
     llmc_cpu_epilogue e = {bias, NULL, NULL, OC};
     float *dst = (float *)out;
@@ -400,6 +400,9 @@ llmc_status llmc_cpu_matmul_forward(llmc_device *dev, void *out, void *pre_gelu,
         dst = (float *)pre_gelu;
         e.gelu_out = (float *)out;
     }
+    if (weight->dtype == LLMC_I8) /* a quantized model's weight (matmul_int8.c) */
+        return llmc_cpu_matmul_forward_int8(dev, dst, e.gelu_out, (const float *)inp, weight, bias, N, C, OC);
+    LLMC_CPU_WEIGHTS("matmul_forward", weight, NULL);
     if (N <= MATVEC_MAX_ROWS) {
         matvec_forward(dst, e.gelu_out, (const float *)inp, w, bias, N, C, OC);
         return LLMC_OK;
