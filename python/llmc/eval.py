@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="items (4 rows each) per forward" if name == "hellaswag" else "rows per forward")
         s.add_argument("--tokenizer", help="GPT-2 ranks file for tiktoken; default: $LLMC_GPT2_TIKTOKEN or shared/data")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
+        s.add_argument("--quantize", choices=["int8"], help="quantize the weights on load (int8 weight-only)")
     hs = sub.choices["hellaswag"]
     hs.add_argument("--data", help="HellaSwag jsonl (default: the official validation file, downloaded once)")
     hs.add_argument("--limit", type=int, help="only the first N items")
@@ -275,7 +276,7 @@ def run(argv=None) -> dict:
     if not args.model:
         raise EvalError("--model is needed to evaluate (or --export to write the eval file)")
     try:
-        model = GPT2.from_pretrained(args.model, device=args.device, gpu=args.gpu)
+        model = GPT2.from_pretrained(args.model, device=args.device, gpu=args.gpu, quantize=args.quantize)
     except (LlmcError, OSError) as e:
         raise EvalError(str(e)) from None
     T = model.config["max_seq_len"]

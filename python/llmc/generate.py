@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m llmc.generate", description="Sample text from a GPT-2 model file.")
-    p.add_argument("--model", "-m", help="model file (.bin, llm.c v3 fp32 or v5 bf16) or a Hugging Face GPT-2 "
+    p.add_argument("--model", "-m", help="model file (.bin, llm.c v3 fp32, v5 bf16, llmc v8 int8) or a Hugging Face GPT-2 "
                                          "directory")
     src = p.add_argument_group("prompt (at most one; default: start from <|endoftext|>)")
     src.add_argument("--prompt", "-p", help="prompt text")
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "$LLMC_GPT2_TIKTOKEN or shared/data")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    p.add_argument("--quantize", choices=["int8"], help="quantize the weights on load (int8 weight-only; see "
+                   "python -m llmc.quantize, which writes such a model once)")
+    p.add_argument("--group-size", type=int, default=0,
+                   help="with --quantize: inputs per scale, a multiple of 16 (default 0: per output channel)")
     p.add_argument("--start-eot", action="store_true",
                    help="begin a text prompt with <|endoftext|>, as llmc.prepare begins every document and "
                         "fine-tuning example")
@@ -102,6 +106,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         raise UsageError(f"-n must be >= 1 (got {args.n})")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1 (got {args.batch})")
+    if args.group_size and not args.quantize:
+        raise UsageError("--group-size needs --quantize int8")
     if not args.temperature >= 0:
         raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
     if args.top_k < 0:
@@ -150,6 +156,8 @@ def run(argv: Optional[List[str]] = None) -> int:
 
     core = _core.Model()
     core.load(args.model, backend=args.device, device=args.gpu)
+    if args.quantize:
+        core.quantize(group_size=args.group_size)
     cfg = core.config
     V, T = cfg["vocab_size"], cfg["max_seq_len"]
     eot = args.eot if args.eot is not None else (50256 if V > 50256 else -1)

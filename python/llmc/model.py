@@ -33,11 +33,33 @@ class GPT2:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path, device: str = "cpu", *, gpu: int = 0, master_weights: bool = True,
-                        recompute: int = 0) -> "GPT2":
-        """Loads an llm.c/llmc model file (v3 fp32 or v5 bf16)."""
+                        recompute: int = 0, quantize: Optional[str] = None, group_size: int = 0,
+                        quantize_embeddings: bool = True) -> "GPT2":
+        """Loads an llm.c/llmc model file (v3 fp32, v5 bf16, v8 llmc int8) or a Hugging Face
+        directory. quantize="int8" quantizes it on load (see quantize())."""
         m = _core.Model()
         m.load(path, backend=device, device=gpu)
-        return cls(m, device, master_weights=master_weights, recompute=recompute)
+        model = cls(m, device, master_weights=master_weights, recompute=recompute)
+        if quantize is not None:
+            model.quantize(quantize, group_size=group_size, embeddings=quantize_embeddings)
+        return model
+
+    def quantize(self, scheme: str = "int8", *, group_size: int = 0, embeddings: bool = True) -> None:
+        """int8 weight-only quantization in place: symmetric int8 with an fp32 scale per output channel
+        (group_size 0) or per group_size inputs (a multiple of 16); embeddings=True quantizes wte (the
+        LM head) too. The model then evaluates and generates, but no longer trains."""
+        if scheme != "int8":
+            raise LlmcError(f"quantize: the scheme must be 'int8', not {scheme!r}")
+        if self._t is not None:  # scales from the fp32 master weights where a trainer keeps them
+            values = self._t.get_params()
+            self._t = None  # its buffers belong to the float weights
+            self._m.set_params(values)
+        self._m.quantize(group_size=group_size, embeddings=embeddings)
+
+    @property
+    def quantized(self) -> Optional[dict]:
+        """None for float weights, else dict(group_size=..., embeddings=...)."""
+        return self._m.quantized
 
     @classmethod
     def from_config(cls, config: Union[str, dict, None] = None, device: str = "cpu", *, seed: int = 1337,
@@ -81,8 +103,8 @@ class GPT2:
         return self._t
 
     def save(self, path, version: Optional[int] = None) -> None:
-        """Writes a model file atomically: version 3 (fp32) or 5 (bf16); default: the backend's own precision.
-        After training on the GPU, v3 holds the fp32 master weights."""
+        """Writes a model file atomically: version 3 (fp32), 5 (bf16) or 8 (int8, a quantized model);
+        default: the model's own precision. After training on the GPU, v3 holds the fp32 master weights."""
         (self._t.save_model if self._t is not None else self._m.save)(path, version or 0)
 
     # ------------------------------------------------------------------ shape and parameters
@@ -99,7 +121,8 @@ class GPT2:
 
     @property
     def params(self) -> dict:
-        """name -> array. On the CPU these are live views of the C buffers; on the GPU, copies."""
+        """name -> array. On the CPU these are live views of the C buffers; on the GPU (or quantized:
+        the dequantized values), copies."""
         flat = self._m.params_view()
         return self._split(flat if flat is not None else self.get_params())
 
