@@ -6,16 +6,39 @@
  * block of rows at a time into fp32 scratch and the fp32 GEMM does the rest, so the arithmetic
  * runs at GEMM speed and the widening is paid once per block, not once per input row. */
 #include <stdlib.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include "cpu_internal.h"
 
 #define INT8_MATVEC_MAX_ROWS 4      /* as the fp32 path's matvec: beyond, the GEMM wins */
 #define INT8_BLOCK_FLOATS (1 << 22) /* 16 MB of widened W per GEMM call */
 
-/* sum_k x[k] * q[k] over n elements, in fp32 (the loop gcc vectorises: widen, convert, FMA) */
+/* sum_k x[k] * q[k] over n elements, in fp32. With AVX2: 8 int8 at a time sign-extended straight
+ * to int32 (one instruction), converted and multiplied in, four accumulators for the FMA latency
+ * (gcc's own vectorisation of the plain loop widened in two steps: ~1.6x slower, measured). */
 static inline float dot_i8(const float *restrict x, const int8_t *restrict q, int n) {
+    int k = 0;
     float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int k = 0; k < n; k++) acc += x[k] * (float)q[k];
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+#define LLMC_I8X8(acc, at)                                                                              \
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + (at)),                                                    \
+                          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + (at))))), acc)
+    for (; k + 32 <= n; k += 32) {
+        LLMC_I8X8(a0, k);
+        LLMC_I8X8(a1, k + 8);
+        LLMC_I8X8(a2, k + 16);
+        LLMC_I8X8(a3, k + 24);
+    }
+    for (; k + 8 <= n; k += 8) LLMC_I8X8(a0, k);
+#undef LLMC_I8X8
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    acc = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+#endif
+    for (; k < n; k++) acc += x[k] * (float)q[k];
     return acc;
 }
 
