@@ -30,7 +30,7 @@ __all__ = [
     "matmul_forward", "matmul_backward",
     "gelu_forward", "gelu_backward",
     "attention_forward", "attention_backward",
-    "crossentropy_forward", "crossentropy_backward",
+    "crossentropy_forward", "crossentropy_backward", "distill_forward", "distill_backward",
     "Config", "PARAM_NAMES", "DECAYED", "param_shapes", "init_params",
     "flatten", "unflatten", "gpt2_forward", "gpt2_backward", "adamw_step",
     "ReferenceGPT2",
@@ -272,6 +272,38 @@ def crossentropy_backward(logits, targets, dloss, V=None):
     dlogits = np.zeros_like(logits, dtype=np.float64)
     dlogits[..., :V] = p * (np.asarray(dloss, dtype=np.float64) * counted)[..., None]
     return dlogits
+
+
+def _log_softmax(z):
+    zmax = z.max(axis=-1, keepdims=True)
+    return z - zmax - np.log(np.exp(z - zmax).sum(axis=-1, keepdims=True))
+
+
+def distill_forward(logits, teacher, targets, alpha, tau, V=None):
+    """Knowledge distillation per row: alpha * CE(logits, target) + (1 - alpha) * tau^2 *
+    KL(softmax(teacher / tau) || softmax(logits / tau)), over the first V columns; 0 where the
+    target is ignored (the teacher adds nothing there either)."""
+    if V is None:
+        V = logits.shape[-1]
+    z, t = logits[..., :V], teacher[..., :V]
+    log_q, log_p = _log_softmax(t / tau), _log_softmax(z / tau)
+    kl = (np.exp(log_q) * (log_q - log_p)).sum(axis=-1)
+    counted = np.asarray(targets) != IGNORE_TARGET
+    ce = crossentropy_forward(logits, targets, V)
+    return np.where(counted, alpha * ce + (1.0 - alpha) * tau * tau * kl, 0.0)
+
+
+def distill_backward(logits, teacher, targets, alpha, tau, dloss, V=None):
+    """d distill_forward / d logits times dloss: alpha (softmax(z) - onehot) + (1 - alpha) tau
+    (softmax(z / tau) - softmax(t / tau)); 0 on the padding columns and on ignored rows."""
+    if V is None:
+        V = logits.shape[-1]
+    z, t = logits[..., :V], teacher[..., :V]
+    counted = np.asarray(targets) != IGNORE_TARGET
+    soft = np.exp(_log_softmax(z / tau)) - np.exp(_log_softmax(t / tau))
+    dlogits = alpha * crossentropy_backward(logits, targets, 1.0, V)
+    dlogits[..., :V] += (1.0 - alpha) * tau * soft * counted[..., None]
+    return dlogits * np.asarray(dloss, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------
