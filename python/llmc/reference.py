@@ -435,8 +435,9 @@ def gpt2_forward(params, cfg, tokens, targets=None):
     return logits_full[..., :V], loss, cache
 
 
-def gpt2_backward(params, cfg, cache):
-    """Gradient of the mean loss of the cached forward w.r.t. every parameter."""
+def gpt2_backward(params, cfg, cache, dlogits=None):
+    """Gradient of the mean loss of the cached forward w.r.t. every parameter; dlogits (B,T,Vp), when
+    given, is the gradient of another loss w.r.t. the logits (a distillation loss's) to take instead."""
     if cache["targets"] is None:
         raise ValueError("gpt2_backward needs a forward with targets")
     p = params
@@ -446,7 +447,8 @@ def gpt2_backward(params, cfg, cache):
 
     # mean over the counted positions: each enters with weight 1/count (ignored ones with 0)
     counted = max(int(np.count_nonzero(targets != IGNORE_TARGET)), 1)
-    dlogits = crossentropy_backward(cache["logits_full"], targets, 1.0 / counted, cfg.vocab_size)
+    if dlogits is None:
+        dlogits = crossentropy_backward(cache["logits_full"], targets, 1.0 / counted, cfg.vocab_size)
     dlnf, dwte_head, _ = matmul_backward(dlogits, cache["lnf"], p["wte"], has_bias=False)
     grads["wte"] += dwte_head
     dres, grads["lnfw"], grads["lnfb"] = layernorm_backward(
