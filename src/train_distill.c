@@ -84,20 +84,22 @@ llmc_status llmc_train_teacher_forward(llmc_train *t) {
     if (T > maxT)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
                                "sequence length T=%d exceeds the teacher's maximum context of %d tokens", T, maxT);
-    if (llmc_train_forward(t->teacher, t->host_inputs, NULL, t->B, T) != LLMC_OK)
-        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "teacher: %s", llmc_train_error(t->teacher));
-    return LLMC_OK;
+    const llmc_status st = llmc_train_forward(t->teacher, t->host_inputs, NULL, t->B, T);
+    return st == LLMC_OK ? st : llmc_train_fail(t, st, "teacher: %s", llmc_train_error(t->teacher));
 }
 
 llmc_status llmc_train_distill_classify(llmc_train *t, float dloss) {
     llmc_train *tt = t->teacher;
     llmc_device *td = &tt->m->dev, *d = &t->m->dev;
+    const llmc_config *c = &t->m->w.cfg, *tc = &tt->m->w.cfg;
     if (tt->B != t->B || tt->T != t->T || tt->logits_state != LOGITS_VALID)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "the teacher's logits are not those of this batch");
+    if (tc->vocab_size != c->vocab_size || tc->padded_vocab_size != c->padded_vocab_size) /* a resume changed it */
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "the teacher's vocabulary (%d) is not the student's (%d)",
+                               tc->vocab_size, c->vocab_size);
     /* the teacher's stream is not the student's: its logits must be complete before they are read */
     if (td->ops->synchronize(td) != LLMC_OK)
         return llmc_train_fail(t, LLMC_ERR_DEVICE, "teacher: %s", td->err);
-    const llmc_config *c = &t->m->w.cfg;
     TRAIN_TRY(t, d->ops->classifier_distill_forward(d, t->a.losses, t->a.logits, tt->a.logits, t->a.targets,
                                                     t->B * t->T, c->vocab_size, c->padded_vocab_size, dloss,
                                                     t->distill_alpha, t->distill_tau));
