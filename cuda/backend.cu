@@ -324,4 +324,8 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_graph_end,
     llmc_cuda_graph_launch,
     llmc_cuda_graph_free,
+    /* ---- compression (training side) ---- */
+    llmc_cuda_classifier_distill_forward,
+    llmc_cuda_zero_mask_build,
+    llmc_cuda_zero_mask_apply,
 };

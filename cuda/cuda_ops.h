@@ -83,4 +83,12 @@ llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, 
 /* Whether kernels of the decode path are launched with programmatic dependent launch
  * (overlapping a kernel's launch with its predecessor's tail): dev->tuning.pdl. */
 static inline int llmc_cuda_pdl(const llmc_device *dev) { return dev->tuning.pdl != 0; }
+/* compression, training side (distill.cu, zero_mask.cu) */
+llmc_status llmc_cuda_classifier_distill_forward(llmc_device *dev, float *losses, void *logits,
+                                                 const void *teacher_logits, const int *targets, int N, int V, int Vp,
+                                                 float dloss, float alpha, float tau);
+llmc_status llmc_cuda_zero_mask_build(llmc_device *dev, uint32_t *mask, size_t bit0, const void *w, llmc_dtype dtype,
+                                      size_t n);
+llmc_status llmc_cuda_zero_mask_apply(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params,
+                                      float *master, float *m, float *v, size_t n);
 #endif

@@ -238,6 +238,27 @@ struct llmc_backend_ops {
     llmc_status (*graph_end)(llmc_device *dev, void **graph);
     llmc_status (*graph_launch)(llmc_device *dev, void *graph);
     void (*graph_free)(llmc_device *dev, void *graph);
+
+    /* ---- compression (training side) ---- */
+    /* Knowledge distillation: classifier_forward against a teacher's logits (N, Vp, act dtype, same
+     * layout). Over the first V columns, with z = logits[i], t = teacher_logits[i], y = targets[i]:
+     *   losses[i] (=) = alpha (logsumexp(z) - z[y]) + (1 - alpha) tau^2 KL(softmax(t/tau) || softmax(z/tau)).
+     * If dloss != 0, logits is overwritten in place with dlogits:
+     *   dloss (alpha (softmax(z) - onehot(y)) + (1 - alpha) tau (softmax(z/tau) - softmax(t/tau))), 0 for j >= V.
+     * A row whose target is LLMC_IGNORE_TARGET: loss 0, a zero dlogits row. alpha in [0, 1], tau > 0.
+     * teacher_logits is only read. */
+    llmc_status (*classifier_distill_forward)(llmc_device *dev, float *losses, void *logits,
+                                              const void *teacher_logits, const int *targets, int N, int V, int Vp,
+                                              float dloss, float alpha, float tau);
+    /* Zero masks (keep_zeros): a bit array, bit b of word b / 32 (least significant first).
+     * build: bits [bit0, bit0 + n) of mask (=) = (w[i] == 0) for i < n (either zero), w of dtype
+     * (LLMC_F32 or LLMC_BF16); the other bits of mask are left as they are.
+     * apply: for i < n with bit bit0 + i set: params[i] = 0 (act dtype), and master[i] (may be NULL),
+     * m[i], v[i] = 0 (fp32). Nothing else changes. */
+    llmc_status (*zero_mask_build)(llmc_device *dev, uint32_t *mask, size_t bit0, const void *w, llmc_dtype dtype,
+                                   size_t n);
+    llmc_status (*zero_mask_apply)(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params, float *master,
+                                   float *m, float *v, size_t n);
 };
 
 #ifdef __cplusplus

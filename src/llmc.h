@@ -234,6 +234,11 @@ typedef struct llmc_train_options {
     /* AdamW moments and master weights cover parameters [shard_offset, shard_offset + shard_count);
      * count 0 means all of them (one process). The hook for ZeRO-1. */
     size_t shard_offset, shard_count;
+    /* 1: matmul weights (llmc_prune_tensor) that are exactly 0 stay exactly 0 through AdamW steps, with
+     * their moments (and master weights): recovery fine-tuning of a pruned model. The mask is made from
+     * the zeros of the weights at the first step, and again whenever the weights were replaced (a
+     * checkpoint load, set_params), so a resumed run keeps it. Default 0. */
+    int keep_zeros;
 } llmc_train_options;
 void llmc_train_options_default(llmc_train_options *o);
 
@@ -453,6 +458,11 @@ typedef struct llmc_loop_options {
     const char *eval_file;       /* a multiple-choice eval (HellaSwag, llm.c's eval file format) scored at
                                   * every val step (val_every), even without val data; NULL: none */
     int eval_limit;              /* score only its first N items (0: all) */
+    /* knowledge distillation (llmc_train_set_teacher) from the model file teacher, loaded for the run on
+     * the student's device; NULL: none (or the teacher already set on the trainer). distill_alpha and
+     * distill_temperature: LLMC_DISTILL_UNSET takes 0.5 and 2 with a teacher, and is what they must be without. */
+    const char *teacher;
+    float distill_alpha, distill_temperature;
 } llmc_loop_options;
 /* The defaults, shared by the CLIs and Python. backend: "cpu" or "cuda" (T and the MFU peak differ). */
 void llmc_loop_options_default(llmc_loop_options *o, const char *backend);
@@ -486,6 +496,54 @@ typedef int (*llmc_event_fn)(const llmc_event *e, void *user);
  * with weights, or, when resuming from a checkpoint that exists, to an opened one. Every failure,
  * data errors included, is reported on t. */
 llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event_fn fn, void *user);
+
+/* ---- compression: magnitude pruning, mask-keeping fine-tuning, knowledge distillation ---- */
+/* The four matmul weights pruning works on and keep_zeros keeps at zero: qkvw, attprojw, fcw, fcprojw
+ * (not wte, which is also the LM head, wpe, biases or norms). 1 for those, else 0. */
+int llmc_prune_tensor(int tensor);
+#define LLMC_PRUNE_TENSORS 4
+#define LLMC_PRUNE_UNSET (-1.0f)
+typedef struct llmc_prune_options {
+    /* fraction in [0, 1] of a group's weights to zero: the round(sparsity * count) smallest |w|, ties
+     * broken by position (the earlier goes first). LLMC_PRUNE_UNSET: not given (2:4 implies 0.5;
+     * unstructured needs one) */
+    float sparsity;
+    const char *pattern; /* "unstructured" (NULL) or "2:4": in every 4 consecutive weights of a row (the
+                          * input dimension), the 2 smallest |w| are zeroed; sparsity must then be unset or 0.5 */
+    const char *scope;   /* unstructured: "layer" (NULL): a group per tensor per layer; "global": one group
+                          * of all of them, one threshold. 2:4 takes "layer" only */
+} llmc_prune_options;
+void llmc_prune_options_default(llmc_prune_options *o);
+/* One tensor of one layer after pruning: zeros counts every exact zero (ones it had before included). */
+typedef struct llmc_prune_stat {
+    int tensor, layer;
+    size_t numel, zeros;
+} llmc_prune_stat;
+/* Prunes values (host fp32, llmc_param_count(cfg) of them, in the tensor table's order) in place.
+ * stats (may be NULL): room for max_stats >= LLMC_PRUNE_TENSORS * L entries, tensor by tensor, layers
+ * ascending; *n_stats (may be NULL) gets how many were written. A pure function: on failure err names
+ * the problem and values are unchanged. */
+llmc_status llmc_prune_values(const llmc_config *cfg, float *values, const llmc_prune_options *o,
+                              llmc_prune_stat *stats, size_t max_stats, size_t *n_stats, char *err, size_t errlen);
+/* The same on a model's weights (their fp32 values, written back as set_params does). A trainer's
+ * master weights are not the model's: prune through them (llmc_train_get/set_params) to keep them. */
+llmc_status llmc_model_prune(llmc_model *m, const llmc_prune_options *o, llmc_prune_stat *stats, size_t max_stats,
+                             size_t *n_stats);
+/* Turns keep_zeros (llmc_train_options) on or off for the steps to come; and reads it. */
+llmc_status llmc_train_set_keep_zeros(llmc_train *t, int on);
+int llmc_train_keep_zeros(const llmc_train *t);
+
+#define LLMC_DISTILL_UNSET (-1.0f)
+/* From now on the loss that training (forward_backward, or backward after forward) minimises is, per
+ * counted target, alpha * CE(student, target) + (1 - alpha) * tau^2 * KL(softmax(teacher / tau) ||
+ * softmax(student / tau)) over the real vocabulary V; a row whose target is LLMC_IGNORE_TARGET adds
+ * nothing. teacher runs forward only, on the same inputs, and must be open on the same backend and
+ * device with weights, the same V and Vp (its L, H, C may differ) and a context >= the training T; it
+ * must outlive t or be unset first (teacher NULL: plain CE again; alpha and tau are then ignored).
+ * alpha in [0, 1], tau > 0. llmc_train_forward (validation) stays plain CE. */
+llmc_status llmc_train_set_teacher(llmc_train *t, llmc_model *teacher, float alpha, float temperature);
+/* The teacher set on t (NULL: none). */
+llmc_model *llmc_train_teacher(const llmc_train *t);
 
 #ifdef __cplusplus
 }

@@ -56,6 +56,7 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
     if (t->step == INT_MAX)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "the step count is at its limit of %d steps", INT_MAX);
     st = llmc_train_ensure_optimizer(t);
+    if (st == LLMC_OK) st = llmc_train_ensure_mask(t); /* keep_zeros: from the weights before this update */
     if (st != LLMC_OK) return st;
     llmc_model *m = t->m;
     const llmc_backend_ops *ops = m->dev.ops;
@@ -87,6 +88,8 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
                                        a->lr, a->beta1, a->beta2, b1c, b2c, a->eps,
                                        p->weight_decay ? a->weight_decay : 0.0f, t->norm_scale + 1,
                                        rounding_seed(step, i), skip));
+        st = llmc_train_apply_mask(t, i, from, to);
+        if (st != LLMC_OK) return st;
     }
     t->step = step;
     t->logits_state = LOGITS_NONE;

@@ -52,6 +52,7 @@ void llmc_train_release(llmc_train *t) {
     void **bufs[] = {&t->grad_mem,        (void **)&t->master, (void **)&t->adam_m,
                      (void **)&t->adam_v, &t->act_mem,         &t->grad_act_mem};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free_dev(t, bufs[i]);
+    llmc_train_release_mask(t);
     t->act_capacity = t->grad_act_capacity = 0;
     t->norm_scale = NULL;
     memset(&t->grads, 0, sizeof t->grads);
@@ -63,6 +64,7 @@ void llmc_train_release(llmc_train *t) {
 }
 
 static void detach(llmc_train *t) {
+    llmc_train_drop_teacher(t); /* its model may be t's own: a trainer over it goes first */
     if (!t->m) return;
     llmc_train_release(t);
     t->m->users--;
@@ -115,7 +117,8 @@ size_t llmc_train_memory(const llmc_train *t) {
     if (!t->m) return 0;
     size_t opt = (t->adam_m ? 8 : 0) + (t->master ? 4 : 0);
     return t->act_capacity + t->grad_act_capacity + (t->grad_mem ? t->grads.count * t->m->esz : 0) +
-           t->shard_count * opt;
+           t->shard_count * opt + (t->zero_mask ? (t->shard_count + 31) / 32 * 4 : 0) +
+           (t->teacher ? llmc_train_memory(t->teacher) : 0);
 }
 
 /* ------------------------------------------------------------------ parameter-sized state */

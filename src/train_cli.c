@@ -22,7 +22,7 @@
 typedef struct cli_args {
     llmc_loop_options loop;
     const char *init, *backend, *tokenizer;
-    int recompute, master_weights, device, plot;
+    int recompute, master_weights, device, plot, prune_mask;
     llmc_config init_config; /* -e as a descriptor, for a resume to compare with */
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
@@ -255,6 +255,7 @@ static int run(cli_args *a) {
     llmc_train_options_default(&to);
     to.recompute = a->recompute;
     to.master_weights = a->master_weights;
+    to.keep_zeros = a->prune_mask;
     if (llmc_train_attach(t, m, &to) != LLMC_OK) {
         fail("%s", llmc_train_error(t));
         goto done;
@@ -328,6 +329,10 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {NULL, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE", "gpt2_tokenizer.bin or tiktoken ranks file for samples (default: next to -i)"},
         {NULL, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
         {NULL, "plot", LLMC_OPT_INT, &args.plot, "0|1", "redraw -o's curves.png (python -m llmc.plot) at every val loss"},
+        {NULL, "prune-mask", LLMC_OPT_INT, &args.prune_mask, "0|1", "matmul weights that are exactly 0 stay 0 (fine-tuning a pruned model)"},
+        {NULL, "teacher", LLMC_OPT_STRING, &o->teacher, "FILE", "distill from this model file (same vocabulary, forward only)"},
+        {NULL, "distill-alpha", LLMC_OPT_FLOAT, &o->distill_alpha, "F", "weight of the CE on the targets, in [0, 1] (-1: 0.5)"},
+        {NULL, "distill-temperature", LLMC_OPT_FLOAT, &o->distill_temperature, "F", "distillation softmax temperature > 0 (-1: 2)"},
     };
     const size_t nopts = sizeof opts / sizeof opts[0];
     char err[512];

@@ -119,7 +119,12 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
     t->logits_state = LOGITS_VALID;
     if (!t->has_targets) return LLMC_OK;
 
-    TRAIN_TRY(t, ops->classifier_forward(d, a->losses, a->logits, a->targets, N, V, Vp, dloss));
+    if (dloss != 0.0f && t->teacher) { /* training against a teacher: the distillation loss */
+        llmc_status st = llmc_train_distill_classify(t, dloss);
+        if (st != LLMC_OK) return st;
+    } else {
+        TRAIN_TRY(t, ops->classifier_forward(d, a->losses, a->logits, a->targets, N, V, Vp, dloss));
+    }
     if (dloss != 0.0f) t->logits_state = LOGITS_ARE_DLOGITS;
     /* the losses come back while whatever is queued next (the backward pass) runs: read_loss */
     TRAIN_TRY(t, ops->readback_begin(d, a->losses, (size_t)N * sizeof(float)));
@@ -132,6 +137,7 @@ static llmc_status read_loss(llmc_train *t) {
     llmc_device *d = &t->m->dev;
     const int N = t->B * t->T;
     TRAIN_TRY(t, d->ops->readback_end(d, t->host_losses, (size_t)N * sizeof(float)));
+    t->teacher_reading = 0; /* the classifier ran before the losses' copy */
     double sum = 0.0; /* ignored rows hold 0 */
     for (int i = 0; i < N; i++) sum += t->host_losses[i];
     t->loss = t->counted_targets > 0 ? (float)(sum / t->counted_targets) : 0.0f;
@@ -292,7 +298,11 @@ llmc_status llmc_train_backward(llmc_train *t, float loss_scale) {
     if (check_loss_scale(t, loss_scale) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
     llmc_status st = prepare_backward(t);
     if (st != LLMC_OK) return st;
-    if (t->logits_state == LOGITS_VALID) { /* turn the kept logits into dlogits */
+    if (t->logits_state == LOGITS_VALID && t->teacher) { /* the kept logits into distillation dlogits */
+        st = llmc_train_teacher_forward(t);
+        if (st == LLMC_OK) st = llmc_train_distill_classify(t, row_dloss(t, loss_scale));
+        if (st != LLMC_OK) return st;
+    } else if (t->logits_state == LOGITS_VALID) { /* turn the kept logits into dlogits */
         const int N = t->B * t->T;
         const llmc_config *c = &t->m->w.cfg;
         TRAIN_TRY(t, t->m->dev.ops->classifier_forward(&t->m->dev, t->a.losses, t->a.logits, t->a.targets, N,
@@ -307,6 +317,7 @@ llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const 
     llmc_status st = check_loss_scale(t, loss_scale);
     if (st == LLMC_OK) st = prepare_batch(t, inputs, targets, B, T, 1);
     if (st == LLMC_OK) st = prepare_backward(t);
+    if (st == LLMC_OK && t->teacher) st = llmc_train_teacher_forward(t); /* queued first: it overlaps ours */
     if (st == LLMC_OK) st = forward_graph(t, B, T, row_dloss(t, loss_scale));
     if (st == LLMC_OK) st = backward_graph(t);
     /* the loss is checked only now, with the backward pass queued: after a non-finite loss the

@@ -69,6 +69,14 @@ struct llmc_train {
     int counted_targets;      /* targets of the last batch that are not LLMC_IGNORE_TARGET */
     int logits_state;
     float loss;
+
+    /* keep_zeros (train_mask.c): one bit per parameter of the shard, set where a matmul weight was 0 */
+    uint32_t *zero_mask;
+    unsigned mask_version;    /* the model's version the mask was made from */
+    /* distillation (train_distill.c): a forward-only trainer over the teacher model */
+    llmc_train *teacher;
+    float distill_alpha, distill_tau;
+    int teacher_reading;      /* a distillation classifier queued on this device may still read the teacher's logits */
 };
 
 llmc_status llmc_train_fail(llmc_train *t, llmc_status code, const char *fmt, ...);
@@ -102,5 +110,18 @@ int llmc_checkpoint_steps(const char *dir);
 llmc_status llmc_checkpoint_mark_done(llmc_train *t, const char *dir, int step);
 /* Drops gradients, optimizer state and activations (a new model shape). */
 void llmc_train_release(llmc_train *t);
+
+/* keep_zeros: makes the mask when it is missing or older than the weights (a no-op when off). */
+llmc_status llmc_train_ensure_mask(llmc_train *t);
+/* keep_zeros: the masked entries of the shard's part [from, to) of tensor i back to 0 after its update. */
+llmc_status llmc_train_apply_mask(llmc_train *t, int i, size_t from, size_t to);
+void llmc_train_release_mask(llmc_train *t);
+
+/* Distillation: queues the teacher's forward on the batch of the last prepare (t->host_inputs, B, T). */
+llmc_status llmc_train_teacher_forward(llmc_train *t);
+/* The distillation classifier on the student's logits (waits for the teacher's forward first). */
+llmc_status llmc_train_distill_classify(llmc_train *t, float dloss);
+/* The teacher's trainer gone (it must go before the teacher model). */
+void llmc_train_drop_teacher(llmc_train *t);
 
 #endif

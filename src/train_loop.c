@@ -57,6 +57,9 @@ void llmc_loop_options_default(llmc_loop_options *o, const char *backend) {
         .stop_after = 0,
         .eval_file = NULL,
         .eval_limit = 0,
+        .teacher = NULL,
+        .distill_alpha = LLMC_DISTILL_UNSET,
+        .distill_temperature = LLMC_DISTILL_UNSET,
     };
 }
 
@@ -66,6 +69,7 @@ typedef struct loop {
     llmc_event_fn fn;
     void *user;
     llmc_dataloader *train, *val;
+    llmc_model *teacher; /* loaded from o->teacher for the run */
     llmc_mc_eval *eval; /* eval_file, read once */
     llmc_run_log log;
     int *inputs, *targets;
@@ -138,7 +142,39 @@ static llmc_status check_options(loop *L) {
     if (o->resume && !o->out_dir)
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
                                "-y 1 (resume) needs an output directory (-o) holding checkpoints");
+    if (!o->teacher && (o->distill_alpha != LLMC_DISTILL_UNSET || o->distill_temperature != LLMC_DISTILL_UNSET))
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                               "--distill-alpha and --distill-temperature need a teacher (--teacher FILE)");
+    if (o->teacher && L->t->teacher)
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                               "the trainer already has a teacher, and --teacher names another (%s)", o->teacher);
     return LLMC_OK;
+}
+
+/* --teacher: its model file on the student's device, for the run; -t must fit its context. */
+static llmc_status open_teacher(loop *L, int first) {
+    const llmc_loop_options *o = L->o;
+    llmc_train *t = L->t;
+    if (o->teacher) {
+        L->teacher = llmc_model_new();
+        if (!L->teacher) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "out of memory for the teacher model");
+        if (llmc_model_load(L->teacher, &t->m->opts, o->teacher) != LLMC_OK)
+            return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "teacher: %s", llmc_model_error(L->teacher));
+        const float alpha = o->distill_alpha != LLMC_DISTILL_UNSET ? o->distill_alpha : 0.5f;
+        const float tau = o->distill_temperature != LLMC_DISTILL_UNSET ? o->distill_temperature : 2.0f;
+        llmc_status st = llmc_train_set_teacher(t, L->teacher, alpha, tau);
+        if (st != LLMC_OK) return st;
+    }
+    if (!t->teacher) return LLMC_OK;
+    const llmc_config *c = &t->teacher->m->w.cfg;
+    if (L->T > c->max_seq_len)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "-t %d is longer than the teacher's maximum context of %d tokens",
+                               L->T, c->max_seq_len);
+    return note(L, first,
+                "distillation: teacher L=%d H=%d C=%d%s%s, alpha %g, temperature %g; the train loss is "
+                "alpha CE + (1 - alpha) tau^2 KL, the val loss plain CE",
+                c->num_layers, c->num_heads, c->channels, o->teacher ? " from " : "", o->teacher ? o->teacher : "",
+                (double)t->distill_alpha, (double)t->distill_tau);
 }
 
 /* What needs the model: it has weights, T fits its context; the FLOPs for the MFU figure. */
@@ -498,6 +534,9 @@ static llmc_status run(loop *L) {
     if (st == LLMC_OK) st = check_model(L);
     const int first = info.step;
     if (st == LLMC_OK) st = open_log(L, first);
+    if (st == LLMC_OK) st = open_teacher(L, first);
+    if (st == LLMC_OK && L->t->opts.keep_zeros)
+        st = note(L, first, "keep_zeros: matmul weights that are exactly 0 now stay 0 (a mask of their zeros)");
     if (st != LLMC_OK) return st;
     L->started = now_seconds();
     if (first > 0) { /* a run killed after the state file: its marker, and its retention, now */
@@ -537,6 +576,10 @@ llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event
     loop L = {.t = t, .o = o ? o : &defaults, .fn = fn, .user = user};
     t->err[0] = '\0';
     llmc_status st = run(&L);
+    if (L.teacher) { /* the run's teacher: unset before its model goes */
+        llmc_train_set_teacher(t, NULL, 0.0f, 0.0f);
+        llmc_model_free(L.teacher);
+    }
     llmc_dataloader_free(L.train);
     llmc_dataloader_free(L.val);
     llmc_mc_eval_free(L.eval);

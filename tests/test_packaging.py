@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 PKG = Path(llmc.__file__).resolve().parent
 SCRIPTS = {"llmc-train": "llmc.cli:train", "llmc-train-cu": "llmc.cli:train_cu", "llmc-generate": "llmc.generate:main",
            "llmc-prepare": "llmc.prepare:main", "llmc-convert": "llmc.convert:main",
-           "llmc-eval": "llmc.eval:main", "llmc-plot": "llmc.plot:main"}
+           "llmc-eval": "llmc.eval:main", "llmc-plot": "llmc.plot:main", "llmc-prune": "llmc.prune:main",
+           "llmc-quantize": "llmc.quantize:main"}
 
 
 def pyproject():
@@ -65,7 +66,8 @@ def test_llmc_train_is_the_trainer():
         assert cu.returncode == 1 and "no CUDA backend" in cu.stderr
 
 
-@pytest.mark.parametrize("name", ["llmc-generate", "llmc-prepare", "llmc-convert", "llmc-eval", "llmc-plot"])
+@pytest.mark.parametrize("name", ["llmc-generate", "llmc-prepare", "llmc-convert", "llmc-eval", "llmc-plot",
+                                  "llmc-prune", "llmc-quantize"])
 def test_python_scripts_run(name):
     r = script(name, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout, r.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN_DIR
-from helpers import TINY, random_tokens, write_shard, write_tiny_shards
+from helpers import TINY, random_tokens, write_model_file, write_shard, write_tiny_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(BIN_DIR, "train_gpt2")
@@ -94,7 +94,21 @@ def option_values(d, tmp_path):
         "tf32": 0, "gelu-fusion": 2, "zero-stage": 1, "log-device": 1, "num-processes": 1, "process-rank": 0,
         "gpus-per-node": 8, "init-method": "mpi", "fs-path": tmp_path, "server-ip": "127.0.0.1", "stop-after": 1,
         "plot": 0, "eval-file": tmp_path / "hellaswag_val.bin", "eval-limit": 5,
+        "prune-mask": 1, "teacher": teacher_file(tmp_path), "distill-alpha": "0.25", "distill-temperature": "1.5",
     }
+
+
+def teacher_file(tmp_path):
+    """A model file of TINY's vocabulary, to distil from."""
+    path = tmp_path / "teacher.bin"
+    if not path.exists():
+        write_model_file(path, L=1, NH=2, C=32, maxT=32, V=64)
+    return path
+
+
+def companions(name, tmp_path):
+    """What an option needs beside it to be valid: the distillation settings need a teacher."""
+    return ["--teacher", teacher_file(tmp_path)] if name.startswith("distill-") else []
 
 
 def test_help_matches_known_options(data, tmp_path):
@@ -110,7 +124,7 @@ def test_every_long_option_in_help_is_accepted(data, tmp_path):
     for short, name, _ in opts:
         v = valid_value(name, data, tmp_path)
         for form in ([f"--{name}", v], [f"--{name}={v}"]):
-            r = run(*base(data, *form))
+            r = run(*base(data, *form, *companions(name, tmp_path)))
             assert r.returncode == 0, f"{form}: rc {r.returncode}\n{r.stderr}"
             assert "model: L=2 H=2 C=32 T=32 V=64" in r.stdout, form
 
@@ -123,7 +137,7 @@ def test_short_flags_are_exactly_those_in_help(data, tmp_path):
         if c == "h":
             continue
         if c in by_short:
-            r = run(*base(data, f"-{c}", valid_value(by_short[c], data, tmp_path)))
+            r = run(*base(data, f"-{c}", valid_value(by_short[c], data, tmp_path), *companions(by_short[c], tmp_path)))
             assert r.returncode == 0, f"-{c}: rc {r.returncode}\n{r.stderr}"
         else:
             r = run(*base(data, f"-{c}", "1"))

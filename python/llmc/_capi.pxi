@@ -93,6 +93,7 @@ cdef extern from "llmc.h":
     ctypedef struct llmc_train_options:
         int master_weights, recompute
         size_t shard_offset, shard_count
+        int keep_zeros
     void llmc_train_options_default(llmc_train_options *o)
     llmc_train *llmc_train_new()
     void llmc_train_free(llmc_train *t)
@@ -177,6 +178,8 @@ cdef extern from "llmc.h":
         int stop_after
         const char *eval_file
         int eval_limit
+        const char *teacher
+        float distill_alpha, distill_temperature
     void llmc_loop_options_default(llmc_loop_options *o, const char *backend)
     ctypedef enum llmc_event_kind:
         LLMC_EVENT_START
@@ -197,3 +200,26 @@ cdef extern from "llmc.h":
         const char *text
     ctypedef int (*llmc_event_fn)(const llmc_event *e, void *user) noexcept with gil
     llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event_fn fn, void *user) nogil
+
+    # ---- compression: pruning, keep_zeros, distillation
+    int llmc_prune_tensor(int tensor)
+    enum: LLMC_PRUNE_TENSORS
+    float LLMC_PRUNE_UNSET
+    ctypedef struct llmc_prune_options:
+        float sparsity
+        const char *pattern
+        const char *scope
+    void llmc_prune_options_default(llmc_prune_options *o)
+    ctypedef struct llmc_prune_stat:
+        int tensor, layer
+        size_t numel, zeros
+    llmc_status llmc_prune_values(const llmc_config *cfg, float *values, const llmc_prune_options *o,
+                                  llmc_prune_stat *stats, size_t max_stats, size_t *n_stats, char *err,
+                                  size_t errlen) nogil
+    llmc_status llmc_model_prune(llmc_model *m, const llmc_prune_options *o, llmc_prune_stat *stats,
+                                 size_t max_stats, size_t *n_stats) nogil
+    llmc_status llmc_train_set_keep_zeros(llmc_train *t, int on)
+    int llmc_train_keep_zeros(const llmc_train *t)
+    float LLMC_DISTILL_UNSET
+    llmc_status llmc_train_set_teacher(llmc_train *t, llmc_model *teacher, float alpha, float temperature)
+    llmc_model *llmc_train_teacher(const llmc_train *t)

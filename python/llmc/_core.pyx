@@ -132,6 +132,52 @@ def hf_ignored(str name):
     return bool(llmc_weights_hf_ignored(name.encode()))
 
 
+cdef llmc_prune_options _prune_options(sparsity, pattern, scope, dict keep) except *:
+    """The C options; keep holds the bytes the char pointers point into."""
+    cdef llmc_prune_options o
+    llmc_prune_options_default(&o)
+    if sparsity is not None:
+        o.sparsity = float(sparsity)
+    if pattern is not None:
+        keep["pattern"] = str(pattern).encode()
+        o.pattern = keep["pattern"]
+    if scope is not None:
+        keep["scope"] = str(scope).encode()
+        o.scope = keep["scope"]
+    return o
+
+
+cdef list _prune_report(llmc_prune_stat *stats, size_t n):
+    cdef llmc_config c
+    memset(&c, 0, sizeof(c))
+    c.num_layers = c.num_heads = c.channels = c.max_seq_len = c.vocab_size = c.padded_vocab_size = 1
+    cdef llmc_weights w
+    llmc_weights_layout(&w, &c, LLMC_F32)  # for the tensor names only
+    names = [w.t[i].name.decode() for i in range(LLMC_NUM_PARAM_TENSORS)]
+    return [dict(tensor=names[stats[i].tensor], layer=stats[i].layer, numel=stats[i].numel, zeros=stats[i].zeros)
+            for i in range(n)]
+
+
+def prune_values(dict config, values, sparsity=None, pattern=None, scope=None):
+    """Magnitude pruning (llmc_prune_values) of a flat float32 parameter array, in place when it is a
+    contiguous float32 array (else of a copy); returns (values, report). report: one dict per matmul
+    weight and layer, {tensor, layer, numel, zeros}. sparsity None: unset (2:4 implies 0.5)."""
+    cdef llmc_config c = _config_struct(config)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] a = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    if a.shape[0] != llmc_param_count(&c):
+        raise LlmcError(f"prune_values needs {llmc_param_count(&c)} values for this config, got {a.shape[0]}")
+    keep = {}
+    cdef llmc_prune_options o = _prune_options(sparsity, pattern, scope, keep)
+    cdef size_t cap = LLMC_PRUNE_TENSORS * c.num_layers, n = 0
+    stats = np.zeros(cap * sizeof(llmc_prune_stat), np.uint8)
+    cdef unsigned char[:] raw = stats
+    cdef char err[512]
+    with nogil:
+        st = llmc_prune_values(&c, <float *>a.data, &o, <llmc_prune_stat *>&raw[0], cap, &n, err, sizeof(err))
+    _check(st, err)
+    return a, _prune_report(<llmc_prune_stat *>&raw[0], n)
+
+
 cdef object _host_view(float *ptr, size_t n, object owner):
     """A 1-D float32 numpy array over C memory that keeps owner alive."""
     cdef cnp.npy_intp dims[1]
@@ -287,6 +333,21 @@ cdef class Model:
         if a.shape[0] != llmc_model_num_params(self.m):
             raise LlmcError(f"set_params needs {llmc_model_num_params(self.m)} values, got {a.shape[0]}")
         self._ok(llmc_model_set_params(self.m, <float *>a.data))
+
+    def prune(self, sparsity=None, pattern=None, scope=None):
+        """Magnitude pruning of the model's weights (llmc_model_prune); returns the report of
+        prune_values."""
+        if llmc_model_weights(self.m) == NULL:
+            raise LlmcError("model has no parameters yet")
+        keep = {}
+        cdef llmc_prune_options o = _prune_options(sparsity, pattern, scope, keep)
+        cdef size_t cap = LLMC_PRUNE_TENSORS * llmc_model_config(self.m).num_layers, n = 0
+        stats = np.zeros(cap * sizeof(llmc_prune_stat), np.uint8)
+        cdef unsigned char[:] raw = stats
+        with nogil:
+            st = llmc_model_prune(self.m, &o, <llmc_prune_stat *>&raw[0], cap, &n)
+        self._ok(st)
+        return _prune_report(<llmc_prune_stat *>&raw[0], n)
 
     def quantize(self, int group_size=0, bint embeddings=True):
         """int8 weight-only quantization in place (llmc_model_quantize)."""

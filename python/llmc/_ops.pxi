@@ -58,6 +58,13 @@ cdef extern from "backend.h":
                                         const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                         int maxlen)
         llmc_status (*argmax_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp)
+        llmc_status (*classifier_distill_forward)(llmc_device *dev, float *losses, void *logits,
+                                                  const void *teacher_logits, const int *targets, int N, int V,
+                                                  int Vp, float dloss, float alpha, float tau)
+        llmc_status (*zero_mask_build)(llmc_device *dev, uint32_t *mask, size_t bit0, const void *w,
+                                       llmc_dtype dtype, size_t n)
+        llmc_status (*zero_mask_apply)(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params,
+                                       float *master, float *m, float *v, size_t n)
     ctypedef struct llmc_device:
         const llmc_backend_ops *ops
         llmc_device_tuning tuning
@@ -482,3 +489,53 @@ cdef class Device:
         cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(N, np.int32)
         self._ok(self.d.ops.copy_d2h(&self.d, <void *>out.data, ob.ptr, N * 4))
         return out
+
+    # ---- compression (training side)
+    def classifier_distill_forward(self, logits, teacher, targets, int V, float dloss=0.0, float alpha=0.5,
+                                   float tau=1.0):
+        """Returns (losses, logits-or-dlogits, teacher after the op) for logits and teacher logits of
+        shape (N, Vp)."""
+        N, Vp = logits.shape
+        if not 0 < V <= Vp:
+            raise LlmcError(f"classifier_distill_forward: V={V} must be in [1, {Vp}]")
+        self._shape(teacher, (N, Vp), "teacher")
+        targets = self._ids(targets, -1, V, "targets", (N,))  # -1: ignored
+        losses, lg, tl, tg = self._poisoned(N, False), self._put(logits), self._put(teacher), self._put_int(targets)
+        self._ok(self.d.ops.classifier_distill_forward(&self.d, <float *>losses.ptr, lg.ptr, tl.ptr, <int *>tg.ptr,
+                                                       N, V, Vp, dloss, alpha, tau))
+        return self._get(losses, (N,), False), self._get(lg, (N, Vp)), self._get(tl, (N, Vp))
+
+    def zero_mask_build(self, w, mask, size_t bit0=0, bint master=False):
+        """The uint32 words of mask after marking where w is 0 at bits [bit0, bit0 + w.size); w goes up
+        as fp32 (master weights) when master, else in the act dtype (weights)."""
+        cdef cnp.ndarray[cnp.uint32_t, ndim=1] words = np.ascontiguousarray(mask, dtype=np.uint32).reshape(-1).copy()
+        cdef size_t n = np.size(w)
+        if bit0 + n > 32 * <size_t>words.shape[0]:
+            raise LlmcError(f"zero_mask_build: bits [{bit0}, {bit0 + n}) do not fit {words.shape[0]} words")
+        mb = self._alloc(words.shape[0] * 4)
+        self._ok(self.d.ops.copy_h2d(&self.d, mb.ptr, <void *>words.data, words.shape[0] * 4))
+        wb = self._put(w, not master)
+        self._ok(self.d.ops.zero_mask_build(&self.d, <uint32_t *>mb.ptr, bit0, wb.ptr,
+                                            LLMC_F32 if master else self.d.ops.act_dtype, n))
+        self._ok(self.d.ops.copy_d2h(&self.d, <void *>words.data, mb.ptr, words.shape[0] * 4))
+        return words
+
+    def zero_mask_apply(self, mask, size_t bit0, params, m, v, master=None):
+        """Returns (params, m, v, master or None) after zeroing the elements whose bit is set."""
+        cdef cnp.ndarray[cnp.uint32_t, ndim=1] words = np.ascontiguousarray(mask, dtype=np.uint32).reshape(-1)
+        cdef size_t n = np.size(params)
+        for a, what in ((m, "m"), (v, "v"), (master, "master")):
+            if a is not None and np.size(a) != n:
+                raise LlmcError(f"zero_mask_apply: {what} has {np.size(a)} elements, params {n}")
+        if bit0 + n > 32 * <size_t>words.shape[0]:
+            raise LlmcError(f"zero_mask_apply: bits [{bit0}, {bit0 + n}) do not fit {words.shape[0]} words")
+        mb = self._alloc(words.shape[0] * 4)
+        self._ok(self.d.ops.copy_h2d(&self.d, mb.ptr, <void *>words.data, words.shape[0] * 4))
+        p, mm, vv = self._put(params), self._put(m, False), self._put(v, False)
+        cdef _Buf ms = self._put(master, False) if master is not None else None
+        self._ok(self.d.ops.zero_mask_apply(&self.d, <const uint32_t *>mb.ptr, bit0, p.ptr,
+                                            <float *>ms.ptr if ms is not None else NULL, <float *>mm.ptr,
+                                            <float *>vv.ptr, n))
+        shape = np.shape(params)
+        return (self._get(p, shape), self._get(mm, shape, False), self._get(vv, shape, False),
+                self._get(ms, shape, False) if ms is not None else None)

@@ -16,7 +16,8 @@ cdef dict _loop_dict(const llmc_loop_options *o):
                 peak_tflops=o.peak_tflops, overfit_batch=o.overfit_batch, ckpt_keep=o.ckpt_keep,
                 ckpt_major=o.ckpt_major, skip_loss_z=o.skip_loss_z, skip_norm_z=o.skip_norm_z,
                 log_device_every=o.log_device_every, stop_after=o.stop_after,
-                eval_file=_str_or_none(o.eval_file), eval_limit=o.eval_limit)
+                eval_file=_str_or_none(o.eval_file), eval_limit=o.eval_limit, teacher=_str_or_none(o.teacher),
+                distill_alpha=o.distill_alpha, distill_temperature=o.distill_temperature)
 
 
 cdef const char *_str_field(dict keep, str name, value):
@@ -43,6 +44,8 @@ cdef void _set_loop(llmc_loop_options *o, dict d, dict keep):
     o.log_device_every, o.stop_after = d["log_device_every"], d["stop_after"]
     o.eval_file = _str_field(keep, "eval_file", d["eval_file"])
     o.eval_limit = d["eval_limit"]
+    o.teacher = _str_field(keep, "teacher", d["teacher"])
+    o.distill_alpha, o.distill_temperature = d["distill_alpha"], d["distill_temperature"]
     o.expect_model = NULL
 
 
@@ -97,10 +100,12 @@ cdef class Trainer:
     """Gradients, activations, AdamW state and master weights over a Model (llmc_train)."""
     cdef llmc_train *t
     cdef readonly Model model  # keeps the model alive as long as the trainer
+    cdef Model _teacher        # and the teacher, while one is set
 
     def __cinit__(self, Model model, int master_weights=1, int recompute=0, size_t shard_offset=0,
-                  size_t shard_count=0):
-        """shard_offset/shard_count: the parameters AdamW state covers (count 0: all), the ZeRO-1 hook."""
+                  size_t shard_count=0, int keep_zeros=0):
+        """shard_offset/shard_count: the parameters AdamW state covers (count 0: all), the ZeRO-1 hook.
+        keep_zeros: matmul weights that are exactly 0 stay 0 through steps (fine-tuning a pruned model)."""
         self.t = llmc_train_new()
         if self.t == NULL:
             raise MemoryError()
@@ -111,14 +116,35 @@ cdef class Trainer:
         o.recompute = recompute
         o.shard_offset = shard_offset
         o.shard_count = shard_count
+        o.keep_zeros = keep_zeros
         self._ok(llmc_train_attach(self.t, model.m, &o))
 
     def __dealloc__(self):
         if self.t != NULL:
-            llmc_train_free(self.t)  # before the model: Cython clears self.model afterwards
+            llmc_train_free(self.t)  # before the models: Cython clears self.model and the teacher afterwards
 
     cdef int _ok(self, llmc_status st) except -1:
         return _check(st, llmc_train_error(self.t))
+
+    @property
+    def keep_zeros(self):
+        """Whether exactly-zero matmul weights are kept at zero through the steps to come."""
+        return bool(llmc_train_keep_zeros(self.t))
+
+    @keep_zeros.setter
+    def keep_zeros(self, bint on):
+        self._ok(llmc_train_set_keep_zeros(self.t, on))
+
+    @property
+    def teacher(self):
+        """The teacher Model set with set_teacher, or None."""
+        return self._teacher
+
+    def set_teacher(self, Model teacher=None, float alpha=0.5, float temperature=2.0):
+        """Distil from teacher (same device, same vocabulary): training minimises alpha * CE +
+        (1 - alpha) * temperature^2 * KL(teacher || student). None: back to plain CE."""
+        self._ok(llmc_train_set_teacher(self.t, teacher.m if teacher is not None else NULL, alpha, temperature))
+        self._teacher = teacher
 
     @property
     def step_count(self):

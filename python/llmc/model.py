@@ -22,10 +22,12 @@ class GPT2:
     master weights) in a C trainer that is made on first use, so a model that only generates
     never allocates it. Generation runs in C sessions, several of which may be alive at once."""
 
-    def __init__(self, core: "_core.Model", device: str, *, master_weights: bool = True, recompute: int = 0):
+    def __init__(self, core: "_core.Model", device: str, *, master_weights: bool = True, recompute: int = 0,
+                 keep_zeros: bool = False):
         self._m = core
         self.device = device
-        self._train_options = dict(master_weights=int(master_weights), recompute=recompute)
+        self._train_options = dict(master_weights=int(master_weights), recompute=recompute,
+                                   keep_zeros=int(bool(keep_zeros)))
         self._t: Optional["_core.Trainer"] = None
         self._layout = _core.param_layout(core.config)
         self._last_shape = None
@@ -138,6 +140,29 @@ class GPT2:
     def set_params(self, values) -> None:
         (self._t or self._m).set_params(values)
 
+    def prune(self, sparsity: Optional[float] = None, pattern: str = "unstructured", scope: str = "layer") -> list:
+        """Magnitude pruning of the matmul weights (qkvw, attprojw, fcw, fcprojw of every layer), in C
+        (llmc_prune_values) on the weights training uses (the master weights where kept). pattern
+        "unstructured" zeroes the round(sparsity * n) smallest |w| of each tensor of each layer (scope
+        "layer") or of all of them at once ("global"); "2:4" the 2 smallest of every 4 consecutive weights
+        of a row (sparsity then 0.5 or None). Ties go by position. Returns one dict per tensor and layer:
+        tensor, layer, numel, zeros. Fine-tune with keep_zeros=True to keep the zeros."""
+        flat, report = _core.prune_values(self.config, self.get_params(), sparsity, pattern, scope)
+        self.set_params(flat)
+        return report
+
+    @property
+    def keep_zeros(self) -> bool:
+        """True: matmul weights that are exactly 0 stay 0 through training steps (fine-tuning a pruned
+        model); the mask is made from the zeros the weights have at the next step."""
+        return bool(self._train_options["keep_zeros"])
+
+    @keep_zeros.setter
+    def keep_zeros(self, on: bool) -> None:
+        self._train_options["keep_zeros"] = int(bool(on))
+        if self._t is not None:
+            self._t.keep_zeros = bool(on)
+
     @property
     def memory(self) -> dict:
         """Device memory in bytes: the weights, and the training state once there is one."""
@@ -173,7 +198,8 @@ class GPT2:
     def train(self, data: str, steps: Optional[int] = None, batch_size: Optional[int] = None,
               seq_len: Optional[int] = None, *, grad_accum: Optional[int] = None,
               callback: Optional[Callable[[dict], Optional[bool]]] = None, progress: bool = True,
-              **options) -> list:
+              keep_zeros: Optional[bool] = None, teacher=None, distill_alpha: Optional[float] = None,
+              distill_temperature: Optional[float] = None, **options) -> list:
         """Trains on token shards matching the glob `data` with the C training loop (the one behind
         ./train_gpt2), so every option and default is the CLI's; see the README's table. Options, by
         their long CLI names with '_': steps (-x), batch_size (-b), seq_len (-t), total_batch (-d) or
@@ -181,12 +207,26 @@ class GPT2:
         val_data, val_every, val_batches, sample_every, gen_len, ckpt_every, out_dir, resume, shuffle, seed,
         eval_file and eval_limit (a HellaSwag file in llm.c's format, scored at every val step).
 
+        Compression: keep_zeros=True (--prune-mask 1) keeps exactly-zero matmul weights at 0 from now on
+        (it sets self.keep_zeros). teacher (--teacher), a model file or a GPT2 on the same device with the
+        same vocabulary, makes the train loss alpha * CE + (1 - alpha) * tau^2 * KL(teacher || student)
+        with distill_alpha (default 0.5) and distill_temperature (tau, default 2); val loss stays CE.
+
         Returns one dict per optimizer step: step, loss, lr, grad_norm, ms, tok_s, mfu, plus val_loss,
         eval_acc and eval_acc_norm, sample (token ids) and checkpoint where they happened at that step. callback(record) runs as
         each step finishes (a validation, sample or checkpoint of that step is added to the same dict
         right after); a true return value stops training once that step's validation, sample and
         checkpoint are done."""
         opts = dict(options, train_data=data)
+        if keep_zeros is not None:
+            self.keep_zeros = keep_zeros
+        teacher_model = teacher if isinstance(teacher, GPT2) else None
+        if teacher is not None and teacher_model is None:
+            opts["teacher"] = str(teacher)
+        if teacher_model is None:  # the loop loads a file teacher; without one these are refused there
+            for key, value in (("distill_alpha", distill_alpha), ("distill_temperature", distill_temperature)):
+                if value is not None:
+                    opts[key] = value
         for key, value in (("max_steps", steps), ("batch_size", batch_size), ("seq_len", seq_len)):
             if value is not None:
                 opts[key] = value
@@ -224,9 +264,14 @@ class GPT2:
                 history[-1].update(eval_acc=e["acc"], eval_acc_norm=e["acc_norm"])
             return None
 
+        if teacher_model is not None:
+            self._trainer().set_teacher(teacher_model._m, 0.5 if distill_alpha is None else distill_alpha,
+                                        2.0 if distill_temperature is None else distill_temperature)
         try:
             self._trainer().run(opts, on_event)
         finally:
+            if teacher_model is not None:
+                self._trainer().set_teacher(None)
             if bar[0] is not None:
                 bar[0].close()
             self._layout = _core.param_layout(self._m.config)  # a resume may have loaded another shape

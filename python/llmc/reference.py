@@ -30,7 +30,7 @@ __all__ = [
     "matmul_forward", "matmul_backward",
     "gelu_forward", "gelu_backward",
     "attention_forward", "attention_backward",
-    "crossentropy_forward", "crossentropy_backward",
+    "crossentropy_forward", "crossentropy_backward", "distill_forward", "distill_backward",
     "Config", "PARAM_NAMES", "DECAYED", "param_shapes", "init_params",
     "flatten", "unflatten", "gpt2_forward", "gpt2_backward", "adamw_step",
     "ReferenceGPT2",
@@ -274,6 +274,38 @@ def crossentropy_backward(logits, targets, dloss, V=None):
     return dlogits
 
 
+def _log_softmax(z):
+    zmax = z.max(axis=-1, keepdims=True)
+    return z - zmax - np.log(np.exp(z - zmax).sum(axis=-1, keepdims=True))
+
+
+def distill_forward(logits, teacher, targets, alpha, tau, V=None):
+    """Knowledge distillation per row: alpha * CE(logits, target) + (1 - alpha) * tau^2 *
+    KL(softmax(teacher / tau) || softmax(logits / tau)), over the first V columns; 0 where the
+    target is ignored (the teacher adds nothing there either)."""
+    if V is None:
+        V = logits.shape[-1]
+    z, t = logits[..., :V], teacher[..., :V]
+    log_q, log_p = _log_softmax(t / tau), _log_softmax(z / tau)
+    kl = (np.exp(log_q) * (log_q - log_p)).sum(axis=-1)
+    counted = np.asarray(targets) != IGNORE_TARGET
+    ce = crossentropy_forward(logits, targets, V)
+    return np.where(counted, alpha * ce + (1.0 - alpha) * tau * tau * kl, 0.0)
+
+
+def distill_backward(logits, teacher, targets, alpha, tau, dloss, V=None):
+    """d distill_forward / d logits times dloss: alpha (softmax(z) - onehot) + (1 - alpha) tau
+    (softmax(z / tau) - softmax(t / tau)); 0 on the padding columns and on ignored rows."""
+    if V is None:
+        V = logits.shape[-1]
+    z, t = logits[..., :V], teacher[..., :V]
+    counted = np.asarray(targets) != IGNORE_TARGET
+    soft = np.exp(_log_softmax(z / tau)) - np.exp(_log_softmax(t / tau))
+    dlogits = alpha * crossentropy_backward(logits, targets, 1.0, V)
+    dlogits[..., :V] += (1.0 - alpha) * tau * soft * counted[..., None]
+    return dlogits * np.asarray(dloss, dtype=np.float64)
+
+
 # ---------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------
@@ -403,8 +435,9 @@ def gpt2_forward(params, cfg, tokens, targets=None):
     return logits_full[..., :V], loss, cache
 
 
-def gpt2_backward(params, cfg, cache):
-    """Gradient of the mean loss of the cached forward w.r.t. every parameter."""
+def gpt2_backward(params, cfg, cache, dlogits=None):
+    """Gradient of the mean loss of the cached forward w.r.t. every parameter; dlogits (B,T,Vp), when
+    given, is the gradient of another loss w.r.t. the logits (a distillation loss's) to take instead."""
     if cache["targets"] is None:
         raise ValueError("gpt2_backward needs a forward with targets")
     p = params
@@ -414,7 +447,8 @@ def gpt2_backward(params, cfg, cache):
 
     # mean over the counted positions: each enters with weight 1/count (ignored ones with 0)
     counted = max(int(np.count_nonzero(targets != IGNORE_TARGET)), 1)
-    dlogits = crossentropy_backward(cache["logits_full"], targets, 1.0 / counted, cfg.vocab_size)
+    if dlogits is None:
+        dlogits = crossentropy_backward(cache["logits_full"], targets, 1.0 / counted, cfg.vocab_size)
     dlnf, dwte_head, _ = matmul_backward(dlogits, cache["lnf"], p["wte"], has_bias=False)
     grads["wte"] += dwte_head
     dres, grads["lnfw"], grads["lnfb"] = layernorm_backward(

@@ -44,4 +44,12 @@ llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *q
                                       const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                       int maxlen);
 llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
+/* compression, training side (distill.c, zero_mask.c) */
+llmc_status llmc_cpu_classifier_distill_forward(llmc_device *dev, float *losses, void *logits,
+                                                const void *teacher_logits, const int *targets, int N, int V, int Vp,
+                                                float dloss, float alpha, float tau);
+llmc_status llmc_cpu_zero_mask_build(llmc_device *dev, uint32_t *mask, size_t bit0, const void *w, llmc_dtype dtype,
+                                     size_t n);
+llmc_status llmc_cpu_zero_mask_apply(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params,
+                                     float *master, float *m, float *v, size_t n);
 #endif
