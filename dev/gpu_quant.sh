@@ -15,6 +15,6 @@ if [[ ! -f "$model" ]]; then
 fi
 for dev in ${DEVICES:-cuda cpu}; do
   batches=16; [[ "$dev" == cpu ]] && batches=4
-  timeout "${BENCH_TIMEOUT:-240}" python3 dev/bench_quant.py --model "$model" --device "$dev" \
+  timeout "${BENCH_TIMEOUT:-200}" python3 dev/bench_quant.py --model "$model" --device "$dev" \
     --val "data/shakespeare/shakespeare_val_*.bin" --val-batches $batches ${QUANT_ARGS:-} 2>&1 | tee "$OUT/bench_quant_$dev.md"
 done
