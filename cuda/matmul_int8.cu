@@ -1,7 +1,8 @@
 /* matmul_int8.cu — int8 weights (quant.c's scheme) on the GPU: matmul_forward and embeddings.
  *
  * Few rows (decode, N <= kMaxRows): a weight stream. A warp owns one output row of W; each lane
- * reads 16 int8 (one 16-byte load) per step, widens them to fp32 and multiplies them with the
+ * reads 16 int8 (one 16-byte load) per chunk, all its chunks issued before the wait for the
+ * previous kernel, widens them to fp32 and multiplies them with the
  * bf16 inputs; a 16-wide chunk never straddles a scale group (groups are multiples of 16), so
  * each chunk's partial sum takes its scale once. The lanes' partials meet by a fixed shuffle
  * tree: deterministic, and a row's bits do not depend on N. Half the bytes of the bf16 path.
@@ -22,44 +23,80 @@ __device__ __forceinline__ void widen16(float (&f)[16], int4 raw) {
     for (int i = 0; i < 16; i++) f[i] = (float)b[i];
 }
 
-/* VEC: 16-wide chunks (C % 16 == 0, W and x 16-byte aligned, g % 16 == 0); else one element at
- * a time, each with its own scale. */
-template <bool VEC>
+/* The three ways a lane reads its part of a W row. */
+enum { kScalar = 0, kChunks = 1, kPreload = 2 };
+constexpr int kMaxChunks = 8; /* kPreload: 16-byte chunks a lane holds in registers (C <= 4096) */
+
+__device__ __forceinline__ int4 ld_stream16(const int8_t *p) { /* W: read once, keep it out of L1 */
+    int4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+/* acc[r] += s * (x row n0 + r, 16 inputs from k) . wf, for the live rows */
+__device__ __forceinline__ void chunk_dot(float (&acc)[kRowChunk], const float (&wf)[16], float s, const bf16 *x,
+                                          int n0, int N, int C, int k) {
+#pragma unroll
+    for (int r = 0; r < kRowChunk; r++) {
+        if (n0 + r >= N) break;
+        const bf16 *xr = x + (size_t)(n0 + r) * C + k;
+        float xa[8], xb[8];
+        ld_bf16<8>(xa, xr);
+        ld_bf16<8>(xb, xr + 8);
+        float d = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) d = fmaf(xa[i], wf[i], d);
+#pragma unroll
+        for (int i = 0; i < 8; i++) d = fmaf(xb[i], wf[8 + i], d);
+        acc[r] = fmaf(d, s, acc[r]);
+    }
+}
+
+/* MODE kChunks / kPreload: 16-wide chunks (C % 16 == 0, W and x 16-byte aligned, g % 16 == 0);
+ * kPreload also issues all of a lane's W loads before waiting for the previous kernel (the
+ * weights are never a predecessor's output), so their latency hides behind it, as gemv.cu's
+ * early loads do. kScalar: one element at a time, each with its own scale. */
+template <int MODE>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_int8_kernel(bf16 *out, bf16 *pre, const bf16 *x, const int8_t *w, const float *scales, const bf16 *bias,
                      int N, int C, int OC, int g) {
+    const int lane = threadIdx.x & 31, o = blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const bool live = o < OC;
+    const int8_t *wr = w + (size_t)(live ? o : 0) * C;
+    int4 wv[MODE == kPreload ? kMaxChunks : 1];
+    const int nch = MODE == kPreload ? (C / 16 - lane + 31) / 32 : 0; /* this lane's chunks: (lane + 32 i) * 16 */
+    if constexpr (MODE == kPreload) {
+#pragma unroll
+        for (int i = 0; i < kMaxChunks; i++)
+            if (live && i < nch) wv[i] = ld_stream16(wr + (lane + 32 * i) * 16);
+    }
     llmc_pdl_wait(); /* x may be the previous kernel's output */
     llmc_pdl_launch_dependents();
-    const int lane = threadIdx.x & 31, o = blockIdx.x * kWarps + (threadIdx.x >> 5);
-    if (o >= OC) return;
+    if (!live) return;
     const int gpr = (C + g - 1) / g;
-    const int8_t *wr = w + (size_t)o * C;
     const float *sr = scales + (size_t)o * gpr;
     const float bv = bias ? __bfloat162float(bias[o]) : 0.0f;
     for (int n0 = 0; n0 < N; n0 += kRowChunk) {
         float acc[kRowChunk];
 #pragma unroll
         for (int r = 0; r < kRowChunk; r++) acc[r] = 0.0f;
-        if constexpr (VEC) {
+        if constexpr (MODE == kPreload) {
+#pragma unroll
+            for (int i = 0; i < kMaxChunks; i++) {
+                if (i >= nch) break;
+                const int k = (lane + 32 * i) * 16;
+                float wf[16];
+                widen16(wf, wv[i]);
+                chunk_dot(acc, wf, sr[k / g], x, n0, N, C, k);
+            }
+        } else if constexpr (MODE == kChunks) {
 #pragma unroll 2
             for (int k = lane * 16; k < C; k += 32 * 16) {
                 float wf[16];
-                widen16(wf, __ldg(reinterpret_cast<const int4 *>(wr + k)));
-                const float s = sr[k / g];
-#pragma unroll
-                for (int r = 0; r < kRowChunk; r++) {
-                    if (n0 + r >= N) break;
-                    const bf16 *xr = x + (size_t)(n0 + r) * C + k;
-                    float xa[8], xb[8];
-                    ld_bf16<8>(xa, xr);
-                    ld_bf16<8>(xb, xr + 8);
-                    float d = 0.0f;
-#pragma unroll
-                    for (int i = 0; i < 8; i++) d = fmaf(xa[i], wf[i], d);
-#pragma unroll
-                    for (int i = 0; i < 8; i++) d = fmaf(xb[i], wf[8 + i], d);
-                    acc[r] = fmaf(d, s, acc[r]);
-                }
+                widen16(wf, ld_stream16(wr + k));
+                chunk_dot(acc, wf, sr[k / g], x, n0, N, C, k);
             }
         } else {
             for (int k = lane; k < C; k += 32) {
@@ -153,7 +190,9 @@ llmc_status llmc_cuda_matmul_forward_int8(llmc_device *dev, void *out, void *pre
     last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
     const bool vec = C % 16 == 0 && g % 16 == 0 && llmc_is_aligned16(w->data) && llmc_is_aligned16(inp);
     const dim3 grid((unsigned)LLMC_CEIL_DIV(OC, kWarps)), block(kWarps * 32);
-    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), vec ? gemv_int8_kernel<true> : gemv_int8_kernel<false>,
+    auto kernel = !vec ? gemv_int8_kernel<kScalar>
+                       : C <= 16 * 32 * kMaxChunks ? gemv_int8_kernel<kPreload> : gemv_int8_kernel<kChunks>;
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), kernel,
                                        grid, block, 0, s, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp,
                                        (const int8_t *)w->data, (const float *)w->scales,
                                        (const bf16 *)llmc_tensor_data(bias), N, C, OC, g));
