@@ -154,6 +154,16 @@ def test_attention_small_heads_cpu(HS):
 
 
 # ---------------------------------------------------------------- classifier
+def assert_dlogits_close(out, want, dev, dloss, what="dlogits"):
+    """Normwise, plus the floor the math sets: a target whose probability is near 1 gets
+    dloss * (p - 1), a cancellation that fp32 cannot do better than dloss * eps per row (random
+    logits sometimes make such a row, and then the whole gradient is that small)."""
+    assert np.all(np.isfinite(out)), f"{what}: not finite"
+    err = np.linalg.norm(out.astype(np.float64) - want)
+    floor = 8 * np.finfo(np.float32).eps * abs(dloss) * np.sqrt(len(out))
+    assert err <= tol(dev) * np.linalg.norm(want) + floor, f"{what}: error {err:.3e} (norm {np.linalg.norm(want):.3e})"
+
+
 @pytest.mark.parametrize("N,V,Vp", [(1, 10, 16), (5, 50, 64), (33, 1000, 1024), (4, 50257, 50304)])
 @pytest.mark.parametrize("dloss", [0.0, 0.125])
 def test_classifier(device, N, V, Vp, dloss):
@@ -166,7 +176,7 @@ def test_classifier(device, N, V, Vp, dloss):
         np.testing.assert_array_equal(out, device.roundtrip(logits))  # logits untouched
     else:
         rd = ref.crossentropy_backward(l64, targets, dloss, V)
-        assert_close(out, rd, tol(device), "dlogits")
+        assert_dlogits_close(out, rd, device, dloss)
         assert np.all(out[:, V:] == 0), "padded columns must get zero gradient"
 
 
@@ -193,7 +203,7 @@ def test_classifier_ignored_targets(device, N, V, Vp, masked, dloss):
     else:
         assert np.all(out[ignored] == 0), "an ignored target must give a zero gradient row"
         if masked == "some":
-            assert_close(out, ref.crossentropy_backward(l64, targets, dloss, V), tol(device), "dlogits")
+            assert_dlogits_close(out, ref.crossentropy_backward(l64, targets, dloss, V), device, dloss)
 
 
 # ---------------------------------------------------------------- optimizer
