@@ -36,10 +36,11 @@ __device__ __forceinline__ int4 ld_stream16(const int8_t *p) { /* W: read once, 
 }
 
 /* acc[r] += s * (x row n0 + r, 16 inputs from k) . wf, for the live rows */
-__device__ __forceinline__ void chunk_dot(float (&acc)[kRowChunk], const float (&wf)[16], float s, const bf16 *x,
-                                          int n0, int N, int C, int k) {
+template <int RC>
+__device__ __forceinline__ void chunk_dot(float (&acc)[RC], const float (&wf)[16], float s, const bf16 *x, int n0,
+                                          int N, int C, int k) {
 #pragma unroll
-    for (int r = 0; r < kRowChunk; r++) {
+    for (int r = 0; r < RC; r++) {
         if (n0 + r >= N) break;
         const bf16 *xr = x + (size_t)(n0 + r) * C + k;
         float xa[8], xb[8];
@@ -57,8 +58,9 @@ __device__ __forceinline__ void chunk_dot(float (&acc)[kRowChunk], const float (
 /* MODE kChunks / kPreload: 16-wide chunks (C % 16 == 0, W and x 16-byte aligned, g % 16 == 0);
  * kPreload also issues all of a lane's W loads before waiting for the previous kernel (the
  * weights are never a predecessor's output), so their latency hides behind it, as gemv.cu's
- * early loads do. kScalar: one element at a time, each with its own scale. */
-template <int MODE>
+ * early loads do. kScalar: one element at a time, each with its own scale. RC: input rows a lane
+ * accumulates at once (1 for a single row: no idle accumulators, one shuffle tree). */
+template <int MODE, int RC>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_int8_kernel(bf16 *out, bf16 *pre, const bf16 *x, const int8_t *w, const float *scales, const bf16 *bias,
                      int N, int C, int OC, int g) {
@@ -78,10 +80,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int gpr = (C + g - 1) / g;
     const float *sr = scales + (size_t)o * gpr;
     const float bv = bias ? __bfloat162float(bias[o]) : 0.0f;
-    for (int n0 = 0; n0 < N; n0 += kRowChunk) {
-        float acc[kRowChunk];
+    for (int n0 = 0; n0 < N; n0 += RC) {
+        float acc[RC];
 #pragma unroll
-        for (int r = 0; r < kRowChunk; r++) acc[r] = 0.0f;
+        for (int r = 0; r < RC; r++) acc[r] = 0.0f;
         if constexpr (MODE == kPreload) {
 #pragma unroll
             for (int i = 0; i < kMaxChunks; i++) {
@@ -102,21 +104,21 @@ __global__ void __launch_bounds__(kWarps * 32)
             for (int k = lane; k < C; k += 32) {
                 const float wk = (float)wr[k] * sr[k / g];
 #pragma unroll
-                for (int r = 0; r < kRowChunk; r++) {
+                for (int r = 0; r < RC; r++) {
                     if (n0 + r >= N) break;
                     acc[r] = fmaf(__bfloat162float(x[(size_t)(n0 + r) * C + k]), wk, acc[r]);
                 }
             }
         }
 #pragma unroll
-        for (int r = 0; r < kRowChunk; r++) {
+        for (int r = 0; r < RC; r++) {
 #pragma unroll
             for (int m = 16; m > 0; m >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], m);
         }
-        if (lane < kRowChunk && n0 + lane < N) {
+        if (lane < RC && n0 + lane < N) {
             float v = bv;
 #pragma unroll
-            for (int r = 0; r < kRowChunk; r++)
+            for (int r = 0; r < RC; r++)
                 if (r == lane) v += acc[r];
             const size_t at = (size_t)(n0 + lane) * OC + o;
             if (pre) {
@@ -190,8 +192,12 @@ llmc_status llmc_cuda_matmul_forward_int8(llmc_device *dev, void *out, void *pre
     last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
     const bool vec = C % 16 == 0 && g % 16 == 0 && llmc_is_aligned16(w->data) && llmc_is_aligned16(inp);
     const dim3 grid((unsigned)LLMC_CEIL_DIV(OC, kWarps)), block(kWarps * 32);
-    auto kernel = !vec ? gemv_int8_kernel<kScalar>
-                       : C <= 16 * 32 * kMaxChunks ? gemv_int8_kernel<kPreload> : gemv_int8_kernel<kChunks>;
+    auto kernel = N == 1 ? (!vec                           ? gemv_int8_kernel<kScalar, 1>
+                            : C <= 16 * 32 * kMaxChunks ? gemv_int8_kernel<kPreload, 1>
+                                                        : gemv_int8_kernel<kChunks, 1>)
+                         : (!vec                           ? gemv_int8_kernel<kScalar, kRowChunk>
+                            : C <= 16 * 32 * kMaxChunks ? gemv_int8_kernel<kPreload, kRowChunk>
+                                                        : gemv_int8_kernel<kChunks, kRowChunk>);
     LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), kernel,
                                        grid, block, 0, s, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp,
                                        (const int8_t *)w->data, (const float *)w->scales,

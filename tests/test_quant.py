@@ -59,7 +59,8 @@ def quantized_weight(OC, C, group):
 # N: 1..4 the CPU's matvec, 5+ its GEMM; up to 32 the GPU's weight stream, beyond its bf16 widening
 @pytest.mark.parametrize("N,C,OC,group", [(1, 16, 1, 0), (3, 40, 33, 0), (4, 64, 130, 16), (5, 96, 70, 32),
                                           (17, 768, 256, 128), (32, 128, 50, 0), (33, 48, 257, 16),
-                                          (64, 768, 2304, 0), (2, 3072, 96, 128), (3, 4160, 40, 64)])
+                                          (64, 768, 2304, 0), (2, 3072, 96, 128), (3, 4160, 40, 64),
+                                          (1, 4160, 20, 0), (1, 40, 9, 0)])
 @pytest.mark.parametrize("epilogue", ["plain", "bias", "gelu"])
 def test_matmul_forward_int8(device, N, C, OC, group, epilogue):
     x, b = rnd(N, C), rnd(OC)
