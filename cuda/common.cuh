@@ -110,6 +110,16 @@ static llmc_status llmc_cuda_vec8_split(size_t n, bool aligned, Launch launch) {
  * Device side.
  * ---------------------------------------------------------------------------------------- */
 
+/* 16 bytes of a weight matrix, read once: through L2 only, keeping them out of L1 (gemv.cu,
+ * matmul_int8.cu). */
+__device__ __forceinline__ int4 llmc_ld_stream16(const void *p) {
+    int4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
 /* Unpacks a raw 16-byte register of 8 bf16 (kept in registers between passes). */
 __device__ __forceinline__ void unpack_bf16x8(float (&f)[8], int4 raw) {
     const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);

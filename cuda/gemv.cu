@@ -45,13 +45,6 @@ static int max_rows(const llmc_device *dev) {
     return v < 0 ? 0 : (v > kMaxN ? kMaxN : v);
 }
 
-__device__ __forceinline__ int4 ld_stream(const bf16 *p) { /* W: read once, keep it out of L1 */
-    int4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
 __device__ __forceinline__ int4 ld_keep(const bf16 *p) { /* x: read by every block, L1/L2 hits */
     return __ldg(reinterpret_cast<const int4 *>(p));
 }
@@ -191,7 +184,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
                 const int ch = min(st * 4 + t, c8 - 1);
                 kv[u] = s0 + u < s_end && st * 4 + t < c8;
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) wv[u][nt] = ld_stream(wrow[nt] + ch * 8);
+                for (int nt = 0; nt < NT; nt++) wv[u][nt] = llmc_ld_stream16(wrow[nt] + ch * 8);
 #pragma unroll
                 for (int r = 0; r < MR; r++) xv[u][r] = ld_keep(xrow[r] + ch * 8);
             }

@@ -27,13 +27,6 @@ __device__ __forceinline__ void widen16(float (&f)[16], int4 raw) {
 enum { kScalar = 0, kChunks = 1, kPreload = 2 };
 constexpr int kMaxChunks = 8; /* kPreload: 16-byte chunks a lane holds in registers (C <= 4096) */
 
-__device__ __forceinline__ int4 ld_stream16(const int8_t *p) { /* W: read once, keep it out of L1 */
-    int4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
 
 /* acc[r] += s * (x row n0 + r, 16 inputs from k) . wf, for the live rows */
 template <int RC>
@@ -72,7 +65,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     if constexpr (MODE == kPreload) {
 #pragma unroll
         for (int i = 0; i < kMaxChunks; i++)
-            if (live && i < nch) wv[i] = ld_stream16(wr + (lane + 32 * i) * 16);
+            if (live && i < nch) wv[i] = llmc_ld_stream16(wr + (lane + 32 * i) * 16);
     }
     llmc_pdl_wait(); /* x may be the previous kernel's output */
     llmc_pdl_launch_dependents();
@@ -97,7 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll 2
             for (int k = lane * 16; k < C; k += 32 * 16) {
                 float wf[16];
-                widen16(wf, ld_stream16(wr + k));
+                widen16(wf, llmc_ld_stream16(wr + k));
                 chunk_dot(acc, wf, sr[k / g], x, n0, N, C, k);
             }
         } else {

@@ -4,14 +4,7 @@
 # tests: the CUDA cases of test_quant/test_prune/test_distill; quant: dev/gpu_quant.sh (trains the
 # d12 the others use, out/quant_d12); prune, distill: dev/bench_prune.py, dev/bench_distill.py.
 # Builds first when ./train_gpt2cu is missing. Needs data/shakespeare (carry it).
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-if [[ ! -x ./train_gpt2cu ]]; then
-  make CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  python3 -m pip install --no-build-isolation -q . > "$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
-fi
+source "$(dirname "$0")/gpu_setup.sh"
 model=out/quant_d12/model_00001000.bin
 for what in "$@"; do
   echo "== $what"

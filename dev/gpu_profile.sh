@@ -6,14 +6,7 @@
 # Each step builds first when ./train_gpt2cu is missing (bash dev/gpu_check.sh tests builds too).
 # Data: random tokens for timeline and bench; recipe needs data/shakespeare (carry it, or the
 # shared Shakespeare text through LLMC_SHAKESPEARE_TXT).
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-if [[ ! -x ./train_gpt2cu ]]; then
-  make CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  python3 -m pip install --no-build-isolation -q . > "$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
-fi
+source "$(dirname "$0")/gpu_setup.sh"
 random_tokens() { # path, count
   python3 - "$1" "$2" <<'PY'
 import sys, numpy as np

@@ -107,12 +107,16 @@ llmc_status llmc_model_require_weights(llmc_model *m) {
                      : llmc_model_fail(m, LLMC_ERR_INVALID_ARG, "model has no parameters: load or init it first");
 }
 
-llmc_status llmc_model_install(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg, float *host,
-                               int keep_host) {
+llmc_status llmc_model_begin_install(llmc_model *m, const llmc_model_options *o) {
     if (m->users > 0)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
                                "cannot replace the weights while %d trainer(s) or session(s) use the model", m->users);
-    llmc_status st = llmc_model_open(m, o ? o : (m->dev.ops ? &m->opts : NULL));
+    return llmc_model_open(m, o ? o : (m->dev.ops ? &m->opts : NULL));
+}
+
+llmc_status llmc_model_install(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg, float *host,
+                               int keep_host) {
+    llmc_status st = llmc_model_begin_install(m, o);
     if (st != LLMC_OK) return st;
     const llmc_backend_ops *ops = m->dev.ops;
     llmc_weights w;

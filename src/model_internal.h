@@ -32,6 +32,9 @@ llmc_status llmc_model_dev_fail(llmc_model *m, llmc_status code);
 
 /* Fails unless the model has weights. */
 llmc_status llmc_model_require_weights(llmc_model *m);
+/* What every replacement of the weights starts with: refused while trainers or sessions use m,
+ * then the device opened (o NULL: the options m was opened with). */
+llmc_status llmc_model_begin_install(llmc_model *m, const llmc_model_options *o);
 /* Replaces the weights with host fp32 values of shape cfg (validated by the caller): the one
  * path by which new weights arrive (init, load). On failure the old weights stay. */
 llmc_status llmc_model_install(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg, float *host,

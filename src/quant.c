@@ -132,10 +132,7 @@ llmc_status llmc_qhost_alloc(llmc_qhost *h, const llmc_weights *w, const llmc_qu
 
 llmc_status llmc_model_install_quantized(llmc_model *m, const llmc_model_options *o, const llmc_config *cfg,
                                          const llmc_qhost *h) {
-    if (m->users > 0)
-        return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
-                               "cannot replace the weights while %d trainer(s) or session(s) use the model", m->users);
-    llmc_status st = llmc_model_open(m, o ? o : (m->dev.ops ? &m->opts : NULL));
+    llmc_status st = llmc_model_begin_install(m, o);
     if (st != LLMC_OK) return st;
     const llmc_backend_ops *ops = m->dev.ops;
     llmc_weights w;
