@@ -239,6 +239,9 @@ typedef struct llmc_train_options {
      * the zeros of the weights at the first step, and again whenever the weights were replaced (a
      * checkpoint load, set_params), so a resumed run keeps it. Default 0. */
     int keep_zeros;
+    /* With a communicator of several ranks (llmc_train_open_comm): 0 every rank keeps the whole
+     * optimizer state; 1 (ZeRO-1) AdamW moments and master weights are split across the ranks. */
+    int zero_stage;
 } llmc_train_options;
 void llmc_train_options_default(llmc_train_options *o);
 
@@ -252,6 +255,35 @@ llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_opt
 llmc_model *llmc_train_model(llmc_train *t);
 /* Device memory in use by the training state (bytes). */
 size_t llmc_train_memory(const llmc_train *t);
+
+/* ---- data parallelism: the ranks of a run and how they meet ----
+ * Every rank is one process with its own model on its own device. The CPU backend talks over MPI,
+ * the CUDA backend over NCCL; a world of one uses neither. */
+typedef struct llmc_comm_options {
+    int world, rank, local_rank; /* world 0: from the environment (llmc_comm_options_from_env) */
+    const char *init;            /* how the ranks meet: "mpi", "tcp", "file"; NULL: mpi under mpirun, else tcp */
+    const char *addr;            /* tcp: rank 0's address (NULL: MASTER_ADDR, else 127.0.0.1) */
+    int port;                    /* tcp: rank 0's port (0: MASTER_PORT, else 29500) */
+    const char *file;            /* file: a path every rank can see (a shared filesystem) */
+    double timeout_s;            /* how long a rank waits for the others before it gives up; default 300 */
+    int engine_at_one;           /* 1: a world of one goes through the engine too (checks the NCCL path) */
+} llmc_comm_options;
+void llmc_comm_options_default(llmc_comm_options *o);
+/* Where the options leave world 0: world, rank and local rank from the variables that mpirun
+ * (OMPI_COMM_WORLD_*, PMI_*), torchrun (WORLD_SIZE, RANK, LOCAL_RANK) or slurm (SLURM_NTASKS,
+ * SLURM_PROCID, SLURM_LOCALID) set, else a world of one. Fails on values that contradict. */
+llmc_status llmc_comm_options_from_env(llmc_comm_options *o, char *err, size_t errlen);
+/* Joins the run: every rank calls it once, after attaching to a model open on its device (the
+ * GPU of its local rank). The trainer owns the communicator; llmc_train_run then splits the data,
+ * reduces gradients, losses and norms, and (zero_stage 1) shards the optimizer across ranks. */
+llmc_status llmc_train_open_comm(llmc_train *t, const llmc_comm_options *o);
+int llmc_train_rank(const llmc_train *t);
+int llmc_train_world(const llmc_train *t);
+/* Ends MPI for the process if llmc started it: once, before exit, after every trainer is freed. */
+void llmc_comm_finalize(void);
+/* Optimizer bytes per rank (AdamW m and v, master weights when kept) for P parameters on world
+ * ranks: what llmc_train_ensure_optimizer allocates. */
+size_t llmc_optimizer_bytes(size_t params, int world, int zero_stage, int master_weights);
 
 /* A target that takes no part in the loss (a masked prompt token, padding): no loss, no gradient. */
 #define LLMC_IGNORE_TARGET (-1)

@@ -1,0 +1,1 @@
+# _comm.pxi — the communicator's meeting places (src/comm_bootstrap.h), for the tests.
