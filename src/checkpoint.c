@@ -1,9 +1,15 @@
 /*
  * checkpoint.c — trainer checkpoints: a model file and a state file per step.
  *
- * State file (ours): 256 int32 header {20240327, 2, nproc=1, rank=0, has_master, ...} then
- * AdamW m, v and the fp32 master weights of the trainer's shard of the parameters. Both files
- * are written atomically; a step counts as complete once both exist.
+ * State file (ours): 256 int32 header {20240327, 2, nproc, rank=0, has_master, ...} then AdamW
+ * m, v and the fp32 master weights of the trainer's shard of the parameters (all of them, unless
+ * a caller set a shard by hand). Both files are written atomically; a step counts as complete
+ * once both exist.
+ *
+ * A data-parallel run writes the same two files, from rank 0: with ZeRO 1 the ranks' shards of
+ * the state are gathered into it in rank order, so the file does not depend on how many ranks
+ * wrote it (nproc says, for the record). The data position is the one every rank shares. Any
+ * number of ranks resumes from it: each reads its own shard.
  */
 #include <dirent.h>
 #include <math.h>
@@ -15,6 +21,8 @@
 #include <sys/stat.h>
 #include "file_io.h"
 #include "train_internal.h"
+
+enum { CHUNK = 1 << 20 }; /* floats per read or write */
 
 #define STATE_VERSION 2
 enum { H_MAGIC = 0, H_VERSION = 1 };
@@ -79,25 +87,58 @@ void llmc_checkpoint_remove(const char *dir, int step) {
     remove(model);
 }
 
+typedef struct state_writer {
+    llmc_train *t;
+    llmc_atomic_file *af;
+} state_writer;
+
+static llmc_status write_floats(void *ctx, const float *x, size_t n) {
+    state_writer *w = ctx;
+    return llmc_atomic_write(w->af, x, n * sizeof(float), w->t->err, sizeof w->t->err);
+}
+
+/* The state file's body: m, v, master, each over all the ranks' shards. Every rank calls it. */
+static llmc_status write_body(llmc_train *t, llmc_atomic_file *af, llmc_status st) {
+    llmc_model *m = t->m;
+    float *host = malloc(CHUNK * sizeof(float)), *staging = NULL;
+    if (!host) st = llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a buffer for the state");
+    if (llmc_train_zero1(t)) {
+        llmc_status a = m->dev.ops->alloc(&m->dev, (void **)&staging, CHUNK * sizeof(float));
+        if (a != LLMC_OK) st = llmc_train_dev_fail(t, a);
+    }
+    st = llmc_train_agree(t, st, NULL); /* from here on every rank takes each turn */
+    llmc_status wst = LLMC_OK;
+    float *parts[] = {t->adam_m, t->adam_v, t->master};
+    state_writer w = {t, af};
+    for (int i = 0; i < 3 && st == LLMC_OK; i++) {
+        if (!parts[i]) continue;
+        /* a failed write on rank 0 goes on through every part: the others are still sending */
+        const llmc_status part = llmc_train_gather_part(t, parts[i], staging, host, CHUNK, write_floats, &w);
+        if (part != LLMC_OK && wst == LLMC_OK) wst = part;
+    }
+    if (st == LLMC_OK) st = wst;
+    if (staging) m->dev.ops->free(&m->dev, staging);
+    free(host);
+    return st;
+}
+
 llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_checkpoint_info *info) {
     char model_path[4096], state_path[4096];
     checkpoint_paths(dir, info->step, model_path, state_path, sizeof model_path);
     llmc_status st = llmc_train_require(t);
     if (st != LLMC_OK) return st;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return llmc_train_fail(t, LLMC_ERR_IO, "cannot create directory '%s': %s", dir, strerror(errno));
-    st = llmc_train_ensure_optimizer(t);
-    if (st == LLMC_OK) st = llmc_train_save_model(t, model_path, 0);
-    if (st != LLMC_OK) return st;
+    const int lead = llmc_train_rank(t) == 0; /* rank 0 writes; the others send their shards */
+    if (lead && mkdir(dir, 0777) != 0 && errno != EEXIST)
+        st = llmc_train_fail(t, LLMC_ERR_IO, "cannot create directory '%s': %s", dir, strerror(errno));
+    if (st == LLMC_OK) st = llmc_train_ensure_optimizer(t);
+    if (st == LLMC_OK && lead) st = llmc_train_save_model(t, model_path, 0);
     llmc_model *m = t->m;
 
-    const size_t n = t->shard_count;
-    float *buf = malloc(n * sizeof(float));
-    if (!buf) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the state", n * 4);
+    const size_t n = llmc_train_zero1(t) ? m->w.count : t->shard_count;
     int32_t h[LLMC_HEADER_INTS] = {0};
     h[H_MAGIC] = LLMC_STATE_MAGIC;
     h[H_VERSION] = STATE_VERSION;
-    h[S_NPROC] = 1;
+    h[S_NPROC] = llmc_train_world(t);
     h[S_RANK] = 0;
     h[S_HAS_MASTER] = t->master != NULL;
     h[S_OPT_STEP] = t->step;
@@ -113,24 +154,12 @@ llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_chec
     }
     put_run(h, &info->run);
 
-    llmc_atomic_file af;
-    st = llmc_atomic_open(&af, state_path, t->err, sizeof t->err);
-    if (st != LLMC_OK) {
-        free(buf);
-        return st;
-    }
-    st = llmc_atomic_write(&af, h, sizeof h, t->err, sizeof t->err);
-    float *parts[] = {t->adam_m, t->adam_v, t->master};
-    for (int i = 0; i < 3 && st == LLMC_OK; i++) {
-        if (!parts[i]) continue;
-        st = m->dev.ops->copy_d2h(&m->dev, buf, parts[i], n * sizeof(float));
-        if (st != LLMC_OK)
-            st = llmc_train_dev_fail(t, st);
-        else
-            st = llmc_atomic_write(&af, buf, n * sizeof(float), t->err, sizeof t->err);
-    }
-    free(buf);
-    st = llmc_atomic_close(&af, st, t->err, sizeof t->err);
+    llmc_atomic_file af = {0};
+    if (st == LLMC_OK && lead) st = llmc_atomic_open(&af, state_path, t->err, sizeof t->err);
+    if (st == LLMC_OK && lead) st = llmc_atomic_write(&af, h, sizeof h, t->err, sizeof t->err);
+    st = write_body(t, &af, st);
+    if (!lead) return st;
+    if (af.f) st = llmc_atomic_close(&af, st, t->err, sizeof t->err);
     return st == LLMC_OK ? write_done(t, dir, info->step) : st;
 }
 
@@ -215,9 +244,10 @@ void llmc_checkpoint_remove_partial(const char *dir, int below) {
 
 /* The header fields that must make sense before anything is read or replaced. */
 static llmc_status check_header(llmc_train *t, const char *path, const int32_t *h) {
-    if (h[S_NPROC] != 1 || h[S_RANK] != 0)
+    if (h[S_NPROC] < 1 || h[S_RANK] != 0) /* rank 0 writes for every rank */
         return llmc_train_fail(t, LLMC_ERR_FORMAT,
-                               "state file '%s' was written by rank %d of %d processes; this run has one process",
+                               "state file '%s' claims to be rank %d's of %d processes: llmc's state files cover "
+                               "every rank (rank 0 of nproc >= 1)",
                                path, h[S_RANK], h[S_NPROC]);
     if (h[S_HAS_MASTER] != 0 && h[S_HAS_MASTER] != 1)
         return llmc_train_fail(t, LLMC_ERR_FORMAT, "state file '%s' is corrupt: has-master flag %d (0 or 1)", path,
@@ -228,7 +258,6 @@ static llmc_status check_header(llmc_train *t, const char *path, const int32_t *
     return LLMC_OK;
 }
 
-enum { CHUNK = 1 << 20 }; /* floats per read */
 
 /* AdamW's moments are averages of g and g^2 over the same steps, so m^2 stays within a multiple
  * of v: (1-b1)^2 / ((1-b2)(1-b1^2/b2)), 1.4 at betas (0.9, 0.95), 53 at (0.9, 0.999), 5e5 at
@@ -292,9 +321,11 @@ static llmc_status check_body(llmc_train *t, FILE *f, const char *path, size_t n
     return st;
 }
 
-/* Uploads the body's parts (m, v and, with has_master, master weights; n floats each) into the
- * trainer's optimizer state, in chunks. */
-static llmc_status upload_body(llmc_train *t, FILE *f, const char *path, size_t n, int has_master) {
+/* Uploads the body's parts (m, v and, with has_master, master weights; total floats each) into the
+ * trainer's optimizer state, in chunks: the n of them from element `from` on (a rank's shard of a
+ * file that holds all the parameters, or all of it). */
+static llmc_status upload_body(llmc_train *t, FILE *f, const char *path, size_t total, size_t from, size_t n,
+                               int has_master) {
     float *buf = malloc(CHUNK * sizeof(float));
     if (!buf) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a buffer for the state");
     llmc_status st = LLMC_OK;
@@ -303,7 +334,7 @@ static llmc_status upload_body(llmc_train *t, FILE *f, const char *path, size_t 
         if (!dst) continue; /* saved with master weights, resumed without: the bf16 params are exact */
         for (size_t done = 0; done < n && st == LLMC_OK; done += CHUNK) {
             const size_t k = n - done < CHUNK ? n - done : CHUNK;
-            if (!read_part(f, buf, k, part, n, done)) {
+            if (!read_part(f, buf, k, part, total, from + done)) {
                 st = llmc_train_fail(t, LLMC_ERR_IO, "read error in state file '%s'", path);
                 break;
             }
@@ -356,7 +387,7 @@ llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_
                              (unsigned long long)(parts * n), size);
         goto done;
     }
-    if (n != nparams && t->opts.shard_count == 0) {
+    if (n != nparams && t->opts.shard_count == 0 && !llmc_train_zero1(t)) {
         st = llmc_train_fail(t, LLMC_ERR_FORMAT,
                              "state file '%s' holds the optimizer shard [%llu, +%llu) of %llu parameters; this "
                              "trainer covers all of them",
@@ -381,12 +412,16 @@ llmc_status llmc_checkpoint_load(llmc_train *t, const char *dir, int step, llmc_
     }
     llmc_train_release(t);
     st = llmc_train_ensure_optimizer(t); /* sized for the shard; master weights filled from the model */
-    if (st == LLMC_OK && (t->shard_count != n || t->shard_offset != shard_off))
+    /* a file of every parameter serves any shard (a run on another number of ranks); a shard's
+     * file only that shard */
+    const int whole = n == nparams;
+    if (st == LLMC_OK && !whole && (t->shard_count != n || t->shard_offset != shard_off))
         st = llmc_train_fail(t, LLMC_ERR_FORMAT,
                              "state file '%s' covers parameters [%llu, +%llu), the trainer's shard is [%zu, +%zu)",
                              state_path, (unsigned long long)shard_off, (unsigned long long)n, t->shard_offset,
                              t->shard_count);
-    if (st == LLMC_OK) st = upload_body(t, f, state_path, (size_t)n, has_master);
+    if (st == LLMC_OK)
+        st = upload_body(t, f, state_path, (size_t)n, whole ? t->shard_offset : 0, t->shard_count, has_master);
     if (st != LLMC_OK) {
         llmc_train_release(t); /* no half-loaded optimizer state */
         goto done;

@@ -388,6 +388,18 @@ void llmc_dataloader_free(llmc_dataloader *d) {
     free(d);
 }
 
+/* The position after the batch at the current one (of file): next sample, else next shard, else
+ * next epoch. */
+static void advance(llmc_dataloader *d, int file) {
+    if (++d->pos.sample >= d->shards[file].num_batches) {
+        d->pos.sample = 0;
+        if (++d->pos.shard >= (uint64_t)d->num_shards) {
+            d->pos.shard = 0;
+            d->pos.epoch++;
+        }
+    }
+}
+
 llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets) {
     if (!d) return LLMC_ERR_INVALID_ARG;
     if (!d->ok) /* keeps the open error in d->err */
@@ -415,15 +427,15 @@ llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets) 
                         s->mask_path, d->mbuf[i + 1], batch * bt + i + 1);
         if (!d->mbuf[i + 1]) targets[i] = LLMC_IGNORE_TARGET;
     }
-    /* advance: next sample, else next shard, else next epoch */
-    if (++d->pos.sample >= d->shards[file].num_batches) {
-        d->pos.sample = 0;
-        if (++d->pos.shard >= (uint64_t)d->num_shards) {
-            d->pos.shard = 0;
-            d->pos.epoch++;
-        }
-    }
+    advance(d, file);
     d->has_err = 0;
+    return LLMC_OK;
+}
+
+llmc_status llmc_dataloader_skip(llmc_dataloader *d, uint64_t n) {
+    if (!d) return LLMC_ERR_INVALID_ARG;
+    if (!d->ok) return d->has_err ? LLMC_ERR_INVALID_ARG : fail(d, LLMC_ERR_INVALID_ARG, "the data loader is not open");
+    for (uint64_t i = 0; i < n; i++) advance(d, file_at(d, d->pos.epoch, d->pos.shard));
     return LLMC_OK;
 }
 

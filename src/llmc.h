@@ -400,6 +400,8 @@ llmc_status llmc_dataloader_open(llmc_dataloader *d, const char *pattern, int B,
 /* Fills B*T inputs and the B*T targets shifted by one; with masks, a target that does not
  * count is LLMC_IGNORE_TARGET. */
 llmc_status llmc_dataloader_next(llmc_dataloader *d, int *inputs, int *targets);
+/* Moves past n batches without reading them: the batches other ranks of a run take. */
+llmc_status llmc_dataloader_skip(llmc_dataloader *d, uint64_t n);
 void llmc_dataloader_reset(llmc_dataloader *d);
 llmc_data_position llmc_dataloader_tell(const llmc_dataloader *d);
 llmc_status llmc_dataloader_seek(llmc_dataloader *d, llmc_data_position p);

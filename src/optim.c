@@ -21,9 +21,13 @@ static uint32_t rounding_seed(int step, int tensor) {
     return (uint32_t)(z >> 32);
 }
 
-/* Queues the norm and the clip scale into t->norm_scale (device): nothing waits. */
+/* Queues the norm and the clip scale into t->norm_scale (device): nothing waits. Across ranks the
+ * gradients are summed first, and the norm comes from the ranks' sums (which wait). */
 static llmc_status queue_norm_scale(llmc_train *t, float grad_clip) {
     llmc_device *d = &t->m->dev;
+    llmc_status st = llmc_train_reduce_grads(t);
+    if (st != LLMC_OK) return st;
+    if (llmc_train_distributed(t)) return llmc_train_dist_norm_scale(t, grad_clip);
     TRAIN_TRY(t, d->ops->grad_norm_scale(d, t->norm_scale, t->grad_mem, t->grads.count, grad_clip));
     return LLMC_OK;
 }
@@ -91,6 +95,8 @@ llmc_status llmc_train_step(llmc_train *t, const llmc_adamw *a, float *grad_norm
         st = llmc_train_apply_mask(t, i, from, to);
         if (st != LLMC_OK) return st;
     }
+    st = llmc_train_gather_params(t); /* ZeRO 1: the other ranks' updated shards */
+    if (st != LLMC_OK) return st;
     t->step = step;
     t->logits_state = LOGITS_NONE;
     llmc_model_drop_source(m); /* the weights have moved on from the values they were loaded with */

@@ -74,6 +74,7 @@ static void detach(llmc_train *t) {
 void llmc_train_free(llmc_train *t) {
     if (!t) return;
     detach(t);
+    llmc_train_close_comm(t);
     free(t->host_inputs);
     free(t->host_losses);
     free(t);
@@ -89,6 +90,9 @@ llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_opt
         (opts.shard_offset >= m->w.count || opts.shard_count > m->w.count - opts.shard_offset))
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "optimizer shard [%zu, +%zu) lies outside the %zu parameters",
                                opts.shard_offset, opts.shard_count, m->w.count);
+    if (t->comm && t->m && m != t->m)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
+                               "the trainer's communicator is on its model's device: a new model needs a new trainer");
     detach(t);
     t->m = m;
     t->opts = opts;
@@ -116,7 +120,7 @@ llmc_status llmc_train_refuse_quantized(llmc_train *t) {
 size_t llmc_train_memory(const llmc_train *t) {
     if (!t->m) return 0;
     size_t opt = (t->adam_m ? 8 : 0) + (t->master ? 4 : 0);
-    return t->act_capacity + t->grad_act_capacity + (t->grad_mem ? t->grads.count * t->m->esz : 0) +
+    return t->act_capacity + t->grad_act_capacity + (t->grad_mem ? t->grad_capacity * t->m->esz : 0) +
            t->shard_count * opt + (t->zero_mask ? (t->shard_count + 31) / 32 * 4 : 0) +
            (t->teacher ? llmc_train_memory(t->teacher) : 0);
 }
@@ -127,8 +131,18 @@ static int keeps_master(const llmc_train *t) { return t->opts.master_weights && 
 
 static void shard_range(llmc_train *t) {
     const size_t n = t->m->w.count;
+    if (llmc_train_zero1(t)) { /* ZeRO 1: this rank's piece */
+        llmc_train_shard_of(t, llmc_train_rank(t), &t->shard_offset, &t->shard_count);
+        return;
+    }
     t->shard_offset = t->opts.shard_count ? t->opts.shard_offset : 0;
     t->shard_count = t->opts.shard_count ? t->opts.shard_count : n;
+}
+
+/* Gradient elements: the parameters, padded to world * shard for the reduce-scatter. */
+static size_t grad_elements(const llmc_train *t) {
+    const size_t n = t->m->w.count;
+    return llmc_train_distributed(t) ? (size_t)llmc_train_world(t) * llmc_train_shard_size(t) : n;
 }
 
 llmc_status llmc_train_ensure_grads(llmc_train *t) {
@@ -137,7 +151,8 @@ llmc_status llmc_train_ensure_grads(llmc_train *t) {
     llmc_model *m = t->m;
     if (m->quantized) return llmc_train_refuse_quantized(t);
     llmc_weights_layout(&t->grads, &m->w.cfg, m->dev.ops->act_dtype);
-    const size_t bytes = t->grads.count * m->esz, tail = (bytes + 15) & ~(size_t)15;
+    t->grad_capacity = grad_elements(t);
+    const size_t bytes = t->grad_capacity * m->esz, tail = (bytes + 15) & ~(size_t)15;
     TRAIN_TRY(t, m->dev.ops->alloc(&m->dev, &t->grad_mem, tail + 2 * sizeof(float)));
     TRAIN_TRY(t, m->dev.ops->zero(&m->dev, t->grad_mem, tail + 2 * sizeof(float)));
     llmc_weights_bind(&t->grads, t->grad_mem);
@@ -264,9 +279,11 @@ static llmc_status ensure_host_buffers(llmc_train *t, size_t N) {
 static size_t state_to_come(const llmc_train *t) {
     const llmc_model *m = t->m;
     size_t n = 0;
-    if (!t->grad_mem) n += m->w.count * m->esz;
+    if (!t->grad_mem) n += grad_elements(t) * m->esz;
     if (!t->adam_m) {
-        const size_t shard = t->opts.shard_count ? t->opts.shard_count : m->w.count;
+        const size_t shard = llmc_train_zero1(t)   ? llmc_train_shard_size(t)
+                             : t->opts.shard_count ? t->opts.shard_count
+                                                   : m->w.count;
         n += shard * (8 + (keeps_master(t) ? 4 : 0));
     }
     return n;
@@ -347,7 +364,8 @@ float *llmc_train_grads_host(llmc_train *t) {
 llmc_status llmc_train_zero_grad(llmc_train *t) {
     llmc_status st = llmc_train_ensure_grads(t);
     if (st != LLMC_OK) return st;
-    TRAIN_TRY(t, t->m->dev.ops->zero(&t->m->dev, t->grad_mem, t->grads.count * t->m->esz));
+    TRAIN_TRY(t, t->m->dev.ops->zero(&t->m->dev, t->grad_mem, t->grad_capacity * t->m->esz));
+    t->grads_reduced = 0;
     return LLMC_OK;
 }
 

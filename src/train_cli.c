@@ -27,8 +27,9 @@ typedef struct cli_args {
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
     char eval_path[4200]; /* -h 1's default eval file in the cache */
-    int num_processes, process_rank, gpus_per_node;
+    int num_processes, process_rank, gpus_per_node, engine_at_one;
     const char *init_method, *fs_path, *server_ip;
+    char id_file[4200]; /* -pi fs: the NCCL id's file in -pf */
 } cli_args;
 
 static int fail(const char *fmt, ...) {
@@ -94,16 +95,43 @@ static int init_model(llmc_model *m, cli_args *a) {
     return st == LLMC_OK ? 0 : fail("%s", llmc_model_error(m));
 }
 
-/* llm.c's flags that need more than one process, or that tune what llmc does by itself: one line
- * each, and an error where this run cannot do what was asked. */
-static int check_llmc_compat_flags(cli_args *a) {
-    if (a->num_processes != 1 || a->process_rank != 0)
-        return fail("-pn %d -pr %d: multi-process training arrives with the data-parallel issue (#15); this "
-                    "build trains in one process (-pn 1 -pr 0)",
-                    a->num_processes, a->process_rank);
+/* Who this process is in the run: -pn/-pr (llm.c's), else what mpirun, torchrun or slurm set;
+ * how the ranks meet (-pi: mpi, tcp, fs). The GPU is the local rank's unless --gpu names one.
+ * Ranks other than 0 print nothing on stdout: their errors still go to stderr. */
+static int comm_options(cli_args *a, llmc_comm_options *co) {
+    llmc_comm_options_default(co);
+    if (a->num_processes < 1 || a->process_rank < 0 || a->process_rank >= a->num_processes || a->gpus_per_node < 1)
+        return fail("-pn %d -pr %d -pg %d: the rank must lie in [0, -pn) and -pg be >= 1", a->num_processes,
+                    a->process_rank, a->gpus_per_node);
+    if (a->num_processes > 1)
+        *co = (llmc_comm_options){.world = a->num_processes, .rank = a->process_rank,
+                                  .local_rank = a->process_rank % a->gpus_per_node, .timeout_s = co->timeout_s};
+    char err[LLMC_ERR_LEN];
+    if (llmc_comm_options_from_env(co, err, sizeof err) != LLMC_OK) return fail("%s", err);
+    co->engine_at_one = a->engine_at_one;
+    if (a->init_method && strcmp(a->init_method, "fs") == 0) {
+        if (!*a->fs_path) return fail("-pi fs needs a directory every rank sees: -pf DIR");
+        snprintf(a->id_file, sizeof a->id_file, "%s/llmc_nccl_id.bin", a->fs_path);
+        co->init = "file";
+        co->file = a->id_file;
+    } else if (a->init_method && strcmp(a->init_method, "mpi") != 0 && strcmp(a->init_method, "tcp") != 0) {
+        return fail("-pi '%s': use mpi, tcp or fs", a->init_method);
+    } else {
+        co->init = a->init_method;
+    }
+    if (*a->server_ip) co->addr = a->server_ip;
+    if (a->device < 0) a->device = co->world > 1 ? co->local_rank : 0;
+    if (co->rank != 0 && !freopen("/dev/null", "w", stdout)) return fail("rank %d: cannot silence stdout", co->rank);
+    return 0;
+}
+
+/* llm.c's flags that tune what llmc does by itself: one line each, and an error where this run
+ * cannot do what was asked. */
+static int check_llmc_compat_flags(cli_args *a, const llmc_comm_options *co) {
     if (a->zero_stage < 0 || a->zero_stage > 1)
         return fail("-z %d: llmc has ZeRO stages 0 and 1 only", a->zero_stage);
-    if (a->zero_stage == 1) printf("note: -z 1 (ZeRO-1) with one process: the optimizer state is not sharded\n");
+    if (a->zero_stage == 1 && co->world == 1)
+        printf("note: -z 1 (ZeRO-1) with one process: the optimizer state is not sharded\n");
     if (a->tf32 != 1) printf("note: -f %d ignored: llmc's GPU matmuls are bf16, there is no tf32 to switch\n", a->tf32);
     if (a->gelu_fusion != -1)
         printf("note: -ge %d ignored: llmc always fuses GELU into the matmul epilogues\n", a->gelu_fusion);
@@ -249,14 +277,16 @@ static int run(cli_args *a) {
         fail("--plot 1 draws DIR/curves.png from DIR/main.log: it needs an output directory (-o)");
         goto done;
     }
-    if (check_llmc_compat_flags(a) || choose_eval_file(a) || init_model(m, a)) goto done;
+    llmc_comm_options co;
+    if (comm_options(a, &co) || check_llmc_compat_flags(a, &co) || choose_eval_file(a) || init_model(m, a)) goto done;
     if (a->init_config.num_layers) a->loop.expect_model = &a->init_config;
     llmc_train_options to;
     llmc_train_options_default(&to);
     to.recompute = a->recompute;
     to.master_weights = a->master_weights;
     to.keep_zeros = a->prune_mask;
-    if (llmc_train_attach(t, m, &to) != LLMC_OK) {
+    to.zero_stage = a->zero_stage;
+    if (llmc_train_attach(t, m, &to) != LLMC_OK || llmc_train_open_comm(t, &co) != LLMC_OK) {
         fail("%s", llmc_train_error(t));
         goto done;
     }
@@ -269,6 +299,7 @@ done:
     llmc_tokenizer_free(tok);
     llmc_train_free(t); /* before the model it refers to */
     llmc_model_free(m);
+    llmc_comm_finalize();
     return rc;
 }
 
@@ -276,7 +307,8 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
     llmc_cli_openmp_defaults(argv);
     const int gpu = strcmp(default_backend, "cuda") == 0;
     cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1, .tf32 = 1, .gelu_fusion = -1,
-                     .num_processes = 1, .gpus_per_node = 8, .init_method = "mpi", .fs_path = "", .server_ip = ""};
+                     .num_processes = 1, .gpus_per_node = 8, .init_method = NULL, .fs_path = "", .server_ip = "",
+                     .device = -1};
     llmc_loop_options *o = &args.loop;
     llmc_loop_options_default(o, default_backend);
     const llmc_cli_option opts[] = {
@@ -315,17 +347,18 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"ge", "gelu-fusion", LLMC_OPT_INT, &args.gelu_fusion, "N", "llm.c's GELU fusion (no effect: always fused)"},
         {"z", "zero-stage", LLMC_OPT_INT, &args.zero_stage, "0|1", "ZeRO stage (optimizer sharding across processes)"},
         {"lg", "log-device", LLMC_OPT_INT, &o->log_device_every, "N", "log device memory every N steps (0: off)"},
-        {"pn", "num-processes", LLMC_OPT_INT, &args.num_processes, "N", "processes (> 1 arrives with #15)"},
-        {"pr", "process-rank", LLMC_OPT_INT, &args.process_rank, "N", "this process's rank"},
-        {"pg", "gpus-per-node", LLMC_OPT_INT, &args.gpus_per_node, "N", "GPUs per node (multi-process)"},
-        {"pi", "init-method", LLMC_OPT_STRING, &args.init_method, "NAME", "multi-process rendezvous: mpi, tcp, fs"},
+        {"pn", "num-processes", LLMC_OPT_INT, &args.num_processes, "N", "processes, when no launcher (mpirun, torchrun, slurm) says"},
+        {"pr", "process-rank", LLMC_OPT_INT, &args.process_rank, "N", "this process's rank, with -pn"},
+        {"pg", "gpus-per-node", LLMC_OPT_INT, &args.gpus_per_node, "N", "GPUs per node: -pr's local rank is -pr mod N"},
+        {"pi", "init-method", LLMC_OPT_STRING, &args.init_method, "NAME", "how ranks meet: mpi, tcp, fs (default: mpi under mpirun, else tcp)"},
         {"pf", "fs-path", LLMC_OPT_STRING, &args.fs_path, "DIR", "shared directory for -pi fs"},
-        {"ps", "server-ip", LLMC_OPT_STRING, &args.server_ip, "ADDR", "server address for -pi tcp"},
+        {"ps", "server-ip", LLMC_OPT_STRING, &args.server_ip, "ADDR", "rank 0's address for -pi tcp (default: MASTER_ADDR, else 127.0.0.1)"},
+        {NULL, "engine-at-one", LLMC_OPT_INT, &args.engine_at_one, "0|1", "one process goes through MPI/NCCL too (checks the engine)"},
         {NULL, "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
         {NULL, "stop-after", LLMC_OPT_INT, &o->stop_after, "N", "stop after step N; the schedule still spans -x (0: off)"},
         {NULL, "seed", LLMC_OPT_U64, &o->seed, "N", "seed for init, shuffling and sampling"},
         {NULL, "device", LLMC_OPT_STRING, &args.backend, "NAME", "backend: cpu or cuda"},
-        {NULL, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index"},
+        {NULL, "gpu", LLMC_OPT_INT, &args.device, "N", "GPU index (default: the local rank)"},
         {NULL, "tokenizer", LLMC_OPT_STRING, &args.tokenizer, "FILE", "gpt2_tokenizer.bin or tiktoken ranks file for samples (default: next to -i)"},
         {NULL, "peak-tflops", LLMC_OPT_FLOAT, &o->peak_tflops, "F", "device peak for the MFU figure (0: off)"},
         {NULL, "plot", LLMC_OPT_INT, &args.plot, "0|1", "redraw -o's curves.png (python -m llmc.plot) at every val loss"},

@@ -223,6 +223,7 @@ llmc_status llmc_train_get_losses(llmc_train *t, float *dst) {
 /* ------------------------------------------------------------------ backward */
 
 static llmc_status backward_graph(llmc_train *t) {
+    t->grads_reduced = 0; /* new local gradients: the next step sums them over the ranks again */
     llmc_model *m = t->m;
     const llmc_backend_ops *ops = m->dev.ops;
     llmc_device *d = &m->dev;

@@ -77,6 +77,10 @@ struct llmc_train {
     llmc_train *teacher;
     float distill_alpha, distill_tau;
     int teacher_reading;      /* a distillation classifier queued on this device may still read the teacher's logits */
+    /* data parallelism (train_dist.c): NULL or a world of one run alone */
+    struct llmc_comm *comm;
+    size_t grad_capacity;     /* elements in grad_mem before norm_scale: world * shard >= the parameters */
+    int grads_reduced;        /* the gradients of this accumulation are already summed over the ranks */
 };
 
 llmc_status llmc_train_fail(llmc_train *t, llmc_status code, const char *fmt, ...);
@@ -123,5 +127,32 @@ llmc_status llmc_train_teacher_forward(llmc_train *t);
 llmc_status llmc_train_distill_classify(llmc_train *t, float dloss);
 /* The teacher's trainer gone (it must go before the teacher model). */
 void llmc_train_drop_teacher(llmc_train *t);
+
+/* Data parallelism (train_dist.c). A world of one makes every one of these a no-op. */
+/* Elements per rank's shard, and rank's [offset, offset + count) of the parameters. */
+size_t llmc_train_shard_size(const llmc_train *t);
+void llmc_train_shard_of(const llmc_train *t, int rank, size_t *offset, size_t *count);
+/* 1 when gradients travel between ranks (a world of several, or one through the engine). */
+int llmc_train_distributed(const llmc_train *t);
+/* 1 when the optimizer state is split over the ranks (ZeRO 1). */
+int llmc_train_zero1(const llmc_train *t);
+/* The gradients of this accumulation summed over the ranks, once (all of them, or with ZeRO 1 the
+ * rank's shard). */
+llmc_status llmc_train_reduce_grads(llmc_train *t);
+/* The global grad norm and clip scale into t->norm_scale, from the ranks' per-shard sums. */
+llmc_status llmc_train_dist_norm_scale(llmc_train *t, float grad_clip);
+/* ZeRO 1: every rank's updated weights to every rank. */
+llmc_status llmc_train_gather_params(llmc_train *t);
+/* Every rank's status: the first failure on every rank ("rank R: ..."); *stop (may be NULL)
+ * becomes 1 when any rank asked to stop. */
+llmc_status llmc_train_agree(llmc_train *t, llmc_status st, int *stop);
+/* n host doubles summed over ranks in rank order. */
+llmc_status llmc_train_sum_doubles(llmc_train *t, double *v, int n);
+/* Fails, naming the setting and the ranks, unless every rank passes the same n values. */
+llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char *const *names, int n);
+/* ZeRO-1 checkpoints: every rank's piece of part, in rank order, to rank 0's write(). */
+llmc_status llmc_train_gather_part(llmc_train *t, const float *part, float *staging, float *host, size_t chunk,
+                                   llmc_status (*write)(void *ctx, const float *x, size_t n), void *ctx);
+void llmc_train_close_comm(llmc_train *t);
 
 #endif

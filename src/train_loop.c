@@ -78,6 +78,7 @@ typedef struct loop {
     double started, step_seconds;      /* wall clock at the start; a running mean of step times */
     int steps_timed;
     int B, T, accum, total_batch, max_steps;
+    int rank, world; /* of a data-parallel run: rank r takes micro-batches r, r + world, ... */
     uint64_t rng;
     double flops_per_token;
     llmc_schedule sched;
@@ -93,6 +94,7 @@ static double now_seconds(void) {
 /* Hands e to the caller; a nonzero answer stops the run once the current step's periodic work
  * (validation, sample, checkpoint) is done. */
 static llmc_status emit(loop *L, llmc_event *e) {
+    if (L->rank != 0) return LLMC_OK; /* rank 0 alone prints and writes */
     e->max_steps = L->max_steps;
     e->elapsed_s = now_seconds() - L->started;
     llmc_status st = llmc_run_log_event(&L->log, e, L->t->err, sizeof L->t->err);
@@ -120,6 +122,7 @@ static llmc_status data_fail(loop *L, const char *what, llmc_dataloader *d) {
 /* The batch shape and everything that follows from the options alone (not from the model). */
 static llmc_status check_options(loop *L) {
     const llmc_loop_options *o = L->o;
+    L->rank = llmc_train_rank(L->t), L->world = llmc_train_world(L->t);
     L->B = o->batch_size;
     L->T = o->seq_len;
     if (L->B <= 0 || L->T <= 0)
@@ -130,11 +133,17 @@ static llmc_status check_options(loop *L) {
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
                                "-b %d x -t %d = %lld tokens per micro-batch is more than the %d one batch can hold",
                                L->B, L->T, bt, INT_MAX);
-    L->total_batch = o->total_batch > 0 ? o->total_batch : (int)bt;
-    if (L->total_batch % bt != 0)
-        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "total batch -d %d tokens must be a multiple of B*T = %lld",
-                               L->total_batch, bt);
-    L->accum = (int)(L->total_batch / bt);
+    const long long step_bt = bt * L->world; /* one micro-batch on every rank */
+    if (o->total_batch <= 0 && step_bt > INT_MAX)
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "B*T*ranks = %lld tokens per step is more than %d", step_bt,
+                               INT_MAX);
+    L->total_batch = o->total_batch > 0 ? o->total_batch : (int)step_bt;
+    if (L->total_batch % step_bt != 0)
+        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
+                               L->world > 1 ? "total batch -d %d tokens must be a multiple of B*T*ranks = %lld"
+                                            : "total batch -d %d tokens must be a multiple of B*T = %lld",
+                               L->total_batch, step_bt);
+    L->accum = (int)(L->total_batch / step_bt);
     L->sched = (llmc_schedule){.max_lr = o->lr, .warmup = o->warmup, .final_frac = o->final_lr_frac};
     if (llmc_schedule_parse(o->schedule ? o->schedule : "cosine", &L->sched.kind) != LLMC_OK)
         return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG,
@@ -209,7 +218,7 @@ static llmc_status open_data(loop *L) {
     }
     L->max_steps = o->max_steps;
     if (L->max_steps < 0) { /* one epoch */
-        const size_t per_epoch = llmc_dataloader_num_batches(L->train) / (size_t)L->accum;
+        const size_t per_epoch = llmc_dataloader_num_batches(L->train) / ((size_t)L->accum * (size_t)L->world);
         L->max_steps = per_epoch == 0 ? 1 : per_epoch > INT_MAX - 1 ? INT_MAX - 1 : (int)per_epoch;
     }
     L->sched.total = L->max_steps;
@@ -316,7 +325,7 @@ static llmc_status resume(loop *L, llmc_checkpoint_info *info) {
 
 static llmc_status open_log(loop *L, int resumed_at) {
     const char *dir = L->o->out_dir;
-    if (!dir) return LLMC_OK;
+    if (!dir || L->rank != 0) return LLMC_OK;
     if (llmc_make_dirs(dir) != 0) return llmc_train_fail(L->t, LLMC_ERR_IO, "cannot create output directory '%s'", dir);
     llmc_remove_stale_temps(dir, NULL); /* half-written files of killed runs */
     return llmc_run_log_open(&L->log, dir, resumed_at, L->t->err, sizeof L->t->err);
@@ -324,16 +333,27 @@ static llmc_status open_log(loop *L, int resumed_at) {
 
 /* ------------------------------------------------------------------ periodic work */
 
+/* The val batches are split over the ranks as the train batches are; their losses are summed
+ * in batch order, as one rank sums them. */
 static llmc_status eval_val(loop *L, int step) {
     const int batches = L->o->val_batches > 0 ? L->o->val_batches : (int)llmc_dataloader_num_batches(L->val);
     llmc_dataloader_reset(L->val);
-    double sum = 0.0;
-    for (int i = 0; i < batches; i++) {
-        if (llmc_dataloader_next(L->val, L->inputs, L->targets) != LLMC_OK) return data_fail(L, "val data", L->val);
-        llmc_status st = llmc_train_forward(L->t, L->inputs, L->targets, L->B, L->T);
-        if (st != LLMC_OK) return st;
-        sum += llmc_train_loss(L->t);
+    double *loss = calloc((size_t)batches, sizeof *loss), sum = 0.0;
+    llmc_status st = loss ? LLMC_OK : llmc_train_fail(L->t, LLMC_ERR_OUT_OF_MEMORY, "out of memory for val losses");
+    for (int i = 0; i < batches && st == LLMC_OK; i++) {
+        if (i % L->world != L->rank) {
+            llmc_dataloader_skip(L->val, 1);
+            continue;
+        }
+        if (llmc_dataloader_next(L->val, L->inputs, L->targets) != LLMC_OK) st = data_fail(L, "val data", L->val);
+        if (st == LLMC_OK) st = llmc_train_forward(L->t, L->inputs, L->targets, L->B, L->T);
+        if (st == LLMC_OK) loss[i] = llmc_train_loss(L->t);
     }
+    st = llmc_train_agree(L->t, st, NULL);
+    if (st == LLMC_OK) st = llmc_train_sum_doubles(L->t, loss, batches);
+    for (int i = 0; st == LLMC_OK && i < batches; i++) sum += loss[i];
+    free(loss);
+    if (st != LLMC_OK) return st;
     llmc_event e = {.kind = LLMC_EVENT_VAL, .step = step, .val_loss = (float)(sum / batches), .ntokens = batches};
     return emit(L, &e);
 }
@@ -396,6 +416,7 @@ static void prune_checkpoints(loop *L, int newest) {
     }
 }
 
+/* Every rank takes part (ZeRO 1 gathers the optimizer state); rank 0 writes. */
 static llmc_status save_checkpoint(loop *L, int step) {
     llmc_checkpoint_info info = {.step = step, .rng = L->rng, .data = llmc_dataloader_tell(L->train),
                                  .run = run_settings(L)};
@@ -405,7 +426,7 @@ static llmc_status save_checkpoint(loop *L, int step) {
         snprintf(why, sizeof why, "%s", L->t->err);
         return llmc_train_fail(L->t, st, "checkpoint: %s", why);
     }
-    prune_checkpoints(L, step);
+    if (L->rank == 0) prune_checkpoints(L, step);
     char path[4096];
     snprintf(path, sizeof path, "%s/model_%08d.bin", L->o->out_dir, step);
     llmc_event e = {.kind = LLMC_EVENT_CHECKPOINT, .step = step, .text = path};
@@ -434,7 +455,9 @@ static llmc_status next_batch(loop *L) {
         memcpy(L->targets, L->fixed_targets, n * sizeof(int));
         return LLMC_OK;
     }
+    llmc_dataloader_skip(L->train, (uint64_t)L->rank); /* the batches of the ranks before this one */
     if (llmc_dataloader_next(L->train, L->inputs, L->targets) != LLMC_OK) return data_fail(L, "train data", L->train);
+    llmc_dataloader_skip(L->train, (uint64_t)(L->world - 1 - L->rank)); /* and after */
     if (!L->o->overfit_batch) return LLMC_OK;
     L->fixed_inputs = malloc(n * sizeof(int));
     L->fixed_targets = malloc(n * sizeof(int));
@@ -458,18 +481,20 @@ static llmc_status train_step(loop *L, int step) {
     const double t0 = now_seconds();
     llmc_status st = llmc_train_zero_grad(L->t);
     double loss_sum = 0.0;
+    const int micro_steps = L->accum * L->world; /* over all ranks; the gradients are summed over them */
     for (int micro = 0; micro < L->accum && st == LLMC_OK; micro++) {
         st = next_batch(L);
         float loss;
         if (st == LLMC_OK)
-            st = llmc_train_forward_backward(L->t, L->inputs, L->targets, L->B, L->T, 1.0f / L->accum, &loss);
+            st = llmc_train_forward_backward(L->t, L->inputs, L->targets, L->B, L->T, 1.0f / micro_steps, &loss);
         loss_sum += loss;
     }
     if (st == LLMC_ERR_NUMERIC)
-        return llmc_train_fail(L->t, st, "the training loss is not finite at step %d: stopping (try a lower -l)",
-                               step + 1);
+        llmc_train_fail(L->t, st, "the training loss is not finite at step %d: stopping (try a lower -l)", step + 1);
+    st = llmc_train_agree(L->t, st, NULL); /* a rank that failed stops every rank, named */
+    if (st == LLMC_OK) st = llmc_train_sum_doubles(L->t, &loss_sum, 1);
     if (st != LLMC_OK) return st;
-    const float loss = (float)(loss_sum / L->accum);
+    const float loss = (float)(loss_sum / micro_steps);
     llmc_adamw opt;
     llmc_adamw_default(&opt);
     opt.lr = llmc_schedule_lr(&L->sched, step);
@@ -514,6 +539,11 @@ static llmc_status start(loop *L, int first_step) {
              llmc_model_backend(L->t->m), L->B, L->T, L->accum, L->total_batch, L->max_steps,
              llmc_dataloader_num_tokens(L->train),
              llmc_dataloader_has_masks(L->train) ? " (loss masks: only the masked-in targets count)" : "");
+    if (L->world > 1 || llmc_train_distributed(L->t)) {
+        const size_t len = strlen(text);
+        snprintf(text + len, sizeof text - len, "\ndata parallel: %d ranks, ZeRO-%d, %d micro-step(s) per rank",
+                 L->world, L->t->opts.zero_stage, L->accum);
+    }
     llmc_event e = {.kind = LLMC_EVENT_START, .step = first_step, .text = text};
     return emit(L, &e);
 }
@@ -526,8 +556,22 @@ static llmc_status estimate(loop *L, int step) {
                 floor(left / 3600.0), floor(fmod(left, 3600.0) / 60.0), 1e3 * L->step_seconds);
 }
 
+/* Every rank must train the same run: what would make them differ, compared across ranks. */
+static llmc_status same_settings(loop *L, int first) {
+    const llmc_loop_options *o = L->o;
+    static const char *const names[] = {"-b", "-t", "-d", "-x", "-u", "--seed", "-v", "-m", "-n", "--shuffle",
+                                        "-z", "parameter count", "resume step", "-l (bits)", "-c (bits)",
+                                        "--grad-clip (bits)", "-a"};
+    int32_t lr, wd, clip;
+    memcpy(&lr, &o->lr, 4), memcpy(&wd, &o->weight_decay, 4), memcpy(&clip, &o->grad_clip, 4);
+    const int64_t mine[] = {L->B, L->T, L->total_batch, L->max_steps, o->warmup, (int64_t)o->seed, o->val_every,
+                            o->val_batches, o->ckpt_every, o->shuffle, L->t->opts.zero_stage,
+                            (int64_t)L->t->m->w.count, first, lr, wd, clip, o->overfit_batch};
+    return llmc_train_check_same(L->t, mine, names, (int)(sizeof mine / sizeof mine[0]));
+}
+
 static llmc_status run(loop *L) {
-    llmc_checkpoint_info info;
+    llmc_checkpoint_info info = {0};
     llmc_status st = check_options(L);
     if (st == LLMC_OK) st = open_data(L);
     if (st == LLMC_OK) st = resume(L, &info);
@@ -537,9 +581,11 @@ static llmc_status run(loop *L) {
     if (st == LLMC_OK) st = open_teacher(L, first);
     if (st == LLMC_OK && L->t->opts.keep_zeros)
         st = note(L, first, "keep_zeros: matmul weights that are exactly 0 now stay 0 (a mask of their zeros)");
+    st = llmc_train_agree(L->t, st, NULL); /* a rank that cannot start stops them all, named */
+    if (st == LLMC_OK) st = same_settings(L, first);
     if (st != LLMC_OK) return st;
     L->started = now_seconds();
-    if (first > 0) { /* a run killed after the state file: its marker, and its retention, now */
+    if (first > 0 && L->rank == 0) { /* a run killed after the state file: its marker, and its retention, now */
         st = llmc_checkpoint_mark_done(L->t, L->o->out_dir, first);
         if (st != LLMC_OK) return st;
         prune_checkpoints(L, first);
@@ -554,11 +600,17 @@ static llmc_status run(loop *L) {
         const int last = step == L->max_steps, resumed_here = step == first && first > 0;
         if (!resumed_here) { /* the run we resume from already did this step's periodic work */
             if (L->val && due(o->val_every, step, last)) st = eval_val(L, step);
-            if (st == LLMC_OK && L->eval && due(o->val_every, step, last)) st = eval_mc(L, step);
-            if (st == LLMC_OK && step > 0 && o->gen_len > 0 && due(o->sample_every, step, last)) st = sample(L, step);
+            const int lead = L->rank == 0; /* the eval file, samples and memory notes: rank 0's alone */
+            if (st == LLMC_OK && lead && L->eval && due(o->val_every, step, last)) st = eval_mc(L, step);
+            if (st == LLMC_OK && lead && step > 0 && o->gen_len > 0 && due(o->sample_every, step, last))
+                st = sample(L, step);
+            st = llmc_train_agree(L->t, st, NULL);
             if (st == LLMC_OK && o->out_dir && step > 0 && due(o->ckpt_every, step, last)) st = save_checkpoint(L, step);
-            if (st == LLMC_OK && step > 0 && due(o->log_device_every, step, last)) st = log_device(L, step);
+            if (st == LLMC_OK && lead && step > 0 && due(o->log_device_every, step, last)) st = log_device(L, step);
         }
+        int stop = L->stop; /* what one rank's caller asks, every rank does */
+        st = llmc_train_agree(L->t, st, &stop);
+        L->stop = stop;
         if (st != LLMC_OK || last) break;
         if (o->stop_after > 0 && step >= o->stop_after && step > first)
             return note(L, step, "stopped after step %d of %d (--stop-after)", step, L->max_steps);
