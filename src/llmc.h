@@ -242,6 +242,10 @@ typedef struct llmc_train_options {
     /* With a communicator of several ranks (llmc_train_open_comm): 0 every rank keeps the whole
      * optimizer state; 1 (ZeRO-1) AdamW moments and master weights are split across the ranks. */
     int zero_stage;
+    /* 1 (CPU backend): each micro-step's gradients are formed apart and added to the sum, in the order
+     * ranks' gradients are summed, so that one rank accumulating N micro-steps reproduces N ranks bit
+     * for bit. Costs one more gradient buffer. Default 0. */
+    int exact_accum;
 } llmc_train_options;
 void llmc_train_options_default(llmc_train_options *o);
 

@@ -49,8 +49,8 @@ static void free_dev(llmc_train *t, void **p) {
 }
 
 void llmc_train_release(llmc_train *t) {
-    void **bufs[] = {&t->grad_mem,        (void **)&t->master, (void **)&t->adam_m,
-                     (void **)&t->adam_v, &t->act_mem,         &t->grad_act_mem};
+    void **bufs[] = {&t->grad_mem, (void **)&t->master, (void **)&t->adam_m, (void **)&t->adam_v,
+                     &t->act_mem,  &t->grad_act_mem,      &t->micro_mem};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free_dev(t, bufs[i]);
     llmc_train_release_mask(t);
     t->act_capacity = t->grad_act_capacity = 0;
@@ -86,6 +86,9 @@ llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_opt
     if (opts.recompute < 0 || opts.recompute > 2)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "recompute must be 0, 1 or 2 (got %d)", opts.recompute);
     if (!m->dev.ops) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "the model is not open on a device yet");
+    if (opts.exact_accum && strcmp(m->dev.ops->name, "cpu") != 0)
+        return llmc_train_fail(t, LLMC_ERR_UNSUPPORTED,
+                               "exact accumulation is the CPU backend's: bf16 sums on the GPU are not bit-exact anyway");
     if (m->params && opts.shard_count &&
         (opts.shard_offset >= m->w.count || opts.shard_count > m->w.count - opts.shard_offset))
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "optimizer shard [%zu, +%zu) lies outside the %zu parameters",
@@ -121,6 +124,7 @@ size_t llmc_train_memory(const llmc_train *t) {
     if (!t->m) return 0;
     size_t opt = (t->adam_m ? 8 : 0) + (t->master ? 4 : 0);
     return t->act_capacity + t->grad_act_capacity + (t->grad_mem ? t->grad_capacity * t->m->esz : 0) +
+           (t->micro_mem ? t->grad_capacity * t->m->esz : 0) +
            t->shard_count * opt + (t->zero_mask ? (t->shard_count + 31) / 32 * 4 : 0) +
            (t->teacher ? llmc_train_memory(t->teacher) : 0);
 }
@@ -366,6 +370,7 @@ llmc_status llmc_train_zero_grad(llmc_train *t) {
     if (st != LLMC_OK) return st;
     TRAIN_TRY(t, t->m->dev.ops->zero(&t->m->dev, t->grad_mem, t->grad_capacity * t->m->esz));
     t->grads_reduced = 0;
+    t->micro_steps = 0;
     return LLMC_OK;
 }
 

@@ -27,7 +27,7 @@ typedef struct cli_args {
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
     char eval_path[4200]; /* -h 1's default eval file in the cache */
-    int num_processes, process_rank, gpus_per_node, engine_at_one;
+    int num_processes, process_rank, gpus_per_node, engine_at_one, exact_accum;
     const char *init_method, *fs_path, *server_ip;
     char id_file[4200]; /* -pi fs: the NCCL id's file in -pf */
 } cli_args;
@@ -286,6 +286,7 @@ static int run(cli_args *a) {
     to.master_weights = a->master_weights;
     to.keep_zeros = a->prune_mask;
     to.zero_stage = a->zero_stage;
+    to.exact_accum = a->exact_accum;
     if (llmc_train_attach(t, m, &to) != LLMC_OK || llmc_train_open_comm(t, &co) != LLMC_OK) {
         fail("%s", llmc_train_error(t));
         goto done;
@@ -353,6 +354,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"pi", "init-method", LLMC_OPT_STRING, &args.init_method, "NAME", "how ranks meet: mpi, tcp, fs (default: mpi under mpirun, else tcp)"},
         {"pf", "fs-path", LLMC_OPT_STRING, &args.fs_path, "DIR", "shared directory for -pi fs"},
         {"ps", "server-ip", LLMC_OPT_STRING, &args.server_ip, "ADDR", "rank 0's address for -pi tcp (default: MASTER_ADDR, else 127.0.0.1)"},
+        {NULL, "exact-accum", LLMC_OPT_INT, &args.exact_accum, "0|1", "sum micro-steps as ranks are summed: 1 process = N processes, bit for bit (CPU)"},
         {NULL, "engine-at-one", LLMC_OPT_INT, &args.engine_at_one, "0|1", "one process goes through MPI/NCCL too (checks the engine)"},
         {NULL, "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
         {NULL, "stop-after", LLMC_OPT_INT, &o->stop_after, "N", "stop after step N; the schedule still spans -x (0: off)"},

@@ -293,6 +293,28 @@ static llmc_status check_loss_scale(llmc_train *t, float loss_scale) {
     return LLMC_OK;
 }
 
+/* exact_accum: a micro-step after the first forms its gradients on their own and adds them to
+ * the sum, ((g0 + g1) + g2) ..., which is the order in which ranks' gradients are summed: one
+ * rank accumulating N micro-steps gives the bits of N ranks. Otherwise the backward adds into
+ * the sum directly, one contribution at a time. */
+static llmc_status backward_into_sum(llmc_train *t) {
+    if (!t->opts.exact_accum || t->micro_steps++ == 0) return backward_graph(t);
+    llmc_model *m = t->m;
+    const size_t bytes = t->grad_capacity * m->esz;
+    if (!t->micro_mem) TRAIN_TRY(t, m->dev.ops->alloc(&m->dev, &t->micro_mem, bytes));
+    TRAIN_TRY(t, m->dev.ops->zero(&m->dev, t->micro_mem, bytes));
+    llmc_weights_bind(&t->grads, t->micro_mem);
+    llmc_status st = backward_graph(t);
+    llmc_weights_bind(&t->grads, t->grad_mem);
+    if (st != LLMC_OK) return st;
+    float *sum = t->grad_mem; /* host memory: exact_accum is the CPU backend's (llmc_train_attach) */
+    const float *g = t->micro_mem;
+    const long n = (long)t->grads.count;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) sum[i] += g[i];
+    return LLMC_OK;
+}
+
 llmc_status llmc_train_backward(llmc_train *t, float loss_scale) {
     if (!t->m || !t->has_targets || t->logits_state == LOGITS_NONE)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "backward needs a forward with targets first");
@@ -309,7 +331,7 @@ llmc_status llmc_train_backward(llmc_train *t, float loss_scale) {
         TRAIN_TRY(t, t->m->dev.ops->classifier_forward(&t->m->dev, t->a.losses, t->a.logits, t->a.targets, N,
                                                        c->vocab_size, c->padded_vocab_size, row_dloss(t, loss_scale)));
     }
-    return backward_graph(t);
+    return backward_into_sum(t);
 }
 
 llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const int *targets, int B, int T,
@@ -320,7 +342,7 @@ llmc_status llmc_train_forward_backward(llmc_train *t, const int *inputs, const 
     if (st == LLMC_OK) st = prepare_backward(t);
     if (st == LLMC_OK && t->teacher) st = llmc_train_teacher_forward(t); /* queued first: it overlaps ours */
     if (st == LLMC_OK) st = forward_graph(t, B, T, row_dloss(t, loss_scale));
-    if (st == LLMC_OK) st = backward_graph(t);
+    if (st == LLMC_OK) st = backward_into_sum(t);
     /* the loss is checked only now, with the backward pass queued: after a non-finite loss the
      * gradients are not finite either, and a step refuses them */
     if (st == LLMC_OK) st = read_loss(t);

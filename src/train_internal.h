@@ -81,6 +81,9 @@ struct llmc_train {
     struct llmc_comm *comm;
     size_t grad_capacity;     /* elements in grad_mem before norm_scale: world * shard >= the parameters */
     int grads_reduced;        /* the gradients of this accumulation are already summed over the ranks */
+    /* exact_accum (train_graph.c): a micro-step's own gradients, and how many went into the sum */
+    void *micro_mem;
+    int micro_steps;
 };
 
 llmc_status llmc_train_fail(llmc_train *t, llmc_status code, const char *fmt, ...);
