@@ -122,7 +122,8 @@ llmc_status llmc_train_sum_doubles(llmc_train *t, double *v, int n) {
     return LLMC_OK;
 }
 
-llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char *const *names, int n) {
+llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char *const *names, int n,
+                                  uint32_t float_bits) {
     if (!distributed(t)) return LLMC_OK;
     const int W = t->comm->world;
     int64_t *all = malloc((size_t)W * (size_t)n * sizeof *all);
@@ -132,10 +133,19 @@ llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char
     for (int r = 1; st == LLMC_OK && r < W; r++)
         for (int i = 0; i < n; i++)
             if (all[(size_t)r * n + i] != all[i]) {
+                char a[32], b[32];
+                const int64_t v[2] = {all[(size_t)r * n + i], all[i]};
+                char *out[2] = {a, b};
+                for (int k = 0; k < 2; k++) {
+                    const int32_t bits = (int32_t)v[k];
+                    float f;
+                    memcpy(&f, &bits, sizeof f);
+                    if (float_bits >> i & 1) snprintf(out[k], sizeof a, "%g", (double)f);
+                    else snprintf(out[k], sizeof a, "%lld", (long long)v[k]);
+                }
                 st = llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
-                                     "rank %d's %s is %lld, rank 0's is %lld: every rank must train with the same "
-                                     "settings",
-                                     r, names[i], (long long)all[(size_t)r * n + i], (long long)all[i]);
+                                     "rank %d's %s is %s, rank 0's is %s: every rank must train with the same settings",
+                                     r, names[i], a, b);
                 break;
             }
     free(all);

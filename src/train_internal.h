@@ -151,8 +151,10 @@ llmc_status llmc_train_gather_params(llmc_train *t);
 llmc_status llmc_train_agree(llmc_train *t, llmc_status st, int *stop);
 /* n host doubles summed over ranks in rank order. */
 llmc_status llmc_train_sum_doubles(llmc_train *t, double *v, int n);
-/* Fails, naming the setting and the ranks, unless every rank passes the same n values. */
-llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char *const *names, int n);
+/* Fails, naming the setting and the ranks, unless every rank passes the same n values (value i is a
+ * float's bits when bit i of float_bits is set). */
+llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char *const *names, int n,
+                                  uint32_t float_bits);
 /* ZeRO-1 checkpoints: every rank's piece of part, in rank order, to rank 0's write(). */
 llmc_status llmc_train_gather_part(llmc_train *t, const float *part, float *staging, float *host, size_t chunk,
                                    llmc_status (*write)(void *ctx, const float *x, size_t n), void *ctx);

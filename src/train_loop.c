@@ -560,14 +560,13 @@ static llmc_status estimate(loop *L, int step) {
 static llmc_status same_settings(loop *L, int first) {
     const llmc_loop_options *o = L->o;
     static const char *const names[] = {"-b", "-t", "-d", "-x", "-u", "--seed", "-v", "-m", "-n", "--shuffle",
-                                        "-z", "parameter count", "resume step", "-l (bits)", "-c (bits)",
-                                        "--grad-clip (bits)", "-a"};
+                                        "-z", "parameter count", "resume step", "-l", "-c", "--grad-clip", "-a"};
     int32_t lr, wd, clip;
     memcpy(&lr, &o->lr, 4), memcpy(&wd, &o->weight_decay, 4), memcpy(&clip, &o->grad_clip, 4);
     const int64_t mine[] = {L->B, L->T, L->total_batch, L->max_steps, o->warmup, (int64_t)o->seed, o->val_every,
                             o->val_batches, o->ckpt_every, o->shuffle, L->t->opts.zero_stage,
                             (int64_t)L->t->m->w.count, first, lr, wd, clip, o->overfit_batch};
-    return llmc_train_check_same(L->t, mine, names, (int)(sizeof mine / sizeof mine[0]));
+    return llmc_train_check_same(L->t, mine, names, (int)(sizeof mine / sizeof mine[0]), 7u << 13);
 }
 
 static llmc_status run(loop *L) {

@@ -16,7 +16,7 @@ import os as _os
 # set here, before that, unless the user chose otherwise.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__all__ = ["GPT2", "LlmcError", "backends"]
+__all__ = ["GPT2", "LlmcError", "backends", "local_rank"]
 __version__ = "0.1.0"
 
 
@@ -30,6 +30,12 @@ def missing_library_message(error: ImportError) -> str:
             f"toolkit the package was built with, or from pip (nvidia-cublas); put its directory on "
             f"LD_LIBRARY_PATH, or install a CPU-only build: LLMC_CUDA=OFF pip install --no-binary llmc llmc "
             f"(in a checkout: make LLMC_CUDA=OFF python). ({text})")
+
+
+def local_rank() -> int:
+    """This process's rank on its node, as mpirun, torchrun or slurm set it (0 alone): the GPU to take."""
+    from . import _core
+    return _core.comm_env()[2]
 
 
 def __getattr__(name):

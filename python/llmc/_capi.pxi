@@ -93,8 +93,23 @@ cdef extern from "llmc.h":
     ctypedef struct llmc_train_options:
         int master_weights, recompute
         size_t shard_offset, shard_count
-        int keep_zeros
+        int keep_zeros, zero_stage, exact_accum
     void llmc_train_options_default(llmc_train_options *o)
+    ctypedef struct llmc_comm_options:
+        int world, rank, local_rank
+        const char *init
+        const char *addr
+        int port
+        const char *file
+        double timeout_s
+        int engine_at_one
+    void llmc_comm_options_default(llmc_comm_options *o)
+    llmc_status llmc_comm_options_from_env(llmc_comm_options *o, char *err, size_t errlen)
+    llmc_status llmc_train_open_comm(llmc_train *t, const llmc_comm_options *o) nogil
+    int llmc_train_rank(const llmc_train *t)
+    int llmc_train_world(const llmc_train *t)
+    void llmc_comm_finalize()
+    size_t llmc_optimizer_bytes(size_t params, int world, int zero_stage, int master_weights)
     llmc_train *llmc_train_new()
     void llmc_train_free(llmc_train *t)
     const char *llmc_train_error(const llmc_train *t)

@@ -103,9 +103,11 @@ cdef class Trainer:
     cdef Model _teacher        # and the teacher, while one is set
 
     def __cinit__(self, Model model, int master_weights=1, int recompute=0, size_t shard_offset=0,
-                  size_t shard_count=0, int keep_zeros=0):
-        """shard_offset/shard_count: the parameters AdamW state covers (count 0: all), the ZeRO-1 hook.
-        keep_zeros: matmul weights that are exactly 0 stay 0 through steps (fine-tuning a pruned model)."""
+                  size_t shard_count=0, int keep_zeros=0, int zero_stage=0, int exact_accum=0):
+        """shard_offset/shard_count: the parameters AdamW state covers (count 0: all), set by hand.
+        keep_zeros: matmul weights that are exactly 0 stay 0 through steps (fine-tuning a pruned model).
+        zero_stage: 1 splits the optimizer state over the ranks of open_comm. exact_accum: micro-steps
+        are summed as ranks are (CPU), so one process reproduces N bit for bit."""
         self.t = llmc_train_new()
         if self.t == NULL:
             raise MemoryError()
@@ -117,7 +119,33 @@ cdef class Trainer:
         o.shard_offset = shard_offset
         o.shard_count = shard_count
         o.keep_zeros = keep_zeros
+        o.zero_stage = zero_stage
+        o.exact_accum = exact_accum
         self._ok(llmc_train_attach(self.t, model.m, &o))
+
+    def open_comm(self, int world=0, int rank=0, int local_rank=0, init=None, addr=None, int port=0,
+                  file=None, double timeout=300.0, int engine_at_one=0):
+        """llmc_train_open_comm: joins a data-parallel run. world 0 reads the launcher's environment
+        (mpirun, torchrun, slurm); a world of one costs nothing."""
+        cdef llmc_comm_options o
+        llmc_comm_options_default(&o)
+        o.world, o.rank, o.local_rank, o.port, o.timeout_s = world, rank, local_rank, port, timeout
+        o.engine_at_one = engine_at_one
+        keep = [None if v is None else str(v).encode() for v in (init, addr, file)]
+        o.init = NULL if keep[0] is None else <const char *>keep[0]
+        o.addr = NULL if keep[1] is None else <const char *>keep[1]
+        o.file = NULL if keep[2] is None else <const char *>keep[2]
+        with nogil:
+            st = llmc_train_open_comm(self.t, &o)
+        self._ok(st)
+
+    @property
+    def rank(self):
+        return llmc_train_rank(self.t)
+
+    @property
+    def world(self):
+        return llmc_train_world(self.t)
 
     def __dealloc__(self):
         if self.t != NULL:
@@ -308,6 +336,25 @@ cdef class Trainer:
             raise run.error
         if st != LLMC_ERR_STOPPED:  # a stop the callback asked for is not an error
             self._ok(st)
+
+
+def comm_env():
+    """(world, rank, local_rank) that mpirun, torchrun or slurm set for this process ((1, 0, 0) alone)."""
+    cdef llmc_comm_options o
+    cdef char err[LLMC_ERR_LEN]
+    llmc_comm_options_default(&o)
+    _check(llmc_comm_options_from_env(&o, err, LLMC_ERR_LEN), err)
+    return o.world, o.rank, o.local_rank
+
+
+def comm_finalize():
+    """Ends MPI for the process if llmc started it (registered with atexit by llmc)."""
+    llmc_comm_finalize()
+
+
+def optimizer_bytes(size_t params, int world, int zero_stage, int master_weights=1):
+    """Optimizer bytes per rank: what a trainer allocates for AdamW (and master weights)."""
+    return llmc_optimizer_bytes(params, world, zero_stage, master_weights)
 
 
 def checkpoint_latest(directory):

@@ -5,6 +5,7 @@ with the C message. Arrays are numpy: tokens int32 of shape (B, T), values float
 """
 from __future__ import annotations
 
+import atexit
 from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -29,6 +30,7 @@ class GPT2:
         self._train_options = dict(master_weights=int(master_weights), recompute=recompute,
                                    keep_zeros=int(bool(keep_zeros)))
         self._t: Optional["_core.Trainer"] = None
+        self._comm_open = False
         self._layout = _core.param_layout(core.config)
         self._last_shape = None
 
@@ -98,6 +100,28 @@ class GPT2:
         transformers.GPT2LMHeadModel.from_pretrained(directory) loads unchanged."""
         from . import hf
         hf.save(directory, self.config, self.get_params())
+
+    def _join(self, zero_stage: Optional[int], comm: Optional[dict]) -> None:
+        """The trainer's communicator, opened once from the launcher's environment (a no-op alone)."""
+        if zero_stage is not None and zero_stage != self._train_options.get("zero_stage", 0):
+            if self._t is not None:
+                raise LlmcError("zero_stage is fixed once the model has trained: make a new model to change it")
+            self._train_options["zero_stage"] = int(zero_stage)
+        if self._comm_open:
+            return
+        self._trainer().open_comm(**(comm or {}))
+        self._comm_open = True
+        atexit.register(_core.comm_finalize)  # MPI ends after the trainers (atexit runs last-in first-out)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a data-parallel run (0 alone)."""
+        return self._t.rank if self._t is not None else 0
+
+    @property
+    def world(self) -> int:
+        """Processes in the run (1 alone)."""
+        return self._t.world if self._t is not None else 1
 
     def _trainer(self) -> "_core.Trainer":
         if self._t is None:
@@ -199,7 +223,8 @@ class GPT2:
               seq_len: Optional[int] = None, *, grad_accum: Optional[int] = None,
               callback: Optional[Callable[[dict], Optional[bool]]] = None, progress: bool = True,
               keep_zeros: Optional[bool] = None, teacher=None, distill_alpha: Optional[float] = None,
-              distill_temperature: Optional[float] = None, **options) -> list:
+              distill_temperature: Optional[float] = None, zero_stage: Optional[int] = None,
+              comm: Optional[dict] = None, **options) -> list:
         """Trains on token shards matching the glob `data` with the C training loop (the one behind
         ./train_gpt2), so every option and default is the CLI's; see the README's table. Options, by
         their long CLI names with '_': steps (-x), batch_size (-b), seq_len (-t), total_batch (-d) or
@@ -212,12 +237,19 @@ class GPT2:
         same vocabulary, makes the train loss alpha * CE + (1 - alpha) * tau^2 * KL(teacher || student)
         with distill_alpha (default 0.5) and distill_temperature (tau, default 2); val loss stays CE.
 
+        Data parallel: under mpirun (CPU) or torchrun/slurm (CUDA, one GPU per process: make the model
+        with gpu=llmc.local_rank()) every process calls train with the same arguments; the batches are
+        split over the ranks, gradients, losses and norms summed, and rank 0 alone shows progress and
+        writes (the others return an empty history). zero_stage=1 splits AdamW's state over the ranks;
+        comm takes Trainer.open_comm's options (init="tcp"|"file"|"mpi", addr, port, file, timeout).
+
         Returns one dict per optimizer step: step, loss, lr, grad_norm, ms, tok_s, mfu, plus val_loss,
         eval_acc and eval_acc_norm, sample (token ids) and checkpoint where they happened at that step. callback(record) runs as
         each step finishes (a validation, sample or checkpoint of that step is added to the same dict
         right after); a true return value stops training once that step's validation, sample and
         checkpoint are done."""
         opts = dict(options, train_data=data)
+        self._join(zero_stage, comm)
         if keep_zeros is not None:
             self.keep_zeros = keep_zeros
         teacher_model = teacher if isinstance(teacher, GPT2) else None
@@ -251,7 +283,7 @@ class GPT2:
                 rec = e
                 rec.pop("max_steps", None)
                 history.append(rec)
-                if progress and bar[0] is None:
+                if progress and bar[0] is None and self._t.rank == 0:
                     bar[0] = _progress(e.get("max_steps") or opts.get("max_steps", 0), True)
                 if bar[0] is not None:
                     bar[0].set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
