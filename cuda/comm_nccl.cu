@@ -314,9 +314,18 @@ static llmc_status nccl_host_all_gather(llmc_comm *c, const void *mine, void *al
     return st;
 }
 
+/* Waits for the collectives queued on the stream, watching NCCL's errors, within the timeout. */
+static llmc_status nccl_sync(llmc_comm *c) {
+    const char *what = "sync";
+    llmc_status st = enter(c, what);
+    if (st != LLMC_OK) return st;
+    const cudaError_t e = cudaEventRecord(impl_of(c)->done, impl_of(c)->stream);
+    return e == cudaSuccess ? wait_done(c, what) : cuda_fail(c, e, what);
+}
+
 static const llmc_comm_engine nccl_engine = {
     "nccl", nccl_open, nccl_close, nccl_reduce_scatter, nccl_all_gather, nccl_all_reduce, nccl_broadcast,
-    nccl_host_all_gather,
+    nccl_host_all_gather, nccl_sync,
 };
 
 const llmc_comm_engine *llmc_comm_nccl_engine(void) { return &nccl_engine; }

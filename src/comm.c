@@ -173,6 +173,10 @@ llmc_status llmc_comm_broadcast(llmc_comm *c, void *buf, size_t bytes, int root)
     return c && c->engine ? c->engine->broadcast(c, buf, bytes, root) : LLMC_OK;
 }
 
+llmc_status llmc_comm_sync(llmc_comm *c) {
+    return c && c->engine && c->engine->sync ? c->engine->sync(c) : LLMC_OK;
+}
+
 /* What each rank brings to an agreement. */
 typedef struct vote {
     int32_t status, stop;

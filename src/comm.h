@@ -36,7 +36,12 @@ typedef struct llmc_comm_engine {
     llmc_status (*broadcast)(llmc_comm *c, void *buf, size_t bytes, int root);
     /* Host memory: every rank's `bytes` of mine, in rank order, into all (world * bytes) on every rank. */
     llmc_status (*host_all_gather)(llmc_comm *c, const void *mine, void *all, size_t bytes);
+    /* Waits, at most c->timeout_s, for the collectives queued so far (NULL: they are done on return).
+     * The host waits through this before anything else waits on their results, so that a rank
+     * that died mid-collective ends the others with a message instead of a hang. */
+    llmc_status (*sync)(llmc_comm *c);
 } llmc_comm_engine;
+/* An engine's open cleans up after itself when it fails: close is called only after a successful open. */
 
 struct llmc_comm {
     char err[LLMC_ERR_LEN];
@@ -85,6 +90,7 @@ llmc_status llmc_comm_reduce_scatter(llmc_comm *c, void *buf, size_t shard, llmc
 llmc_status llmc_comm_all_gather(llmc_comm *c, void *buf, size_t n, size_t shard, llmc_dtype dtype);
 llmc_status llmc_comm_all_reduce(llmc_comm *c, void *buf, size_t n, size_t shard, llmc_dtype dtype);
 llmc_status llmc_comm_broadcast(llmc_comm *c, void *buf, size_t bytes, int root);
+llmc_status llmc_comm_sync(llmc_comm *c);
 
 #ifdef __cplusplus
 }

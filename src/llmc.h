@@ -267,7 +267,8 @@ typedef struct llmc_comm_options {
     int world, rank, local_rank; /* world 0: from the environment (llmc_comm_options_from_env) */
     const char *init;            /* how the ranks meet: "mpi", "tcp", "file"; NULL: mpi under mpirun, else tcp */
     const char *addr;            /* tcp: rank 0's address (NULL: MASTER_ADDR, else 127.0.0.1) */
-    int port;                    /* tcp: rank 0's port (0: MASTER_PORT, else 29500) */
+    int port;                    /* tcp: rank 0's port (0: MASTER_PORT + 1, since torchrun's own store
+                                  * holds MASTER_PORT; else 29501) */
     const char *file;            /* file: a path every rank can see (a shared filesystem) */
     double timeout_s;            /* how long a rank waits for the others before it gives up; default 300 */
     int engine_at_one;           /* 1: a world of one goes through the engine too (checks the NCCL path) */

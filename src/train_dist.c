@@ -83,6 +83,7 @@ llmc_status llmc_train_reduce_grads(llmc_train *t) {
         COMM_TRY(t, llmc_comm_reduce_scatter(t->comm, t->grad_mem, S, dt));
     else
         COMM_TRY(t, llmc_comm_all_reduce(t->comm, t->grad_mem, t->grads.count, S, dt));
+    COMM_TRY(t, llmc_comm_sync(t->comm)); /* the norm waits on the sums next: with a timeout here */
     t->grads_reduced = 1;
     return LLMC_OK;
 }

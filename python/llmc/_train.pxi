@@ -131,10 +131,15 @@ cdef class Trainer:
         llmc_comm_options_default(&o)
         o.world, o.rank, o.local_rank, o.port, o.timeout_s = world, rank, local_rank, port, timeout
         o.engine_at_one = engine_at_one
-        keep = [None if v is None else str(v).encode() for v in (init, addr, file)]
-        o.init = NULL if keep[0] is None else <const char *>keep[0]
-        o.addr = NULL if keep[1] is None else <const char *>keep[1]
-        o.file = NULL if keep[2] is None else <const char *>keep[2]
+        cdef bytes b_init = None if init is None else str(init).encode()
+        cdef bytes b_addr = None if addr is None else str(addr).encode()
+        cdef bytes b_file = None if file is None else str(file).encode()
+        if b_init is not None:
+            o.init = b_init
+        if b_addr is not None:
+            o.addr = b_addr
+        if b_file is not None:
+            o.file = b_file
         with nogil:
             st = llmc_train_open_comm(self.t, &o)
         self._ok(st)
