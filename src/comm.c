@@ -107,6 +107,13 @@ llmc_status llmc_comm_open(llmc_comm **out, llmc_device *dev, const char *backen
     else llmc_comm_options_default(&opts);
     llmc_status st = llmc_comm_options_from_env(&opts, err, errlen);
     if (st != LLMC_OK) return st;
+    const int cpu = strcmp(backend, "cpu") == 0;
+    if (cpu && opts.init && strcmp(opts.init, "mpi") != 0 && (opts.world > 1 || opts.engine_at_one)) {
+        snprintf(err, errlen, "rank %d of %d: the CPU backend's ranks talk over MPI: launch with mpirun (init '%s' is "
+                 "for the GPU backend's NCCL)", opts.rank, opts.world, opts.init);
+        return LLMC_ERR_INVALID_ARG;
+    }
+    if (cpu) opts.init = "mpi";
     opts = resolved(&opts);
     if (strcmp(opts.init, "mpi") != 0 && strcmp(opts.init, "tcp") != 0 && strcmp(opts.init, "file") != 0) {
         snprintf(err, errlen, "unknown init method '%s': use mpi, tcp or file", opts.init);
@@ -132,9 +139,9 @@ llmc_status llmc_comm_open(llmc_comm **out, llmc_device *dev, const char *backen
             free(c);
             return LLMC_ERR_UNSUPPORTED;
         }
-        if (c->engine == llmc_comm_mpi_engine() && strcmp(opts.init, "mpi") != 0) {
-            snprintf(err, errlen, "rank %d of %d: the CPU backend's ranks talk over MPI: launch with mpirun (init "
-                     "'%s' is for the GPU backend's NCCL)", c->rank, c->world, opts.init);
+        if (cpu && opts.world > 1 && !llmc_comm_under_mpirun()) {
+            snprintf(err, errlen, "rank %d of %d: the CPU backend's ranks talk over MPI: launch with mpirun",
+                     c->rank, c->world);
             free(c);
             return LLMC_ERR_INVALID_ARG;
         }

@@ -4,6 +4,7 @@ Every comparison is bit for bit (checkpoint bytes): the ranks' gradients and los
 rank order, which is the order in which one process with --exact-accum 1 sums its micro-steps.
 Settings are not trivial: warmup then cosine decay to a floor, weight decay, clipping, val losses,
 three ranks (uneven shards: the association of a sum matters from three on)."""
+import json
 import os
 import shutil
 import subprocess
@@ -178,19 +179,29 @@ def test_launcher_environment(tmp_path):
 def test_python_train_under_mpirun(data, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(
-        "import sys, llmc\n"
+        "import json, sys, llmc\n"
         f"m = llmc.GPT2.from_config({MODEL!r}, seed=1)\n"
         f"h = m.train({data['train']!r}, steps=4, batch_size=2, seq_len=16, total_batch=64, lr=1e-2, warmup=2,\n"
         "            progress=False, zero_stage=int(sys.argv[1]), out_dir=sys.argv[2], ckpt_every=4)\n"
-        "print('RESULT', m.rank, m.world, [r['loss'] for r in h])\n")
-    one = subprocess.run([sys.executable, str(script), "0", str(tmp_path / "one")], capture_output=True, text=True,
-                         env=ENV, timeout=120)
-    two = subprocess.run([MPIRUN, "-np", "2", sys.executable, str(script), "1", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=ENV, timeout=120)
-    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    res = sorted(line for line in two.stdout.splitlines() if line.startswith("RESULT"))
-    assert res[0].startswith("RESULT 0 2 [") and res[1] == "RESULT 1 2 []"  # rank 0 alone reports
-    a = eval(one.stdout.split("RESULT 0 1 ")[1])
-    b = eval(res[0].split("RESULT 0 2 ")[1])
-    assert a == pytest.approx(b, rel=1e-5)
+        "with open(f'{sys.argv[2]}.{m.rank}.json', 'w') as f:\n"
+        "    json.dump([m.rank, m.world, [r['loss'] for r in h]], f)\n")
+    for n, zero, out in ((0, 0, "one"), (2, 1, "two")):
+        cmd = [sys.executable, str(script), str(zero), str(tmp_path / out)]
+        r = subprocess.run([MPIRUN, "-np", str(n), *cmd] if n else cmd, capture_output=True, text=True, env=ENV,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+    one = json.loads((tmp_path / "one.0.json").read_text())
+    rank0 = json.loads((tmp_path / "two.0.json").read_text())
+    rank1 = json.loads((tmp_path / "two.1.json").read_text())
+    assert one[:2] == [0, 1] and rank0[:2] == [0, 2] and rank1 == [1, 2, []]  # rank 0 alone reports
+    assert one[2] == pytest.approx(rank0[2], rel=1e-5) and len(one[2]) == 4
     assert os.listdir(tmp_path / "two")  # rank 0 wrote the checkpoint
+
+
+def test_one_rank_through_the_engine(data, tmp_path):
+    """--engine-at-one 1: one process goes through MPI's sums and the ranks' norm, with the same bits."""
+    plain = ok(run(0, args(data, tmp_path / "plain")))
+    engine = ok(run(1, args(data, tmp_path / "engine", "--engine-at-one", 1, "-z", 1)))
+    assert "data parallel: 1 ranks, ZeRO-1" in engine.stdout
+    assert losses(plain) == losses(engine)
+    assert read(tmp_path / "plain" / "model_00000006.bin") == read(tmp_path / "engine" / "model_00000006.bin")
