@@ -1,5 +1,7 @@
-/* comm_nccl.cu — the NCCL engine of the communicator (src/comm.h): every collective on the CUDA
- * device's one stream, so it is ordered with the kernels around it.
+/* comm_nccl.cu — the NCCL engine of the communicator (src/comm.h): collectives on the CUDA
+ * device's stream, so they are ordered with the kernels around them; between fork and join on a
+ * stream of their own (the gradient sums of the layers the backward has finished, while it goes
+ * on with the earlier ones), tied to the device's stream by events.
  *
  * The communicator is non-blocking (ncclConfig_t.blocking = 0): a call that would wait on the
  * other ranks (init, a first collective's connection set-up, finalize) returns ncclInProgress and
@@ -27,9 +29,14 @@ typedef struct nccl_impl {
     void *pinned;      /* and the same in pinned host memory, so no copy blocks the host */
     size_t stage_bytes;
     cudaEvent_t done;  /* recorded after host_all_gather's copy back */
+    cudaStream_t side; /* the collectives between fork and join */
+    cudaEvent_t forked, joined;
+    int on_side;
 } nccl_impl;
 
 static nccl_impl *impl_of(llmc_comm *c) { return (nccl_impl *)c->impl; }
+/* The stream collectives go to now. */
+static cudaStream_t queue_of(nccl_impl *im) { return im->on_side ? im->side : im->stream; }
 
 static double now_s(void) {
     struct timespec ts;
@@ -111,6 +118,9 @@ static void free_impl(nccl_impl *im) {
     if (im->stage) cudaFree(im->stage);
     if (im->pinned) cudaFreeHost(im->pinned);
     if (im->done) cudaEventDestroy(im->done);
+    if (im->forked) cudaEventDestroy(im->forked);
+    if (im->joined) cudaEventDestroy(im->joined);
+    if (im->side) cudaStreamDestroy(im->side);
     free(im);
 }
 
@@ -148,6 +158,9 @@ static llmc_status nccl_open(llmc_comm *c, const llmc_comm_options *o) {
     llmc_status st = LLMC_OK;
     cudaError_t e = cudaSetDevice(im->device);
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&im->done, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&im->forked, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&im->joined, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&im->side, cudaStreamNonBlocking);
     if (e != cudaSuccess) st = cuda_fail(c, e, "opening NCCL");
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
@@ -199,7 +212,7 @@ static llmc_status nccl_reduce_scatter(llmc_comm *c, void *buf, size_t shard, ll
     nccl_impl *im = impl_of(c);
     /* in place: NCCL's rule is recvbuff = sendbuff + rank * recvcount */
     char *mine = (char *)buf + (size_t)c->rank * shard * llmc_dtype_size(dtype);
-    return nccl_check(c, ncclReduceScatter(buf, mine, shard, t, ncclSum, im->comm, im->stream), "reduce_scatter");
+    return nccl_check(c, ncclReduceScatter(buf, mine, shard, t, ncclSum, im->comm, queue_of(im)), "reduce_scatter");
 }
 
 /* ncclAllGather needs equal counts and room for world * shard, which buf may not have when the
@@ -217,7 +230,7 @@ static llmc_status nccl_all_gather(llmc_comm *c, void *buf, size_t n, size_t sha
     const size_t esz = llmc_dtype_size(dtype);
     char *base = (char *)buf;
     if (n == shard * (size_t)c->world)
-        return nccl_check(c, ncclAllGather(base + (size_t)c->rank * shard * esz, buf, shard, t, im->comm, im->stream),
+        return nccl_check(c, ncclAllGather(base + (size_t)c->rank * shard * esz, buf, shard, t, im->comm, queue_of(im)),
                           "all_gather");
     ncclResult_t r = ncclGroupStart();
     if (r != ncclSuccess) return nccl_check(c, r, "all_gather");
@@ -226,7 +239,7 @@ static llmc_status nccl_all_gather(llmc_comm *c, void *buf, size_t n, size_t sha
         const size_t count = first >= n ? 0 : n - first < shard ? n - first : shard;
         if (count == 0) break; /* shards after a short one are empty: every rank skips the same roots */
         char *p = base + first * esz;
-        r = ncclBroadcast(p, p, count, t, root, im->comm, im->stream);
+        r = ncclBroadcast(p, p, count, t, root, im->comm, queue_of(im));
     }
     const ncclResult_t end = ncclGroupEnd(); /* always: a group left open would swallow later calls */
     return nccl_check(c, r != ncclSuccess ? r : end, "all_gather");
@@ -239,7 +252,7 @@ static llmc_status nccl_all_reduce(llmc_comm *c, void *buf, size_t n, size_t sha
     if (st == LLMC_OK) st = nccl_type(c, dtype, "all_reduce", &t);
     if (st != LLMC_OK) return st;
     nccl_impl *im = impl_of(c);
-    return nccl_check(c, ncclAllReduce(buf, buf, n, t, ncclSum, im->comm, im->stream), "all_reduce");
+    return nccl_check(c, ncclAllReduce(buf, buf, n, t, ncclSum, im->comm, queue_of(im)), "all_reduce");
 }
 
 static llmc_status nccl_broadcast(llmc_comm *c, void *buf, size_t bytes, int root) {
@@ -249,7 +262,47 @@ static llmc_status nccl_broadcast(llmc_comm *c, void *buf, size_t bytes, int roo
         return llmc_comm_fail(c, LLMC_ERR_INVALID_ARG, "rank %d: NCCL broadcast from rank %d of a world of %d",
                               c->rank, root, c->world);
     nccl_impl *im = impl_of(c);
-    return nccl_check(c, ncclBroadcast(buf, buf, bytes, ncclUint8, root, im->comm, im->stream), "broadcast");
+    return nccl_check(c, ncclBroadcast(buf, buf, bytes, ncclUint8, root, im->comm, queue_of(im)), "broadcast");
+}
+
+/* Each range's sum to its root, all in one group. */
+static llmc_status nccl_reduce_ranges(llmc_comm *c, void *buf, const llmc_comm_range *ranges, int n,
+                                      llmc_dtype dtype) {
+    ncclDataType_t t;
+    llmc_status st = enter(c, "reduce");
+    if (st == LLMC_OK) st = nccl_type(c, dtype, "reduce", &t);
+    if (st != LLMC_OK || n == 0) return st;
+    nccl_impl *im = impl_of(c);
+    const size_t esz = llmc_dtype_size(dtype);
+    ncclResult_t r = ncclGroupStart();
+    if (r != ncclSuccess) return nccl_check(c, r, "reduce");
+    for (int j = 0; j < n && r == ncclSuccess; j++) {
+        char *p = (char *)buf + ranges[j].offset * esz;
+        r = ncclReduce(p, p, ranges[j].count, t, ncclSum, ranges[j].root, im->comm, queue_of(im));
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    return nccl_check(c, r != ncclSuccess ? r : end, "reduce");
+}
+
+static llmc_status nccl_fork(llmc_comm *c) {
+    llmc_status st = enter(c, "fork");
+    if (st != LLMC_OK) return st;
+    nccl_impl *im = impl_of(c);
+    cudaError_t e = cudaEventRecord(im->forked, im->stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(im->side, im->forked, 0);
+    if (e != cudaSuccess) return cuda_fail(c, e, "fork");
+    im->on_side = 1;
+    return LLMC_OK;
+}
+
+static llmc_status nccl_join(llmc_comm *c) {
+    llmc_status st = enter(c, "join");
+    if (st != LLMC_OK) return st;
+    nccl_impl *im = impl_of(c);
+    im->on_side = 0;
+    cudaError_t e = cudaEventRecord(im->joined, im->side);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(im->stream, im->joined, 0);
+    return e == cudaSuccess ? LLMC_OK : cuda_fail(c, e, "join");
 }
 
 /* ---- host_all_gather: the one op the host waits for ---- */
@@ -325,7 +378,7 @@ static llmc_status nccl_sync(llmc_comm *c) {
 
 static const llmc_comm_engine nccl_engine = {
     "nccl", nccl_open, nccl_close, nccl_reduce_scatter, nccl_all_gather, nccl_all_reduce, nccl_broadcast,
-    nccl_host_all_gather, nccl_sync,
+    nccl_host_all_gather, nccl_sync, nccl_reduce_ranges, nccl_fork, nccl_join,
 };
 
 const llmc_comm_engine *llmc_comm_nccl_engine(void) { return &nccl_engine; }

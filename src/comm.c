@@ -184,6 +184,13 @@ llmc_status llmc_comm_sync(llmc_comm *c) {
     return c && c->engine && c->engine->sync ? c->engine->sync(c) : LLMC_OK;
 }
 
+llmc_status llmc_comm_reduce_ranges(llmc_comm *c, void *buf, const llmc_comm_range *ranges, int n, llmc_dtype dtype) {
+    return c && c->engine ? c->engine->reduce_ranges(c, buf, ranges, n, dtype) : LLMC_OK;
+}
+
+llmc_status llmc_comm_fork(llmc_comm *c) { return c && c->engine && c->engine->fork ? c->engine->fork(c) : LLMC_OK; }
+llmc_status llmc_comm_join(llmc_comm *c) { return c && c->engine && c->engine->join ? c->engine->join(c) : LLMC_OK; }
+
 /* What each rank brings to an agreement. */
 typedef struct vote {
     int32_t status, stop;

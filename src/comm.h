@@ -20,6 +20,12 @@ extern "C" {
 
 typedef struct llmc_comm llmc_comm;
 
+/* A range of a buffer and the rank its sum goes to. */
+typedef struct llmc_comm_range {
+    size_t offset, count; /* elements */
+    int root;
+} llmc_comm_range;
+
 typedef struct llmc_comm_engine {
     const char *name;
     /* Joins the world of c->rank / c->world on c->dev; on failure a message in c->err. */
@@ -40,6 +46,14 @@ typedef struct llmc_comm_engine {
      * The host waits through this before anything else waits on their results, so that a rank
      * that died mid-collective ends the others with a message instead of a hang. */
     llmc_status (*sync)(llmc_comm *c);
+    /* For each of n ranges of buf: the sum over ranks lands on the range's root (the other ranks'
+     * copies are left as they were). Summed in rank order where the engine can. */
+    llmc_status (*reduce_ranges)(llmc_comm *c, void *buf, const llmc_comm_range *ranges, int n, llmc_dtype dtype);
+    /* Optional (NULL: collectives run where they are queued). fork: the collectives queued next run
+     * on the engine's own stream, once the device's work so far is done, while the device goes on;
+     * join: the device's later work waits for them, and collectives are queued in line again. */
+    llmc_status (*fork)(llmc_comm *c);
+    llmc_status (*join)(llmc_comm *c);
 } llmc_comm_engine;
 /* An engine's open cleans up after itself when it fails: close is called only after a successful open. */
 
@@ -91,6 +105,9 @@ llmc_status llmc_comm_all_gather(llmc_comm *c, void *buf, size_t n, size_t shard
 llmc_status llmc_comm_all_reduce(llmc_comm *c, void *buf, size_t n, size_t shard, llmc_dtype dtype);
 llmc_status llmc_comm_broadcast(llmc_comm *c, void *buf, size_t bytes, int root);
 llmc_status llmc_comm_sync(llmc_comm *c);
+llmc_status llmc_comm_reduce_ranges(llmc_comm *c, void *buf, const llmc_comm_range *ranges, int n, llmc_dtype dtype);
+llmc_status llmc_comm_fork(llmc_comm *c);
+llmc_status llmc_comm_join(llmc_comm *c);
 
 #ifdef __cplusplus
 }

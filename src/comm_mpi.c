@@ -158,6 +158,29 @@ static llmc_status mpi_all_reduce(llmc_comm *c, void *buf, size_t n, size_t shar
     return st == LLMC_OK ? mpi_all_gather(c, buf, n, shard, dtype) : st;
 }
 
+/* Each range's contributions gathered on its root, which adds them in rank order. */
+static llmc_status mpi_reduce_ranges(llmc_comm *c, void *buf, const llmc_comm_range *ranges, int n, llmc_dtype dtype) {
+    llmc_status st = need_f32(c, dtype, "reduce");
+    if (st != LLMC_OK) return st;
+    mpi_impl *im = impl_of(c);
+    const int W = c->world;
+    for (int j = 0; j < n; j++) {
+        float *x = (float *)buf + ranges[j].offset;
+        const int root = ranges[j].root;
+        for (size_t at = 0; at < ranges[j].count; at += CHUNK) {
+            const int k = (int)(ranges[j].count - at < CHUNK ? ranges[j].count - at : CHUNK);
+            MPI_TRY(c, MPI_Gather(x + at, k, MPI_FLOAT, im->recv, k, MPI_FLOAT, root, im->comm), "reduce");
+            if (c->rank != root) continue;
+            for (int i = 0; i < k; i++) {
+                float acc = im->recv[i];
+                for (int r = 1; r < W; r++) acc += im->recv[(size_t)r * k + i];
+                x[at + (size_t)i] = acc;
+            }
+        }
+    }
+    return LLMC_OK;
+}
+
 static llmc_status mpi_broadcast(llmc_comm *c, void *buf, size_t bytes, int root) {
     for (size_t at = 0; at < bytes; at += (size_t)1 << 30) {
         const size_t k = bytes - at < ((size_t)1 << 30) ? bytes - at : (size_t)1 << 30;
@@ -180,6 +203,7 @@ static const llmc_comm_engine mpi_engine = {
     .all_reduce = mpi_all_reduce,
     .broadcast = mpi_broadcast,
     .host_all_gather = mpi_host_all_gather,
+    .reduce_ranges = mpi_reduce_ranges,
 };
 
 const llmc_comm_engine *llmc_comm_mpi_engine(void) { return &mpi_engine; }

@@ -246,6 +246,10 @@ typedef struct llmc_train_options {
      * ranks' gradients are summed, so that one rank accumulating N micro-steps reproduces N ranks bit
      * for bit. Costs one more gradient buffer. Default 0. */
     int exact_accum;
+    /* 1 (default): in a run of several ranks, the last micro-step's backward sends each layer's gradients
+     * to the ranks that sum them as soon as that layer is done, overlapping the backward of the layers
+     * before it (GPU: on a stream of its own); 0: one reduction after the backward. */
+    int overlap;
 } llmc_train_options;
 void llmc_train_options_default(llmc_train_options *o);
 

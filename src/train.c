@@ -35,6 +35,7 @@ const char *llmc_train_error(const llmc_train *t) { return t ? t->err : "out of 
 void llmc_train_options_default(llmc_train_options *o) {
     memset(o, 0, sizeof *o);
     o->master_weights = 1;
+    o->overlap = 1;
 }
 
 llmc_train *llmc_train_new(void) {

@@ -27,7 +27,7 @@ typedef struct cli_args {
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
     char eval_path[4200]; /* -h 1's default eval file in the cache */
-    int num_processes, process_rank, gpus_per_node, engine_at_one, exact_accum;
+    int num_processes, process_rank, gpus_per_node, engine_at_one, exact_accum, overlap;
     const char *init_method, *fs_path, *server_ip;
     char id_file[4200]; /* -pi fs: the NCCL id's file in -pf */
 } cli_args;
@@ -287,6 +287,7 @@ static int run(cli_args *a) {
     to.keep_zeros = a->prune_mask;
     to.zero_stage = a->zero_stage;
     to.exact_accum = a->exact_accum;
+    to.overlap = a->overlap;
     if (llmc_train_attach(t, m, &to) != LLMC_OK || llmc_train_open_comm(t, &co) != LLMC_OK) {
         fail("%s", llmc_train_error(t));
         goto done;
@@ -309,7 +310,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
     const int gpu = strcmp(default_backend, "cuda") == 0;
     cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1, .tf32 = 1, .gelu_fusion = -1,
                      .num_processes = 1, .gpus_per_node = 8, .init_method = NULL, .fs_path = "", .server_ip = "",
-                     .device = -1};
+                     .device = -1, .overlap = 1};
     llmc_loop_options *o = &args.loop;
     llmc_loop_options_default(o, default_backend);
     const llmc_cli_option opts[] = {
@@ -355,6 +356,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"pf", "fs-path", LLMC_OPT_STRING, &args.fs_path, "DIR", "shared directory for -pi fs"},
         {"ps", "server-ip", LLMC_OPT_STRING, &args.server_ip, "ADDR", "rank 0's address for -pi tcp (default: MASTER_ADDR, else 127.0.0.1)"},
         {NULL, "exact-accum", LLMC_OPT_INT, &args.exact_accum, "0|1", "sum micro-steps as ranks are summed: 1 process = N processes, bit for bit (CPU)"},
+        {NULL, "overlap", LLMC_OPT_INT, &args.overlap, "0|1", "sum each layer's gradients across ranks while the backward goes on"},
         {NULL, "engine-at-one", LLMC_OPT_INT, &args.engine_at_one, "0|1", "one process goes through MPI/NCCL too (checks the engine)"},
         {NULL, "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
         {NULL, "stop-after", LLMC_OPT_INT, &o->stop_after, "N", "stop after step N; the schedule still spans -x (0: off)"},

@@ -75,16 +75,52 @@ llmc_status llmc_train_comm_fail(llmc_train *t, llmc_status code) {
         if (s_ != LLMC_OK) return llmc_train_comm_fail((t), s_);     \
     } while (0)
 
+/* The pieces of [offset, offset + count) cut at the shard boundaries, each to its owner, into out. */
+static int owned_pieces(const llmc_train *t, size_t offset, size_t count, llmc_comm_range *out) {
+    const size_t S = llmc_train_shard_size(t);
+    int n = 0;
+    for (size_t at = offset, end = offset + count; at < end; n++) {
+        const size_t owner = at / S, stop = (owner + 1) * S < end ? (owner + 1) * S : end;
+        out[n] = (llmc_comm_range){at, stop - at, (int)owner};
+        at = stop;
+    }
+    return n;
+}
+
+llmc_status llmc_train_reduce_bucket(llmc_train *t, int layer) {
+    if (!t->reduce_in_backward || !distributed(t)) return LLMC_OK;
+    const int W = t->comm->world;
+    llmc_comm_range *r = malloc((size_t)LLMC_NUM_PARAM_TENSORS * (size_t)(W + 1) * sizeof *r);
+    if (!r) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "out of memory for the gradient buckets");
+    int n = 0;
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        const llmc_tensor *g = &t->grads.t[i];
+        if ((g->layer_stride != 0) != (layer >= 0)) continue;
+        const size_t at = g->offset + (layer >= 0 ? (size_t)layer * g->layer_stride : 0);
+        n += owned_pieces(t, at, layer >= 0 ? g->layer_stride : g->numel, r + n);
+    }
+    llmc_status st = llmc_comm_fork(t->comm);
+    if (st == LLMC_OK) st = llmc_comm_reduce_ranges(t->comm, t->grad_mem, r, n, t->m->dev.ops->act_dtype);
+    free(r);
+    if (st != LLMC_OK) return llmc_train_comm_fail(t, st);
+    if (layer < 0) t->reduce_pending = 1;
+    return LLMC_OK;
+}
+
 llmc_status llmc_train_reduce_grads(llmc_train *t) {
     if (!distributed(t) || t->grads_reduced) return LLMC_OK;
     const llmc_dtype dt = t->m->dev.ops->act_dtype;
     const size_t S = llmc_train_shard_size(t);
-    if (t->opts.zero_stage == 1)
+    if (t->reduce_pending) { /* the backward sent each shard's sums to its owner: wait for them */
+        COMM_TRY(t, llmc_comm_join(t->comm));
+        if (t->opts.zero_stage == 0) COMM_TRY(t, llmc_comm_all_gather(t->comm, t->grad_mem, t->grads.count, S, dt));
+    } else if (t->opts.zero_stage == 1)
         COMM_TRY(t, llmc_comm_reduce_scatter(t->comm, t->grad_mem, S, dt));
     else
         COMM_TRY(t, llmc_comm_all_reduce(t->comm, t->grad_mem, t->grads.count, S, dt));
     COMM_TRY(t, llmc_comm_sync(t->comm)); /* the norm waits on the sums next: with a timeout here */
     t->grads_reduced = 1;
+    t->reduce_pending = 0;
     return LLMC_OK;
 }
 

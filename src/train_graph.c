@@ -224,6 +224,7 @@ llmc_status llmc_train_get_losses(llmc_train *t, float *dst) {
 
 static llmc_status backward_graph(llmc_train *t) {
     t->grads_reduced = 0; /* new local gradients: the next step sums them over the ranks again */
+    t->reduce_pending = 0;
     llmc_model *m = t->m;
     const llmc_backend_ops *ops = m->dev.ops;
     llmc_device *d = &m->dev;
@@ -272,9 +273,13 @@ static llmc_status backward_graph(llmc_train *t) {
                                           N, C, 3 * C));
         TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &G[LLMC_LN1W], &G[LLMC_LN1B], g->dbtc, v.res_in,
                                              &P[LLMC_LN1W], v.m1, v.r1, N, C));
+        llmc_status st = llmc_train_reduce_bucket(t, l); /* overlap: this layer's sums while the next runs */
+        if (st != LLMC_OK) return st;
     }
     TRAIN_TRY(t, ops->encoder_backward(d, &GW->t[LLMC_WTE], &GW->t[LLMC_WPE], g->dresidual, a->inputs, t->host_inputs,
                                        B, T, C));
+    llmc_status st = llmc_train_reduce_bucket(t, -1); /* wte, wpe, lnf */
+    if (st != LLMC_OK) return st;
     t->logits_state = LOGITS_NONE; /* the dlogits were consumed */
     return LLMC_OK;
 }

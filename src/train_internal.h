@@ -81,6 +81,8 @@ struct llmc_train {
     struct llmc_comm *comm;
     size_t grad_capacity;     /* elements in grad_mem before norm_scale: world * shard >= the parameters */
     int grads_reduced;        /* the gradients of this accumulation are already summed over the ranks */
+    int reduce_in_backward;   /* overlap: the next backward sends each layer's sums off as it finishes it */
+    int reduce_pending;       /* it did: the sums are queued, the step joins them */
     /* exact_accum (train_graph.c): a micro-step's own gradients, and how many went into the sum */
     void *micro_mem;
     int micro_steps;
@@ -144,6 +146,9 @@ int llmc_train_zero1(const llmc_train *t);
 llmc_status llmc_train_reduce_grads(llmc_train *t);
 /* The global grad norm and clip scale into t->norm_scale, from the ranks' per-shard sums. */
 llmc_status llmc_train_dist_norm_scale(llmc_train *t, float grad_clip);
+/* Overlap (reduce_in_backward): the gradients layer finished (layer -1: the tensors outside the
+ * layers, after the encoder) sent to the ranks that own them, on the engine's stream. */
+llmc_status llmc_train_reduce_bucket(llmc_train *t, int layer);
 /* ZeRO 1: every rank's updated weights to every rank. */
 llmc_status llmc_train_gather_params(llmc_train *t);
 /* Every rank's status: the first failure on every rank ("rank R: ..."); *stop (may be NULL)

@@ -485,8 +485,13 @@ static llmc_status train_step(loop *L, int step) {
     for (int micro = 0; micro < L->accum && st == LLMC_OK; micro++) {
         st = next_batch(L);
         float loss;
+        /* overlap: the last micro-step's backward sends the sums off layer by layer (an exact
+         * accumulation adds that micro-step into the sum only after its backward) */
+        L->t->reduce_in_backward = L->t->opts.overlap && micro == L->accum - 1 &&
+                                   !(L->t->opts.exact_accum && L->accum > 1);
         if (st == LLMC_OK)
             st = llmc_train_forward_backward(L->t, L->inputs, L->targets, L->B, L->T, 1.0f / micro_steps, &loss);
+        L->t->reduce_in_backward = 0;
         loss_sum += loss;
     }
     if (st == LLMC_ERR_NUMERIC)

@@ -81,6 +81,17 @@ def test_ranks_reproduce_one_process_bit_for_bit(data, tmp_path):
     assert sorted(os.listdir(tmp_path / "three")) == sorted(os.listdir(tmp_path / "one"))
 
 
+@pytest.mark.parametrize("zero", [0, 1])
+def test_overlap_sends_the_same_sums(data, tmp_path, zero):
+    """--overlap 1 (the default) sends each layer's gradients to their owners as the backward finishes
+    it; the sums are the same bits as one reduction after the backward."""
+    on = ok(run(3, args(data, tmp_path / "on", "-d", 192, "-z", zero)))
+    off = ok(run(3, args(data, tmp_path / "off", "-d", 192, "-z", zero, "--overlap", 0)))
+    assert losses(on) == losses(off)
+    for name in ("model_00000006.bin", "state_00000006.bin"):
+        assert read(tmp_path / "on" / name) == read(tmp_path / "off" / name)
+
+
 def test_accumulation_on_every_rank(data, tmp_path):
     """2 ranks x 2 micro-steps: the same batches as one process with 4, summed in another order."""
     one = ok(run(0, args(data, tmp_path / "one", "-d", 128)))
