@@ -170,6 +170,16 @@ static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *ta
     return LLMC_OK;
 }
 
+llmc_status llmc_train_check_step(llmc_train *t, const int *inputs, const int *targets, int B, int T) {
+    if (!targets) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "training needs targets");
+    llmc_status st = check_batch(t, inputs, B, T);
+    if (st == LLMC_OK) st = check_tokens(t, inputs, (size_t)B * T, "input", 0);
+    if (st == LLMC_OK) st = check_tokens(t, targets, (size_t)B * T, "target", 1);
+    if (st == LLMC_OK) st = llmc_train_ensure_acts(t, B, T, 1);
+    if (st == LLMC_OK) st = llmc_train_ensure_grads(t);
+    return st;
+}
+
 llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T) {
     llmc_status st = prepare_batch(t, inputs, targets, B, T, 0);
     if (st == LLMC_OK) st = forward_graph(t, B, T, 0.0f);

@@ -146,6 +146,9 @@ int llmc_train_zero1(const llmc_train *t);
 llmc_status llmc_train_reduce_grads(llmc_train *t);
 /* The global grad norm and clip scale into t->norm_scale, from the ranks' per-shard sums. */
 llmc_status llmc_train_dist_norm_scale(llmc_train *t, float grad_clip);
+/* What llmc_train_forward_backward would refuse (the batch, its token ids) and the memory it needs,
+ * checked and allocated without running anything: ranks agree on it before a backward that talks. */
+llmc_status llmc_train_check_step(llmc_train *t, const int *inputs, const int *targets, int B, int T);
 /* Overlap (reduce_in_backward): the gradients layer finished (layer -1: the tensors outside the
  * layers, after the encoder) sent to the ranks that own them, on the engine's stream. */
 llmc_status llmc_train_reduce_bucket(llmc_train *t, int layer);

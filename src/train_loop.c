@@ -486,9 +486,14 @@ static llmc_status train_step(loop *L, int step) {
         st = next_batch(L);
         float loss;
         /* overlap: the last micro-step's backward sends the sums off layer by layer (an exact
-         * accumulation adds that micro-step into the sum only after its backward) */
+         * accumulation adds that micro-step into the sum only after its backward). Its collectives
+         * start inside the backward, so the ranks agree first that every one of them gets there. */
         L->t->reduce_in_backward = L->t->opts.overlap && micro == L->accum - 1 &&
                                    !(L->t->opts.exact_accum && L->accum > 1);
+        if (L->t->reduce_in_backward && llmc_train_distributed(L->t)) {
+            if (st == LLMC_OK) st = llmc_train_check_step(L->t, L->inputs, L->targets, L->B, L->T);
+            st = llmc_train_agree(L->t, st, NULL);
+        }
         if (st == LLMC_OK)
             st = llmc_train_forward_backward(L->t, L->inputs, L->targets, L->B, L->T, 1.0f / micro_steps, &loss);
         L->t->reduce_in_backward = 0;
