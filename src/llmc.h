@@ -263,6 +263,8 @@ llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_opt
 llmc_model *llmc_train_model(llmc_train *t);
 /* Device memory in use by the training state (bytes). */
 size_t llmc_train_memory(const llmc_train *t);
+/* The part of it that is AdamW's moments and the master weights: this rank's shard of them. */
+size_t llmc_train_optimizer_memory(const llmc_train *t);
 
 /* ---- data parallelism: the ranks of a run and how they meet ----
  * Every rank is one process with its own model on its own device. The CPU backend talks over MPI,

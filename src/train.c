@@ -121,12 +121,15 @@ llmc_status llmc_train_refuse_quantized(llmc_train *t) {
                            "float model and quantize it afterwards");
 }
 
+size_t llmc_train_optimizer_memory(const llmc_train *t) {
+    return t->shard_count * ((t->adam_m ? 8 : 0) + (t->master ? 4 : 0));
+}
+
 size_t llmc_train_memory(const llmc_train *t) {
     if (!t->m) return 0;
-    size_t opt = (t->adam_m ? 8 : 0) + (t->master ? 4 : 0);
     return t->act_capacity + t->grad_act_capacity + (t->grad_mem ? t->grad_capacity * t->m->esz : 0) +
            (t->micro_mem ? t->grad_capacity * t->m->esz : 0) +
-           t->shard_count * opt + (t->zero_mask ? (t->shard_count + 31) / 32 * 4 : 0) +
+           llmc_train_optimizer_memory(t) + (t->zero_mask ? (t->shard_count + 31) / 32 * 4 : 0) +
            (t->teacher ? llmc_train_memory(t->teacher) : 0);
 }
 

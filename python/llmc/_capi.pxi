@@ -115,6 +115,7 @@ cdef extern from "llmc.h":
     const char *llmc_train_error(const llmc_train *t)
     llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_options *o)
     size_t llmc_train_memory(const llmc_train *t)
+    size_t llmc_train_optimizer_memory(const llmc_train *t)
     llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T) nogil
     float llmc_train_loss(const llmc_train *t)
     llmc_status llmc_train_get_logits(llmc_train *t, float *dst) nogil

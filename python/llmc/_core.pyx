@@ -95,6 +95,12 @@ def param_layout(dict config):
              bool(w.t[i].weight_decay)) for i in range(LLMC_NUM_PARAM_TENSORS)]
 
 
+def param_count(dict config):
+    """Parameters of a model of config (llmc_param_count)."""
+    cdef llmc_config c = _config_struct(config)
+    return llmc_param_count(&c)
+
+
 HF_PREFIX = LLMC_HF_PREFIX.decode()  # of GPT2LMHeadModel's tensor names; GPT2Model's have none
 
 

@@ -143,6 +143,8 @@ cdef class Trainer:
         with nogil:
             st = llmc_train_open_comm(self.t, &o)
         self._ok(st)
+        import atexit
+        atexit.register(llmc_comm_finalize_py)  # MPI, if llmc started it, ends at exit (once: it checks)
 
     @property
     def rank(self):
@@ -191,6 +193,11 @@ cdef class Trainer:
     def memory(self):
         """Bytes of device memory the training state takes (activations, gradients, optimizer)."""
         return llmc_train_memory(self.t)
+
+    @property
+    def optimizer_memory(self):
+        """Bytes of it that are AdamW's moments and master weights (this rank's shard with ZeRO-1)."""
+        return llmc_train_optimizer_memory(self.t)
 
     # ---- compute
     def forward(self, inputs, targets=None):
@@ -353,8 +360,11 @@ def comm_env():
 
 
 def comm_finalize():
-    """Ends MPI for the process if llmc started it (registered with atexit by llmc)."""
+    """Ends MPI for the process if llmc started it (Trainer.open_comm registers it with atexit)."""
     llmc_comm_finalize()
+
+
+llmc_comm_finalize_py = comm_finalize
 
 
 def optimizer_bytes(size_t params, int world, int zero_stage, int master_weights=1):

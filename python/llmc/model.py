@@ -5,7 +5,6 @@ with the C message. Arrays are numpy: tokens int32 of shape (B, T), values float
 """
 from __future__ import annotations
 
-import atexit
 from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -109,9 +108,8 @@ class GPT2:
             self._train_options["zero_stage"] = int(zero_stage)
         if self._comm_open:
             return
-        self._trainer().open_comm(**(comm or {}))
+        self._trainer().open_comm(**(comm or {}))  # which has MPI end at exit, if it started it
         self._comm_open = True
-        atexit.register(_core.comm_finalize)  # MPI ends after the trainers (atexit runs last-in first-out)
 
     @property
     def rank(self) -> int:
