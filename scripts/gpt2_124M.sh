@@ -6,7 +6,11 @@
 # Run it again after any stop: it resumes (llm.c's loop shape, ending at the DONE file).
 #
 #   scripts/gpt2_124M.sh                      # one GPU; B=32 if B=64 does not fit
+#   GPUS=8 scripts/gpt2_124M.sh               # 8 GPUs of this node (torchrun starts one process per GPU), ZeRO-1
 #   SMALL=1 scripts/gpt2_124M.sh              # the same recipe scaled down on Shakespeare
+#
+# LAUNCH names another launcher (LAUNCH="mpirun -np 4", LAUNCH="srun"); ZERO=0|1 the ZeRO stage
+# (1 with several processes).
 #
 # Every setting below can be changed from the environment (B, T, STEPS, ...; TRAIN and VAL are
 # shard globs; TRAINER=./train_gpt2 trains on the CPU; EVAL=0 leaves HellaSwag out).
@@ -38,13 +42,20 @@ if [[ "$EVAL" == 1 && ! -f "$HS_FILE" ]] &&
   echo "note: no HellaSwag file (offline? set HELLASWAG_JSONL to a local hellaswag_val.jsonl); training without it"
   EVAL=0
 fi
+launch=()
+if [[ -n "${LAUNCH:-}" ]]; then
+  read -ra launch <<< "$LAUNCH"
+elif (( ${GPUS:-1} > 1 )); then
+  launch=(torchrun --standalone --nproc-per-node "$GPUS" --no-python)
+fi
+ZERO=${ZERO:-$(( ${#launch[@]} > 0 ? 1 : 0 ))}
 hs_flags=()
 [[ "$EVAL" == 1 ]] && hs_flags=(-h 1 --eval-file "$HS_FILE" --eval-limit "${EVAL_LIMIT:-0}")
 
 done_file="$OUT/DONE_$(printf %08d "$STEPS")"
 while [[ ! -f "$done_file" ]]; do
-  "$TRAINER" -i "$TRAIN" -j "$VAL" -o "$OUT" -e "$MODEL" -b "$B" -t "$T" -d "$TOTAL" -x "$STEPS" \
-    -u "$WARMUP" -l 0.0006 -q 0.0 -k cosine -c 0.1 -v "$VAL_EVERY" -m "${VAL_BATCHES:-20}" \
+  "${launch[@]}" "$TRAINER" -i "$TRAIN" -j "$VAL" -o "$OUT" -e "$MODEL" -b "$B" -t "$T" -d "$TOTAL" -x "$STEPS" \
+    -z "$ZERO" -u "$WARMUP" -l 0.0006 -q 0.0 -k cosine -c 0.1 -v "$VAL_EVERY" -m "${VAL_BATCHES:-20}" \
     -s "${SAMPLE_EVERY:-20000}" -g 144 -n "$CKPT" -y 1 --plot "${PLOT:-1}" "${hs_flags[@]}" ${EXTRA:-} ||
     { rc=$?; [[ -f "$done_file" ]] || { echo "trainer exited with $rc; run again to resume"; exit $rc; }; }
 done

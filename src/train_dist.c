@@ -147,10 +147,13 @@ llmc_status llmc_train_gather_params(llmc_train *t) {
 
 llmc_status llmc_train_agree(llmc_train *t, llmc_status st, int *stop) {
     if (!distributed(t)) return st;
+    if (st != LLMC_OK && t->failure_agreed) return st; /* every rank knows already, and skips alike */
     char mine[LLMC_ERR_LEN];
     snprintf(mine, sizeof mine, "%s", st != LLMC_OK ? t->err : "");
     const llmc_status all = llmc_comm_agree(t->comm, st, mine, stop);
-    return all == LLMC_OK ? LLMC_OK : llmc_train_comm_fail(t, all);
+    if (all == LLMC_OK) return LLMC_OK;
+    t->failure_agreed = 1;
+    return llmc_train_comm_fail(t, all);
 }
 
 llmc_status llmc_train_sum_doubles(llmc_train *t, double *v, int n) {

@@ -83,6 +83,7 @@ struct llmc_train {
     int grads_reduced;        /* the gradients of this accumulation are already summed over the ranks */
     int reduce_in_backward;   /* overlap: the next backward sends each layer's sums off as it finishes it */
     int reduce_pending;       /* it did: the sums are queued, the step joins them */
+    int failure_agreed;       /* the ranks agreed on a failure in this run: they all return with it */
     /* exact_accum (train_graph.c): a micro-step's own gradients, and how many went into the sum */
     void *micro_mem;
     int micro_steps;

@@ -636,6 +636,7 @@ llmc_status llmc_train_run(llmc_train *t, const llmc_loop_options *o, llmc_event
     llmc_loop_options_default(&defaults, llmc_model_backend(t->m));
     loop L = {.t = t, .o = o ? o : &defaults, .fn = fn, .user = user};
     t->err[0] = '\0';
+    t->failure_agreed = 0;
     llmc_status st = run(&L);
     if (L.teacher) { /* the run's teacher: unset before its model goes */
         llmc_train_set_teacher(t, NULL, 0.0f, 0.0f);

@@ -3,6 +3,7 @@ it runs to its DONE file with the recipe's schedule (warmup, cosine to 0), logs 
 HellaSwag, draws curves.png, and a second call resumes instead of starting over."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +18,7 @@ TRAIN_BIN = os.path.join(BIN_DIR, "train_gpt2")
 pytestmark = pytest.mark.skipif(not os.access(TRAIN_BIN, os.X_OK), reason="./train_gpt2 not built (run make)")
 
 
-def test_recipe_small(tmp_path):
-    pytest.importorskip("matplotlib")
+def recipe_env(tmp_path, **extra):
     train, val = write_tiny_shards(tmp_path, n_train=6000)
     ev.write_eval_file(tmp_path / "hs.bin", ITEMS, toy_encode)
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(ev.__file__)))
@@ -28,7 +28,17 @@ def test_recipe_small(tmp_path):
                LLMC_PYTHON=sys.executable,
                PYTHONPATH=os.pathsep.join([pkg_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                        if p]))
-    script = os.path.join(REPO, "scripts", "gpt2_124M.sh")
+    env.update(extra)
+    return env
+
+
+SCRIPT = os.path.join(REPO, "scripts", "gpt2_124M.sh")
+
+
+def test_recipe_small(tmp_path):
+    pytest.importorskip("matplotlib")
+    env = recipe_env(tmp_path)
+    script = SCRIPT
     r = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = tmp_path / "run"
@@ -41,3 +51,16 @@ def test_recipe_small(tmp_path):
     assert [e["step"] for e in log if "eval_acc_norm" in e] == [0, 4, 8]
     r = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "done:" in r.stdout and "step " not in r.stdout  # already done: nothing trains
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+def test_recipe_on_two_ranks(tmp_path):
+    """LAUNCH="mpirun -np 2": the recipe on two processes, ZeRO-1, the same total batch, to its DONE file."""
+    pytest.importorskip("matplotlib")
+    env = recipe_env(tmp_path, LAUNCH="mpirun -np 2", B="4", T="64", TOTAL="512", OMPI_ALLOW_RUN_AS_ROOT="1",
+                     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+    r = subprocess.run(["bash", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "data parallel: 2 ranks, ZeRO-1, 1 micro-step(s) per rank" in r.stdout
+    assert r.stdout.count("step     8/8") == 1  # rank 0 alone prints
+    assert (tmp_path / "run" / "DONE_00000008").exists() and (tmp_path / "run" / "curves.png").exists()
