@@ -28,6 +28,7 @@ typedef struct cli_args {
     int hellaswag, tf32, gelu_fusion, zero_stage;
     char eval_path[4200]; /* -h 1's default eval file in the cache */
     int num_processes, process_rank, gpus_per_node, engine_at_one, exact_accum, overlap;
+    float comm_timeout;
     const char *init_method, *fs_path, *server_ip;
     char id_file[4200]; /* -pi fs: the NCCL id's file in -pf */
 } cli_args;
@@ -109,6 +110,8 @@ static int comm_options(cli_args *a, llmc_comm_options *co) {
     char err[LLMC_ERR_LEN];
     if (llmc_comm_options_from_env(co, err, sizeof err) != LLMC_OK) return fail("%s", err);
     co->engine_at_one = a->engine_at_one;
+    if (!(a->comm_timeout > 0)) return fail("--comm-timeout %g: seconds, > 0", (double)a->comm_timeout);
+    co->timeout_s = a->comm_timeout;
     if (a->init_method && strcmp(a->init_method, "fs") == 0) {
         if (!*a->fs_path) return fail("-pi fs needs a directory every rank sees: -pf DIR");
         snprintf(a->id_file, sizeof a->id_file, "%s/llmc_nccl_id.bin", a->fs_path);
@@ -310,7 +313,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
     const int gpu = strcmp(default_backend, "cuda") == 0;
     cli_args args = {.init = "d12", .backend = default_backend, .master_weights = 1, .tf32 = 1, .gelu_fusion = -1,
                      .num_processes = 1, .gpus_per_node = 8, .init_method = NULL, .fs_path = "", .server_ip = "",
-                     .device = -1, .overlap = 1};
+                     .device = -1, .overlap = 1, .comm_timeout = 300.0f};
     llmc_loop_options *o = &args.loop;
     llmc_loop_options_default(o, default_backend);
     const llmc_cli_option opts[] = {
@@ -357,6 +360,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"ps", "server-ip", LLMC_OPT_STRING, &args.server_ip, "ADDR", "rank 0's address for -pi tcp (default: MASTER_ADDR, else 127.0.0.1)"},
         {NULL, "exact-accum", LLMC_OPT_INT, &args.exact_accum, "0|1", "sum micro-steps as ranks are summed: 1 process = N processes, bit for bit (CPU)"},
         {NULL, "overlap", LLMC_OPT_INT, &args.overlap, "0|1", "sum each layer's gradients across ranks while the backward goes on"},
+        {NULL, "comm-timeout", LLMC_OPT_FLOAT, &args.comm_timeout, "S", "seconds a rank waits for the others before it gives up (GPU)"},
         {NULL, "engine-at-one", LLMC_OPT_INT, &args.engine_at_one, "0|1", "one process goes through MPI/NCCL too (checks the engine)"},
         {NULL, "shuffle", LLMC_OPT_INT, &o->shuffle, "0|1", "shuffle shards and batches each epoch"},
         {NULL, "stop-after", LLMC_OPT_INT, &o->stop_after, "N", "stop after step N; the schedule still spans -x (0: off)"},
