@@ -193,6 +193,10 @@ llmc_status llmc_train_ensure_optimizer(llmc_train *t) {
     llmc_model *m = t->m;
     if (!t->adam_m) {
         shard_range(t);
+        if (t->shard_count == 0)
+            return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
+                                   "%zu parameters are too few to split over %d ranks (ZeRO-1): use -z 0",
+                                   m->w.count, llmc_train_world(t));
         const size_t bytes = t->shard_count * sizeof(float);
         float **state[] = {&t->adam_m, &t->adam_v};
         for (int i = 0; i < 2; i++) {

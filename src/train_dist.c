@@ -42,7 +42,13 @@ llmc_status llmc_train_open_comm(llmc_train *t, const llmc_comm_options *o) {
     char err[LLMC_ERR_LEN];
     st = llmc_comm_open(&t->comm, &t->m->dev, t->m->dev.ops->name, o, err, sizeof err);
     if (st != LLMC_OK) return llmc_train_fail(t, st, "%s", err);
-    llmc_train_release(t); /* the shard and the gradient buffer's padding follow the world */
+    if (!t->comm->engine) return LLMC_OK; /* a world of one: nothing changes */
+    if (t->adam_m || t->step > 0) {
+        llmc_train_close_comm(t);
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG,
+                               "the trainer has taken optimizer steps alone: join the ranks before the first step");
+    }
+    llmc_train_release(t); /* gradients and activations: the buffer's padding follows the world */
     return LLMC_OK;
 }
 
