@@ -124,7 +124,7 @@ def test_state_with_bad_moments_is_refused(tmp_path, part, value, word):
 
 
 @pytest.mark.parametrize("slot,value", [("train_step", -2**31), ("train_step", -3), ("opt_step", -1),
-                                        ("nproc", 2), ("rank", 1), ("has_master", 7)])
+                                        ("nproc", 0), ("nproc", -1), ("rank", 1), ("has_master", 7)])
 def test_state_header_out_of_range_is_refused(tmp_path, slot, value):
     ck = checkpoint(tmp_path, (2,))
     poke(ck / "state_00000002.bin", 4 * STATE_SLOTS[slot], np.int32(value).tobytes())

@@ -95,6 +95,7 @@ def option_values(d, tmp_path):
         "gpus-per-node": 8, "init-method": "mpi", "fs-path": tmp_path, "server-ip": "127.0.0.1", "stop-after": 1,
         "plot": 0, "eval-file": tmp_path / "hellaswag_val.bin", "eval-limit": 5,
         "prune-mask": 1, "teacher": teacher_file(tmp_path), "distill-alpha": "0.25", "distill-temperature": "1.5",
+        "overlap": 0, "exact-accum": 1, "comm-timeout": "60", "engine-at-one": 0,
     }
 
 
@@ -451,8 +452,12 @@ def test_outlier_updates_are_skipped(data, tmp_path):
 
 
 def test_llm_c_multiprocess_flags_say_what_they_need(data):
-    r = run(*base(data, "-pn", 2))
-    assert r.returncode == 1 and "#15" in r.stderr
+    r = run(*base(data, "-pn", 2))  # two processes, but not started by mpirun
+    assert r.returncode == 1 and "the CPU backend's ranks talk over MPI: launch with mpirun" in r.stderr
+    r = run(*base(data, "-pn", 2, "-pr", 2))
+    assert r.returncode == 1 and "the rank must lie in [0, -pn)" in r.stderr
+    r = run(*base(data, "-pi", "carrier-pigeon"))
+    assert r.returncode == 1 and "use mpi, tcp or fs" in r.stderr
     r = run(*base(data, "-z", 2))
     assert r.returncode == 1 and "ZeRO" in r.stderr
     r = run(*base(data, "-f", 0, "-ge", 1, "-z", 1))

@@ -144,7 +144,7 @@ cdef class Trainer:
             st = llmc_train_open_comm(self.t, &o)
         self._ok(st)
         import atexit
-        atexit.register(llmc_comm_finalize_py)  # MPI, if llmc started it, ends at exit (once: it checks)
+        atexit.register(comm_finalize)  # MPI, if llmc started it, ends at exit (once: it checks)
 
     @property
     def rank(self):
@@ -363,8 +363,6 @@ def comm_finalize():
     """Ends MPI for the process if llmc started it (Trainer.open_comm registers it with atexit)."""
     llmc_comm_finalize()
 
-
-llmc_comm_finalize_py = comm_finalize
 
 
 def optimizer_bytes(size_t params, int world, int zero_stage, int master_weights=1):
