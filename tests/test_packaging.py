@@ -90,6 +90,8 @@ def test_missing_cuda_library_is_named():
     e = ImportError("libcublasLt.so.13: cannot open shared object file: No such file or directory")
     msg = llmc.missing_library_message(e)
     assert "needs libcublasLt.so.13" in msg and "LLMC_CUDA=OFF" in msg and "LD_LIBRARY_PATH" in msg
+    msg = llmc.missing_library_message(ImportError("libnccl.so.2: cannot open shared object file: No such file"))
+    assert "needs libnccl.so.2" in msg and "nvidia-nccl-cu12" in msg
 
 
 @pytest.mark.skipif(not shutil.which("ldd"), reason="needs ldd")

@@ -26,8 +26,9 @@ def missing_library_message(error: ImportError) -> str:
     if "cannot open shared object file" not in text:
         return text
     lib = text.split(":")[0].strip()
+    wheel = "nvidia-nccl-cu12" if "nccl" in lib else "nvidia-cublas"  # NCCL: the multi-GPU engine
     return (f"llmc's compiled core needs {lib}, which the dynamic loader cannot find. It comes with the CUDA "
-            f"toolkit the package was built with, or from pip (nvidia-cublas); put its directory on "
+            f"toolkit the package was built with, or from pip ({wheel}); put its directory on "
             f"LD_LIBRARY_PATH, or install a CPU-only build: LLMC_CUDA=OFF pip install --no-binary llmc llmc "
             f"(in a checkout: make LLMC_CUDA=OFF python). ({text})")
 
