@@ -171,9 +171,10 @@ static int fill_row(const llmc_mc_eval *e, const mc_item *it, int c, int T, int 
     return len - 1 - first;
 }
 
-llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T, int limit, int *inputs, int *targets,
-                             llmc_mc_score *out, char *err, size_t errlen) {
+llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T, int limit, int part, int parts,
+                             int *inputs, int *targets, llmc_mc_score *out, char *err, size_t errlen) {
     const int n = limit > 0 && limit < e->nitems ? limit : e->nitems;
+    int scored = 0;
     memset(out, 0, sizeof *out);
     float *losses = malloc((size_t)B * T * sizeof(float));
     int *counts = malloc((size_t)B * sizeof(int));
@@ -184,7 +185,7 @@ llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T,
     }
     llmc_status st = LLMC_OK;
     int correct = 0, correct_norm = 0;
-    for (int i = 0; i < n && st == LLMC_OK;) {
+    for (int i = 0, batch = 0; i < n && st == LLMC_OK; batch++) {
         /* as many whole items as fit in B rows */
         int rows = 0, first = i;
         while (i < n && rows + e->items[i].nchoices <= B) rows += e->items[i++].nchoices;
@@ -205,6 +206,7 @@ llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T,
                 }
                 counts[r] = fill_row(e, &e->items[k], c, T, inputs + (size_t)r * T, targets + (size_t)r * T);
             }
+        if (batch % parts != part) continue; /* another rank's (every rank checks every item above) */
         for (; st == LLMC_OK && r < B; r++) /* rows past the last item: nothing counted */
             for (int p = 0; p < T; p++) inputs[(size_t)r * T + p] = 0, targets[(size_t)r * T + p] = LLMC_IGNORE_TARGET;
         if (st == LLMC_OK &&
@@ -226,14 +228,14 @@ llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T,
             }
             correct += best == it->label;
             correct_norm += best_norm == it->label;
+            scored++;
         }
     }
     free(losses);
     free(counts);
     if (st == LLMC_OK) {
-        out->n = n;
-        out->acc = (double)correct / n;
-        out->acc_norm = (double)correct_norm / n;
+        *out = (llmc_mc_score){scored, correct, correct_norm, scored ? (double)correct / scored : 0.0,
+                               scored ? (double)correct_norm / scored : 0.0};
     }
     return st;
 }

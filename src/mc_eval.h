@@ -13,6 +13,7 @@ typedef struct llmc_mc_eval llmc_mc_eval;
 
 typedef struct llmc_mc_score {
     int n;            /* items scored */
+    int correct, correct_norm; /* of them, right by acc and by acc_norm */
     double acc;       /* the answer with the least summed loss of its tokens */
     double acc_norm;  /* the least mean loss per token: what llm.c logs as HellaSwag */
 } llmc_mc_score;
@@ -29,8 +30,10 @@ int llmc_mc_eval_items(const llmc_mc_eval *e);
  * rows of T tokens, one row per choice (B >= the most choices of an item). A row holds the
  * context then the choice, at most T + 1 tokens (T inputs, each predicting the next): a context
  * that would not fit is cut from the left, and a choice longer than T tokens is refused. Only the choice's tokens are targets, so the losses are theirs.
- * The same scoring as python -m llmc.eval hellaswag. inputs/targets: B*T ints of scratch. */
-llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T, int limit, int *inputs,
-                             int *targets, llmc_mc_score *out, char *err, size_t errlen);
+ * The same scoring as python -m llmc.eval hellaswag. inputs/targets: B*T ints of scratch.
+ * part/parts split the work between ranks: only batches b with b % parts == part are scored (the
+ * counts of the parts add up to those of parts = 1). */
+llmc_status llmc_mc_eval_run(const llmc_mc_eval *e, llmc_train *t, int B, int T, int limit, int part, int parts,
+                             int *inputs, int *targets, llmc_mc_score *out, char *err, size_t errlen);
 
 #endif

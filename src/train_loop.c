@@ -358,15 +358,20 @@ static llmc_status eval_val(loop *L, int step) {
     return emit(L, &e);
 }
 
-/* The eval file, scored with the trainer's forward in batches of the training shape. */
+/* The eval file, scored with the trainer's forward in batches of the training shape, the batches
+ * split over the ranks; the counts are summed. */
 static llmc_status eval_mc(loop *L, int step) {
     llmc_mc_score s;
     char err[LLMC_ERR_LEN];
-    if (llmc_mc_eval_run(L->eval, L->t, L->B, L->T, L->o->eval_limit, L->inputs, L->targets, &s, err, sizeof err) !=
-        LLMC_OK)
-        return llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "eval %s: %s", L->o->eval_file, err);
-    llmc_event e = {.kind = LLMC_EVENT_EVAL, .step = step, .loss = (float)s.acc, .val_loss = (float)s.acc_norm,
-                    .ntokens = s.n};
+    llmc_status st = llmc_mc_eval_run(L->eval, L->t, L->B, L->T, L->o->eval_limit, L->rank, L->world, L->inputs,
+                                      L->targets, &s, err, sizeof err);
+    if (st != LLMC_OK) llmc_train_fail(L->t, LLMC_ERR_INVALID_ARG, "eval %s: %s", L->o->eval_file, err);
+    st = llmc_train_agree(L->t, st, NULL);
+    double counts[3] = {s.n, s.correct, s.correct_norm};
+    if (st == LLMC_OK) st = llmc_train_sum_doubles(L->t, counts, 3);
+    if (st != LLMC_OK) return st;
+    llmc_event e = {.kind = LLMC_EVENT_EVAL, .step = step, .loss = (float)(counts[0] ? counts[1] / counts[0] : 0.0),
+                    .val_loss = (float)(counts[0] ? counts[2] / counts[0] : 0.0), .ntokens = (int)counts[0]};
     return emit(L, &e);
 }
 
@@ -609,8 +614,8 @@ static llmc_status run(loop *L) {
         const int last = step == L->max_steps, resumed_here = step == first && first > 0;
         if (!resumed_here) { /* the run we resume from already did this step's periodic work */
             if (L->val && due(o->val_every, step, last)) st = eval_val(L, step);
-            const int lead = L->rank == 0; /* the eval file, samples and memory notes: rank 0's alone */
-            if (st == LLMC_OK && lead && L->eval && due(o->val_every, step, last)) st = eval_mc(L, step);
+            const int lead = L->rank == 0; /* samples and memory notes: rank 0's alone */
+            if (st == LLMC_OK && L->eval && due(o->val_every, step, last)) st = eval_mc(L, step);
             if (st == LLMC_OK && lead && step > 0 && o->gen_len > 0 && due(o->sample_every, step, last))
                 st = sample(L, step);
             st = llmc_train_agree(L->t, st, NULL);

@@ -62,8 +62,15 @@ def rel_err(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / (denom if denom > 0 else 1.0))
 
 
-def assert_close(out, ref, tol, what=""):
+def assert_close(out, ref, tol, what="", floor=None):
+    """Normwise relative error at most tol. floor (an array or a norm): the size the result has
+    without cancellation, for results that can sum to far less than their terms (one output of a
+    dot product, b1 m + (1 - b1) g); the error is then measured against the larger of the two."""
     err = rel_err(out, ref)
+    if floor is not None:
+        ref_norm = np.linalg.norm(np.asarray(ref, np.float64))
+        denom = max(ref_norm, float(np.linalg.norm(np.asarray(floor, np.float64))))
+        err = err * (ref_norm or 1.0) / (denom or 1.0)
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
 
 

@@ -216,3 +216,16 @@ def test_one_rank_through_the_engine(data, tmp_path):
     assert "data parallel: 1 ranks, ZeRO-1" in engine.stdout
     assert losses(plain) == losses(engine)
     assert read(tmp_path / "plain" / "model_00000006.bin") == read(tmp_path / "engine" / "model_00000006.bin")
+
+
+def test_eval_file_split_over_ranks(data, tmp_path):
+    """-h 1: the eval's batches are split over the ranks and their counts summed: one process's scores."""
+    from test_eval import ITEMS, toy_encode
+    from llmc import eval as ev
+    ev.write_eval_file(tmp_path / "hs.bin", ITEMS, toy_encode)
+    extra = ["-e", "L=2,H=2,C=32,T=64,V=64", "-b", 4, "-t", 64, "-h", 1, "--eval-file", tmp_path / "hs.bin"]
+    one = ok(run(0, args(data, tmp_path / "one", *extra, "-d", 768, "--exact-accum", 1)))
+    three = ok(run(3, args(data, tmp_path / "three", *extra, "-d", 768)))
+    scores = [[line for line in r.stdout.splitlines() if line.startswith("HellaSwag")] for r in (one, three)]
+    assert len(scores[0]) == 3 and scores[0] == scores[1], scores
+    assert f"{len(ITEMS)} items" in scores[0][0]

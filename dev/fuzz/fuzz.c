@@ -1110,7 +1110,7 @@ static void child_eval(const char *dir) {
         int *in = malloc((size_t)B * EVAL_T * sizeof *in), *tg = malloc((size_t)B * EVAL_T * sizeof *tg);
         llmc_mc_score s;
         err[0] = '\0';
-        st = in && tg ? llmc_mc_eval_run(e, t, B, EVAL_T, k ? 3 : 0, in, tg, &s, err, sizeof err) : LLMC_ERR_OUT_OF_MEMORY;
+        st = in && tg ? llmc_mc_eval_run(e, t, B, EVAL_T, k ? 3 : 0, 0, 1, in, tg, &s, err, sizeof err) : LLMC_ERR_OUT_OF_MEMORY;
         if (st != LLMC_OK) {
             if (st == LLMC_ERR_OUT_OF_MEMORY) verdict(BLOWUP, "eval run: %s", err);
             else if (!err[0]) verdict(BAD, "eval run failed without a message");
