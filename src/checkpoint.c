@@ -97,8 +97,44 @@ static llmc_status write_floats(void *ctx, const float *x, size_t n) {
     return llmc_atomic_write(w->af, x, n * sizeof(float), w->t->err, sizeof w->t->err);
 }
 
-/* The state file's body: m, v, master, each over all the ranks' shards. Every rank calls it. */
-static llmc_status write_body(llmc_train *t, llmc_atomic_file *af, llmc_status st) {
+/* ZeRO-1 with master weights: every rank's shard of them into rank 0's device buffer, in order. */
+typedef struct master_copy {
+    llmc_train *t;
+    float *full; /* NULL: it could not be allocated, the pieces are only passed on */
+    size_t at;
+} master_copy;
+
+static llmc_status copy_up(void *ctx, const float *x, size_t n) {
+    master_copy *c = ctx;
+    llmc_device *d = &c->t->m->dev;
+    if (!c->full) return LLMC_ERR_OUT_OF_MEMORY;
+    llmc_status st = d->ops->copy_h2d(d, c->full + c->at, x, n * sizeof(float));
+    c->at += n;
+    return st == LLMC_OK ? st : llmc_train_dev_fail(c->t, st);
+}
+
+/* The model file from every master weight (GPU ZeRO-1: rank 0 holds only its shard of them), so
+ * that it holds the fp32 values a single process would write. Every rank calls it. */
+static llmc_status write_model_gathered(llmc_train *t, const char *path, float *staging, float *host) {
+    llmc_model *m = t->m;
+    const int lead = llmc_train_rank(t) == 0;
+    master_copy c = {t, NULL, 0};
+    if (lead && m->dev.ops->alloc(&m->dev, (void **)&c.full, m->w.count * sizeof(float)) != LLMC_OK) c.full = NULL;
+    llmc_status st = llmc_train_gather_part(t, t->master, staging, host, CHUNK, copy_up, &c);
+    if (lead && st == LLMC_ERR_OUT_OF_MEMORY && !c.full)
+        llmc_train_fail(t, st, "no device memory to gather the master weights for the model file");
+    if (lead && st == LLMC_OK) {
+        const int fresh = t->master_version == m->version;
+        st = llmc_model_write(m, path, 0, fresh ? c.full : NULL, 0, fresh ? m->w.count : 0);
+        if (st != LLMC_OK) st = llmc_train_from_model(t, st);
+    }
+    if (c.full) m->dev.ops->free(&m->dev, c.full);
+    return st;
+}
+
+/* The state file's body: m, v, master, each over all the ranks' shards; before it, with model_path,
+ * the model file from the gathered master weights. Every rank calls it. */
+static llmc_status write_body(llmc_train *t, llmc_atomic_file *af, llmc_status st, const char *model_path) {
     llmc_model *m = t->m;
     float *host = malloc(CHUNK * sizeof(float)), *staging = NULL;
     if (!host) st = llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a buffer for the state");
@@ -108,6 +144,7 @@ static llmc_status write_body(llmc_train *t, llmc_atomic_file *af, llmc_status s
     }
     st = llmc_train_agree(t, st, NULL); /* from here on every rank takes each turn */
     llmc_status wst = LLMC_OK;
+    if (st == LLMC_OK && model_path) wst = write_model_gathered(t, model_path, staging, host);
     float *parts[] = {t->adam_m, t->adam_v, t->master};
     state_writer w = {t, af};
     for (int i = 0; i < 3 && st == LLMC_OK; i++) {
@@ -131,7 +168,8 @@ llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_chec
     if (lead && mkdir(dir, 0777) != 0 && errno != EEXIST)
         st = llmc_train_fail(t, LLMC_ERR_IO, "cannot create directory '%s': %s", dir, strerror(errno));
     if (st == LLMC_OK) st = llmc_train_ensure_optimizer(t);
-    if (st == LLMC_OK && lead) st = llmc_train_save_model(t, model_path, 0);
+    const int gather_master = llmc_train_zero1(t) && t->master; /* the model file needs every rank */
+    if (st == LLMC_OK && lead && !gather_master) st = llmc_train_save_model(t, model_path, 0);
     llmc_model *m = t->m;
 
     const size_t n = llmc_train_zero1(t) ? m->w.count : t->shard_count;
@@ -157,7 +195,7 @@ llmc_status llmc_checkpoint_save(llmc_train *t, const char *dir, const llmc_chec
     llmc_atomic_file af = {0};
     if (st == LLMC_OK && lead) st = llmc_atomic_open(&af, state_path, t->err, sizeof t->err);
     if (st == LLMC_OK && lead) st = llmc_atomic_write(&af, h, sizeof h, t->err, sizeof t->err);
-    st = write_body(t, &af, st);
+    st = write_body(t, &af, st, gather_master ? model_path : NULL);
     if (!lead) return st;
     if (af.f) st = llmc_atomic_close(&af, st, t->err, sizeof t->err);
     return st == LLMC_OK ? write_done(t, dir, info->step) : st;
