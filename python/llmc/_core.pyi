@@ -63,7 +63,8 @@ class Model:
 
 class Trainer:
     def __init__(self, model: Model, master_weights: int = 1, recompute: int = 0, shard_offset: int = 0,
-                 shard_count: int = 0, keep_zeros: int = 0, zero_stage: int = 0, exact_accum: int = 0) -> None: ...
+                 shard_count: int = 0, keep_zeros: int = 0, zero_stage: int = 0, exact_accum: int = 0,
+                 overlap: int = 1) -> None: ...
     def open_comm(self, world: int = 0, rank: int = 0, local_rank: int = 0, init: Optional[str] = None,
                   addr: Optional[str] = None, port: int = 0, file: Optional[str] = None, timeout: float = 300.0,
                   engine_at_one: int = 0) -> None: ...

@@ -100,12 +100,15 @@ class GPT2:
         from . import hf
         hf.save(directory, self.config, self.get_params())
 
-    def _join(self, zero_stage: Optional[int], comm: Optional[dict]) -> None:
-        """The trainer's communicator, opened once from the launcher's environment (a no-op alone)."""
-        if zero_stage is not None and zero_stage != self._train_options.get("zero_stage", 0):
+    def _join(self, trainer_options: dict, comm: Optional[dict]) -> None:
+        """Trainer options that must be set before the trainer exists (zero_stage, overlap,
+        exact_accum), then its communicator, opened once from the launcher's environment."""
+        for key, value in trainer_options.items():
+            if value is None or int(value) == self._train_options.get(key, 1 if key == "overlap" else 0):
+                continue
             if self._t is not None:
-                raise LlmcError("zero_stage is fixed once the model has trained: make a new model to change it")
-            self._train_options["zero_stage"] = int(zero_stage)
+                raise LlmcError(f"{key} is fixed once the model has a trainer: make a new model to change it")
+            self._train_options[key] = int(value)
         if self._comm_open:
             return
         self._trainer().open_comm(**(comm or {}))  # which has MPI end at exit, if it started it
@@ -238,7 +241,8 @@ class GPT2:
         Data parallel: under mpirun (CPU) or torchrun/slurm (CUDA, one GPU per process: make the model
         with gpu=llmc.local_rank()) every process calls train with the same arguments; the batches are
         split over the ranks, gradients, losses and norms summed, and rank 0 alone shows progress and
-        writes (the others return an empty history). zero_stage=1 splits AdamW's state over the ranks;
+        writes (the others return an empty history). zero_stage=1 splits AdamW's state over the ranks
+        (overlap=False and exact_accum=True as the CLI's --overlap 0 and --exact-accum 1);
         comm takes Trainer.open_comm's options (init="tcp"|"file"|"mpi", addr, port, file, timeout).
 
         Returns one dict per optimizer step: step, loss, lr, grad_norm, ms, tok_s, mfu, plus val_loss,
@@ -246,8 +250,10 @@ class GPT2:
         each step finishes (a validation, sample or checkpoint of that step is added to the same dict
         right after); a true return value stops training once that step's validation, sample and
         checkpoint are done."""
+        options = dict(options)
+        self._join(dict(zero_stage=zero_stage, overlap=options.pop("overlap", None),
+                        exact_accum=options.pop("exact_accum", None)), comm)
         opts = dict(options, train_data=data)
-        self._join(zero_stage, comm)
         if keep_zeros is not None:
             self.keep_zeros = keep_zeros
         teacher_model = teacher if isinstance(teacher, GPT2) else None
