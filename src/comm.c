@@ -107,10 +107,10 @@ llmc_status llmc_comm_open(llmc_comm **out, llmc_device *dev, const char *backen
     else llmc_comm_options_default(&opts);
     llmc_status st = llmc_comm_options_from_env(&opts, err, errlen);
     if (st != LLMC_OK) return st;
-    const int cpu = strcmp(backend, "cpu") == 0;
-    if (cpu && opts.init && strcmp(opts.init, "mpi") != 0 && (opts.world > 1 || opts.engine_at_one)) {
-        snprintf(err, errlen, "rank %d of %d: the CPU backend's ranks talk over MPI: launch with mpirun (init '%s' is "
-                 "for the GPU backend's NCCL)", opts.rank, opts.world, opts.init);
+    const int cpu = strcmp(backend, "cpu") == 0, talks = opts.world > 1 || opts.engine_at_one;
+    if (cpu && talks && ((opts.init && strcmp(opts.init, "mpi") != 0) || (opts.world > 1 && !llmc_comm_under_mpirun()))) {
+        snprintf(err, errlen, "rank %d of %d: the CPU backend's ranks talk over MPI: launch with mpirun (tcp and fs "
+                 "are the GPU backend's ways to meet)", opts.rank, opts.world);
         return LLMC_ERR_INVALID_ARG;
     }
     if (cpu) opts.init = "mpi";
@@ -119,7 +119,7 @@ llmc_status llmc_comm_open(llmc_comm **out, llmc_device *dev, const char *backen
         snprintf(err, errlen, "unknown init method '%s': use mpi, tcp or file", opts.init);
         return LLMC_ERR_INVALID_ARG;
     }
-    if (strcmp(opts.init, "file") == 0 && (!opts.file || !*opts.file) && (opts.world > 1 || opts.engine_at_one)) {
+    if (strcmp(opts.init, "file") == 0 && (!opts.file || !*opts.file) && talks) {
         snprintf(err, errlen, "init method 'file' needs a path on a filesystem every rank sees");
         return LLMC_ERR_INVALID_ARG;
     }
@@ -131,19 +131,13 @@ llmc_status llmc_comm_open(llmc_comm **out, llmc_device *dev, const char *backen
     c->world = opts.world, c->rank = opts.rank, c->local_rank = opts.local_rank;
     c->timeout_s = opts.timeout_s;
     c->dev = dev;
-    if (opts.world > 1 || opts.engine_at_one) {
+    if (talks) {
         const char *why = "";
         c->engine = llmc_comm_engine_for(backend, &why);
         if (!c->engine) {
             snprintf(err, errlen, "rank %d of %d: %s", c->rank, c->world, why);
             free(c);
             return LLMC_ERR_UNSUPPORTED;
-        }
-        if (cpu && opts.world > 1 && !llmc_comm_under_mpirun()) {
-            snprintf(err, errlen, "rank %d of %d: the CPU backend's ranks talk over MPI: launch with mpirun",
-                     c->rank, c->world);
-            free(c);
-            return LLMC_ERR_INVALID_ARG;
         }
         st = c->engine->open(c, &opts);
         if (st != LLMC_OK) {

@@ -18,7 +18,6 @@
 #include "train_internal.h"
 
 int llmc_train_distributed(const llmc_train *t) { return t->comm && t->comm->engine; }
-static int distributed(const llmc_train *t) { return llmc_train_distributed(t); }
 
 int llmc_train_rank(const llmc_train *t) { return t && t->comm ? t->comm->rank : 0; }
 int llmc_train_world(const llmc_train *t) { return t && t->comm ? t->comm->world : 1; }
@@ -68,7 +67,7 @@ void llmc_train_shard_of(const llmc_train *t, int rank, size_t *offset, size_t *
     *count = lo + S < P ? S : P - lo;
 }
 
-int llmc_train_zero1(const llmc_train *t) { return distributed(t) && t->opts.zero_stage == 1; }
+int llmc_train_zero1(const llmc_train *t) { return llmc_train_distributed(t) && t->opts.zero_stage == 1; }
 
 llmc_status llmc_train_comm_fail(llmc_train *t, llmc_status code) {
     snprintf(t->err, sizeof t->err, "%s", t->comm->err);
@@ -94,7 +93,7 @@ static int owned_pieces(const llmc_train *t, size_t offset, size_t count, llmc_c
 }
 
 llmc_status llmc_train_reduce_bucket(llmc_train *t, int layer) {
-    if (!t->reduce_in_backward || !distributed(t)) return LLMC_OK;
+    if (!t->reduce_in_backward || !llmc_train_distributed(t)) return LLMC_OK;
     const int W = t->comm->world;
     llmc_comm_range *r = malloc((size_t)LLMC_NUM_PARAM_TENSORS * (size_t)(W + 1) * sizeof *r);
     if (!r) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "out of memory for the gradient buckets");
@@ -114,7 +113,7 @@ llmc_status llmc_train_reduce_bucket(llmc_train *t, int layer) {
 }
 
 llmc_status llmc_train_reduce_grads(llmc_train *t) {
-    if (!distributed(t) || t->grads_reduced) return LLMC_OK;
+    if (!llmc_train_distributed(t) || t->grads_reduced) return LLMC_OK;
     const llmc_dtype dt = t->m->dev.ops->act_dtype;
     const size_t S = llmc_train_shard_size(t);
     if (t->reduce_pending) { /* the backward sent each shard's sums to its owner: wait for them */
@@ -152,7 +151,7 @@ llmc_status llmc_train_gather_params(llmc_train *t) {
 }
 
 llmc_status llmc_train_agree(llmc_train *t, llmc_status st, int *stop) {
-    if (!distributed(t)) return st;
+    if (!llmc_train_distributed(t)) return st;
     if (st != LLMC_OK && t->failure_agreed) return st; /* every rank knows already, and skips alike */
     char mine[LLMC_ERR_LEN];
     snprintf(mine, sizeof mine, "%s", st != LLMC_OK ? t->err : "");
@@ -163,14 +162,14 @@ llmc_status llmc_train_agree(llmc_train *t, llmc_status st, int *stop) {
 }
 
 llmc_status llmc_train_sum_doubles(llmc_train *t, double *v, int n) {
-    if (!distributed(t)) return LLMC_OK;
+    if (!llmc_train_distributed(t)) return LLMC_OK;
     COMM_TRY(t, llmc_comm_sum_doubles(t->comm, v, n));
     return LLMC_OK;
 }
 
 llmc_status llmc_train_check_same(llmc_train *t, const int64_t *mine, const char *const *names, int n,
                                   uint32_t float_bits) {
-    if (!distributed(t)) return LLMC_OK;
+    if (!llmc_train_distributed(t)) return LLMC_OK;
     const int W = t->comm->world;
     int64_t *all = malloc((size_t)W * (size_t)n * sizeof *all);
     if (!all) return llmc_train_fail(t, LLMC_ERR_OUT_OF_MEMORY, "out of memory comparing the ranks' settings");

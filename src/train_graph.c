@@ -149,11 +149,16 @@ static llmc_status read_loss(llmc_train *t) {
     return LLMC_OK;
 }
 
-static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *targets, int B, int T, int training) {
+/* The batch's shape and token ids, and the activations it needs. */
+static llmc_status check_and_reserve(llmc_train *t, const int *inputs, const int *targets, int B, int T, int training) {
     llmc_status st = check_batch(t, inputs, B, T);
     if (st == LLMC_OK) st = check_tokens(t, inputs, (size_t)B * T, "input", 0);
     if (st == LLMC_OK && targets) st = check_tokens(t, targets, (size_t)B * T, "target", 1);
-    if (st == LLMC_OK) st = llmc_train_ensure_acts(t, B, T, training);
+    return st == LLMC_OK ? llmc_train_ensure_acts(t, B, T, training) : st;
+}
+
+static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *targets, int B, int T, int training) {
+    llmc_status st = check_and_reserve(t, inputs, targets, B, T, training);
     if (st != LLMC_OK) return st;
     size_t N = (size_t)B * T;
     llmc_device *d = &t->m->dev;
@@ -172,12 +177,8 @@ static llmc_status prepare_batch(llmc_train *t, const int *inputs, const int *ta
 
 llmc_status llmc_train_check_step(llmc_train *t, const int *inputs, const int *targets, int B, int T) {
     if (!targets) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "training needs targets");
-    llmc_status st = check_batch(t, inputs, B, T);
-    if (st == LLMC_OK) st = check_tokens(t, inputs, (size_t)B * T, "input", 0);
-    if (st == LLMC_OK) st = check_tokens(t, targets, (size_t)B * T, "target", 1);
-    if (st == LLMC_OK) st = llmc_train_ensure_acts(t, B, T, 1);
-    if (st == LLMC_OK) st = llmc_train_ensure_grads(t);
-    return st;
+    llmc_status st = check_and_reserve(t, inputs, targets, B, T, 1);
+    return st == LLMC_OK ? llmc_train_ensure_grads(t) : st;
 }
 
 llmc_status llmc_train_forward(llmc_train *t, const int *inputs, const int *targets, int B, int T) {
