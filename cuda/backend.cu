@@ -320,6 +320,7 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_kv_append,
     llmc_cuda_attention_decode,
     llmc_cuda_argmax_rows,
+    llmc_cuda_sample_rows,
     llmc_cuda_graph_begin,
     llmc_cuda_graph_end,
     llmc_cuda_graph_launch,

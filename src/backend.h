@@ -230,6 +230,12 @@ struct llmc_backend_ops {
     /* out[i] (=, device int32) = the index of the largest of logits[i, :V] (rows of Vp), the lowest
      * index on ties; -1 when the row holds a NaN or +Inf or is all -Inf (as llmc_sample_token). */
     llmc_status (*argmax_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
+    /* out[i] (=, device int32) = llmc_sample_token_at(logits[i, :V], s, u[i]) for the uniform
+     * draws u (device fp32, one per row): -1 when the row holds a NaN or +Inf or is all -Inf, and
+     * -2 when the backend leaves the row to the host (which computes the same function). Fails
+     * for settings llmc_sampling_validate refuses. Optional (NULL: sample on the host). */
+    llmc_status (*sample_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
+                               const llmc_sampling *s, const float *u);
     /* Optional (NULL: not supported). Ops enqueued between graph_begin and graph_end are recorded,
      * not run; graph_launch replays them (same pointers and shapes, current memory contents).
      * graph_end must follow every graph_begin, also after a failed op. graph_launch fails with

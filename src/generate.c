@@ -16,6 +16,10 @@
  * gets), so sampling runs in parallel across sequences and a sequence's tokens do not depend
  * on when the others stop. Greedy sessions (temperature 0) take the argmax where the logits
  * are and bring back one int per sequence; the logits are read only if llmc_gen_logits asks.
+ * Sampling sessions do the same where the backend has a sampler (sample_rows): the host draws
+ * each sequence's uniform number from its stream and sends it; the backend returns the token
+ * llmc_sample_token_at picks, so the tokens do not depend on where they were sampled. Rows the
+ * device sampler leaves to the host (-2) and host_sampling sessions sample here.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,7 +46,10 @@ struct llmc_gen {
     int *tok, *slot, *pos; /* staging of one decode step */
     int greedy;            /* temperature 0: the device picks the argmax, logits stay there */
     int *pick;             /* greedy: the token of each logits row */
-    float *logits;         /* sampling: (batch, Vp) fp32 on the host */
+    int nrows;             /* logits rows the last prefill or decode left */
+    float *draws;          /* device sampling: the uniform draw of each logits row */
+    float *row_buf;        /* device sampling: one row of logits for a row left to the host */
+    float *logits;         /* host sampling: (batch, Vp) fp32 on the host, else NULL */
     uint16_t *raw;         /* sampling on a bf16 backend: the rows as they come off the device */
     int broken;            /* a device step failed: the cache can no longer be trusted */
     llmc_infer eng;
@@ -56,6 +63,7 @@ void llmc_gen_options_default(llmc_gen_options *o) {
     llmc_sampling_default(&o->sampling);
     o->eot = 50256;
     o->graphs = -1;
+    o->host_sampling = -1;
 }
 
 llmc_gen *llmc_gen_new(void) { return calloc(1, sizeof(llmc_gen)); }
@@ -67,7 +75,7 @@ void llmc_gen_end(llmc_gen *g) {
     if (!g || !g->m) return;
     llmc_infer_release(&g->eng);
     void *bufs[] = {g->rng,  g->len, g->generated, g->alive,  g->row, g->tok,
-                    g->slot, g->pos, g->pick,      g->logits, g->raw};
+                    g->slot, g->pos, g->pick,      g->logits, g->raw, g->draws, g->row_buf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     g->m->users--;
     char err[LLMC_ERR_LEN];
@@ -82,7 +90,8 @@ void llmc_gen_free(llmc_gen *g) {
 }
 
 static llmc_status download_logits(llmc_gen *g, int n) {
-    if (g->greedy) return LLMC_OK; /* read lazily by llmc_gen_logits */
+    g->nrows = n;
+    if (!g->logits) return LLMC_OK; /* they stay on the device: read lazily by llmc_gen_logits */
     llmc_model *m = g->m;
     const size_t total = (size_t)n * (size_t)m->w.cfg.padded_vocab_size;
     llmc_status st;
@@ -183,10 +192,11 @@ static llmc_status check_prompts(llmc_gen *g, const int *prompts, const int *pro
     return LLMC_OK;
 }
 
-static llmc_status alloc_session(llmc_gen *g, int batch) {
+static llmc_status alloc_session(llmc_gen *g, int batch, int host_sampling) {
     const size_t nb = (size_t)batch, Vp = (size_t)g->m->w.cfg.padded_vocab_size;
     const int bf16 = g->m->dev.ops->act_dtype == LLMC_BF16;
-    const size_t host = g->greedy ? 0 : nb * Vp * (sizeof(float) + (bf16 ? sizeof(uint16_t) : 0));
+    const int on_host = !g->greedy && (host_sampling || !g->m->dev.ops->sample_rows);
+    const size_t host = on_host ? nb * Vp * (sizeof(float) + (bf16 ? sizeof(uint16_t) : 0)) : 0;
     size_t avail = 0, total = 0;
     llmc_host_memory(&avail, &total);
     if (total > 0 && host > avail) /* sampling keeps every sequence's logits on the host */
@@ -203,10 +213,13 @@ static llmc_status alloc_session(llmc_gen *g, int batch) {
     g->slot = malloc(nb * sizeof(int));
     g->pos = malloc(nb * sizeof(int));
     g->pick = malloc(nb * sizeof(int));
-    g->logits = g->greedy ? NULL : malloc(nb * Vp * sizeof(float));
-    g->raw = !g->greedy && bf16 ? malloc(nb * Vp * sizeof(uint16_t)) : NULL;
+    g->logits = on_host ? malloc(nb * Vp * sizeof(float)) : NULL;
+    g->raw = on_host && bf16 ? malloc(nb * Vp * sizeof(uint16_t)) : NULL;
+    const int on_device = !g->greedy && !on_host;
+    g->draws = on_device ? malloc(nb * sizeof(float)) : NULL;
+    g->row_buf = on_device ? malloc(Vp * sizeof(float)) : NULL;
     if (!g->rng || !g->len || !g->generated || !g->alive || !g->row || !g->tok || !g->slot || !g->pos || !g->pick ||
-        (!g->greedy && (!g->logits || (bf16 && !g->raw))))
+        (on_host && (!g->logits || (bf16 && !g->raw))) || (on_device && (!g->draws || !g->row_buf)))
         return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
     return LLMC_OK;
 }
@@ -237,7 +250,9 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     g->greedy = s->temperature == 0.0f;
     long long longest, total, need;
     llmc_status st = check_prompts(g, prompts, prompt_lens, batch, o->max_new, offsets, &longest, &total, &need);
-    if (st == LLMC_OK) st = alloc_session(g, batch);
+    /* default: the host, until the CUDA sampler has run its tests on a GPU (LLMC_DEVICE_SAMPLING=1 opts in) */
+    const int host_sampling = o->host_sampling >= 0 ? o->host_sampling : getenv("LLMC_DEVICE_SAMPLING") == NULL;
+    if (st == LLMC_OK) st = alloc_session(g, batch, host_sampling);
     if (st == LLMC_OK) {
         int nlive = 0;
         for (int b = 0; b < batch; b++) {
@@ -263,6 +278,33 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     return st;
 }
 
+/* Each live sequence's next token from the logits on the device: its draw goes up, the token
+ * comes back (the ints of e->argmax carry it); rows the backend leaves to the host (-2) come
+ * down one at a time and get the same function here. */
+static llmc_status sample_on_device(llmc_gen *g, int *out) {
+    llmc_model *m = g->m;
+    const llmc_backend_ops *ops = m->dev.ops;
+    const int V = m->w.cfg.vocab_size, Vp = m->w.cfg.padded_vocab_size, n = g->nrows;
+    for (int b = 0; b < g->batch; b++)
+        if (g->alive[b]) g->draws[g->row[b]] = llmc_rng_f32(&g->rng[b]);
+    llmc_infer *e = &g->eng;
+    llmc_status st = ops->copy_h2d(&m->dev, e->draws, g->draws, (size_t)n * sizeof(float));
+    if (st == LLMC_OK) st = ops->sample_rows(&m->dev, e->argmax, e->logits, n, V, Vp, &g->sampling, e->draws);
+    if (st == LLMC_OK) st = ops->copy_d2h(&m->dev, g->pick, e->argmax, (size_t)n * sizeof(int));
+    if (st != LLMC_OK) return fail(g, st, "%s", m->dev.err);
+    for (int b = 0; b < g->batch; b++) {
+        if (!g->alive[b]) continue;
+        const int r = g->row[b];
+        out[b] = g->pick[r];
+        if (out[b] != -2) continue;
+        st = ops->download_f32(&m->dev, g->row_buf, (const char *)e->logits + (size_t)r * Vp * m->esz, ops->act_dtype,
+                               (size_t)V);
+        if (st != LLMC_OK) return fail(g, st, "%s", m->dev.err);
+        llmc_sample_token_at(g->row_buf, V, &g->sampling, g->draws[r], &out[b]); /* -1: not finite */
+    }
+    return LLMC_OK;
+}
+
 llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) {
     if (!g->m) return fail(g, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
     if (g->broken) return fail(g, LLMC_ERR_INVALID_ARG, "the generation session failed earlier: begin a new one");
@@ -282,6 +324,12 @@ llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) 
     if (g->greedy) {
         for (int b = 0; b < B; b++)
             if (g->alive[b]) out[b] = g->pick[g->row[b]];
+    } else if (!g->logits) {
+        llmc_status st = sample_on_device(g, out);
+        if (st != LLMC_OK) {
+            g->broken = 1;
+            return st;
+        }
     } else {
         /* sampling is pure host work on independent rows and RNG streams */
 #pragma omp parallel for schedule(dynamic, 1) if (nlive > 1 && (long)nlive * V >= 65536)
@@ -330,7 +378,7 @@ llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst) {
         return fail(g, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
     llmc_model *m = g->m;
     const size_t Vp = (size_t)m->w.cfg.padded_vocab_size, V = (size_t)m->w.cfg.vocab_size;
-    if (!g->greedy) {
+    if (g->logits) {
         memcpy(dst, g->logits + (size_t)g->row[b] * Vp, V * sizeof(float));
         return LLMC_OK;
     }

@@ -54,6 +54,7 @@ static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
     e->logits = llmc_arena_take(&c, S * Vp * es);
     e->ids = llmc_arena_take(&c, (R + 3 * S) * sizeof(int));
     e->argmax = llmc_arena_take(&c, S * sizeof(int));
+    e->draws = llmc_arena_take(&c, S * sizeof(float));
     return c.offset;
 }
 

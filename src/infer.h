@@ -21,7 +21,8 @@ typedef struct llmc_infer {
     void *last;                     /* (slots, C): final-LN rows whose logits prefill computes */
     void *logits;                   /* (slots, Vp) */
     int *ids;                       /* rows + 3 * slots ints of per-call indices */
-    int *argmax;                    /* (slots) greedy picks */
+    int *argmax;                    /* (slots) greedy picks, or sampled tokens */
+    float *draws;                   /* (slots) uniform draws for the device sampler */
     int *host_ids;                  /* host staging of the same size */
     /* decode steps replayed as device graphs (backends with graph ops), one per row count */
     int use_graphs;

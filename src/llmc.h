@@ -359,6 +359,9 @@ llmc_status llmc_sampling_validate(const llmc_sampling *s, char *err, size_t err
  * LLMC_ERR_INVALID_ARG for V <= 0 or settings llmc_sampling_validate refuses, LLMC_ERR_NUMERIC
  * when a logit is NaN or +Inf or all are -Inf. Pure host code. */
 llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, int *token);
+/* The same pick for a given uniform draw u in [0, 1) (the one llmc_sample_token would take from
+ * *rng_state; ignored for temperature 0). The device sampler computes this same function. */
+llmc_status llmc_sample_token_at(const float *logits, int V, const llmc_sampling *s, float u, int *token);
 
 typedef struct llmc_gen llmc_gen;
 typedef struct llmc_gen_options {
@@ -367,6 +370,10 @@ typedef struct llmc_gen_options {
     int eot;             /* the stop token (-1: none) */
     int graphs;          /* replay decode steps as device graphs where the backend can;
                           * -1: default (on unless LLMC_NO_GRAPHS is set) */
+    int host_sampling;   /* 1: copy the logits to the host and sample there even where the backend
+                          * samples on the device (the same tokens; the reference and fallback);
+                          * -1: default (host unless LLMC_DEVICE_SAMPLING is set: the CUDA sampler
+                          * has not run on a GPU yet) */
 } llmc_gen_options;
 void llmc_gen_options_default(llmc_gen_options *o);
 

@@ -23,6 +23,7 @@
 
 #include "llmc.h"
 #include "rng.h"
+#include "sample_math.h"
 
 llmc_status llmc_sampling_validate(const llmc_sampling *s, char *err, size_t errlen) {
     if (s->temperature >= 0.0f && isfinite(s->temperature) && s->top_k >= 0 && s->top_p > 0.0f && s->top_p <= 1.0f)
@@ -40,37 +41,8 @@ void llmc_sampling_default(llmc_sampling *s) {
     s->seed = 1337;
 }
 
-/* exp(x) for x <= 0, to ~2e-7 relative, 0 below -87 (so -Inf gives exactly 0).
- * Plain arithmetic instead of expf so that loops over V vectorise; the clamp works on
- * the bits (for x <= 0, a larger pattern is a more negative x) because a float select
- * there makes GCC split the loop into branches. */
-static inline float wexp(float x) {
-    const uint32_t lim = 0xC2AE0000u; /* -87.0f */
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    float keep = (float)(u < lim);
-    u = u < lim ? u : lim;
-    memcpy(&x, &u, 4);
-    int n = (int)(x * 1.44269504f - 0.5f); /* round(x / ln 2), x <= 0 */
-    float r = x - (float)n * 0.693145752f - (float)n * 1.42860677e-6f; /* ln 2 in two parts */
-    float p = 1.0f / 5040; /* Taylor to r^7 on |r| <= 0.35 */
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits; /* p * 2^n by adding n to the exponent; n >= -126 keeps it normal */
-    memcpy(&bits, &p, 4);
-    bits += n * (1 << 23);
-    memcpy(&p, &bits, 4);
-    return p * keep;
-}
-
-/* Unnormalised probability of a logit. Division (not a reciprocal) keeps the top
- * logit at exp(0) = 1 even for a denormal temperature. */
-static inline float weight(float l, float mx, float temperature) { return wexp((l - mx) / temperature); }
+/* The weight arithmetic is shared with the device sampler (cuda/sample.cu): sample_math.h. */
+static inline float weight(float l, float mx, float temperature) { return sample_weight(l, mx, temperature); }
 
 /* ---- candidate tokens ---- */
 typedef struct cand {
@@ -104,8 +76,8 @@ static void sift_down(cand *h, int n, int i) {
     }
 }
 
-#define LANES 16
-#define BLOCK 256
+#define LANES SAMPLE_LANES
+#define BLOCK SAMPLE_BLOCK
 
 /* The k best of V, sorted best first. A heap of k; runs of logits that cannot enter
  * it are skipped a vector at a time. */
@@ -207,13 +179,13 @@ static double total_weight(const row *r, edge e, double *sums) {
 
 /* Samples the member tokens in token order. Block sums locate the block the draw falls
  * in, so only one block is scanned token by token. */
-static int draw_blocks(const row *r, edge e, int fallback, uint64_t *rng) {
+static int draw_blocks(const row *r, edge e, int fallback, float u) {
     int V = r->V, nb = (V + BLOCK - 1) / BLOCK;
     double stack_sums[1024];
     double *sums = nb <= 1024 ? stack_sums : malloc((size_t)nb * sizeof *sums);
     if (!sums) return -1;
     double z = total_weight(r, e, sums);
-    double target = (double)llmc_rng_f32(rng) * z, cum = 0;
+    double target = (double)u * z, cum = 0;
     int b = 0, last_b = -1;
     for (; b < nb; b++) {
         if (sums[b] <= 0) continue;
@@ -238,12 +210,12 @@ static int draw_blocks(const row *r, edge e, int fallback, uint64_t *rng) {
 
 /* Samples among c[0..n) (best first, weights filled), cut to the shortest prefix whose
  * mass reaches need (INFINITY: no cut). */
-static int draw_sorted(const cand *c, int n, double need, uint64_t *rng) {
+static int draw_sorted(const cand *c, int n, double need, float u) {
     double mass = 0;
     int m = 0;
     do mass += c[m++].w;
     while (m < n && mass < need);
-    double target = (double)llmc_rng_f32(rng) * mass, cum = 0;
+    double target = (double)u * mass, cum = 0;
     int last = c[0].i;
     for (int j = 0; j < m; j++) {
         if (c[j].w <= 0) continue;
@@ -294,16 +266,13 @@ static int nucleus_edge(cand *c, int n, float mx, float lowest, double need, edg
 /* Top-p over the whole row (weights precomputed in r->w). Tokens lighter than (1-top_p)/(V-1)
  * of the total weigh less than 1-top_p together, so the nucleus lies among the heavier ones.
  * The cut is made on the logit, so the candidates are exactly a prefix of the preference order. */
-static int nucleus_sample(const row *r, cand *c, float top_p, int arg, uint64_t *rng) {
+static int nucleus_sample(const row *r, cand *c, float top_p, int arg, float u) {
     const float *l = r->l, *w = r->w;
     int V = r->V;
     const edge all = {-INFINITY, INT_MAX};
     double z = total_weight(r, all, NULL);
     double need = (double)top_p * z;
-    if (need <= 0) { /* top_p <= 0: the single most likely token (one draw all the same) */
-        llmc_rng_f32(rng);
-        return arg;
-    }
+    if (need <= 0) return arg; /* top_p <= 0: the single most likely token */
     float cut = r->mx + (float)((double)r->temperature * log((1.0 - (double)top_p) / (V - 1) * z));
     const edge at_cut = {cut, INT_MAX};
     double heavy = total_weight(r, at_cut, NULL);
@@ -327,18 +296,17 @@ static int nucleus_sample(const row *r, cand *c, float top_p, int arg, uint64_t 
     for (int j = 0; j < n; j++) c[j].w = w[c[j].i];
     edge e;
     if (nucleus_edge(c, n, r->mx, cut, need, &e) != 0) return -1;
-    return draw_blocks(r, e, arg, rng);
+    return draw_blocks(r, e, arg, u);
 }
 
-/* The token, or -1 when the draw cannot be made (a malloc failed, or bad values found late). */
-static int sample(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, float mx) {
+/* The token for the uniform draw u in [0, 1), or -1 when the draw cannot be made (a malloc
+ * failed, or bad values found late). */
+static int sample(const float *logits, int V, const llmc_sampling *s, float u, float mx) {
     float temperature = s->temperature, top_p = s->top_p;
     int arg = 0;
     while (logits[arg] != mx) arg++; /* first maximum */
     if (temperature == 0.0f) return arg;
 
-    uint64_t local = llmc_rng_seed(s->seed);
-    uint64_t *rng = rng_state ? rng_state : &local;
     int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
     const edge all = {-INFINITY, INT_MAX};
 
@@ -348,12 +316,12 @@ static int sample(const float *logits, int V, const llmc_sampling *s, uint64_t *
         select_top_k(logits, V, k, c);
         double zk = 0;
         for (int j = 0; j < k; j++) zk += c[j].w = weight(c[j].v, mx, temperature);
-        int tok = draw_sorted(c, k, top_p < 1.0f ? (double)top_p * zk : INFINITY, rng);
+        int tok = draw_sorted(c, k, top_p < 1.0f ? (double)top_p * zk : INFINITY, u);
         free(c);
         return tok;
     }
     row r = {logits, NULL, V, mx, temperature};
-    if (!(top_p < 1.0f) || V == 1) return draw_blocks(&r, all, arg, rng);
+    if (!(top_p < 1.0f) || V == 1) return draw_blocks(&r, all, arg, u);
 
     /* Nucleus without top-k: weights computed once serve four passes. One buffer of the
      * same size every call, so malloc recycles it instead of mapping fresh pages. */
@@ -361,9 +329,33 @@ static int sample(const float *logits, int V, const llmc_sampling *s, uint64_t *
     if (!w) return -1;
     for (int i = 0; i < V; i++) w[i] = weight(logits[i], mx, temperature);
     r.w = w;
-    int tok = nucleus_sample(&r, (cand *)(w + V), top_p, arg, rng);
+    int tok = nucleus_sample(&r, (cand *)(w + V), top_p, arg, u);
     free(w);
     return tok;
+}
+
+/* The checks both entry points make before anything is drawn; *mx: the max logit. */
+static llmc_status check_row(const float *logits, int V, const llmc_sampling *s, float *mx) {
+    char why[160];
+    if (!logits || V <= 0 || llmc_sampling_validate(s, why, sizeof why) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
+    int bad;
+    *mx = scan_max(logits, V, &bad);
+    return bad || *mx == -INFINITY ? LLMC_ERR_NUMERIC : LLMC_OK;
+}
+
+llmc_status llmc_sample_token_at(const float *logits, int V, const llmc_sampling *s, float u, int *token) {
+    llmc_sampling def;
+    if (!s) {
+        llmc_sampling_default(&def);
+        s = &def;
+    }
+    *token = -1;
+    float mx;
+    if (!(u >= 0.0f && u < 1.0f)) return LLMC_ERR_INVALID_ARG;
+    llmc_status st = check_row(logits, V, s, &mx);
+    if (st != LLMC_OK) return st;
+    *token = sample(logits, V, s, u, mx);
+    return *token >= 0 ? LLMC_OK : LLMC_ERR_OUT_OF_MEMORY;
 }
 
 llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, int *token) {
@@ -373,11 +365,12 @@ llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s
         s = &def;
     }
     *token = -1;
-    char why[160];
-    if (!logits || V <= 0 || llmc_sampling_validate(s, why, sizeof why) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
-    int bad;
-    float mx = scan_max(logits, V, &bad);
-    if (bad || mx == -INFINITY) return LLMC_ERR_NUMERIC;
-    *token = sample(logits, V, s, rng_state, mx);
+    float mx;
+    llmc_status st = check_row(logits, V, s, &mx);
+    if (st != LLMC_OK) return st;
+    /* one draw per sampled token, none for greedy: the stream a sequence consumes */
+    uint64_t local = llmc_rng_seed(s->seed);
+    float u = s->temperature > 0.0f ? llmc_rng_f32(rng_state ? rng_state : &local) : 0.0f;
+    *token = sample(logits, V, s, u, mx);
     return *token >= 0 ? LLMC_OK : LLMC_ERR_OUT_OF_MEMORY;
 }

@@ -212,3 +212,24 @@ def test_top_p_ties_cut_by_index():
     counts = draw_many(big, 3000, seed=6, top_p=0.3)
     assert_matches(counts, probs)
     assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(probs))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(top_k=50), dict(top_k=50, top_p=0.95), dict(top_p=0.3), dict(temperature=0.7)])
+def test_sample_token_at_is_the_stream_draw(kw):
+    # sample_token takes exactly one uniform draw; sample_token_at with that draw picks the same token
+    logits = (np.random.default_rng(3).normal(size=V_GPT2) * 2.5).astype(np.float32)
+    state = 77
+    for _ in range(20):
+        u, _ = _core.rng_uniform(state)
+        tok, state = _core.sample_token(logits, rng_state=state, **kw)
+        assert _core.sample_token_at(logits, u, **kw) == tok
+
+
+def test_cpu_sample_rows_is_the_host_sampler():
+    dev = _core.Device("cpu")
+    rng = np.random.default_rng(4)
+    logits = (rng.normal(size=(6, 1024)) * 3).astype(np.float32)
+    u = rng.random(6).astype(np.float32)
+    got = dev.sample_rows(logits, 1000, u, temperature=0.9, top_k=40, top_p=0.9)
+    want = [_core.sample_token_at(logits[i, :1000], float(u[i]), temperature=0.9, top_k=40, top_p=0.9) for i in range(6)]
+    np.testing.assert_array_equal(got, want)

@@ -148,7 +148,7 @@ cdef extern from "llmc.h":
     ctypedef struct llmc_gen_options:
         int max_new
         llmc_sampling sampling
-        int eot, graphs
+        int eot, graphs, host_sampling
     void llmc_gen_options_default(llmc_gen_options *o)
     llmc_gen *llmc_gen_new()
     void llmc_gen_free(llmc_gen *g)

@@ -45,6 +45,8 @@ cdef extern from "llmc.h":
     int _dl_sampling_validate "llmc_sampling_validate"(const _dl_sampling *s, char *err, size_t errlen) nogil
     int _dl_sample_token "llmc_sample_token"(const float *logits, int V, const _dl_sampling *s,
                                              uint64_t *rng_state, int *token) nogil
+    int _dl_sample_token_at "llmc_sample_token_at"(const float *logits, int V, const _dl_sampling *s, float u,
+                                                   int *token) nogil
 
     ctypedef int _dl_sched_kind "llmc_schedule_kind"
     ctypedef struct _dl_schedule "llmc_schedule":
@@ -226,6 +228,40 @@ def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rn
     if st != 0:
         raise LlmcError("cannot sample: the logits contain NaN or +Inf, or are all -Inf")
     return tok, state
+
+
+cdef extern from "rng.h":
+    float _dl_rng_f32 "llmc_rng_f32"(uint64_t *state) nogil
+
+
+def sample_token_at(logits, float u, float temperature=1.0, int top_k=0, float top_p=1.0):
+    """The token sample_token picks from 1-D logits when its uniform draw is u in [0, 1)
+    (the function the device samplers compute). Raises LlmcError as sample_token does."""
+    arr = np.ascontiguousarray(logits, dtype=np.float32)
+    if arr.ndim != 1 or not 0 < arr.shape[0] <= 2**31 - 1:
+        raise LlmcError(f"logits must be a non-empty 1-D array, got shape {arr.shape}")
+    if not 0.0 <= u < 1.0:
+        raise LlmcError(f"the draw must be in [0, 1), got {u}")
+    cdef _dl_sampling s
+    _dl_sampling_default(&s)
+    s.temperature, s.top_k, s.top_p = temperature, top_k, top_p
+    cdef char err[256]
+    if _dl_sampling_validate(&s, err, sizeof(err)) != 0:
+        raise LlmcError(err.decode())
+    cdef int V = <int>arr.shape[0], tok = -1, st
+    cdef const float *p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+    with nogil:
+        st = _dl_sample_token_at(p, V, &s, u, &tok)
+    if st != 0:
+        raise LlmcError("cannot sample: the logits contain NaN or +Inf, or are all -Inf")
+    return tok
+
+
+def rng_uniform(rng_state):
+    """(u, new_state): the uniform draw in [0, 1) that sample_token takes from rng_state."""
+    cdef uint64_t state = int(rng_state) & 0xFFFFFFFFFFFFFFFF
+    cdef float u = _dl_rng_f32(&state)
+    return u, state
 
 
 def schedule_lr(kind, max_lr, warmup, total, final_frac=0.0, step=None, decay_frac=0.0):

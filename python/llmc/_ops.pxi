@@ -58,6 +58,8 @@ cdef extern from "backend.h":
                                         const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                         int maxlen)
         llmc_status (*argmax_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp)
+        llmc_status (*sample_rows)(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
+                                   const llmc_sampling *s, const float *u)
         llmc_status (*classifier_distill_forward)(llmc_device *dev, float *losses, void *logits,
                                                   const void *teacher_logits, const int *targets, int N, int V,
                                                   int Vp, float dloss, float alpha, float tau)
@@ -486,6 +488,28 @@ cdef class Device:
         lg = self._put(logits)
         ob = self._put_int(np.full(N, -2, np.int32))  # poison: neither an index nor -1
         self._ok(self.d.ops.argmax_rows(&self.d, <int *>ob.ptr, lg.ptr, N, V, Vp))
+        cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(N, np.int32)
+        self._ok(self.d.ops.copy_d2h(&self.d, <void *>out.data, ob.ptr, N * 4))
+        return out
+
+    def sample_rows(self, logits, int V, draws, float temperature=1.0, int top_k=0, float top_p=1.0):
+        """int32 (N,): the token llmc_sample_token_at picks from logits[i, :V] for draw u = draws[i]
+        (logits of shape (N, Vp)); -1 for a bad row, -2 for a row the backend leaves to the host."""
+        N, Vp = logits.shape
+        if not 0 < V <= Vp:
+            raise LlmcError(f"sample_rows: V={V} must be in [1, {Vp}]")
+        if self.d.ops.sample_rows == NULL:
+            raise LlmcError(f"sample_rows: the {self.name} backend has no device sampler")
+        u = np.ascontiguousarray(draws, dtype=np.float32).reshape(-1)
+        if u.shape[0] != N or not np.all((u >= 0) & (u < 1)):
+            raise LlmcError(f"sample_rows: {N} rows need {N} draws in [0, 1)")
+        cdef llmc_sampling s
+        llmc_sampling_default(&s)
+        s.temperature, s.top_k, s.top_p = temperature, top_k, top_p
+        lg = self._put(logits)
+        ub = self._put(u, False)
+        ob = self._put_int(np.full(N, -3, np.int32))  # poison: neither a token, -1 nor -2
+        self._ok(self.d.ops.sample_rows(&self.d, <int *>ob.ptr, lg.ptr, N, V, Vp, &s, <float *>ub.ptr))
         cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(N, np.int32)
         self._ok(self.d.ops.copy_d2h(&self.d, <void *>out.data, ob.ptr, N * 4))
         return out

@@ -9,7 +9,7 @@ cdef class Session:
     cdef readonly int batch
 
     def __cinit__(self, Model model, prompts, int max_new, float temperature=1.0, int top_k=0, float top_p=1.0,
-                  uint64_t seed=1337, int eot=50256, graphs=None):
+                  uint64_t seed=1337, int eot=50256, graphs=None, host_sampling=None):
         self.g = llmc_gen_new()
         if self.g == NULL:
             raise MemoryError()
@@ -34,6 +34,8 @@ cdef class Session:
         o.eot = eot
         if graphs is not None:
             o.graphs = 1 if graphs else 0
+        if host_sampling is not None:
+            o.host_sampling = 1 if host_sampling else 0
         cdef int n = len(seqs)
         with nogil:
             st = llmc_gen_begin(self.g, model.m, <int *>flat.data, <int *>lens.data, n, &o)

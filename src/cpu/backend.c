@@ -155,6 +155,7 @@ const llmc_backend_ops llmc_cpu_backend_ops = {
     .kv_append = llmc_cpu_kv_append,
     .attention_decode = llmc_cpu_attention_decode,
     .argmax_rows = llmc_cpu_argmax_rows,
+    .sample_rows = llmc_cpu_sample_rows,
     .classifier_distill_forward = llmc_cpu_classifier_distill_forward,
     .zero_mask_build = llmc_cpu_zero_mask_build,
     .zero_mask_apply = llmc_cpu_zero_mask_apply,

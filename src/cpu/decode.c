@@ -131,3 +131,23 @@ llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits,
     }
     return LLMC_OK;
 }
+
+/* The host sampler itself, one row per thread: the reference the device samplers match. */
+llmc_status llmc_cpu_sample_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
+                                 const llmc_sampling *s, const float *u) {
+    if (N < 0 || V <= 0 || Vp < V)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "sample_rows: bad shape N=%d V=%d Vp=%d", N, V, Vp);
+    if (llmc_sampling_validate(s, dev->err, sizeof dev->err) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
+    for (int i = 0; i < N; i++)
+        if (!(u[i] >= 0.0f && u[i] < 1.0f))
+            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "sample_rows: draw %d is %g, not in [0, 1)", i, u[i]);
+    const float *x = (const float *)logits;
+    int oom = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : oom) if (N > 1 && (long)N * V >= 65536)
+    for (int i = 0; i < N; i++) {
+        llmc_status st = llmc_sample_token_at(x + (size_t)i * Vp, V, s, u[i], &out[i]);
+        oom |= st == LLMC_ERR_OUT_OF_MEMORY;
+    }
+    if (oom) return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "sample_rows: out of host memory");
+    return LLMC_OK;
+}
