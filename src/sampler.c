@@ -41,9 +41,6 @@ void llmc_sampling_default(llmc_sampling *s) {
     s->seed = 1337;
 }
 
-/* The weight arithmetic is shared with the device sampler (cuda/sample.cu): sample_math.h. */
-static inline float weight(float l, float mx, float temperature) { return sample_weight(l, mx, temperature); }
-
 /* ---- candidate tokens ---- */
 typedef struct cand {
     float v; /* logit */
@@ -75,9 +72,6 @@ static void sift_down(cand *h, int n, int i) {
         i = w;
     }
 }
-
-#define LANES SAMPLE_LANES
-#define BLOCK SAMPLE_BLOCK
 
 /* The k best of V, sorted best first. A heap of k; runs of logits that cannot enter
  * it are skipped a vector at a time. */
@@ -142,12 +136,12 @@ typedef struct row {
     float mx, temperature;
 } row;
 
-static inline float row_weight(const row *r, int i) { return r->w ? r->w[i] : weight(r->l[i], r->mx, r->temperature); }
+static inline float row_weight(const row *r, int i) { return r->w ? r->w[i] : sample_weight(r->l[i], r->mx, r->temperature); }
 
-/* Sum of the weights of member tokens in [lo, hi), hi - lo <= BLOCK, in a fixed order:
- * LANES float partial sums (exact enough within a block), added in double. */
+/* Sum of the weights of member tokens in [lo, hi), hi - lo <= SAMPLE_BLOCK, in a fixed order:
+ * SAMPLE_LANES float partial sums (exact enough within a block), added in double. */
 static double block_sum(const row *r, int lo, int hi, edge e) {
-    float w[BLOCK];
+    float w[SAMPLE_BLOCK];
     int n = hi - lo;
     const float *l = r->l + lo, *wr = r->w ? r->w + lo : NULL;
     float mx = r->mx, t = r->temperature, ev = e.v;
@@ -156,21 +150,21 @@ static double block_sum(const row *r, int lo, int hi, edge e) {
     if (wr)
         for (int j = 0; j < n; j++) w[j] = wr[j] * (float)((l[j] > ev) | ((l[j] == ev) & (j <= ei)));
     else
-        for (int j = 0; j < n; j++) w[j] = weight(l[j], mx, t) * (float)((l[j] > ev) | ((l[j] == ev) & (j <= ei)));
-    float acc[LANES] = {0};
+        for (int j = 0; j < n; j++) w[j] = sample_weight(l[j], mx, t) * (float)((l[j] > ev) | ((l[j] == ev) & (j <= ei)));
+    float acc[SAMPLE_LANES] = {0};
     int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int q = 0; q < LANES; q++) acc[q] += w[j + q];
+    for (; j + SAMPLE_LANES <= n; j += SAMPLE_LANES)
+        for (int q = 0; q < SAMPLE_LANES; q++) acc[q] += w[j + q];
     double s = 0;
     for (; j < n; j++) s += w[j];
-    for (int q = 0; q < LANES; q++) s += acc[q];
+    for (int q = 0; q < SAMPLE_LANES; q++) s += acc[q];
     return s;
 }
 
 static double total_weight(const row *r, edge e, double *sums) {
     double z = 0;
-    for (int b = 0, lo = 0; lo < r->V; b++, lo += BLOCK) {
-        double s = block_sum(r, lo, lo + BLOCK < r->V ? lo + BLOCK : r->V, e);
+    for (int b = 0, lo = 0; lo < r->V; b++, lo += SAMPLE_BLOCK) {
+        double s = block_sum(r, lo, lo + SAMPLE_BLOCK < r->V ? lo + SAMPLE_BLOCK : r->V, e);
         if (sums) sums[b] = s;
         z += s;
     }
@@ -180,7 +174,7 @@ static double total_weight(const row *r, edge e, double *sums) {
 /* Samples the member tokens in token order. Block sums locate the block the draw falls
  * in, so only one block is scanned token by token. */
 static int draw_blocks(const row *r, edge e, int fallback, float u) {
-    int V = r->V, nb = (V + BLOCK - 1) / BLOCK;
+    int V = r->V, nb = (V + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
     double stack_sums[1024];
     double *sums = nb <= 1024 ? stack_sums : malloc((size_t)nb * sizeof *sums);
     if (!sums) return -1;
@@ -196,7 +190,7 @@ static int draw_blocks(const row *r, edge e, int fallback, float u) {
     if (b == nb) b = last_b; /* rounding left the target at the very top */
     if (sums != stack_sums) free(sums);
     if (b < 0) return fallback;
-    int lo = b * BLOCK, hi = lo + BLOCK < V ? lo + BLOCK : V, last = fallback;
+    int lo = b * SAMPLE_BLOCK, hi = lo + SAMPLE_BLOCK < V ? lo + SAMPLE_BLOCK : V, last = fallback;
     for (int i = lo; i < hi; i++) {
         if (better(e.v, e.i, r->l[i], i)) continue;
         double w = row_weight(r, i);
@@ -315,7 +309,7 @@ static int sample(const float *logits, int V, const llmc_sampling *s, float u, f
         if (!c) return -1;
         select_top_k(logits, V, k, c);
         double zk = 0;
-        for (int j = 0; j < k; j++) zk += c[j].w = weight(c[j].v, mx, temperature);
+        for (int j = 0; j < k; j++) zk += c[j].w = sample_weight(c[j].v, mx, temperature);
         int tok = draw_sorted(c, k, top_p < 1.0f ? (double)top_p * zk : INFINITY, u);
         free(c);
         return tok;
@@ -327,50 +321,45 @@ static int sample(const float *logits, int V, const llmc_sampling *s, float u, f
      * same size every call, so malloc recycles it instead of mapping fresh pages. */
     float *w = malloc((size_t)V * (sizeof *w + sizeof(cand)) + sizeof(cand));
     if (!w) return -1;
-    for (int i = 0; i < V; i++) w[i] = weight(logits[i], mx, temperature);
+    for (int i = 0; i < V; i++) w[i] = sample_weight(logits[i], mx, temperature);
     r.w = w;
     int tok = nucleus_sample(&r, (cand *)(w + V), top_p, arg, u);
     free(w);
     return tok;
 }
 
-/* The checks both entry points make before anything is drawn; *mx: the max logit. */
-static llmc_status check_row(const float *logits, int V, const llmc_sampling *s, float *mx) {
+/* Both entry points: the checks, then the draw (from the stream when from_stream, its default
+ * seeded from s->seed when rng is NULL; else u), then the pick. Nothing is drawn for a row that
+ * fails the checks, nor for temperature 0. */
+static llmc_status sample_entry(const float *logits, int V, const llmc_sampling *s, int from_stream, uint64_t *rng,
+                                float u, int *token) {
+    llmc_sampling def;
+    if (!s) {
+        llmc_sampling_default(&def);
+        s = &def;
+    }
+    *token = -1;
     char why[160];
     if (!logits || V <= 0 || llmc_sampling_validate(s, why, sizeof why) != LLMC_OK) return LLMC_ERR_INVALID_ARG;
     int bad;
-    *mx = scan_max(logits, V, &bad);
-    return bad || *mx == -INFINITY ? LLMC_ERR_NUMERIC : LLMC_OK;
+    float mx = scan_max(logits, V, &bad);
+    if (bad || mx == -INFINITY) return LLMC_ERR_NUMERIC;
+    if (from_stream) {
+        uint64_t local = llmc_rng_seed(s->seed);
+        u = s->temperature > 0.0f ? llmc_rng_f32(rng ? rng : &local) : 0.0f;
+    }
+    *token = sample(logits, V, s, u, mx);
+    return *token >= 0 ? LLMC_OK : LLMC_ERR_OUT_OF_MEMORY;
 }
 
 llmc_status llmc_sample_token_at(const float *logits, int V, const llmc_sampling *s, float u, int *token) {
-    llmc_sampling def;
-    if (!s) {
-        llmc_sampling_default(&def);
-        s = &def;
+    if (!(u >= 0.0f && u < 1.0f)) {
+        *token = -1;
+        return LLMC_ERR_INVALID_ARG;
     }
-    *token = -1;
-    float mx;
-    if (!(u >= 0.0f && u < 1.0f)) return LLMC_ERR_INVALID_ARG;
-    llmc_status st = check_row(logits, V, s, &mx);
-    if (st != LLMC_OK) return st;
-    *token = sample(logits, V, s, u, mx);
-    return *token >= 0 ? LLMC_OK : LLMC_ERR_OUT_OF_MEMORY;
+    return sample_entry(logits, V, s, 0, NULL, u, token);
 }
 
 llmc_status llmc_sample_token(const float *logits, int V, const llmc_sampling *s, uint64_t *rng_state, int *token) {
-    llmc_sampling def;
-    if (!s) {
-        llmc_sampling_default(&def);
-        s = &def;
-    }
-    *token = -1;
-    float mx;
-    llmc_status st = check_row(logits, V, s, &mx);
-    if (st != LLMC_OK) return st;
-    /* one draw per sampled token, none for greedy: the stream a sequence consumes */
-    uint64_t local = llmc_rng_seed(s->seed);
-    float u = s->temperature > 0.0f ? llmc_rng_f32(rng_state ? rng_state : &local) : 0.0f;
-    *token = sample(logits, V, s, u, mx);
-    return *token >= 0 ? LLMC_OK : LLMC_ERR_OUT_OF_MEMORY;
+    return sample_entry(logits, V, s, 1, rng_state, 0.0f, token);
 }
