@@ -199,6 +199,26 @@ cdef class Tokenizer:
         return b"".join(parts)
 
 
+cdef _dl_sampling _checked_sampling(float temperature, int top_k, float top_p) except *:
+    """Sampling settings as generation takes them, or LlmcError with the rule they break."""
+    cdef _dl_sampling s
+    _dl_sampling_default(&s)
+    s.temperature, s.top_k, s.top_p = temperature, top_k, top_p
+    cdef char err[256]
+    if _dl_sampling_validate(&s, err, sizeof(err)) != 0:
+        raise LlmcError(err.decode())
+    return s
+
+
+def _logits_row(logits):
+    arr = np.ascontiguousarray(logits, dtype=np.float32)
+    if arr.ndim != 1 or arr.shape[0] == 0:
+        raise LlmcError(f"logits must be a non-empty 1-D array, got shape {arr.shape}")
+    if arr.shape[0] > 2**31 - 1:
+        raise LlmcError("too many logits")
+    return arr
+
+
 def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rng_state=None):
     """Samples one token from 1-D logits; returns (token, new_rng_state).
 
@@ -206,19 +226,8 @@ def sample_token(logits, float temperature=1.0, int top_k=0, float top_p=1.0, rn
     Raises LlmcError for NaN/+Inf logits, all -Inf logits, or settings that generation refuses too
     (temperature < 0, top_k < 0, top_p outside (0, 1]).
     """
-    arr = np.ascontiguousarray(logits, dtype=np.float32)
-    if arr.ndim != 1 or arr.shape[0] == 0:
-        raise LlmcError(f"logits must be a non-empty 1-D array, got shape {arr.shape}")
-    if arr.shape[0] > 2**31 - 1:
-        raise LlmcError("too many logits")
-    cdef _dl_sampling s
-    _dl_sampling_default(&s)
-    s.temperature = temperature
-    s.top_k = top_k
-    s.top_p = top_p
-    cdef char err[256]
-    if _dl_sampling_validate(&s, err, sizeof(err)) != 0:
-        raise LlmcError(err.decode())
+    arr = _logits_row(logits)
+    cdef _dl_sampling s = _checked_sampling(temperature, top_k, top_p)
     cdef uint64_t state = s.seed if rng_state is None else (int(rng_state) & 0xFFFFFFFFFFFFFFFF)
     cdef int V = <int>arr.shape[0]
     cdef const float *p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>arr)
@@ -237,17 +246,10 @@ cdef extern from "rng.h":
 def sample_token_at(logits, float u, float temperature=1.0, int top_k=0, float top_p=1.0):
     """The token sample_token picks from 1-D logits when its uniform draw is u in [0, 1)
     (the function the device samplers compute). Raises LlmcError as sample_token does."""
-    arr = np.ascontiguousarray(logits, dtype=np.float32)
-    if arr.ndim != 1 or not 0 < arr.shape[0] <= 2**31 - 1:
-        raise LlmcError(f"logits must be a non-empty 1-D array, got shape {arr.shape}")
+    arr = _logits_row(logits)
     if not 0.0 <= u < 1.0:
         raise LlmcError(f"the draw must be in [0, 1), got {u}")
-    cdef _dl_sampling s
-    _dl_sampling_default(&s)
-    s.temperature, s.top_k, s.top_p = temperature, top_k, top_p
-    cdef char err[256]
-    if _dl_sampling_validate(&s, err, sizeof(err)) != 0:
-        raise LlmcError(err.decode())
+    cdef _dl_sampling s = _checked_sampling(temperature, top_k, top_p)
     cdef int V = <int>arr.shape[0], tok = -1, st
     cdef const float *p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>arr)
     with nogil:
