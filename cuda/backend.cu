@@ -329,4 +329,6 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_classifier_distill_forward,
     llmc_cuda_zero_mask_build,
     llmc_cuda_zero_mask_apply,
+    /* ---- decode as one kernel ---- */
+    llmc_cuda_decode_layers,
 };

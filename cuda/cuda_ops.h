@@ -73,6 +73,8 @@ llmc_status llmc_cuda_attention_decode(llmc_device *dev, void *out, const void *
 llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
 llmc_status llmc_cuda_sample_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
                                   const llmc_sampling *s, const float *u);
+/* decode_persistent.cu: a decode step's layers as one persistent kernel */
+llmc_status llmc_cuda_decode_layers(llmc_device *dev, const llmc_decode_step *s);
 llmc_status llmc_cuda_graph_begin(llmc_device *dev);
 llmc_status llmc_cuda_graph_end(llmc_device *dev, void **graph);
 llmc_status llmc_cuda_graph_launch(llmc_device *dev, void *graph);

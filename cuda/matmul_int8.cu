@@ -184,7 +184,7 @@ llmc_status llmc_cuda_matmul_forward_int8(llmc_device *dev, void *out, void *pre
     last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};
     last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
     const bool vec = C % 16 == 0 && g % 16 == 0 && llmc_is_aligned16(w->data) && llmc_is_aligned16(inp);
-    const dim3 grid((unsigned)LLMC_CEIL_DIV(OC, kWarps)), block(kWarps * 32);
+    const dim3 grid((unsigned)LLMC_CEIL_DIV(OC, llmc_int8::kWarps)), block(llmc_int8::kWarps * 32);
     auto kernel = N == 1 ? (!vec                           ? gemv_int8_kernel<kScalar, 1>
                             : C <= 16 * 32 * kMaxChunks ? gemv_int8_kernel<kPreload, 1>
                                                         : gemv_int8_kernel<kChunks, 1>)

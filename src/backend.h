@@ -110,6 +110,25 @@ llmc_status llmc_attention_shape(llmc_device *dev, const char *op, int B, int T,
 static inline void *llmc_tensor_data(const llmc_tensor *t) { return t ? t->data : NULL; }
 
 
+/* One decode step's transformer blocks (decode_layers): the weights, the KV caches (one layer's
+ * K or V every cache_layer elements, (slots, NH, maxlen, HS) each), scratch rows as infer.c lays
+ * them out, and device int32 tokens, pos, slots, lens (= pos + 1) of the n rows; sync: one device
+ * uint32 the op may use. For labs and benchmarks: ahead, the op's L2 prefetch distance in products
+ * (0: its default, -1: no prefetch); staged 0 keeps weight slices out of shared memory (-1: the
+ * op's choice); trace (device, NULL: none): 2 x blocks x 5L globaltimer stamps, the arrival of
+ * block b at barrier k at [b * 5L + k], its leave at [(blocks + b) * 5L + k]. */
+typedef struct llmc_decode_step {
+    const llmc_weights *w;
+    void *kcache, *vcache;
+    size_t cache_layer;
+    int maxlen;
+    void *x, *res2, *qkv, *atty, *fch, *out;
+    const int *tokens, *pos, *slots, *lens;
+    unsigned *sync;
+    int n, ahead, staged;
+    unsigned long long *trace;
+} llmc_decode_step;
+
 struct llmc_backend_ops {
     const char *name;
     llmc_dtype act_dtype;
@@ -265,6 +284,13 @@ struct llmc_backend_ops {
                                    size_t n);
     llmc_status (*zero_mask_apply)(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params, float *master,
                                    float *m, float *v, size_t n);
+
+    /* ---- decode as one kernel (optional, NULL: not supported) ----
+     * The embedding of s->tokens at s->pos, every layer as infer.c's run_layers runs them (K, V
+     * appended to the cache, the same bf16 rounding points), and the final layernorm into rows
+     * 0..n-1 of s->out. LLMC_ERR_UNSUPPORTED, with dev->err untouched, for steps it does not
+     * take: the caller runs the per-op path. */
+    llmc_status (*decode_layers)(llmc_device *dev, const llmc_decode_step *s);
 };
 
 #ifdef __cplusplus

@@ -64,12 +64,15 @@ void llmc_gen_options_default(llmc_gen_options *o) {
     o->eot = 50256;
     o->graphs = -1;
     o->host_sampling = -1;
+    o->persistent = -1;
 }
 
 llmc_gen *llmc_gen_new(void) { return calloc(1, sizeof(llmc_gen)); }
 const char *llmc_gen_error(const llmc_gen *g) { return g ? g->err : "out of memory"; }
 int llmc_gen_batch(const llmc_gen *g) { return g->m ? g->batch : 0; }
 size_t llmc_gen_memory(const llmc_gen *g) { return g->m ? llmc_infer_memory(&g->eng) : 0; }
+
+long long llmc_gen_persistent_steps(const llmc_gen *g) { return g->m ? g->eng.persistent_steps : 0; }
 
 void llmc_gen_end(llmc_gen *g) {
     if (!g || !g->m) return;
@@ -250,8 +253,8 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     g->greedy = s->temperature == 0.0f;
     long long longest, total, need;
     llmc_status st = check_prompts(g, prompts, prompt_lens, batch, o->max_new, offsets, &longest, &total, &need);
-    /* default: the host, until the CUDA sampler has run its tests on a GPU (LLMC_DEVICE_SAMPLING=1 opts in) */
-    const int host_sampling = o->host_sampling >= 0 ? o->host_sampling : getenv("LLMC_DEVICE_SAMPLING") == NULL;
+    /* default: on the device where the backend samples (LLMC_HOST_SAMPLING=1 keeps the host) */
+    const int host_sampling = o->host_sampling >= 0 ? o->host_sampling : getenv("LLMC_HOST_SAMPLING") != NULL;
     if (st == LLMC_OK) st = alloc_session(g, batch, host_sampling);
     if (st == LLMC_OK) {
         int nlive = 0;
@@ -269,7 +272,8 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
             rows = rows > longest ? rows : longest;
             rows = rows > batch ? rows : batch;
             const int graphs = o->graphs >= 0 ? o->graphs : getenv("LLMC_NO_GRAPHS") == NULL;
-            st = llmc_infer_alloc(&g->eng, m, g->err, batch, maxlen, (int)rows, graphs);
+            const int persistent = o->persistent >= 0 ? o->persistent : getenv("LLMC_DECODE_PERSISTENT") != NULL;
+            st = llmc_infer_alloc(&g->eng, m, g->err, batch, maxlen, (int)rows, graphs, persistent);
             if (st == LLMC_OK) st = prefill(g, prompts, offsets);
         }
     }

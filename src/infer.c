@@ -55,6 +55,7 @@ static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
     e->ids = llmc_arena_take(&c, (R + 3 * S) * sizeof(int));
     e->argmax = llmc_arena_take(&c, S * sizeof(int));
     e->draws = llmc_arena_take(&c, S * sizeof(float));
+    e->sync = llmc_arena_take(&c, sizeof(unsigned));
     return c.offset;
 }
 
@@ -67,13 +68,15 @@ void llmc_infer_release(llmc_infer *e) {
     if (e->mem && m->dev.ops) m->dev.ops->free(&m->dev, e->mem);
     free(e->graphs);
     free(e->seen);
+    free(e->one_kernel);
     free(e->host_ids);
     memset(e, 0, sizeof *e);
 }
 
 size_t llmc_infer_memory(const llmc_infer *e) { return e->mem ? e->bytes : 0; }
 
-llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots, int maxlen, int rows, int use_graphs) {
+llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots, int maxlen, int rows, int use_graphs,
+                             int persistent) {
     const llmc_backend_ops *ops = m->dev.ops;
     memset(e, 0, sizeof *e);
     e->m = m;
@@ -94,16 +97,20 @@ llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots,
                     ops->act_dtype == LLMC_F32 ? "host" : "device", slots, maxlen, cache / 1073741824.0,
                     (bytes - cache) / 1073741824.0, free_b / 1073741824.0);
     e->host_ids = malloc(((size_t)rows + 3 * (size_t)slots) * sizeof(int));
+    e->persistent = persistent && ops->decode_layers;
     e->use_graphs = use_graphs && ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
     e->graphs = calloc((size_t)slots + 1, sizeof(void *));
     e->seen = calloc((size_t)slots + 1, 1);
-    if (!e->host_ids || !e->graphs || !e->seen) {
+    e->one_kernel = calloc((size_t)slots + 1, 1);
+    if (!e->host_ids || !e->graphs || !e->seen || !e->one_kernel) {
         free(e->host_ids);
         free(e->graphs);
         free(e->seen);
+        free(e->one_kernel);
         e->host_ids = NULL;
         e->graphs = NULL;
         e->seen = NULL;
+        e->one_kernel = NULL;
         return fail(e, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
     }
     llmc_status st = ops->alloc(&m->dev, &e->mem, bytes);
@@ -226,9 +233,20 @@ static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int 
     const llmc_backend_ops *ops = m->dev.ops;
     const llmc_config *c = &m->w.cfg;
     const llmc_tensor *wte = &m->w.t[LLMC_WTE];
-    INFER_TRY(e, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, wte, &m->w.t[LLMC_WPE], n, c->channels));
-    llmc_status st = run_layers(e, n, 1, d_slots, d_pos, d_lens);
-    if (st != LLMC_OK) return st;
+    llmc_status st = LLMC_ERR_UNSUPPORTED;
+    if (e->persistent) {
+        const llmc_decode_step s = {&m->w, e->kcache, e->vcache, (size_t)e->slots * e->maxlen * c->channels,
+                                    e->maxlen, e->x, e->res2, e->qkv, e->atty, e->fch, e->ln,
+                                    d_tok, d_pos, d_slots, d_lens, e->sync, n, 0, -1, NULL};
+        st = ops->decode_layers(&m->dev, &s);
+        if (st != LLMC_OK && st != LLMC_ERR_UNSUPPORTED) return dev_fail(e, st);
+        e->one_kernel[n] = st == LLMC_OK;
+    }
+    if (st == LLMC_ERR_UNSUPPORTED) { /* the per-op path: the reference and the fallback */
+        INFER_TRY(e, ops->encoder_forward_at(&m->dev, e->x, d_tok, d_pos, wte, &m->w.t[LLMC_WPE], n, c->channels));
+        st = run_layers(e, n, 1, d_slots, d_pos, d_lens);
+        if (st != LLMC_OK) return st;
+    }
     INFER_TRY(e, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, wte, NULL, n, c->channels, c->padded_vocab_size));
     if (greedy)
         INFER_TRY(e, ops->argmax_rows(&m->dev, e->argmax, e->logits, n, c->vocab_size, c->padded_vocab_size));
@@ -285,6 +303,7 @@ llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots
         st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL);
         if (st != LLMC_OK) return st;
     }
+    e->persistent_steps += e->one_kernel[n]; /* a replayed graph runs what its recording ran */
     if (greedy) INFER_TRY(e, e->m->dev.ops->copy_d2h(&e->m->dev, greedy, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }

@@ -24,15 +24,21 @@ typedef struct llmc_infer {
     int *argmax;                    /* (slots) greedy picks, or sampled tokens */
     float *draws;                   /* (slots) uniform draws for the device sampler */
     int *host_ids;                  /* host staging of the same size */
+    unsigned *sync;                 /* device word for the decode_layers op */
+    int persistent;                 /* decode through ops->decode_layers where it takes the step */
+    long long persistent_steps;     /* decode steps that ran that way */
     /* decode steps replayed as device graphs (backends with graph ops), one per row count */
     int use_graphs;
     void **graphs;                  /* slots + 1 */
     unsigned char *seen;            /* slots + 1: row counts run eagerly once already */
+    unsigned char *one_kernel;      /* slots + 1: row counts decode_layers took */
 } llmc_infer;
 
 /* Allocates the cache and scratch (the engine must be zeroed or released first); use_graphs
- * asks for device graphs of the decode step where the backend has them. */
-llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots, int maxlen, int rows, int use_graphs);
+ * asks for device graphs of the decode step where the backend has them, persistent for the
+ * backend's one-kernel decode (decode_layers) where it takes the step. */
+llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots, int maxlen, int rows, int use_graphs,
+                             int persistent);
 void llmc_infer_release(llmc_infer *e);
 
 /* Prefill of `count` prompts of the same length T (host tokens, count*T; count*T <= rows):

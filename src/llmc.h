@@ -372,8 +372,10 @@ typedef struct llmc_gen_options {
                           * -1: default (on unless LLMC_NO_GRAPHS is set) */
     int host_sampling;   /* 1: copy the logits to the host and sample there even where the backend
                           * samples on the device (the same tokens; the reference and fallback);
-                          * -1: default (host unless LLMC_DEVICE_SAMPLING is set: the CUDA sampler
-                          * has not run on a GPU yet) */
+                          * -1: default (the device unless LLMC_HOST_SAMPLING is set) */
+    int persistent;      /* decode steps as one kernel where the backend has one and takes the
+                          * batch (CUDA: up to 8 rows), else the per-op path (the reference);
+                          * -1: default (off unless LLMC_DECODE_PERSISTENT is set: not faster yet) */
 } llmc_gen_options;
 void llmc_gen_options_default(llmc_gen_options *o);
 
@@ -396,6 +398,8 @@ llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst);
 void llmc_gen_end(llmc_gen *g);
 /* Device memory held by the session (bytes). */
 size_t llmc_gen_memory(const llmc_gen *g);
+/* Decode steps of the session that ran as the backend's one kernel (options.persistent). */
+long long llmc_gen_persistent_steps(const llmc_gen *g);
 
 /* ---- data loader over llm.c token shards ---- */
 typedef struct llmc_dataloader llmc_dataloader;

@@ -30,6 +30,12 @@
 #include "../../cuda/norm.cu"
 #include "../../cuda/decode.cu" /* KV-cache ops: not tested here, but the op table names them */
 #include "../../cuda/gemv.cu"
+/* the rest of the op table: not tested by these labs, but it names them */
+#include "../../cuda/matmul_int8.cu"
+#include "../../cuda/sample.cu"
+#include "../../cuda/distill.cu"
+#include "../../cuda/zero_mask.cu"
+#include "../../cuda/decode_persistent.cu"
 
 /* The labs do not link attention.cu (another file's business); the op table needs the names. */
 llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *, float *, const void *, int, int, int, int) {

@@ -148,7 +148,7 @@ cdef extern from "llmc.h":
     ctypedef struct llmc_gen_options:
         int max_new
         llmc_sampling sampling
-        int eot, graphs, host_sampling
+        int eot, graphs, host_sampling, persistent
     void llmc_gen_options_default(llmc_gen_options *o)
     llmc_gen *llmc_gen_new()
     void llmc_gen_free(llmc_gen *g)
@@ -160,6 +160,7 @@ cdef extern from "llmc.h":
     llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst) nogil
     void llmc_gen_end(llmc_gen *g)
     size_t llmc_gen_memory(const llmc_gen *g)
+    long long llmc_gen_persistent_steps(const llmc_gen *g)
 
     # ---- checkpoints
     ctypedef struct llmc_data_position:

@@ -9,7 +9,8 @@ cdef class Session:
     cdef readonly int batch
 
     def __cinit__(self, Model model, prompts, int max_new, float temperature=1.0, int top_k=0, float top_p=1.0,
-                  uint64_t seed=1337, int eot=50256, graphs=None, host_sampling=None):
+                  uint64_t seed=1337, int eot=50256, graphs=None, host_sampling=None,
+                  persistent=None):
         self.g = llmc_gen_new()
         if self.g == NULL:
             raise MemoryError()
@@ -36,6 +37,8 @@ cdef class Session:
             o.graphs = 1 if graphs else 0
         if host_sampling is not None:
             o.host_sampling = 1 if host_sampling else 0
+        if persistent is not None:
+            o.persistent = 1 if persistent else 0
         cdef int n = len(seqs)
         with nogil:
             st = llmc_gen_begin(self.g, model.m, <int *>flat.data, <int *>lens.data, n, &o)
@@ -84,3 +87,8 @@ cdef class Session:
     def memory(self):
         """Bytes of device memory the session holds (KV cache and scratch)."""
         return llmc_gen_memory(self.g)
+
+    @property
+    def persistent_steps(self):
+        """Decode steps that ran as the backend's one kernel (persistent=True)."""
+        return llmc_gen_persistent_steps(self.g)

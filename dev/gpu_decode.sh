@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 12 on the GPU machine (one call each, logs in $OUT):
+#   bash dev/gpu_decode.sh tests    # the device sampler, the one-kernel decode, generation tests
+#   bash dev/gpu_decode.sh labs     # dev/cuda labs sample and decode_persistent: test, and the barrier trace
+#   bash dev/gpu_decode.sh quick    # bench_generate.py d12, batch 1/8/32/64, greedy + sampled, PyTorch
+#   bash dev/gpu_decode.sh d48      # bench_generate.py d48, batch 1 and 8, greedy, PyTorch
+#   bash dev/gpu_decode.sh full     # the issue's table: d12 and d48, every variant, JSON in $OUT
+#   bash dev/gpu_decode.sh labbench # the labs' benchmarks (long)
+# Builds first when ./train_gpt2cu is missing.
+source "$(dirname "$0")/gpu_setup.sh"
+mkdir -p "$OUT/labs"
+for what in "${@:-tests}"; do
+  case "$what" in
+  tests)
+    python3 -m pytest -q tests/test_sample_gpu.py tests/test_decode_persistent.py tests/test_sampler.py \
+      tests/test_generate.py 2>&1 | tail -40 | tee "$OUT/tests_decode.txt"
+    ;;
+  labs)
+    BIN=build/labs OUT="$OUT/labs" BUILD=1 LAB_ARGS=test bash dev/cuda/run_labs.sh sample decode_persistent 2>&1 \
+      | tee "$OUT/labs.txt"
+    build/labs/decode_persistent trace 2>&1 | grep -E "TRACE|==" | tee "$OUT/labs/persist_trace.txt"
+    ;;
+  labbench)
+    build/labs/sample bench > "$OUT/labs/sample_bench.log" 2>&1; tail -40 "$OUT/labs/sample_bench.log"
+    build/labs/decode_persistent bench > "$OUT/labs/persist_bench.log" 2>&1; grep BENCH "$OUT/labs/persist_bench.log"
+    ;;
+  quick)
+    python3 dev/bench_generate.py --device cuda --model d12 --batch 1,8,32,64 --modes greedy,sample --torch -n 128 \
+      --llmc-variants default,persistent,host --json "$OUT/bench_quick.json" 2>&1 | tee "$OUT/bench_quick.txt"
+    ;;
+  d48)
+    python3 dev/bench_generate.py --device cuda --model d48 --batch 1,8 --modes greedy --torch -n 64 \
+      --llmc-variants default,persistent --json "$OUT/bench_d48.json" 2>&1 | tee "$OUT/bench_d48.txt"
+    ;;
+  full)
+    python3 dev/bench_generate.py --device cuda --model d12,d48 --batch 1,8,32,64 --modes greedy,sample --torch \
+      -n 128 --llmc-variants default,persistent,host --json "$OUT/bench_full.json" 2>&1 | tee "$OUT/bench_full.txt"
+    ;;
+  *) echo "unknown step $what"; exit 2 ;;
+  esac
+done
