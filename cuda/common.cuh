@@ -245,6 +245,27 @@ __device__ __forceinline__ float block_sum(float x, float *shared) {
     return warp_sum(x);
 }
 
+/* One key of a lane group's online softmax in decode attention (decode.cu, decode_persistent.cu):
+ * the TPK lanes of a group hold 8 dims each of q (pre-scaled: scores in log2 units) and of this
+ * key's k and v. ok false: the group is past the last key; it still joins the shuffles. */
+template <int TPK>
+__device__ __forceinline__ void attn_online_step(const float (&q)[8], const float (&k)[8], const float (&v)[8],
+                                                 bool ok, float &m, float &l, float (&acc)[8]) {
+    float s = 0.f;
+#pragma unroll
+    for (int d = 0; d < 8; d++) s = fmaf(q[d], k[d], s);
+#pragma unroll
+    for (int o = TPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (ok) {
+        const float mn = fmaxf(m, s);
+        const float c = exp2f(m - mn), p = exp2f(s - mn);
+        l = l * c + p;
+#pragma unroll
+        for (int d = 0; d < 8; d++) acc[d] = fmaf(p, v[d], acc[d] * c);
+        m = mn;
+    }
+}
+
 /* GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 #define LLMC_GELU_S 0.7978845608028654f
 __device__ __forceinline__ float gelu_tanh_f(float x) {

@@ -112,19 +112,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_decode_kernel(bf16 *out, flo
 #pragma unroll
             for (int d = 0; d < 8; d++) k[d] = v[d] = 0.f;
         }
-        float s = 0.f;
-#pragma unroll
-        for (int d = 0; d < 8; d++) s = fmaf(q[d], k[d], s);
-#pragma unroll
-        for (int o = TPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (ok) {
-            const float mn = fmaxf(m, s);
-            const float c = exp2f(m - mn), p = exp2f(s - mn);
-            l = l * c + p;
-#pragma unroll
-            for (int d = 0; d < 8; d++) acc[d] = fmaf(p, v[d], acc[d] * c);
-            m = mn;
-        }
+        attn_online_step<TPK>(q, k, v, ok, m, l, acc);
     }
     if (sub == 0) {
         s_m[g] = m;

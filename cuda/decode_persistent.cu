@@ -383,19 +383,7 @@ __device__ void attention_rows(const Params &p, int l, float *sm) {
 #pragma unroll
                 for (int d = 0; d < 8; d++) k[d] = v[d] = 0.f;
             }
-            float s = 0.f;
-#pragma unroll
-            for (int d = 0; d < 8; d++) s = fmaf(q[d], k[d], s);
-            s += __shfl_xor_sync(0xffffffffu, s, 1);
-            s += __shfl_xor_sync(0xffffffffu, s, 2);
-            s += __shfl_xor_sync(0xffffffffu, s, 4);
-            if (ok) {
-                const float mn = fmaxf(m, s), scale = exp2f(m - mn), e = exp2f(s - mn);
-                lsum = lsum * scale + e;
-#pragma unroll
-                for (int d = 0; d < 8; d++) acc[d] = acc[d] * scale + e * v[d];
-                m = mn;
-            }
+            attn_online_step<kHS / 8>(q, k, v, ok, m, lsum, acc);
         }
         if (sub == 0) {
             s_m[g] = m;

@@ -221,8 +221,11 @@ def test_cpu_generation_refuses_what_cannot_fit():
     with pytest.raises(LlmcError, match="not enough host memory.*GiB"):
         m.generate([[1]] * 100000, max_new_tokens=1000, temperature=0)
     wide = llmc.GPT2.from_config("L=1,H=4,C=256,T=64")  # GPT-2's vocabulary: 50304 logits a row
+    with pytest.raises(LlmcError, match="not enough host memory.*300000 sequence.*GiB"):
+        wide.generate([[1]] * 300000, max_new_tokens=2)
     with pytest.raises(LlmcError, match="not enough host memory to sample 300000 sequences.*GiB"):
-        wide.generate([[1]] * 300000, max_new_tokens=2)  # sampling keeps every row's logits on the host
+        # host sampling keeps every row's logits on the host
+        _core.Session(wide._m, [[1]] * 300000, 2, 1.0, 0, 1.0, 1, -1, host_sampling=True)
 
 
 def test_cpu_training_refuses_what_cannot_fit():

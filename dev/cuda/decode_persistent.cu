@@ -366,19 +366,11 @@ static void test_config(const char *desc, int cpu_ref) {
 template <class F>
 static double graph_us(F f) {
     cudaStream_t s = lab_stream();
-    f(); /* eager once: workspaces, scratch, algorithm caches */
-    lab_sync();
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    f();
-    CK(cudaStreamEndCapture(s, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    const float one = time_ms([&] { CK(cudaGraphLaunch(ge, s)); }, 3, 2);
+    const LabGraph lg = lab_graph(f);
+    const float one = time_ms([&] { CK(cudaGraphLaunch(lg.ge, s)); }, 3, 2);
     const int iters = std::max(5, std::min(500, (int)(20.0f / std::max(one, 1e-3f))));
-    const float ms = time_ms([&] { for (int i = 0; i < iters; i++) CK(cudaGraphLaunch(ge, s)); }, 5, 1);
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
+    const float ms = time_ms([&] { for (int i = 0; i < iters; i++) CK(cudaGraphLaunch(lg.ge, s)); }, 5, 1);
+    lab_graph_free(lg);
     return ms * 1e3 / iters;
 }
 

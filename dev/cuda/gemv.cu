@@ -148,18 +148,9 @@ static void lt_reference_error(int N, int C, int OC) {
 /* Median time of one replay of a graph recorded from f(), in ms. */
 template <class F>
 static float graph_ms(F f, int reps = 20) {
-    cudaStream_t s = lab_stream();
-    f(); /* eager once: workspaces, algorithm caches */
-    lab_sync();
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    f();
-    CK(cudaStreamEndCapture(s, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    float ms = time_ms([&] { CK(cudaGraphLaunch(ge, s)); }, reps, 3);
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
+    const LabGraph lg = lab_graph(f);
+    const float ms = time_ms([&] { CK(cudaGraphLaunch(lg.ge, lab_stream())); }, reps, 3);
+    lab_graph_free(lg);
     return ms;
 }
 

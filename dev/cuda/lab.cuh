@@ -227,6 +227,29 @@ static float time_ms(F f, int reps = 20, int warmup = 3) {
     return t[reps / 2];
 }
 
+/* A graph recorded from f() after one eager run of it (workspaces, scratch, algorithm caches);
+ * release with lab_graph_free. */
+struct LabGraph {
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+};
+template <class F>
+static LabGraph lab_graph(F f) {
+    cudaStream_t s = lab_stream();
+    f();
+    lab_sync();
+    LabGraph lg;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    f();
+    CK(cudaStreamEndCapture(s, &lg.g));
+    CK(cudaGraphInstantiate(&lg.ge, lg.g, 0));
+    return lg;
+}
+static void lab_graph_free(LabGraph lg) {
+    CK(cudaGraphExecDestroy(lg.ge));
+    CK(cudaGraphDestroy(lg.g));
+}
+
 /* Keeps the GPU busy for a while: enqueued before an op whose host-side work should be hidden
  * (as it is in training, where the GPU runs far behind the host). */
 __global__ void lab_spin_kernel(long long cycles) {
