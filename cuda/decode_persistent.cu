@@ -43,10 +43,10 @@ struct Params {
     bf16 *x, *res2, *qkv, *atty, *fch, *out;
     const int *tokens, *pos, *slots, *lens;
     unsigned *sync;
-    int n, L, C, NH, ahead, tasks_max;
+    int n, L, C, NH, tasks_max;
+    int ahead;    /* products prefetched into L2 ahead of the one running (0: no prefetch) */
     int staged;   /* weight slices go through shared memory (they fit) */
     unsigned long long *trace; /* optional: barrier arrive / leave times (llmc_decode_step) */
-    int prefetch;
     float sl2; /* log2(e) / sqrt(HS): scores in log2 units */
 };
 
@@ -131,7 +131,7 @@ __device__ __forceinline__ Product product(const Params &p, int phase) {
 /* Thread 0: this block's weight and bias slice of product `phase` (and the layernorm weights
  * its phase reads) into L2. */
 __device__ void prefetch_product(const Params &p, int phase) {
-    if (phase >= 4 * p.L || !p.prefetch) return;
+    if (phase >= 4 * p.L || !p.ahead) return;
     const Product q = product(p, phase);
     int c0, c1;
     my_cols(q.OC, c0, c1);
@@ -149,7 +149,7 @@ __device__ void prefetch_product(const Params &p, int phase) {
 
 /* Thread 0: the cached keys and values this block will attend in layer l (all but the new one). */
 __device__ void prefetch_cache(const Params &p, int l) {
-    if (!p.prefetch) return;
+    if (!p.ahead) return;
     for (int it = blockIdx.x; it < p.n * p.NH; it += gridDim.x) {
         const int r = it / p.NH, h = it - r * p.NH;
         const size_t at = l * p.cache_layer + ((size_t)__ldg(p.slots + r) * p.NH + h) * p.maxlen * kHS;
@@ -562,7 +562,7 @@ static llmc_status decode_layers(llmc_device *dev, const llmc_decode_step *s) {
     /* products in flight ahead: about 24 MB of weights (L2 holds ~50) */
     const double per_product = 12.0 * C * C * 2 / 4;
     int ahead = s->ahead > 0 ? s->ahead : (int)(24e6 / per_product);
-    p.ahead = ahead < 1 ? 1 : (ahead > 8 ? 8 : ahead);
+    p.ahead = s->ahead < 0 ? 0 : ahead < 1 ? 1 : (ahead > 8 ? 8 : ahead);
     /* the most tasks and columns any product gives one block, and its largest weight slice
      * (counts rounded up to 4 keep the shared buffers 16-byte aligned) */
     const int G = im->sm_count, shapes[4][2] = {{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}};
@@ -579,7 +579,6 @@ static llmc_status decode_layers(llmc_device *dev, const llmc_decode_step *s) {
     p.tasks_max = (tm + 3) & ~3;
     if (n * mc > kItems * kThreads) return LLMC_ERR_UNSUPPORTED; /* epilogue items per thread */
     p.trace = s->trace;
-    p.prefetch = s->ahead >= 0;
     if (n == 1) return launch<1>(dev, p, slice, s->staged);
     if (n == 2) return launch<2>(dev, p, slice, s->staged);
     if (n <= 4) return launch<4>(dev, p, slice, s->staged);

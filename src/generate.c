@@ -227,6 +227,12 @@ static llmc_status alloc_session(llmc_gen *g, int batch, int host_sampling) {
     return LLMC_OK;
 }
 
+/* An option's value, or for -1 its default: if_set when the environment variable is set, else
+ * the opposite. */
+static int option_or_env(int value, const char *env, int if_set) {
+    return value >= 0 ? value : (getenv(env) != NULL ? if_set : !if_set);
+}
+
 llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const int *prompt_lens, int batch,
                            const llmc_gen_options *o) {
     llmc_gen_end(g);
@@ -254,7 +260,7 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     long long longest, total, need;
     llmc_status st = check_prompts(g, prompts, prompt_lens, batch, o->max_new, offsets, &longest, &total, &need);
     /* default: on the device where the backend samples (LLMC_HOST_SAMPLING=1 keeps the host) */
-    const int host_sampling = o->host_sampling >= 0 ? o->host_sampling : getenv("LLMC_HOST_SAMPLING") != NULL;
+    const int host_sampling = option_or_env(o->host_sampling, "LLMC_HOST_SAMPLING", 1);
     if (st == LLMC_OK) st = alloc_session(g, batch, host_sampling);
     if (st == LLMC_OK) {
         int nlive = 0;
@@ -271,8 +277,8 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
             long long rows = total < PREFILL_ROWS ? total : PREFILL_ROWS;
             rows = rows > longest ? rows : longest;
             rows = rows > batch ? rows : batch;
-            const int graphs = o->graphs >= 0 ? o->graphs : getenv("LLMC_NO_GRAPHS") == NULL;
-            const int persistent = o->persistent >= 0 ? o->persistent : getenv("LLMC_DECODE_PERSISTENT") != NULL;
+            const int graphs = option_or_env(o->graphs, "LLMC_NO_GRAPHS", 0);
+            const int persistent = option_or_env(o->persistent, "LLMC_DECODE_PERSISTENT", 1);
             st = llmc_infer_alloc(&g->eng, m, g->err, batch, maxlen, (int)rows, graphs, persistent);
             if (st == LLMC_OK) st = prefill(g, prompts, offsets);
         }

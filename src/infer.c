@@ -103,15 +103,9 @@ llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots,
     e->seen = calloc((size_t)slots + 1, 1);
     e->one_kernel = calloc((size_t)slots + 1, 1);
     if (!e->host_ids || !e->graphs || !e->seen || !e->one_kernel) {
-        free(e->host_ids);
-        free(e->graphs);
-        free(e->seen);
-        free(e->one_kernel);
-        e->host_ids = NULL;
-        e->graphs = NULL;
-        e->seen = NULL;
-        e->one_kernel = NULL;
-        return fail(e, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
+        llmc_status r = fail(e, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate generation index buffers");
+        llmc_infer_release(e);
+        return r;
     }
     llmc_status st = ops->alloc(&m->dev, &e->mem, bytes);
     if (st != LLMC_OK) {
