@@ -6,6 +6,7 @@
 #   bash dev/gpu_decode.sh d48      # bench_generate.py d48, batch 1 and 8, greedy, PyTorch
 #   bash dev/gpu_decode.sh full     # the issue's table: d12 and d48, every variant, JSON in $OUT
 #   bash dev/gpu_decode.sh labbench # the labs' benchmarks (long)
+#   bash dev/gpu_decode.sh timeline # CUPTI timelines of d12 decode steps: each kernel and the gaps
 # Builds first when ./train_gpt2cu is missing.
 source "$(dirname "$0")/gpu_setup.sh"
 mkdir -p "$OUT/labs"
@@ -35,6 +36,19 @@ for what in "${@:-tests}"; do
   full)
     python3 dev/bench_generate.py --device cuda --model d12,d48 --batch 1,8,32,64 --modes greedy,sample --torch \
       -n 128 --llmc-variants default,persistent,host --json "$OUT/bench_full.json" 2>&1 | tee "$OUT/bench_full.txt"
+    ;;
+  timeline)
+    build_timeline_lib || exit 1
+    mkdir -p "$OUT/timeline"
+    for run in "b1:--batch 1" "b1_int8:--batch 1 --quantize int8" "b32:--batch 32" "b1_sample:--batch 1 --sample" \
+               "b32_int8:--batch 32 --quantize int8"; do
+      name=${run%%:*}; csv="$OUT/timeline/$name.csv"
+      CUDA_INJECTION64_PATH=/tmp/libgpu_timeline.so LLMC_TIMELINE="$csv" \
+        python3 dev/trace/decode_steps.py --model d12 -n 64 ${run#*:} 2>&1 | tee "$OUT/timeline/$name.txt"
+      python3 dev/trace/timeline.py "$csv" --step-kernel "argmax|sample" --split-us 20 --skip 4 --sequence \
+        --gaps 5 >> "$OUT/timeline/$name.txt" 2>&1
+      gzip -f "$csv"; head -25 "$OUT/timeline/$name.txt"
+    done
     ;;
   *) echo "unknown step $what"; exit 2 ;;
   esac

@@ -18,10 +18,7 @@ PY
 for what in "${@:-timeline}"; do
   case "$what" in
   timeline)
-    cuda=$(dirname "$(dirname "$(command -v nvcc)")")
-    lib=$(ls -d "$cuda"/lib64 "$cuda"/lib 2>/dev/null | head -1)
-    gcc -O2 -shared -fPIC -I"$cuda/include" dev/trace/gpu_timeline.c -L"$lib" -lcupti -Wl,-rpath,"$lib" \
-      -o /tmp/libgpu_timeline.so || exit 1
+    build_timeline_lib || exit 1
     random_tokens /tmp/tl_train_000000.bin 3000000
     CUDA_INJECTION64_PATH=/tmp/libgpu_timeline.so LLMC_TIMELINE="$OUT/timeline.csv" \
       ./train_gpt2cu -e d12 -b 64 -t 1024 -x 12 -v 0 -s 0 -l 6e-4 -i "/tmp/tl_train_*.bin" > "$OUT/timeline_train.log" 2>&1

@@ -2,6 +2,7 @@
 
     python dev/trace/timeline.py /tmp/tl.csv                 # steps end with AdamW's kernels
     python dev/trace/timeline.py /tmp/tl.csv --skip 3 --gaps 15
+    python dev/trace/timeline.py /tmp/tl.csv --step-kernel "argmax|sample" --split-us 20 --sequence
 
 Steps: a step ends with its last kernel whose name matches --step-kernel (default "adamw"); a run
 of such kernels with less than 1 ms between them is one update. For each step: the wall span
@@ -10,6 +11,8 @@ union of its kernels, copies and memsets) and the idle rest. Then, over all step
 of them: the median of each, the kernels by total time, and the longest gaps, each with the
 kernel before and after it and the host's CUDA runtime calls during it (a cudaStreamSynchronize
 there means the host made the GPU wait; a cudaLaunchKernel means the host was too slow to feed it).
+--sequence also lists the median step's kernels in order, each with the idle time before it: the
+view a decode step needs (about a hundred short kernels, where the gaps are the question).
 """
 from __future__ import annotations
 
@@ -42,13 +45,13 @@ def busy_intervals(gpu):
     return merged
 
 
-def step_ends(gpu, pattern):
-    """End times of the updates: runs of kernels matching pattern, split by > 1 ms."""
+def step_ends(gpu, pattern, split_ns=1_000_000):
+    """End times of the updates: runs of kernels matching pattern, split by > split_ns."""
     rx, ends, last = re.compile(pattern), [], None
     for s, e, name in gpu:
         if not rx.search(name):
             continue
-        if last is not None and s - last > 1_000_000:
+        if last is not None and s - last > split_ns:
             ends.append(last)
         last = e if last is None else max(last, e)
     if last is not None:
@@ -74,15 +77,25 @@ def gaps_between(busy, a, b):
     return out
 
 
-def analyse(gpu, host, pattern="adamw", skip=2):
-    """Per-step rows (span, busy, idle in ns) after skip steps, and the gaps of those steps."""
-    busy, ends = busy_intervals(gpu), step_ends(gpu, pattern)
+def analyse(gpu, host, pattern="adamw", skip=2, split_ns=1_000_000):
+    """Per-step rows (span, busy, idle in ns, start, end) after skip steps, and the gaps of those steps."""
+    busy, ends = busy_intervals(gpu), step_ends(gpu, pattern, split_ns)
     rows, gaps = [], []
     for a, b in list(zip(ends, ends[1:]))[skip:]:
         done = busy_between(busy, a, b)
-        rows.append((b - a, done, b - a - done))
+        rows.append((b - a, done, b - a - done, a, b))
         gaps += gaps_between(busy, a, b)
     return rows, gaps
+
+
+def print_sequence(gpu, a, b):
+    """The kernels that start in (a, b], in order: idle before each, its duration, its name."""
+    print(f"median step, {(b - a) / 1e3:.1f} us: idle before | duration | kernel")
+    t = a
+    for s, e, name in gpu:
+        if a < s <= b:
+            print(f"  {max(0, s - t) / 1e3:7.2f} {(e - s) / 1e3:7.2f}  {re.sub(r'[(<].*', '', name)[:60]}")
+            t = max(t, e)
 
 
 def describe_gap(gap, gpu, host):
@@ -104,9 +117,11 @@ def main():
     ap.add_argument("--step-kernel", default="adamw", help="regex of the kernels that end a step")
     ap.add_argument("--skip", type=int, default=2, help="steps left out at the start (allocation, tuning)")
     ap.add_argument("--gaps", type=int, default=10, help="longest gaps to list")
+    ap.add_argument("--split-us", type=float, default=1000, help="step-kernel runs closer than this are one update")
+    ap.add_argument("--sequence", action="store_true", help="list the median step's kernels in order")
     args = ap.parse_args()
     gpu, host = read(args.csv)
-    rows, gaps = analyse(gpu, host, args.step_kernel, args.skip)
+    rows, gaps = analyse(gpu, host, args.step_kernel, args.skip, int(args.split_us * 1000))
     if not rows:
         raise SystemExit(f"fewer than {args.skip + 2} steps ending in kernels matching '{args.step_kernel}'")
     med = [statistics.median(r[i] for r in rows) / 1e6 for i in range(3)]
@@ -116,13 +131,18 @@ def main():
     print(f"gaps: {len(gaps)} in all, {sum(e - s for s, e in gaps) / 1e6 / len(rows):.2f} ms per step; "
           f"under 10 us each: {small / 1e6 / len(rows):.2f} ms per step")
     lo, hi = gaps[0][0] if gaps else 0, gaps[-1][1] if gaps else 0
-    per = collections.Counter()
+    per, count = collections.Counter(), collections.Counter()
     for s, e, name in gpu:
         if lo <= s <= hi:
-            per[re.sub(r"\(.*", "", name)[:70]] += e - s
-    print("GPU time per step by kernel (ms):")
+            key = re.sub(r"\(.*", "", name)[:70]
+            per[key] += e - s
+            count[key] += 1
+    print("GPU time per step by kernel (ms, launches per step):")
     for name, t in per.most_common(15):
-        print(f"  {t / 1e6 / len(rows):8.3f}  {name}")
+        print(f"  {t / 1e6 / len(rows):8.3f} {count[name] / len(rows):6.1f}  {name}")
+    if args.sequence:
+        mid = sorted(rows)[len(rows) // 2]
+        print_sequence(gpu, mid[3], mid[4])
     print(f"longest {args.gaps} gaps:")
     for g in sorted(gaps, key=lambda g: g[0] - g[1])[:args.gaps]:
         print("  " + describe_gap(g, gpu, host))
