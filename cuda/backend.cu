@@ -123,6 +123,7 @@ static llmc_status cuda_init(llmc_device *dev, int index) {
     } while (0)
     INIT_TRY(cudaSetDevice(index));
     INIT_TRY(cudaDeviceGetAttribute(&im->sm_count, cudaDevAttrMultiProcessorCount, index));
+    INIT_TRY(cudaDeviceGetAttribute(&im->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, index));
     INIT_TRY(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     INIT_TRY(cudaEventCreateWithFlags(&im->pinned_done, cudaEventDisableTiming));
     INIT_TRY(cudaEventCreateWithFlags(&im->readback_done, cudaEventDisableTiming));

@@ -37,6 +37,7 @@ typedef struct llmc_cuda_span { /* a byte range [lo, hi) of device memory */
 typedef struct llmc_cuda_impl {
     int device;
     int sm_count;
+    int smem_optin; /* the most dynamic shared memory a block may opt in to */
     cudaStream_t stream;
     cublasLtHandle_t lt;
     /* the NVTX domain through which matmul.cu tells compute-sanitizer's initcheck what cuBLASLt

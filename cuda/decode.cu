@@ -209,6 +209,21 @@ __device__ __forceinline__ void better_of(float &v, int &i, float v2, int i2) {
     }
 }
 
+/* One token of the row: NaN and +Inf mark the row bad (not -Inf); indices come in increasing
+ * order per thread, so a tie keeps the earlier one. */
+__device__ __forceinline__ void argmax_take(unsigned short b, int j, float &best, int &arg, int &bad) {
+    bad |= (b & 0x7F80u) == 0x7F80u && b != 0xFF80u;
+    const float v = __uint_as_float((unsigned)b << 16);
+    if (v > best) {
+        best = v;
+        arg = j;
+    }
+}
+
+/* VEC: 16-byte loads of 8 logits (rows 16-byte aligned). A scalar 2-byte load per token kept
+ * one block waiting on memory latency: 29 us for a row of 50,257 on the H200, about a tenth
+ * of a batch-1 decode step. */
+template <bool VEC>
 __global__ void argmax_rows_kernel(int *out, const bf16 *logits, int V, int Vp) {
     __shared__ float s_v[32];
     __shared__ int s_i[32], s_bad[32];
@@ -216,16 +231,23 @@ __global__ void argmax_rows_kernel(int *out, const bf16 *logits, int V, int Vp) 
     llmc_pdl_wait();
     const unsigned short *row = reinterpret_cast<const unsigned short *>(logits) + (size_t)blockIdx.x * Vp;
     float best = -INFINITY;
-    int arg = INT_MAX, bad = 0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        const unsigned short b = row[j];
-        bad |= (b & 0x7F80u) == 0x7F80u && b != 0xFF80u; /* NaN or +Inf (not -Inf) */
-        const float v = __uint_as_float((unsigned)b << 16);
-        if (v > best) { /* j grows: a tie keeps the earlier index */
-            best = v;
-            arg = j;
+    int arg = INT_MAX, bad = 0, j0 = 0;
+    if (VEC) {
+        const int n8 = V >> 3;
+        const uint4 *row8 = reinterpret_cast<const uint4 *>(row);
+#pragma unroll 4
+        for (int c = threadIdx.x; c < n8; c += blockDim.x) {
+            const uint4 p = __ldg(row8 + c);
+            const unsigned w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                argmax_take((unsigned short)(w[e] & 0xFFFFu), 8 * c + 2 * e, best, arg, bad);
+                argmax_take((unsigned short)(w[e] >> 16), 8 * c + 2 * e + 1, best, arg, bad);
+            }
         }
+        j0 = n8 << 3; /* the tail: indices above every vector's */
     }
+    for (int j = j0 + threadIdx.x; j < V; j += blockDim.x) argmax_take(row[j], j, best, arg, bad);
     for (int o = 16; o > 0; o >>= 1) {
         const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
         const int i2 = __shfl_xor_sync(0xffffffffu, arg, o);
@@ -330,8 +352,9 @@ llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits
     if (N < 0 || V <= 0 || Vp < V)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "argmax_rows: bad shape N=%d V=%d Vp=%d", N, V, Vp);
     if (N == 0) return LLMC_OK;
-    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), argmax_rows_kernel, dim3(N), dim3(512), 0,
-                                       llmc_cuda_stream(dev), out, (const bf16 *)logits, V, Vp));
+    const bool vec = Vp % 8 == 0 && llmc_is_aligned16(logits);
+    LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), vec ? argmax_rows_kernel<true> : argmax_rows_kernel<false>,
+                                       dim3(N), dim3(512), 0, llmc_cuda_stream(dev), out, (const bf16 *)logits, V, Vp));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }

@@ -455,7 +455,8 @@ def test_kv_append_then_decode(device):
 
 
 # ---------------------------------------------------------------- argmax_rows
-@pytest.mark.parametrize("N,V,Vp", [(1, 10, 16), (6, 50, 64), (3, 7, 7), (33, 1000, 1024), (4, 50257, 50304)])
+@pytest.mark.parametrize("N,V,Vp", [(1, 10, 16), (6, 50, 64), (3, 7, 7), (33, 1000, 1024), (4, 50257, 50304),
+                                    (2, 4099, 4100), (1, 50257, 50257)])
 def test_argmax_rows(device, N, V, Vp):
     logits = rnd(N, Vp, scale=3.0)
     logits[:, V:] = 100.0  # larger than anything real: padding columns must be ignored

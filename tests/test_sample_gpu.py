@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAVE_CUDA, reason="no CUD
 
 U_TOP = float(np.nextafter(np.float32(1), np.float32(0)))  # 0.99999994: the largest draw
 CAP, TOP_K_MAX = 4096, 1024  # cuda/sample.cu's SAMPLE_CAP and SAMPLE_TOP_K_MAX
-SHAPES = [(3, 10, 16), (8, 1000, 1024), (16, 50257, 50304)]
+SHAPES = [(3, 10, 16), (8, 1000, 1024), (16, 50257, 50304), (2, 120001, 120008)]  # the last: too big to stage
 SETTINGS = [dict(temperature=0.0), dict(temperature=1.0), dict(temperature=0.7), dict(top_k=50),
             dict(top_k=50, top_p=0.95), dict(top_p=0.9), dict(top_k=1), dict(top_k=1024)]
 
