@@ -84,6 +84,9 @@ void llmc_cuda_graph_free(llmc_device *dev, void *graph);
  * dev->tuning.skinny_rows or 32, C not a multiple of 8, unaligned rows); the caller falls back. */
 llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                    const void *bias, int N, int C, int OC);
+/* The same for int8 W with one scale per row (N <= 32, C a multiple of 64): out = s * (x q) + b. */
+llmc_status llmc_cuda_gemv_forward_int8(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                        const int8_t *w, const float *scales, const void *bias, int N, int C, int OC);
 /* Whether kernels of the decode path are launched with programmatic dependent launch
  * (overlapping a kernel's launch with its predecessor's tail): dev->tuning.pdl. */
 static inline int llmc_cuda_pdl(const llmc_device *dev) { return dev->tuning.pdl != 0; }

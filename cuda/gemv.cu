@@ -27,7 +27,13 @@
  * the immediately preceding kernel can still run while W is read early: the host side turns
  * the early loads off when W overlaps the previous matmul_forward's outputs (the one
  * predecessor that could write a matrix; model weights are never written by one). Later
- * chunks (N > 16) are prefetched into L2 before the wait, when the grid fits a few waves. */
+ * chunks (N > 16) are prefetched into L2 before the wait, when the grid fits a few waves.
+ *
+ * int8 weights (I8; per-channel scales, quant.c's scheme): a lane's 16 bytes of a W row are 16
+ * consecutive k, so one k step is 64 wide and the lane loads two 16-byte chunks of x for it; the
+ * weights are widened to bf16 in registers (exact: |q| <= 127 fits bf16's 8 bits) and fed to the
+ * same mmas as two half steps. The row's scale multiplies the finished sum in the epilogue,
+ * s * sum(x q), before the bias. Half the weight bytes of the bf16 path, the same structure. */
 #ifndef LLMC_GEMV_CU /* the labs include the backend's .cu files into one translation unit */
 #define LLMC_GEMV_CU
 #include "common.cuh"
@@ -71,43 +77,52 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 
 /* Bytes of shared memory a launch needs: per warp S steps x (NT + MR) 16-byte slots per lane
  * when staging, then the warps' partials; the bias slice is static. */
-__host__ __device__ constexpr size_t stage_bytes(int kw, int mr, int nt, int s, bool stage) {
-    return stage ? (size_t)kw * s * (nt + mr) * 32 * 16 : 0;
+__host__ __device__ constexpr size_t stage_bytes(int kw, int mr, int nt, int s, bool stage, bool i8 = false) {
+    return stage ? (size_t)kw * s * (nt + mr * (i8 ? 2 : 1)) * 32 * 16 : 0;
 }
 __host__ __device__ constexpr size_t part_bytes(int kw, int mr, int nt) {
     return (size_t)kw * ((mr + 1) / 2) * nt * 2 * 32 * sizeof(float2);
+}
+
+/* Two int8 weights (bytes b, b+1 of v) as a bf16 pair, the first in the low half as mma reads it. */
+__device__ __forceinline__ uint32_t i8x2_to_bf16x2(uint32_t v, int b) {
+    const __nv_bfloat162 p = __floats2bfloat162_rn((float)(int8_t)(v >> (8 * b)), (float)(int8_t)(v >> (8 * b + 8)));
+    return *reinterpret_cast<const uint32_t *>(&p);
 }
 
 /* MR: groups of 8 input rows (1, 2 or 4: N <= 8, 16, 32); NT: 8-column tiles per block;
  * S: k steps whose loads are in flight together; STAGE: loads as cp.async into the lane's own
  * shared-memory slots (ptxas issued register loads one step at a time, a memory latency per
  * step) or straight into registers. blockDim.x = 32 * KW. */
-template <int MR, int NT, int S, bool STAGE>
-__global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre, const bf16 *x, const bf16 *w,
-                                                           const bf16 *bias, int N, int C, int OC, int spw,
-                                                           int prefetch, int early) {
+template <int MR, int NT, int S, bool STAGE, bool I8 = false>
+__global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre, const bf16 *x, const void *w,
+                                                           const float *wscale, const bf16 *bias, int N, int C,
+                                                           int OC, int spw, int prefetch, int early) {
     constexpr int MT = (MR + 1) / 2; /* 16-row mma tiles of x */
     constexpr int P = MT * NT * 2;   /* accumulator pairs per lane */
-    constexpr int J = NT + MR;       /* 16-byte slots per lane and step */
+    constexpr int XS = I8 ? 2 : 1;   /* 16-byte x chunks per lane, row and step */
+    constexpr int XR = MR * XS;      /* x slots per lane and step */
+    constexpr int J = NT + XR;       /* 16-byte slots per lane and step */
+    constexpr int WB = I8 ? 1 : 2;   /* bytes of one weight */
     extern __shared__ __align__(16) unsigned char smem[];
-    __shared__ float s_bias[8 * NT];
+    __shared__ float s_bias[8 * NT], s_scale[8 * NT];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, KW = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int o0 = blockIdx.x * 8 * NT;
-    const int c8 = C >> 3, ksteps = (C + 31) >> 5;
+    const int c8 = C >> 3, ksteps = I8 ? C >> 6 : (C + 31) >> 5; /* I8: C % 64 == 0 */
     const int s_begin = warp * spw, s_end = min(ksteps, s_begin + spw);
     int4 *my = reinterpret_cast<int4 *>(smem) + (size_t)warp * S * J * 32 + lane; /* [S][J][32] of this warp */
     float2 *part = reinterpret_cast<float2 *>(smem + stage_bytes(KW, MR, NT, S, STAGE)); /* [KW][P][32] */
 
     /* Rows past N or OC read a valid row (register path) or nothing (staged: zero fill); their
      * results are never stored. */
-    const bf16 *wrow[NT];
+    const char *wrow[NT]; /* bytes: a lane's chunk ch of a W row is bytes 16 ch .. 16 ch + 15 */
     int wbytes[NT];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
         const int o = o0 + nt * 8 + g;
-        wrow[nt] = w + (size_t)min(o, OC - 1) * C;
+        wrow[nt] = static_cast<const char *>(w) + (size_t)min(o, OC - 1) * C * WB;
         wbytes[nt] = o < OC ? 16 : 0;
     }
     const bf16 *xrow[MR];
@@ -126,7 +141,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
             const bool ok = s0 + u < s_end && ch < c8;
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
-                cp_async_cg(sbase + (u * J + nt) * 32 * 16, wrow[nt] + (ok ? ch : 0) * 8, ok ? wbytes[nt] : 0);
+                cp_async_cg(sbase + (u * J + nt) * 32 * 16, wrow[nt] + (ok ? ch : 0) * 16, ok ? wbytes[nt] : 0);
         }
     };
     const bool w_early = STAGE && early && s_begin < s_end;
@@ -135,13 +150,16 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
         for (int s = w_early ? s_begin + S : s_begin; s < s_end; s++)
             if (s * 4 + t < c8)
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) prefetch_l2(wrow[nt] + (s * 4 + t) * 8);
+                for (int nt = 0; nt < NT; nt++) prefetch_l2(wrow[nt] + (s * 4 + t) * 16);
     }
     llmc_pdl_wait(); /* x, bias (and out) may belong to the previous kernel: nothing read or written before */
     llmc_pdl_launch_dependents();
     /* the bias is loaded now, with the weights, not after the reduction (one memory latency less) */
-    float bv = 0.0f;
-    if (bias && threadIdx.x < 8 * NT && o0 + (int)threadIdx.x < OC) bv = __bfloat162float(bias[o0 + threadIdx.x]);
+    float bv = 0.0f, sv = 1.0f;
+    if (threadIdx.x < 8 * NT && o0 + (int)threadIdx.x < OC) {
+        if (bias) bv = __bfloat162float(bias[o0 + threadIdx.x]);
+        if (I8) sv = wscale[o0 + threadIdx.x];
+    }
 
     /* two accumulator sets, one per k16 half of a step: two dependent mma chains of half the
      * length (the chain's latency showed at small N), added in a fixed order at the end */
@@ -157,7 +175,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 
     const int4 zero = make_int4(0, 0, 0, 0);
     for (int s0 = s_begin; s0 < s_end; s0 += S) {
-        int4 wv[S][NT], xv[S][MR];
+        int4 wv[S][NT], xv[S][XR];
         if constexpr (STAGE) {
             if (!(w_early && s0 == s_begin)) issue_w(s0);
 #pragma unroll
@@ -165,8 +183,9 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
                 const int ch = (s0 + u) * 4 + t; /* this lane's 8-wide chunk of k */
                 const bool ok = s0 + u < s_end && ch < c8;
 #pragma unroll
-                for (int r = 0; r < MR; r++)
-                    cp_async_ca(sbase + (u * J + NT + r) * 32 * 16, xrow[r] + (ok ? ch : 0) * 8, ok ? xbytes[r] : 0);
+                for (int r = 0; r < XR; r++) /* I8: x chunks 2 ch and 2 ch + 1 of row r / 2 */
+                    cp_async_ca(sbase + (u * J + NT + r) * 32 * 16, xrow[r / XS] + (ok ? ch * XS + r % XS : 0) * 8,
+                                ok ? xbytes[r / XS] : 0);
             }
             cp_async_wait_all(); /* each lane reads back only its own slots: no barrier needed */
 #pragma unroll
@@ -174,9 +193,10 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) wv[u][nt] = my[(u * J + nt) * 32];
 #pragma unroll
-                for (int r = 0; r < MR; r++) xv[u][r] = my[(u * J + NT + r) * 32];
+                for (int r = 0; r < XR; r++) xv[u][r] = my[(u * J + NT + r) * 32];
             }
         } else {
+            static_assert(STAGE || !I8, "int8 weights are staged");
             bool kv[S];
 #pragma unroll
             for (int u = 0; u < S; u++) {
@@ -184,9 +204,9 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
                 const int ch = min(st * 4 + t, c8 - 1);
                 kv[u] = s0 + u < s_end && st * 4 + t < c8;
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) wv[u][nt] = llmc_ld_stream16(wrow[nt] + ch * 8);
+                for (int nt = 0; nt < NT; nt++) wv[u][nt] = llmc_ld_stream16(wrow[nt] + ch * 16);
 #pragma unroll
-                for (int r = 0; r < MR; r++) xv[u][r] = ld_keep(xrow[r] + ch * 8);
+                for (int r = 0; r < XR; r++) xv[u][r] = ld_keep(xrow[r] + ch * 8);
             }
 #pragma unroll
             for (int u = 0; u < S; u++)
@@ -194,25 +214,33 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++) wv[u][nt] = zero;
 #pragma unroll
-                    for (int r = 0; r < MR; r++) xv[u][r] = zero;
+                    for (int r = 0; r < XR; r++) xv[u][r] = zero;
                 }
         }
 #pragma unroll
         for (int u = 0; u < S; u++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) /* the two k16 halves of the step */
+            for (int xs = 0; xs < XS; xs++) /* I8: the half steps, weight bytes 8 xs .. 8 xs + 7 */
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    const int4 lo = xv[u][2 * mt];
-                    const int4 hi = 2 * mt + 1 < MR ? xv[u][2 * mt + 1] : zero;
-                    const uint32_t a0 = h ? lo.z : lo.x, a2 = h ? lo.w : lo.y;
-                    const uint32_t a1 = h ? hi.z : hi.x, a3 = h ? hi.w : hi.y;
+                for (int h = 0; h < 2; h++) /* the two k16 halves of a (half) step */
 #pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        const int4 b = wv[u][nt];
-                        mma_bf16(acc[h][mt][nt], a0, a1, a2, a3, h ? b.z : b.x, h ? b.w : b.y);
+                    for (int mt = 0; mt < MT; mt++) {
+                        const int4 lo = xv[u][2 * mt * XS + xs];
+                        const int4 hi = 2 * mt + 1 < MR ? xv[u][(2 * mt + 1) * XS + xs] : zero;
+                        const uint32_t a0 = h ? lo.z : lo.x, a2 = h ? lo.w : lo.y;
+                        const uint32_t a1 = h ? hi.z : hi.x, a3 = h ? hi.w : hi.y;
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            const int4 b = wv[u][nt];
+                            uint32_t b0 = h ? b.z : b.x, b1 = h ? b.w : b.y;
+                            if (I8) {
+                                const uint32_t q = xs ? (h ? b.w : b.z) : (h ? b.y : b.x);
+                                b0 = i8x2_to_bf16x2(q, 0);
+                                b1 = i8x2_to_bf16x2(q, 2);
+                            }
+                            mma_bf16(acc[h][mt][nt], a0, a1, a2, a3, b0, b1);
+                        }
                     }
-                }
     }
 
 #pragma unroll
@@ -224,7 +252,10 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
                 part[((size_t)warp * P + (mt * NT + nt) * 2 + h) * 32 + lane] =
                     make_float2(acc[0][mt][nt][2 * h] + acc[1][mt][nt][2 * h],
                                 acc[0][mt][nt][2 * h + 1] + acc[1][mt][nt][2 * h + 1]);
-    if (threadIdx.x < 8 * NT) s_bias[threadIdx.x] = bv;
+    if (threadIdx.x < 8 * NT) {
+        s_bias[threadIdx.x] = bv;
+        s_scale[threadIdx.x] = sv;
+    }
     __syncthreads();
 
     /* Epilogue: one (row, 2 columns) pair per item, the warps' partials added in order. */
@@ -241,6 +272,10 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
             v.y += q.y;
         }
         const bool two = o + 1 < OC;
+        if (I8) {
+            v.x *= s_scale[o - o0];
+            v.y *= s_scale[o - o0 + 1];
+        }
         v.x += s_bias[o - o0]; /* zero without a bias */
         v.y += s_bias[o - o0 + 1];
         const size_t at = (size_t)m * OC + o;
@@ -263,18 +298,19 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
     }
 }
 
-/* A launch configuration: MR/NT/S pick the instance; kw and spw the k split. */
+/* A launch configuration: MR/NT/S (and I8) pick the instance; kw and spw the k split. */
 struct config {
     int mr, nt, s, kw, spw;
     int pdl, prefetch; /* launched as a dependent; L2 prefetch of W before the wait */
     int early;         /* first W chunk loaded before the wait (staged path) */
     int stage;         /* cp.async through shared memory (else register loads) */
+    int i8;            /* int8 weights with per-row scales (always staged) */
 };
 
 /* The k split depends on C only (see the top of the file); the tile shapes on N. */
-static config choose(llmc_device *dev, int N, int C, int OC) {
+static config choose(llmc_device *dev, int N, int C, int OC, bool i8 = false) {
     config c;
-    const int ksteps = (C + 31) / 32;
+    const int ksteps = i8 ? C / 64 : (C + 31) / 32;
     c.kw = LLMC_CEIL_DIV(ksteps, kStepsPerWarp);
     if (c.kw > kMaxKW) c.kw = kMaxKW;
     c.spw = LLMC_CEIL_DIV(ksteps, c.kw);
@@ -286,6 +322,7 @@ static config choose(llmc_device *dev, int N, int C, int OC) {
         c.mr = 4, c.nt = 2, c.s = 4;
     }
     c.stage = 1;
+    c.i8 = i8;
     c.pdl = llmc_cuda_pdl(dev);
     /* prefetching a grid of many waves only doubles the load instructions (LM head: -20%) */
     c.prefetch = c.pdl && LLMC_CEIL_DIV(OC, 8 * c.nt) <= 4 * llmc_cuda_impl_of(dev)->sm_count;
@@ -294,72 +331,91 @@ static config choose(llmc_device *dev, int N, int C, int OC) {
 }
 
 /* slot: this instance's entry in the device's opt-in record (impl->gemv_smem_optin). */
-template <int MR, int NT, int S, bool STAGE>
+template <int MR, int NT, int S, bool STAGE, bool I8>
 static cudaError_t launch_one(llmc_device *dev, int slot, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
-                              const bf16 *w, const bf16 *bias, int N, int C, int OC) {
-    const size_t smem = stage_bytes(c.kw, MR, NT, S, STAGE) + part_bytes(c.kw, MR, NT);
+                              const void *w, const float *wscale, const bf16 *bias, int N, int C, int OC) {
+    const size_t smem = stage_bytes(c.kw, MR, NT, S, STAGE, I8) + part_bytes(c.kw, MR, NT);
     size_t *opted = &llmc_cuda_impl_of(dev)->gemv_smem_optin[slot];
     if (smem > 48 * 1024 && smem > *opted) {
-        cudaError_t e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE, I8>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         *opted = smem;
     }
-    return llmc_launch_pdl(c.pdl, gemv_kernel<MR, NT, S, STAGE>, dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT)),
-                           dim3((unsigned)(32 * c.kw)), smem, llmc_cuda_stream(dev), out, pre, x, w, bias, N, C, OC,
-                           c.spw, c.prefetch, c.early);
+    return llmc_launch_pdl(c.pdl, gemv_kernel<MR, NT, S, STAGE, I8>, dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT)),
+                           dim3((unsigned)(32 * c.kw)), smem, llmc_cuda_stream(dev), out, pre, x, w, wscale, bias, N,
+                           C, OC, c.spw, c.prefetch, c.early);
 }
 
-static cudaError_t launch(llmc_device *dev, const config &c, bf16 *out, bf16 *pre, const bf16 *x, const bf16 *w,
-                          const bf16 *bias, int N, int C, int OC) {
-#define LLMC_GEMV_CASE(MR, NT, S, SLOT)                                                                      \
-    if (c.mr == MR && c.nt == NT && c.s == S)                                                                \
-        return c.stage ? launch_one<MR, NT, S, true>(dev, 2 * (SLOT) + 1, c, out, pre, x, w, bias, N, C, OC) \
-                       : launch_one<MR, NT, S, false>(dev, 2 * (SLOT), c, out, pre, x, w, bias, N, C, OC)
+/* wscale: the rows' scales when c.i8 (int8 W), else unused. */
+static cudaError_t launch(llmc_device *dev, const config &c, bf16 *out, bf16 *pre, const bf16 *x, const void *w,
+                          const bf16 *bias, int N, int C, int OC, const float *wscale = nullptr) {
+#define LLMC_GEMV_CASE(MR, NT, S, SLOT)                                                                             \
+    if (c.mr == MR && c.nt == NT && c.s == S)                                                                       \
+        return c.i8      ? launch_one<MR, NT, S, true, true>(dev, 8 + (SLOT), c, out, pre, x, w, wscale, bias, N, C, \
+                                                             OC)                                                    \
+               : c.stage ? launch_one<MR, NT, S, true, false>(dev, 2 * (SLOT) + 1, c, out, pre, x, w, wscale, bias, \
+                                                              N, C, OC)                                             \
+                         : launch_one<MR, NT, S, false, false>(dev, 2 * (SLOT), c, out, pre, x, w, wscale, bias, N, \
+                                                               C, OC)
     LLMC_GEMV_CASE(1, 1, 8, 0);
     LLMC_GEMV_CASE(2, 1, 8, 1);
     LLMC_GEMV_CASE(4, 1, 4, 2);
     LLMC_GEMV_CASE(4, 2, 4, 3);
 #undef LLMC_GEMV_CASE
-    static_assert(2 * 4 == LLMC_CUDA_GEMV_KERNELS, "one opt-in slot per kernel instance");
+    static_assert(3 * 4 == LLMC_CUDA_GEMV_KERNELS, "one opt-in slot per kernel instance");
     return cudaErrorInvalidConfiguration;
 }
 
 /* Shared memory of a launch, dynamic and static; the opt-in limit of sm_90 is 227 KB. */
 constexpr size_t kSmemLimit = 227 * 1024;
 static size_t smem_bytes(const config &c) {
-    return stage_bytes(c.kw, c.mr, c.nt, c.s, c.stage) + part_bytes(c.kw, c.mr, c.nt) + 8 * c.nt * sizeof(float);
+    return stage_bytes(c.kw, c.mr, c.nt, c.s, c.stage, c.i8) + part_bytes(c.kw, c.mr, c.nt) +
+           2 * 8 * c.nt * sizeof(float);
 }
 
 /* W overlapping the outputs of the last matmul_forward of the device (gemv or cuBLASLt: every
  * call passes here; in stream order, also under graph capture): no early W loads. */
 static bool overlaps(const llmc_cuda_span &a, uintptr_t lo, uintptr_t hi) { return a.lo < hi && lo < a.hi; }
 
-/* Shapes and pointers this path takes: whole 16-byte rows of x and W. */
+/* Shapes and pointers this path takes: whole 16-byte rows of x and W; int8 W in whole 64-wide
+ * k steps, up to kMaxN rows (the bf16 path stops at the tuned skinny_rows, where cuBLASLt takes
+ * over; int8 has no cheaper path below that). */
 static bool supported(const llmc_device *dev, int N, int C, int OC, const void *out, const void *pre,
-                      const void *inp, const void *w) {
-    return N >= 1 && N <= max_rows(dev) && C >= 8 && C % 8 == 0 && OC >= 1 && llmc_is_aligned16(inp) &&
-           llmc_is_aligned16(w) && ((uintptr_t)out & 3u) == 0 && ((uintptr_t)pre & 3u) == 0;
+                      const void *inp, const void *w, bool i8) {
+    return N >= 1 && N <= (i8 ? kMaxN : max_rows(dev)) && C >= 8 && C % (i8 ? 64 : 8) == 0 && OC >= 1 &&
+           llmc_is_aligned16(inp) && llmc_is_aligned16(w) && ((uintptr_t)out & 3u) == 0 &&
+           ((uintptr_t)pre & 3u) == 0;
+}
+
+static llmc_status forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
+                           const float *wscale, const void *bias, int N, int C, int OC) {
+    const bool i8 = wscale != nullptr;
+    llmc_cuda_span *last = llmc_cuda_impl_of(dev)->gemv_last_out;
+    const uintptr_t wlo = (uintptr_t)w, whi = wlo + (size_t)OC * C * (i8 ? 1 : sizeof(bf16));
+    const bool w_fresh = overlaps(last[0], wlo, whi) || overlaps(last[1], wlo, whi);
+    const size_t ob = (size_t)N * OC * sizeof(bf16);
+    last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};
+    last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
+    if (!supported(dev, N, C, OC, out, pre_gelu, inp, w, i8)) return LLMC_ERR_UNSUPPORTED;
+    config c = choose(dev, N, C, OC, i8);
+    if (w_fresh) c.early = 0;
+    if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
+    LLMC_CUDA_TRY(dev, launch(dev, c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp, w, (const bf16 *)bias, N, C,
+                              OC, wscale));
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
 }
 
 } /* namespace llmc_gemv */
 
 llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                                    const void *bias, int N, int C, int OC) {
-    using namespace llmc_gemv;
-    llmc_cuda_span *last = llmc_cuda_impl_of(dev)->gemv_last_out;
-    const uintptr_t wlo = (uintptr_t)w, whi = wlo + (size_t)OC * C * sizeof(bf16);
-    const bool w_fresh = overlaps(last[0], wlo, whi) || overlaps(last[1], wlo, whi);
-    const size_t ob = (size_t)N * OC * sizeof(bf16);
-    last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};
-    last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
-    if (!supported(dev, N, C, OC, out, pre_gelu, inp, w)) return LLMC_ERR_UNSUPPORTED;
-    config c = choose(dev, N, C, OC);
-    if (w_fresh) c.early = 0;
-    if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
-    LLMC_CUDA_TRY(dev, launch(dev, c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp, (const bf16 *)w,
-                              (const bf16 *)bias, N, C, OC));
-    LLMC_CUDA_LAUNCHED(dev);
-    return LLMC_OK;
+    return llmc_gemv::forward(dev, out, pre_gelu, inp, w, nullptr, bias, N, C, OC);
+}
+
+llmc_status llmc_cuda_gemv_forward_int8(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
+                                        const int8_t *w, const float *scales, const void *bias, int N, int C, int OC) {
+    return llmc_gemv::forward(dev, out, pre_gelu, inp, w, scales, bias, N, C, OC);
 }
 #endif /* LLMC_GEMV_CU */

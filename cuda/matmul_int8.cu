@@ -179,6 +179,11 @@ llmc_status llmc_cuda_matmul_forward_int8(llmc_device *dev, void *out, void *pre
         t.group_size = 0;
         return llmc_cuda_matmul_forward(dev, out, pre_gelu, inp, &t, bias, N, C, OC);
     }
+    if (g >= C && dev->tuning.int8_mma) { /* per row: gemv.cu's tensor-core path, where it takes the shape */
+        llmc_status st = llmc_cuda_gemv_forward_int8(dev, out, pre_gelu, inp, (const int8_t *)w->data,
+                                                     (const float *)w->scales, llmc_tensor_data(bias), N, C, OC);
+        if (st != LLMC_ERR_UNSUPPORTED) return st;
+    }
     llmc_cuda_span *last = llmc_cuda_impl_of(dev)->gemv_last_out; /* gemv.cu's early-load guard */
     const size_t ob = (size_t)N * OC * sizeof(bf16);
     last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};

@@ -7,6 +7,7 @@
 #   bash dev/gpu_decode.sh full     # the issue's table: d12 and d48, every variant, JSON in $OUT
 #   bash dev/gpu_decode.sh labbench # the labs' benchmarks (long)
 #   bash dev/gpu_decode.sh timeline # CUPTI timelines of d12 decode steps: each kernel and the gaps
+#   bash dev/gpu_decode.sh int8     # d12 decode tok/s, bf16 against int8 (tensor-core and CUDA-core kernels)
 # Builds first when ./train_gpt2cu is missing.
 source "$(dirname "$0")/gpu_setup.sh"
 mkdir -p "$OUT/labs"
@@ -36,6 +37,15 @@ for what in "${@:-tests}"; do
   full)
     python3 dev/bench_generate.py --device cuda --model d12,d48 --batch 1,8,32,64 --modes greedy,sample --torch \
       -n 128 --llmc-variants default,persistent,host --json "$OUT/bench_full.json" 2>&1 | tee "$OUT/bench_full.txt"
+    ;;
+  int8)
+    for B in 1 8 32; do
+      for run in "bf16:" "int8:--quantize int8" "int8-cores:--quantize int8" "int8-g128:--quantize int8 --group 128"; do
+        mma=1; [[ ${run%%:*} == int8-cores ]] && mma=0
+        LLMC_INT8_MMA=$mma python3 dev/trace/decode_steps.py --model d12 --batch $B -n 128 ${run#*:} 2>&1 \
+          | sed "s/^/${run%%:*} /"
+      done
+    done | tee "$OUT/int8_decode.txt"
     ;;
   timeline)
     build_timeline_lib || exit 1

@@ -55,6 +55,7 @@ typedef struct llmc_backend_ops llmc_backend_ops;
 typedef struct llmc_device_tuning {
     int pdl;         /* launch decode kernels as programmatic dependents */
     int skinny_rows; /* matmul_forward with N <= skinny_rows uses the skinny kernel (0: never) */
+    int int8_mma;    /* int8 matmul_forward of few rows on tensor cores (0: the CUDA-core kernel) */
 } llmc_device_tuning;
 
 typedef struct llmc_device {

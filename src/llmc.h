@@ -155,6 +155,7 @@ typedef struct llmc_model_options {
     /* backend tuning; -1 takes the default, which an environment variable may set */
     int pdl;             /* launch decode kernels as programmatic dependents (LLMC_PDL, default 1) */
     int skinny_rows;     /* matmuls of at most this many rows use the skinny kernel, 0: never (LLMC_GEMV, 16) */
+    int int8_mma;        /* int8 matmuls of few rows on tensor cores, 0: the CUDA-core kernel (LLMC_INT8_MMA, 1) */
 } llmc_model_options;
 void llmc_model_options_default(llmc_model_options *o);
 

@@ -41,6 +41,7 @@ void llmc_model_options_default(llmc_model_options *o) {
     o->pdl = env_int("LLMC_PDL", 1) != 0;
     int rows = env_int("LLMC_GEMV", 16);
     o->skinny_rows = rows < 0 ? 0 : rows;
+    o->int8_mma = env_int("LLMC_INT8_MMA", 1) != 0;
 }
 
 /* Fills the -1 ("default") fields of o from the defaults. */
@@ -51,6 +52,7 @@ static llmc_model_options resolve_options(const llmc_model_options *o) {
     if (!r.backend) r.backend = d.backend;
     if (r.pdl < 0) r.pdl = d.pdl;
     if (r.skinny_rows < 0) r.skinny_rows = d.skinny_rows;
+    if (r.int8_mma < 0) r.int8_mma = d.int8_mma;
     return r;
 }
 
@@ -80,14 +82,15 @@ void llmc_model_free(llmc_model *m) {
 llmc_status llmc_model_open(llmc_model *m, const llmc_model_options *o) {
     llmc_model_options r = resolve_options(o ? o : (m->dev.ops ? &m->opts : NULL));
     if (m->dev.ops && strcmp(m->dev.ops->name, r.backend) == 0 && m->opts.device == r.device &&
-        m->dev.tuning.pdl == r.pdl && m->dev.tuning.skinny_rows == r.skinny_rows)
+        m->dev.tuning.pdl == r.pdl && m->dev.tuning.skinny_rows == r.skinny_rows &&
+        m->dev.tuning.int8_mma == r.int8_mma)
         return LLMC_OK;
     if (m->users > 0)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
                                "cannot move the model to another device while %d trainer(s) or session(s) use it",
                                m->users);
     llmc_device dev;
-    llmc_device_tuning tune = {r.pdl, r.skinny_rows};
+    llmc_device_tuning tune = {r.pdl, r.skinny_rows, r.int8_mma};
     llmc_status st = llmc_device_open(&dev, r.backend, r.device, &tune);
     if (st != LLMC_OK) {
         snprintf(m->err, sizeof m->err, "%s", dev.err);

@@ -67,6 +67,7 @@ llmc_status llmc_device_open(llmc_device *dev, const char *name, int index, cons
         llmc_model_options_default(&o);
         dev->tuning.pdl = o.pdl;
         dev->tuning.skinny_rows = o.skinny_rows;
+        dev->tuning.int8_mma = o.int8_mma;
     }
     const llmc_backend_ops *ops = llmc_backend_lookup(name);
     if (!ops)

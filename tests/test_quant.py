@@ -56,13 +56,25 @@ def quantized_weight(OC, C, group):
     return q, s, _core.dequantize_int8(q, s, group).astype(np.float64)
 
 
-# N: 1..4 the CPU's matvec, 5+ its GEMM; up to 32 the GPU's weight stream, beyond its bf16 widening
-@pytest.mark.parametrize("N,C,OC,group", [(1, 16, 1, 0), (3, 40, 33, 0), (4, 64, 130, 16), (5, 96, 70, 32),
-                                          (17, 768, 256, 128), (32, 128, 50, 0), (33, 48, 257, 16),
-                                          (64, 768, 2304, 0), (2, 3072, 96, 128), (3, 4160, 40, 64),
-                                          (1, 4160, 20, 0), (1, 40, 9, 0)])
+# N: 1..4 the CPU's matvec, 5+ its GEMM; up to 32 the GPU's weight stream, beyond its bf16 widening.
+# The GPU's stream: gemv.cu's tensor-core kernel for one scale per row and C % 64 == 0 (its tile
+# shapes change at N 8, 16), the CUDA-core kernel for the rest and with LLMC_INT8_MMA=0.
+INT8_SHAPES = [(1, 16, 1, 0), (3, 40, 33, 0), (4, 64, 130, 16), (5, 96, 70, 32), (17, 768, 256, 128),
+               (32, 128, 50, 0), (33, 48, 257, 16), (64, 768, 2304, 0), (2, 3072, 96, 128), (3, 4160, 40, 64),
+               (1, 4160, 20, 0), (1, 40, 9, 0), (1, 768, 2304, 0), (8, 64, 3, 0), (9, 3072, 130, 0),
+               (16, 192, 77, 0), (17, 1600, 41, 0), (31, 768, 129, 0)]
+
+
+CUDA_MARKS = BACKENDS[1].marks
+INT8_DEVICES = [pytest.param("cpu", None, id="cpu"), pytest.param("cuda", 1, marks=CUDA_MARKS, id="cuda-mma"),
+                pytest.param("cuda", 0, marks=CUDA_MARKS, id="cuda-cores")]
+
+
+@pytest.mark.parametrize("N,C,OC,group", INT8_SHAPES)
 @pytest.mark.parametrize("epilogue", ["plain", "bias", "gelu"])
-def test_matmul_forward_int8(device, N, C, OC, group, epilogue):
+@pytest.mark.parametrize("backend,mma", INT8_DEVICES)
+def test_matmul_forward_int8(backend, mma, N, C, OC, group, epilogue):
+    device = _core.Device(backend, int8_mma=mma)
     x, b = rnd(N, C), rnd(OC)
     q, s, w64 = quantized_weight(OC, C, group)
     bias = None if epilogue == "plain" else b
@@ -126,9 +138,10 @@ def test_quantized_model_equals_its_dequantized_twin(device, group, embeddings):
 
 
 @pytest.mark.parametrize("device", BACKENDS)
-def test_cached_int8_decode_equals_full_int8_recompute(device):
+@pytest.mark.parametrize("group", [32, 0])  # CUDA: the CUDA-core kernel, then the tensor-core one
+def test_cached_int8_decode_equals_full_int8_recompute(device, group):
     model = make_model(device)
-    model.quantize(group_size=32)
+    model.quantize(group_size=group)
     prompts = [[5, 17, 42, 7, 1], list(range(3, 40, 3)), [9]]
     seqs, _ = run_checked(model, prompts, 12, LOGIT_TOL[device], temperature=0.0)
     assert all(len(s) - len(p) == 12 for s, p in zip(seqs, prompts))

@@ -57,7 +57,7 @@ cdef extern from "llmc.h":
         pass
     ctypedef struct llmc_model_options:
         const char *backend
-        int device, pdl, skinny_rows
+        int device, pdl, skinny_rows, int8_mma
     void llmc_model_options_default(llmc_model_options *o)
     llmc_model *llmc_model_new()
     void llmc_model_free(llmc_model *m)

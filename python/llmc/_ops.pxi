@@ -8,7 +8,7 @@
 
 cdef extern from "backend.h":
     ctypedef struct llmc_device_tuning:
-        int pdl, skinny_rows
+        int pdl, skinny_rows, int8_mma
     ctypedef struct llmc_backend_ops:
         const char *name
         llmc_dtype act_dtype
@@ -91,14 +91,15 @@ cdef class Device:
     cdef llmc_device d
     cdef public bint open
 
-    def __cinit__(self, str name="cpu", int index=0, pdl=None, skinny_rows=None):
-        """pdl / skinny_rows: the backend's tuning knobs (None: the defaults of llmc_model_options)."""
+    def __cinit__(self, str name="cpu", int index=0, pdl=None, skinny_rows=None, int8_mma=None):
+        """pdl / skinny_rows / int8_mma: the backend's tuning knobs (None: the defaults of llmc_model_options)."""
         self.open = False
         cdef llmc_model_options mo
         llmc_model_options_default(&mo)
         cdef llmc_device_tuning tune
         tune.pdl = mo.pdl if pdl is None else int(pdl)
         tune.skinny_rows = mo.skinny_rows if skinny_rows is None else int(skinny_rows)
+        tune.int8_mma = mo.int8_mma if int8_mma is None else int(int8_mma)
         st = llmc_device_open(&self.d, name.encode(), index, &tune)
         if st != LLMC_OK:
             raise LlmcError(self.d.err.decode())
