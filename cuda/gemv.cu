@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
     const int c8 = C >> 3, ksteps = I8 ? C >> 6 : (C + 31) >> 5; /* I8: C % 64 == 0 */
     const int s_begin = warp * spw, s_end = min(ksteps, s_begin + spw);
     int4 *my = reinterpret_cast<int4 *>(smem) + (size_t)warp * S * J * 32 + lane; /* [S][J][32] of this warp */
-    float2 *part = reinterpret_cast<float2 *>(smem + stage_bytes(KW, MR, NT, S, STAGE)); /* [KW][P][32] */
+    float2 *part = reinterpret_cast<float2 *>(smem + stage_bytes(KW, MR, NT, S, STAGE, I8)); /* [KW][P][32] */
 
     /* Rows past N or OC read a valid row (register path) or nothing (staged: zero fill); their
      * results are never stored. */

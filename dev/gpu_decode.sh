@@ -50,8 +50,8 @@ for what in "${@:-tests}"; do
   timeline)
     build_timeline_lib || exit 1
     mkdir -p "$OUT/timeline"
-    for run in "b1:--batch 1" "b1_int8:--batch 1 --quantize int8" "b32:--batch 32" "b1_sample:--batch 1 --sample" \
-               "b32_int8:--batch 32 --quantize int8"; do
+    for run in ${TIMELINES:-"b1:--batch 1" "b1_int8:--batch 1 --quantize int8" "b32:--batch 32" \
+               "b1_sample:--batch 1 --sample" "b32_int8:--batch 32 --quantize int8"}; do
       name=${run%%:*}; csv="$OUT/timeline/$name.csv"
       CUDA_INJECTION64_PATH=/tmp/libgpu_timeline.so LLMC_TIMELINE="$csv" \
         python3 dev/trace/decode_steps.py --model d12 -n 64 ${run#*:} 2>&1 | tee "$OUT/timeline/$name.txt"
