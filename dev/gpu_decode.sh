@@ -50,11 +50,12 @@ for what in "${@:-tests}"; do
   timeline)
     build_timeline_lib || exit 1
     mkdir -p "$OUT/timeline"
-    for run in ${TIMELINES:-"b1:--batch 1" "b1_int8:--batch 1 --quantize int8" "b32:--batch 32" \
-               "b1_sample:--batch 1 --sample" "b32_int8:--batch 32 --quantize int8"}; do
-      name=${run%%:*}; csv="$OUT/timeline/$name.csv"
+    declare -A tl_args=([b1]="--batch 1" [b1_int8]="--batch 1 --quantize int8" [b32]="--batch 32"
+                        [b1_sample]="--batch 1 --sample" [b32_int8]="--batch 32 --quantize int8")
+    for name in ${TIMELINES:-b1 b1_int8 b32 b1_sample b32_int8}; do
+      csv="$OUT/timeline/$name.csv"
       CUDA_INJECTION64_PATH=/tmp/libgpu_timeline.so LLMC_TIMELINE="$csv" \
-        python3 dev/trace/decode_steps.py --model d12 -n 64 ${run#*:} 2>&1 | tee "$OUT/timeline/$name.txt"
+        python3 dev/trace/decode_steps.py --model d12 -n 64 ${tl_args[$name]} 2>&1 | tee "$OUT/timeline/$name.txt"
       python3 dev/trace/timeline.py "$csv" --step-kernel "argmax|sample" --split-us 20 --skip 4 --sequence \
         --gaps 5 >> "$OUT/timeline/$name.txt" 2>&1
       gzip -f "$csv"; head -25 "$OUT/timeline/$name.txt"
