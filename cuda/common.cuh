@@ -61,6 +61,9 @@ typedef struct llmc_cuda_impl {
     llmc_cuda_algo_entry algo_cache[LLMC_CUDA_ALGO_CACHE];
     /* gemv.cu: the dynamic shared memory each kernel instance is opted in to on this device */
     size_t gemv_smem_optin[LLMC_CUDA_GEMV_KERNELS];
+    /* sample.cu: the dynamic shared memory its staged kernel is opted in to (set before a graph
+     * records it: the first decode step of a shape runs eagerly) */
+    size_t sample_smem_optin;
     /* gemv.cu: the outputs (out, pre_gelu) of the last matmul_forward on the stream */
     llmc_cuda_span gemv_last_out[2];
 } llmc_cuda_impl;

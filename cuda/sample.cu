@@ -350,9 +350,12 @@ llmc_status llmc_cuda_sample_rows(llmc_device *dev, int *out, const void *logits
     const size_t row_bytes = (size_t)(V + 7) / 8 * 16;
     const bool stage = Vp % 8 == 0 && llmc_is_aligned16(logits) &&
                        row_bytes + sizeof(Shared) <= (size_t)llmc_cuda_impl_of(dev)->smem_optin;
-    if (stage)
+    size_t *opted = &llmc_cuda_impl_of(dev)->sample_smem_optin;
+    if (stage && row_bytes > *opted) {
         LLMC_CUDA_TRY(dev, cudaFuncSetAttribute(sample_rows_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 (int)row_bytes));
+        *opted = row_bytes;
+    }
     LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), stage ? sample_rows_kernel<true> : sample_rows_kernel<false>,
                                        dim3(N), dim3(SAMPLE_THREADS), stage ? row_bytes : 0, llmc_cuda_stream(dev), out,
                                        (const bf16 *)logits, V, Vp, s->temperature, s->top_k, s->top_p, u));

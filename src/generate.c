@@ -45,7 +45,8 @@ struct llmc_gen {
     int *row;              /* row of `logits` holding the sequence's next-token logits, -1 when stopped */
     int *tok, *slot, *pos; /* staging of one decode step */
     int greedy;            /* temperature 0: the device picks the argmax, logits stay there */
-    int *pick;             /* greedy: the token of each logits row */
+    int *pick;             /* greedy: the token of each logits row; device sampling: likewise when picked */
+    int picked;            /* device sampling: the decode step sampled its logits rows into pick */
     int nrows;             /* logits rows the last prefill or decode left */
     float *draws;          /* device sampling: the uniform draw of each logits row */
     float *row_buf;        /* device sampling: one row of logits for a row left to the host */
@@ -288,20 +289,20 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     return st;
 }
 
-/* Each live sequence's next token from the logits on the device: its draw goes up, the token
- * comes back (the ints of e->argmax carry it); rows the backend leaves to the host (-2) come
- * down one at a time and get the same function here. */
-static llmc_status sample_on_device(llmc_gen *g, int *out) {
-    llmc_model *m = g->m;
-    const llmc_backend_ops *ops = m->dev.ops;
-    const int V = m->w.cfg.vocab_size, Vp = m->w.cfg.padded_vocab_size, n = g->nrows;
+/* Device sampling: the draw of each live sequence's logits row, from its own stream. */
+static void draw_rows(llmc_gen *g) {
     for (int b = 0; b < g->batch; b++)
         if (g->alive[b]) g->draws[g->row[b]] = llmc_rng_f32(&g->rng[b]);
+}
+
+/* Each live sequence's token from the device's picks; rows the backend left to the host (-2)
+ * come down one at a time and get the same function here, with the same draw. */
+static llmc_status take_picks(llmc_gen *g, int *out) {
+    llmc_model *m = g->m;
+    const llmc_backend_ops *ops = m->dev.ops;
+    const int V = m->w.cfg.vocab_size, Vp = m->w.cfg.padded_vocab_size;
     llmc_infer *e = &g->eng;
-    llmc_status st = ops->copy_h2d(&m->dev, e->draws, g->draws, (size_t)n * sizeof(float));
-    if (st == LLMC_OK) st = ops->sample_rows(&m->dev, e->argmax, e->logits, n, V, Vp, &g->sampling, e->draws);
-    if (st == LLMC_OK) st = ops->copy_d2h(&m->dev, g->pick, e->argmax, (size_t)n * sizeof(int));
-    if (st != LLMC_OK) return fail(g, st, "%s", m->dev.err);
+    llmc_status st;
     for (int b = 0; b < g->batch; b++) {
         if (!g->alive[b]) continue;
         const int r = g->row[b];
@@ -313,6 +314,21 @@ static llmc_status sample_on_device(llmc_gen *g, int *out) {
         llmc_sample_token_at(g->row_buf, V, &g->sampling, g->draws[r], &out[b]); /* -1: not finite */
     }
     return LLMC_OK;
+}
+
+/* Device sampling of logits no decode step has sampled (the prefill's): the draws go up, the
+ * tokens come back (the ints of e->argmax carry them). */
+static llmc_status sample_on_device(llmc_gen *g, int *out) {
+    llmc_model *m = g->m;
+    const llmc_backend_ops *ops = m->dev.ops;
+    const int V = m->w.cfg.vocab_size, Vp = m->w.cfg.padded_vocab_size, n = g->nrows;
+    draw_rows(g);
+    llmc_infer *e = &g->eng;
+    llmc_status st = ops->copy_h2d(&m->dev, e->draws, g->draws, (size_t)n * sizeof(float));
+    if (st == LLMC_OK) st = ops->sample_rows(&m->dev, e->argmax, e->logits, n, V, Vp, &g->sampling, e->draws);
+    if (st == LLMC_OK) st = ops->copy_d2h(&m->dev, g->pick, e->argmax, (size_t)n * sizeof(int));
+    if (st != LLMC_OK) return fail(g, st, "%s", m->dev.err);
+    return take_picks(g, out);
 }
 
 llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) {
@@ -335,7 +351,7 @@ llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) 
         for (int b = 0; b < B; b++)
             if (g->alive[b]) out[b] = g->pick[g->row[b]];
     } else if (!g->logits) {
-        llmc_status st = sample_on_device(g, out);
+        llmc_status st = g->picked ? take_picks(g, out) : sample_on_device(g, out);
         if (st != LLMC_OK) {
             g->broken = 1;
             return st;
@@ -368,8 +384,14 @@ llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) 
         g->pos[n] = g->len[b] - 1;
         g->row[b] = n++;
     }
+    g->picked = 0;
     if (n > 0) {
-        llmc_status st = llmc_infer_decode(&g->eng, g->tok, g->slot, g->pos, n, g->greedy ? g->pick : NULL);
+        const int device_sampling = !g->greedy && !g->logits; /* sampled in the step itself */
+        if (device_sampling) draw_rows(g);
+        llmc_status st = llmc_infer_decode(&g->eng, g->tok, g->slot, g->pos, n,
+                                           g->greedy || device_sampling ? g->pick : NULL,
+                                           device_sampling ? &g->sampling : NULL, g->draws);
+        g->picked = device_sampling && st == LLMC_OK;
         if (st == LLMC_OK) st = download_logits(g, n);
         if (st != LLMC_OK) {
             g->broken = 1;

@@ -52,7 +52,7 @@ static size_t plan(const llmc_model *m, llmc_infer *e, char *base) {
     e->lse = llmc_arena_take(&c, R * NH * f);
     e->last = llmc_arena_take(&c, S * C * es);
     e->logits = llmc_arena_take(&c, S * Vp * es);
-    e->ids = llmc_arena_take(&c, (R + 3 * S) * sizeof(int));
+    e->ids = llmc_arena_take(&c, (R + 4 * S) * sizeof(int));
     e->argmax = llmc_arena_take(&c, S * sizeof(int));
     e->draws = llmc_arena_take(&c, S * sizeof(float));
     e->sync = llmc_arena_take(&c, sizeof(unsigned));
@@ -96,7 +96,7 @@ llmc_status llmc_infer_alloc(llmc_infer *e, llmc_model *m, char *err, int slots,
                     "new tokens",
                     ops->act_dtype == LLMC_F32 ? "host" : "device", slots, maxlen, cache / 1073741824.0,
                     (bytes - cache) / 1073741824.0, free_b / 1073741824.0);
-    e->host_ids = malloc(((size_t)rows + 3 * (size_t)slots) * sizeof(int));
+    e->host_ids = malloc(((size_t)rows + 4 * (size_t)slots) * sizeof(int));
     e->persistent = persistent && ops->decode_layers;
     e->use_graphs = use_graphs && ops->graph_begin && ops->graph_end && ops->graph_launch && ops->graph_free;
     e->graphs = calloc((size_t)slots + 1, sizeof(void *));
@@ -165,9 +165,10 @@ static llmc_status run_layers(llmc_infer *e, int B, int T, const int *slots, con
     return LLMC_OK;
 }
 
-/* Uploads n tokens and nb slots / pos / lens in one copy; returns the device pointers. */
+/* Uploads n tokens, nb slots / pos / lens and (when given) nb draws in one copy; returns the
+ * device pointers (the draws follow the lens). */
 static llmc_status upload_ids(llmc_infer *e, const int *tokens, int n, const int *slots, const int *pos, int nb, int T,
-                              int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
+                              const float *draws, int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
     llmc_model *m = e->m;
     int *h = e->host_ids;
     memcpy(h, tokens, (size_t)n * sizeof(int));
@@ -176,7 +177,9 @@ static llmc_status upload_ids(llmc_infer *e, const int *tokens, int n, const int
         h[n + nb + i] = pos ? pos[i] : 0;
         h[n + 2 * nb + i] = (pos ? pos[i] : 0) + T;
     }
-    INFER_TRY(e, m->dev.ops->copy_h2d(&m->dev, e->ids, h, ((size_t)n + 3 * (size_t)nb) * sizeof(int)));
+    if (draws) memcpy(h + n + 3 * nb, draws, (size_t)nb * sizeof(float)); /* float and int are both 4 bytes */
+    const size_t words = (size_t)n + (draws ? 4 : 3) * (size_t)nb;
+    INFER_TRY(e, m->dev.ops->copy_h2d(&m->dev, e->ids, h, words * sizeof(int)));
     *d_tok = e->ids;
     *d_slots = e->ids + n;
     *d_pos = e->ids + n + nb;
@@ -193,7 +196,7 @@ llmc_status llmc_infer_prefill(llmc_infer *e, const int *tokens, const int *slot
         return fail(e, LLMC_ERR_INVALID_ARG, "prefill of %d x %d tokens does not fit the engine (%d rows)", count, T,
                     e->rows);
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    llmc_status st = upload_ids(e, tokens, N, slots, NULL, count, T, &d_tok, &d_slots, &d_pos, &d_lens);
+    llmc_status st = upload_ids(e, tokens, N, slots, NULL, count, T, NULL, &d_tok, &d_slots, &d_pos, &d_lens);
     if (st != LLMC_OK) return st;
     INFER_TRY(e, ops->encoder_forward(&m->dev, e->x, d_tok, &m->w.t[LLMC_WTE], &m->w.t[LLMC_WPE], count, T, C));
     st = run_layers(e, count, T, d_slots, d_pos, NULL);
@@ -220,9 +223,10 @@ llmc_status llmc_infer_last_logits(llmc_infer *e, int n, int *greedy) {
     return greedy ? pick_greedy(e, n, greedy) : LLMC_OK;
 }
 
-/* Everything of a decode step that runs on the device (what a graph records). */
+/* Everything of a decode step that runs on the device (what a graph records); pick: what it
+ * ends with (e->graph_pick's values), sampling and d_draws for a sample. */
 static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
-                              const int *d_lens, int greedy) {
+                              const int *d_lens, int pick, const llmc_sampling *sampling, const float *d_draws) {
     llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
     const llmc_config *c = &m->w.cfg;
@@ -242,8 +246,11 @@ static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int 
         if (st != LLMC_OK) return st;
     }
     INFER_TRY(e, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, wte, NULL, n, c->channels, c->padded_vocab_size));
-    if (greedy)
+    if (pick == 1)
         INFER_TRY(e, ops->argmax_rows(&m->dev, e->argmax, e->logits, n, c->vocab_size, c->padded_vocab_size));
+    if (pick == 2)
+        INFER_TRY(e, ops->sample_rows(&m->dev, e->argmax, e->logits, n, c->vocab_size, c->padded_vocab_size, sampling,
+                                      d_draws));
     return LLMC_OK;
 }
 
@@ -251,10 +258,17 @@ static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int 
  * Returns 1 when the step ran that way, 0 when the caller must run it eagerly; any trouble
  * with graphs turns them off for the engine rather than failing the step. */
 static int decode_graph(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
-                        const int *d_lens, int greedy) {
+                        const int *d_lens, int pick, const llmc_sampling *sampling, const float *d_draws) {
     llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
     if (!e->use_graphs) return 0;
+    if (pick != e->graph_pick) { /* graphs end with one kind of pick: record them again */
+        for (int i = 0; i <= e->slots; i++) {
+            if (e->graphs[i]) ops->graph_free(&m->dev, e->graphs[i]);
+            e->graphs[i] = NULL;
+        }
+        e->graph_pick = pick;
+    }
     if (!e->graphs[n]) {
         if (!e->seen[n]) { /* the first run of a shape warms up workspaces and kernel caches */
             e->seen[n] = 1;
@@ -264,7 +278,7 @@ static int decode_graph(llmc_infer *e, int n, const int *d_tok, const int *d_slo
             e->use_graphs = 0;
             return 0;
         }
-        llmc_status st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, greedy);
+        llmc_status st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws);
         void *g = NULL;
         llmc_status st2 = ops->graph_end(&m->dev, &g);
         if (st != LLMC_OK || st2 != LLMC_OK) {
@@ -282,22 +296,27 @@ static int decode_graph(llmc_infer *e, int n, const int *d_tok, const int *d_slo
     return 0;
 }
 
-llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n,
-                              int *greedy) {
+llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n, int *picks,
+                              const llmc_sampling *sampling, const float *draws) {
     if (n < 1 || n > e->slots || n > e->rows)
         return fail(e, LLMC_ERR_INVALID_ARG, "decode of %d rows does not fit the engine", n);
     for (int i = 0; i < n; i++)
         if (pos[i] < 0 || pos[i] >= e->maxlen || slots[i] < 0 || slots[i] >= e->slots)
             return fail(e, LLMC_ERR_INVALID_ARG, "decode row %d: position %d / slot %d outside the cache", i, pos[i],
                         slots[i]);
+    const int pick = !picks ? 0 : sampling ? 2 : 1;
+    if (pick == 2 && (!draws || !e->m->dev.ops->sample_rows))
+        return fail(e, LLMC_ERR_INVALID_ARG, "decode: sampling on the device needs draws and a backend sampler");
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    llmc_status st = upload_ids(e, tokens, n, slots, pos, n, 1, &d_tok, &d_slots, &d_pos, &d_lens);
+    llmc_status st = upload_ids(e, tokens, n, slots, pos, n, 1, pick == 2 ? draws : NULL, &d_tok, &d_slots, &d_pos,
+                                &d_lens);
     if (st != LLMC_OK) return st;
-    if (!decode_graph(e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL)) {
-        st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, greedy != NULL);
+    const float *d_draws = (const float *)(d_lens + n);
+    if (!decode_graph(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws)) {
+        st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws);
         if (st != LLMC_OK) return st;
     }
     e->persistent_steps += e->one_kernel[n]; /* a replayed graph runs what its recording ran */
-    if (greedy) INFER_TRY(e, e->m->dev.ops->copy_d2h(&e->m->dev, greedy, e->argmax, (size_t)n * sizeof(int)));
+    if (picks) INFER_TRY(e, e->m->dev.ops->copy_d2h(&e->m->dev, picks, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }

@@ -20,7 +20,7 @@ typedef struct llmc_infer {
     float *mean, *rstd, *lse;       /* rows, rows, rows * NH */
     void *last;                     /* (slots, C): final-LN rows whose logits prefill computes */
     void *logits;                   /* (slots, Vp) */
-    int *ids;                       /* rows + 3 * slots ints of per-call indices */
+    int *ids;                       /* rows + 4 * slots ints of per-call indices (and draws) */
     int *argmax;                    /* (slots) greedy picks, or sampled tokens */
     float *draws;                   /* (slots) uniform draws for the device sampler */
     int *host_ids;                  /* host staging of the same size */
@@ -29,6 +29,7 @@ typedef struct llmc_infer {
     long long persistent_steps;     /* decode steps that ran that way */
     /* decode steps replayed as device graphs (backends with graph ops), one per row count */
     int use_graphs;
+    int graph_pick;                 /* what the recorded graphs end with: 0 logits, 1 argmax, 2 a sample */
     void **graphs;                  /* slots + 1 */
     unsigned char *seen;            /* slots + 1: row counts run eagerly once already */
     unsigned char *one_kernel;      /* slots + 1: row counts decode_layers took */
@@ -51,9 +52,11 @@ llmc_status llmc_infer_prefill(llmc_infer *e, const int *tokens, const int *slot
 llmc_status llmc_infer_last_logits(llmc_infer *e, int n, int *greedy);
 /* One token per row (host arrays of n): token tokens[i] at position pos[i] of slot slots[i];
  * its K, V join the cache and logits row i (=) is the model's output there. n <= slots.
- * greedy: as in llmc_infer_last_logits. */
-llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n,
-                              int *greedy);
+ * picks (host, n ints), when given: the next token of each row, picked on the device in the same
+ * step (a graph records it too): the argmax, or with sampling, ops->sample_rows on the host's
+ * draws (n floats; its -2 rows are the caller's to sample). */
+llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n, int *picks,
+                              const llmc_sampling *sampling, const float *draws);
 /* Bytes of device memory the engine holds. */
 size_t llmc_infer_memory(const llmc_infer *e);
 
