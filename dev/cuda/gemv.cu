@@ -7,9 +7,11 @@
  *        bits independent of N (batch invariance); fallbacks (C % 8, misaligned x).
  * bench: per call, in a CUDA graph of back-to-back calls over rotating weight copies (no L2
  *        reuse), gemv (with and without programmatic dependent launch) vs the cuBLASLt path;
- *        then a decode step's matmuls and layernorms (d12, 12 layers + LM head) as one graph.
+ *        then a decode step's matmuls and layernorms (d12, 12 layers + LM head) as one graph;
+ *        then int8 weights (per-row scales): the tensor-core kernel against the CUDA-core one
+ *        (LLMC_INT8_MMA=0) and bf16 gemv, per call. Their errors are tests/test_quant.py's.
  * The modes switch the device's tuning (lab_tune); LLMC_PDL / LLMC_GEMV set it only at open.
- * Build/run: see dev/cuda/lab.cuh and dev/cuda/run_labs.sh;  build/labs/gemv [test|bench] */
+ * Build/run: see dev/cuda/lab.cuh and dev/cuda/run_labs.sh;  build/labs/gemv [test|bench|int8] */
 #include "lab.cuh"
 #include "../../cuda/gemv.cu"
 
@@ -212,6 +214,57 @@ static void bench_shape(const std::vector<int> &Ns, int C, int OC, double copy_g
     }
     for (auto p : ws) CK(cudaFree(p));
     for (void *p : {(void *)x, (void *)b, (void *)out}) CK(cudaFree(p));
+}
+
+/* int8 W with one scale per row, per call as bench_shape times it: the tensor-core kernel
+ * (gemv.cu), the CUDA-core one (matmul_int8.cu) and bf16 gemv on the same shape. */
+static void bench_int8(const std::vector<int> &Ns, int C, int OC) {
+    const size_t n = (size_t)OC * C;
+    int copies = (int)((400ull << 20) / n) + 1;
+    if (copies < 4) copies = 4;
+    std::vector<int8_t> q(n);
+    for (size_t i = 0; i < n; i++) q[i] = (int8_t)((int)(rng_u64() % 255) - 127);
+    std::vector<float> s(OC, 1.0f / 127);
+    std::vector<void *> qs(copies), bs(copies);
+    float *d_s = (float *)dmalloc(OC * 4);
+    CK(cudaMemcpy(d_s, s.data(), OC * 4, cudaMemcpyHostToDevice));
+    for (int i = 0; i < copies; i++) {
+        qs[i] = dmalloc(n);
+        CK(cudaMemcpy(qs[i], q.data(), n, cudaMemcpyHostToDevice));
+        bs[i] = dmalloc(n * 2);
+        up_bf16((bf16 *)bs[i], rand_normal(n, 0.03));
+    }
+    std::vector<lab_tensor> tq, tb;
+    for (int i = 0; i < copies; i++) {
+        tq.emplace_back(qs[i], OC, C);
+        tq.back().t.dtype = LLMC_I8;
+        tq.back().t.scales = d_s;
+        tq.back().t.group_size = C;
+        tb.emplace_back(bs[i], OC, C);
+    }
+    bf16 *x = (bf16 *)dmalloc((size_t)32 * C * 2), *out = (bf16 *)dmalloc((size_t)32 * OC * 2);
+    up_bf16(x, rand_normal((size_t)32 * C, 1.0));
+    set_mode(2);
+    for (int N : Ns) {
+        float t[3];
+        for (int v = 0; v < 3; v++) {
+            g_dev.tuning.int8_mma = v == 0;
+            t[v] = graph_ms([&] {
+                       for (int i = 0; i < copies; i++)
+                           OKS(v < 2 ? llmc_cuda_matmul_forward_int8(&g_dev, out, NULL, x, tq[i], NULL, N, C, OC)
+                                     : llmc_cuda_matmul_forward(&g_dev, out, NULL, x, tb[i], NULL, N, C, OC));
+                   }, 10) / copies;
+        }
+        g_dev.tuning.int8_mma = 1;
+        printf("BENCH int8 N=%-2d C=%-4d OC=%-5d | int8 tensor cores %7.2f us (%5.0f GB/s) | int8 CUDA cores %7.2f us "
+               "| bf16 gemv %7.2f us | bf16/int8-tc %.2fx\n",
+               N, C, OC, t[0] * 1e3, n / t[0] / 1e6, t[1] * 1e3, t[2] * 1e3, t[2] / t[0]);
+    }
+    for (int i = 0; i < copies; i++) {
+        CK(cudaFree(qs[i]));
+        CK(cudaFree(bs[i]));
+    }
+    for (void *p : {(void *)d_s, (void *)x, (void *)out}) CK(cudaFree(p));
 }
 
 /* ---- launch-latency experiments ---- */
@@ -452,6 +505,11 @@ int main(int argc, char **argv) {
     lab_open();
     /* the kernel takes N <= 32 (tested and timed so); the engine routes N <= 16 by default */
     const int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
+    const int shapes[][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50304}};
+    if (argc > 1 && strcmp(argv[1], "int8") == 0) { /* the int8 benchmark alone */
+        for (auto &s : shapes) bench_int8({1, 8, 32}, s[0], s[1]);
+        return 0;
+    }
     if (!bench_only) {
         const std::vector<int> Ns = {1, 2, 7, 16, 32};
         for (int pdl = 2; pdl >= 1; pdl--) {
@@ -480,9 +538,9 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "test") == 0) return lab_finish("gemv");
     const double copy = copy_bandwidth_gbs();
     printf("device-to-device copy: %.0f GB/s (read + write)\n", copy);
-    const int shapes[][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50304}};
     bench_latency();
     for (auto &s : shapes) bench_shape({1, 8, 16, 32}, s[0], s[1], copy);
+    for (auto &s : shapes) bench_int8({1, 8, 32}, s[0], s[1]);
     bench_step({1, 8, 16, 32});
     llmc_model_options defaults;
     llmc_model_options_default(&defaults);
