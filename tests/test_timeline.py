@@ -30,12 +30,27 @@ def test_idle_time_and_gaps(tmp_path):
     gpu, host = timeline.read(p)
     rows, gaps = timeline.analyse(gpu, host, "adamw", skip=1)
     assert len(rows) == 4  # 6 updates: 5 steps between them, the first skipped
-    for span, busy, idle in rows:
+    for span, busy, idle, start, end in rows:
+        assert end - start == span
         # from 9 ms to 19 ms: 0.1 memcpy, [10, 16] kernels, [18, 18.5] + [18.6, 19] AdamW
         assert span == 10_000_000 and busy == 100_000 + 6_000_000 + 900_000 and idle == span - busy
     longest = max(gaps, key=lambda g: g[1] - g[0])
     assert longest[1] - longest[0] == 2_000_000
     text = timeline.describe_gap(longest, gpu, host)
     assert "attention_fwd" in text and "adamw_kernel" in text and "cudaStreamSynchronize 2000 us" in text
-    # two AdamW kernels 0.1 ms apart are one update, not two steps
+    # two AdamW kernels 0.1 ms apart are one update, not two steps; with a 50 us split, two
     assert len(timeline.step_ends(gpu, "adamw")) == 6
+    assert len(timeline.step_ends(gpu, "adamw", split_ns=50_000)) == 12
+
+
+def test_sequence_lists_a_step_in_order(tmp_path, capsys):
+    """--sequence: the kernels of one step in start order, each with the idle time before it."""
+    p = tmp_path / "tl.csv"
+    write_steps(p)
+    gpu, _ = timeline.read(p)
+    timeline.print_sequence(gpu, 9_000_000, 19_000_000)
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split(None, 2)[2] for line in lines[1:]]
+    assert names == ["matmul_kernel", "attention_fwd", "adamw_kernel", "adamw_kernel", "memcpy kind 2 8 B"]
+    idle = [float(line.split()[0]) for line in lines[1:]]
+    assert idle == [1000.0, 0.0, 2000.0, 100.0, 0.0]  # us: from the step's start at 9 ms, then gaps
