@@ -487,3 +487,33 @@ def test_cli_start_eot(tmp_path, enc):
     assert got[0] != got[1]
     r = cli("--model", path, "--tokens", "1 2", "--start-eot")
     assert r.returncode == 1 and "--start-eot applies to a text prompt" in r.stderr
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("kw", [dict(temperature=1.0, top_k=50, top_p=0.95), dict(temperature=0.8, top_k=0, top_p=0.9)],
+                         ids=str)
+def test_sampling_in_the_step_is_host_sampling(device, kw):
+    """The backend's sampler runs inside each decode step (its draws uploaded with the ids; the
+    prefill's logits are sampled apart): the same seed gives the host sampler's tokens, step by
+    step, with sequences that stop at different steps (max_new 1 and 9 as well as 24)."""
+    model = make_model(device, spread=1.0)
+
+    def tokens(host, prompts, n):
+        s = _core.Session(model._m, prompts, n, kw["temperature"], kw["top_k"], kw["top_p"], 5, -1,
+                          host_sampling=host)
+        steps = []
+        try:
+            while True:
+                out, alive = s.next()
+                steps.append(out.copy())
+                if alive == 0:
+                    return np.array(steps)
+        finally:
+            s.end()
+
+    for n in (1, 9, 24):
+        prompts = [[1, 2, 3], [7], [5, 17, 42, 8]]
+        host, inside = tokens(True, prompts, n), tokens(False, prompts, n)
+        assert host.shape == (n, 3) and np.all(host >= 0)
+        np.testing.assert_array_equal(inside, host)
+    assert len(np.unique(host)) > 3  # really sampled
