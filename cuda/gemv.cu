@@ -42,8 +42,10 @@ namespace llmc_gemv {
 
 constexpr int kMaxN = 32;        /* rows the kernel takes */
 constexpr int kMaxKW = 12;       /* warps per block (k split) */
-constexpr int kStepsPerWarp = 8; /* 32-wide k steps of one warp: 256 k, all in flight at once */
-constexpr int kStepsPerWarpI8 = 4; /* 64-wide int8 steps: as many warps as bf16's, for as many loads in flight */
+/* k steps of one warp (32 wide, 256 k, all in flight at once; int8: 64 wide, 512 k). Four int8
+ * steps a warp, for bf16's count of warps, was slower on the H200: d12 decode 0.94x at batch 1,
+ * 0.52x at batch 32. */
+constexpr int kStepsPerWarp = 8;
 
 /* Rows routed here: dev->tuning.skinny_rows (16 by default, measured with dev/cuda/gemv.cu on
  * H100; more go to cuBLASLt), at most kMaxN; 0 sends every matmul to cuBLASLt. */
@@ -312,7 +314,7 @@ struct config {
 static config choose(llmc_device *dev, int N, int C, int OC, bool i8 = false) {
     config c;
     const int ksteps = i8 ? C / 64 : (C + 31) / 32;
-    c.kw = LLMC_CEIL_DIV(ksteps, i8 ? kStepsPerWarpI8 : kStepsPerWarp);
+    c.kw = LLMC_CEIL_DIV(ksteps, kStepsPerWarp);
     if (c.kw > kMaxKW) c.kw = kMaxKW;
     c.spw = LLMC_CEIL_DIV(ksteps, c.kw);
     if (N <= 8) {
