@@ -1,6 +1,6 @@
 """CI's short fuzz campaign (dev/fuzz): every file format for about two minutes in all.
 
-Builds dev/fuzz/fuzz.c against the repo's build/ (skipped when build/libllmc_core.a, a C
+Builds dev/fuzz (fuzz.c and its parts) against the repo's build/ (skipped when build/libllmc_core.a, a C
 compiler or make is missing), checks that the harness tells a crash, a hang and a blow-up
 apart, runs each format for an equal share of LLMC_FUZZ_SECONDS (default 100 in all) from
 the seed LLMC_FUZZ_SEED, and replays every input in dev/fuzz/regressions/. No input may crash,
