@@ -489,6 +489,20 @@ def test_cli_start_eot(tmp_path, enc):
     assert r.returncode == 1 and "--start-eot applies to a text prompt" in r.stderr
 
 
+def session_steps(model, prompts, n, host, temperature, top_k, top_p, seed):
+    """Every step's tokens of one session, (steps, batch); host: sample on the host."""
+    s = _core.Session(model._m, prompts, n, temperature, top_k, top_p, seed, -1, host_sampling=host)
+    steps = []
+    try:
+        while True:
+            out, alive = s.next()
+            steps.append(out.copy())
+            if alive == 0:
+                return np.array(steps)
+    finally:
+        s.end()
+
+
 @pytest.mark.parametrize("device", BACKENDS)
 @pytest.mark.parametrize("kw", [dict(temperature=1.0, top_k=50, top_p=0.95), dict(temperature=0.8, top_k=0, top_p=0.9)],
                          ids=str)
@@ -497,23 +511,10 @@ def test_sampling_in_the_step_is_host_sampling(device, kw):
     prefill's logits are sampled apart): the same seed gives the host sampler's tokens, step by
     step, with sequences that stop at different steps (max_new 1 and 9 as well as 24)."""
     model = make_model(device, spread=1.0)
-
-    def tokens(host, prompts, n):
-        s = _core.Session(model._m, prompts, n, kw["temperature"], kw["top_k"], kw["top_p"], 5, -1,
-                          host_sampling=host)
-        steps = []
-        try:
-            while True:
-                out, alive = s.next()
-                steps.append(out.copy())
-                if alive == 0:
-                    return np.array(steps)
-        finally:
-            s.end()
-
     for n in (1, 9, 24):
         prompts = [[1, 2, 3], [7], [5, 17, 42, 8]]
-        host, inside = tokens(True, prompts, n), tokens(False, prompts, n)
+        host = session_steps(model, prompts, n, True, seed=5, **kw)
+        inside = session_steps(model, prompts, n, False, seed=5, **kw)
         assert host.shape == (n, 3) and np.all(host >= 0)
         np.testing.assert_array_equal(inside, host)
     assert len(np.unique(host)) > 3  # really sampled

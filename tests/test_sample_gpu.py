@@ -6,7 +6,7 @@ import pytest
 
 from llmc import _core
 from conftest import HAVE_CUDA
-from test_generate import SMALL, make_model
+from test_generate import SMALL, make_model, session_steps
 from test_sampler import assert_matches, expected_probs
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAVE_CUDA, reason="no CUDA GPU")]
@@ -161,28 +161,14 @@ def models():
     return {V: make_model("cuda", cfg=dict(SMALL, vocab_size=V), spread=1.0) for V in (300, 50257)}
 
 
-def session_tokens(model, prompts, host, temperature, top_k, top_p):
-    s = _core.Session(model._m, prompts, 24, temperature, top_k, top_p, 11, -1, host_sampling=host)
-    steps = []
-    try:
-        while True:
-            out, alive = s.next()
-            steps.append(out.copy())
-            if alive == 0:
-                break
-    finally:
-        s.end()
-    return np.array(steps)
-
-
 @pytest.mark.parametrize("kw", [dict(temperature=1.0, top_k=50, top_p=0.95), dict(temperature=0.8, top_k=0, top_p=0.9),
                                 dict(temperature=1.0, top_k=0, top_p=1.0)], ids=str)
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("V", [300, 50257])
 def test_session_device_sampling_is_host_sampling(models, V, batch, kw):
     prompts = [[1, 2, 3], [7], [5, 17, 42, 8], [1, 2, 3]][:batch]
-    host = session_tokens(models[V], prompts, True, **kw)
-    device = session_tokens(models[V], prompts, False, **kw)
+    host = session_steps(models[V], prompts, 24, True, seed=11, **kw)
+    device = session_steps(models[V], prompts, 24, False, seed=11, **kw)
     assert host.shape == (24, batch) and np.all(host >= 0)
     np.testing.assert_array_equal(device, host)
     assert len(np.unique(host)) > 3  # really sampled, not a fixed point

@@ -126,13 +126,14 @@ static void exercise_model(llmc_model *m) {
     llmc_model_free(m);
 }
 
-void child_model(const char *dir) {
+/* dir/name through llmc_model_load (which tells the formats apart), then used. */
+static void load_and_exercise(const char *dir, const char *name, const char *what) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/model.bin", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     llmc_model *m = llmc_model_new();
     llmc_status st = llmc_model_load(m, NULL, path);
     if (st != LLMC_OK) {
-        refused(st, llmc_model_error(m), "model load");
+        refused(st, llmc_model_error(m), what);
         llmc_model_free(m);
         return;
     }
@@ -140,20 +141,10 @@ void child_model(const char *dir) {
     exercise_model(m);
 }
 
-/* A Hugging Face directory (ck/config.json, ck/model.safetensors), through llmc_model_load's dispatch. */
-void child_safetensors(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/ck", dir);
-    llmc_model *m = llmc_model_new();
-    llmc_status st = llmc_model_load(m, NULL, path);
-    if (st != LLMC_OK) {
-        refused(st, llmc_model_error(m), "hf load");
-        llmc_model_free(m);
-        return;
-    }
-    verdict(OK, "loaded");
-    exercise_model(m);
-}
+void child_model(const char *dir) { load_and_exercise(dir, "model.bin", "model load"); }
+
+/* A Hugging Face directory (ck/config.json, ck/model.safetensors). */
+void child_safetensors(const char *dir) { load_and_exercise(dir, "ck", "hf load"); }
 
 /* One shard opened with (B, T, shuffle): a few batches, then seeks in and out of range. */
 static int shard_case(const char *pattern, int B, int T, int shuffle, int first) {
