@@ -507,8 +507,7 @@ template <int NR>
 static llmc_status launch(llmc_device *dev, Params p, size_t slice, int staged) {
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     auto kernel = decode_layers_kernel<NR>;
-    int dev_smem = 0;
-    LLMC_CUDA_TRY(dev, cudaDeviceGetAttribute(&dev_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
+    const int dev_smem = im->smem_optin;
     p.staged = staged != 0 && smem_bytes(NR, p, slice) <= (size_t)dev_smem;
     const size_t smem = smem_bytes(NR, p, p.staged ? slice : 0);
     if (smem > (size_t)dev_smem) return LLMC_ERR_UNSUPPORTED;

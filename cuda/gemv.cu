@@ -78,8 +78,8 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-/* Bytes of shared memory a launch needs: per warp S steps x (NT + MR) 16-byte slots per lane
- * when staging, then the warps' partials; the bias slice is static. */
+/* Bytes of shared memory a launch needs: per warp S steps x (NT + MR, int8: NT + 2 MR) 16-byte
+ * slots per lane when staging, then the warps' partials; the bias and scale slices are static. */
 __host__ __device__ constexpr size_t stage_bytes(int kw, int mr, int nt, int s, bool stage, bool i8 = false) {
     return stage ? (size_t)kw * s * (nt + mr * (i8 ? 2 : 1)) * 32 * 16 : 0;
 }

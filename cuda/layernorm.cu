@@ -84,9 +84,7 @@ llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, vo
     if (inp2 && !residual_out)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "layernorm_forward: inp2 given without residual_out");
     const size_t row_bytes = (size_t)C * sizeof(bf16);
-    int optin = 0;
-    LLMC_CUDA_TRY(dev, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                              llmc_cuda_impl_of(dev)->device));
+    const int optin = llmc_cuda_impl_of(dev)->smem_optin;
     if (row_bytes > (size_t)optin)
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "layernorm_forward: C=%d too large (max %d)", C,
                                 (int)(optin / sizeof(bf16)));
@@ -280,8 +278,7 @@ static llmc_status layernorm_backward_launch(llmc_device *dev, bf16 *dinp, bf16 
                                              int N, int C) {
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     const size_t warp_bytes = (size_t)2 * C * sizeof(float);
-    int optin = 0;
-    LLMC_CUDA_TRY(dev, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
+    const int optin = im->smem_optin;
     if (warp_bytes > (size_t)optin)
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "layernorm_backward: C=%d too large (max %d)", C,
                                 (int)(optin / (2 * sizeof(float))));

@@ -224,9 +224,9 @@ llmc_status llmc_infer_last_logits(llmc_infer *e, int n, int *greedy) {
 }
 
 /* Everything of a decode step that runs on the device (what a graph records); pick: what it
- * ends with (e->graph_pick's values), sampling and d_draws for a sample. */
+ * ends with, sampling and d_draws for PICK_SAMPLE. */
 static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
-                              const int *d_lens, int pick, const llmc_sampling *sampling, const float *d_draws) {
+                              const int *d_lens, llmc_infer_pick pick, const llmc_sampling *sampling, const float *d_draws) {
     llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
     const llmc_config *c = &m->w.cfg;
@@ -246,9 +246,9 @@ static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int 
         if (st != LLMC_OK) return st;
     }
     INFER_TRY(e, ops->matmul_forward(&m->dev, e->logits, NULL, e->ln, wte, NULL, n, c->channels, c->padded_vocab_size));
-    if (pick == 1)
+    if (pick == PICK_ARGMAX)
         INFER_TRY(e, ops->argmax_rows(&m->dev, e->argmax, e->logits, n, c->vocab_size, c->padded_vocab_size));
-    if (pick == 2)
+    if (pick == PICK_SAMPLE)
         INFER_TRY(e, ops->sample_rows(&m->dev, e->argmax, e->logits, n, c->vocab_size, c->padded_vocab_size, sampling,
                                       d_draws));
     return LLMC_OK;
@@ -258,7 +258,7 @@ static llmc_status decode_ops(llmc_infer *e, int n, const int *d_tok, const int 
  * Returns 1 when the step ran that way, 0 when the caller must run it eagerly; any trouble
  * with graphs turns them off for the engine rather than failing the step. */
 static int decode_graph(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
-                        const int *d_lens, int pick, const llmc_sampling *sampling, const float *d_draws) {
+                        const int *d_lens, llmc_infer_pick pick, const llmc_sampling *sampling, const float *d_draws) {
     llmc_model *m = e->m;
     const llmc_backend_ops *ops = m->dev.ops;
     if (!e->use_graphs) return 0;
@@ -304,12 +304,12 @@ llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots
         if (pos[i] < 0 || pos[i] >= e->maxlen || slots[i] < 0 || slots[i] >= e->slots)
             return fail(e, LLMC_ERR_INVALID_ARG, "decode row %d: position %d / slot %d outside the cache", i, pos[i],
                         slots[i]);
-    const int pick = !picks ? 0 : sampling ? 2 : 1;
-    if (pick == 2 && (!draws || !e->m->dev.ops->sample_rows))
+    const llmc_infer_pick pick = !picks ? PICK_NONE : sampling ? PICK_SAMPLE : PICK_ARGMAX;
+    if (pick == PICK_SAMPLE && (!draws || !e->m->dev.ops->sample_rows))
         return fail(e, LLMC_ERR_INVALID_ARG, "decode: sampling on the device needs draws and a backend sampler");
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    llmc_status st = upload_ids(e, tokens, n, slots, pos, n, 1, pick == 2 ? draws : NULL, &d_tok, &d_slots, &d_pos,
-                                &d_lens);
+    llmc_status st = upload_ids(e, tokens, n, slots, pos, n, 1, pick == PICK_SAMPLE ? draws : NULL, &d_tok, &d_slots,
+                                &d_pos, &d_lens);
     if (st != LLMC_OK) return st;
     const float *d_draws = (const float *)(d_lens + n);
     if (!decode_graph(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws)) {

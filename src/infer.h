@@ -9,6 +9,9 @@
 
 #include "model_internal.h"
 
+/* What a decode step ends with: logits only, the argmax of each row, or a sample of each. */
+typedef enum llmc_infer_pick { PICK_NONE, PICK_ARGMAX, PICK_SAMPLE } llmc_infer_pick;
+
 typedef struct llmc_infer {
     llmc_model *m;                  /* the weights it runs */
     char *err;                      /* where failures are described (the session's buffer) */
@@ -29,7 +32,7 @@ typedef struct llmc_infer {
     long long persistent_steps;     /* decode steps that ran that way */
     /* decode steps replayed as device graphs (backends with graph ops), one per row count */
     int use_graphs;
-    int graph_pick;                 /* what the recorded graphs end with: 0 logits, 1 argmax, 2 a sample */
+    llmc_infer_pick graph_pick;     /* what the recorded graphs end with */
     void **graphs;                  /* slots + 1 */
     unsigned char *seen;            /* slots + 1: row counts run eagerly once already */
     unsigned char *one_kernel;      /* slots + 1: row counts decode_layers took */

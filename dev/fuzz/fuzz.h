@@ -1,7 +1,8 @@
 /* fuzz.h — what the fuzzer's files share; dev/fuzz/fuzz.c says what the fuzzer does.
  *   fuzz.c         the options, running one input in a child, campaigns, replay, selftest, main
  *   fuzz_child.c   the child's side: its report, the allocation watch, the API drivers
- *   fuzz_seed.c    byte buffers, the RNG, and valid seed files of every format (FORMATS)
+ *   fuzz_blob.c    byte buffers, the RNG, header words in place, file reads, die()
+ *   fuzz_seed.c    valid seed files of every format (FORMATS)
  *   fuzz_mutate.c  the mutations, and the input of (seed, format, index) */
 #ifndef LLMC_FUZZ_H
 #define LLMC_FUZZ_H
@@ -102,7 +103,7 @@ void child_shard(const char *dir);
 void child_tokenizer(const char *dir);
 void child_state(const char *dir);
 
-/* fuzz_seed.c */
+/* fuzz_blob.c, fuzz_seed.c */
 void blob_reserve(blob *b, size_t n);
 void blob_set(blob *b, const void *src, size_t n);
 void blob_append(blob *b, const void *src, size_t n);
