@@ -62,6 +62,12 @@ def rel_err(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / (denom if denom > 0 else 1.0))
 
 
+def matmul_floor(x64, w64):
+    """The size matmul outputs have without cancellation, ||(|x| |w|^T)|| / sqrt(C): for random signs
+    below ||ref||, so only a cancelling case (a few outputs, N = OC = 1) is measured against it."""
+    return np.linalg.norm(np.abs(x64) @ np.abs(w64).T) / np.sqrt(x64.shape[1])
+
+
 def assert_close(out, ref, tol, what="", floor=None):
     """Normwise relative error at most tol. floor (an array or a norm): the size the result has
     without cancellation, for results that can sum to far less than their terms (one output of a

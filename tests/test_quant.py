@@ -14,7 +14,7 @@ import pytest
 import llmc
 from llmc import _core
 from llmc import reference as ref
-from conftest import BIN_DIR, BACKENDS, TOL, assert_close, rel_err
+from conftest import BIN_DIR, BACKENDS, TOL, assert_close, matmul_floor, rel_err
 from test_generate import LOGIT_TOL, SMALL, make_model, run_checked
 
 rng = np.random.default_rng()
@@ -82,13 +82,13 @@ def test_matmul_forward_int8(backend, mma, N, C, OC, group, epilogue):
     x64 = device.roundtrip(x).astype(np.float64)
     b64 = device.roundtrip(b).astype(np.float64) if bias is not None else None
     pre = ref.matmul_forward(x64, w64, b64)
-    t = TOL[device.act_dtype]
+    t, floor = TOL[device.act_dtype], matmul_floor(x64, w64)
     if epilogue == "gelu":
         out, got_pre = got
-        assert_close(got_pre, pre, t, "int8 matmul pre-gelu")
-        assert_close(out, ref.gelu_forward(pre), t, "int8 matmul gelu")
+        assert_close(got_pre, pre, t, "int8 matmul pre-gelu", floor=floor)
+        assert_close(out, ref.gelu_forward(pre), t, "int8 matmul gelu", floor=floor)
     else:
-        assert_close(got, pre, t, "int8 matmul")
+        assert_close(got, pre, t, "int8 matmul", floor=floor)
 
 
 @pytest.mark.parametrize("B,T,C,V,group", [(1, 1, 16, 20, 0), (2, 7, 40, 50, 16), (3, 33, 128, 300, 32)])
