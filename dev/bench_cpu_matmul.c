@@ -1,9 +1,9 @@
 // bench_cpu_matmul.c — checks the CPU matmul ops against a double-precision loop and
 // reports GFLOP/s for the GPT-2 d12 shapes (N = B*T = 256 rows by default).
 //
-//   gcc -O3 -march=native -fopenmp -Isrc dev/bench_cpu_matmul.c src/cpu/*.c src/status.c -o /tmp/bench -lm
-//   OMP_NUM_THREADS=2 /tmp/bench            # checks + timings
-//   /tmp/bench check | /tmp/bench perf [N]  # one part only
+//   make && OMP_NUM_THREADS=2 build/bench_cpu_matmul   # checks + timings (make builds it with the core)
+//   build/bench_cpu_matmul check | perf [N]             # one part only
+//   build/bench_cpu_matmul decode [N]                   # one d12 decode step's matmuls, fp32 vs int8
 #include <math.h>
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -15,16 +15,25 @@
 #include "backend.h"
 #include "cpu/cpu_internal.h"
 
-/* status.c calls these; registry.c is not linked into the bench */
-extern const llmc_backend_ops llmc_cpu_backend_ops;
-const llmc_backend_ops *llmc_backend_lookup(const char *name) {
-    return (!name || !strcmp(name, "cpu")) ? &llmc_cpu_backend_ops : NULL;
-}
-const char *llmc_backend_names(void) { return "cpu"; }
-
 static llmc_device dev;
 static const llmc_backend_ops *ops;
 static int failures;
+
+/* The ops take weights as tensors that carry their dtype; the bench's buffers are fp32 arrays. */
+static llmc_tensor f32(const float *p, int rows, int cols) {
+    return (llmc_tensor){.name = "w", .dtype = LLMC_F32, .data = (void *)p, .ndim = rows > 1 ? 2 : 1,
+                         .shape = {rows > 1 ? rows : cols, cols}, .numel = (size_t)rows * cols};
+}
+static llmc_status mm_fwd(float *out, float *pre_gelu, const float *inp, const float *w, const float *bias, int N,
+                          int C, int OC) {
+    llmc_tensor wt = f32(w, OC, C), bt = f32(bias, 1, OC);
+    return ops->matmul_forward(&dev, out, pre_gelu, inp, &wt, bias ? &bt : NULL, N, C, OC);
+}
+static llmc_status mm_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                          const float *pre_gelu, int N, int C, int OC) {
+    llmc_tensor wt = f32(w, OC, C), dwt = f32(dw, OC, C), dbt = f32(dbias, 1, OC);
+    return ops->matmul_backward(&dev, dinp, dw ? &dwt : NULL, dbias ? &dbt : NULL, dout, inp, &wt, pre_gelu, N, C, OC);
+}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -98,7 +107,7 @@ static void check_shape(int N, int C, int OC, int stride) {
     for (int variant = 0; variant < 3; variant++) { /* no bias, bias, bias + gelu */
         const float *b = variant ? bias : NULL;
         for (size_t i = 0; i < (size_t)N * OC; i++) out[i] = pg[i] = NAN;
-        llmc_status st = ops->matmul_forward(&dev, out, variant == 2 ? pg : NULL, inp, w, b, N, C, OC);
+        llmc_status st = mm_fwd(out, variant == 2 ? pg : NULL, inp, w, b, N, C, OC);
         err_acc e1 = {0, 0}, e2 = {0, 0};
         for (int i = 0; i < N; i += stride)
             for (int o = 0; o < OC; o++) {
@@ -119,7 +128,7 @@ static void check_shape(int N, int C, int OC, int stride) {
         for (size_t i = 0; i < (size_t)N * C; i++) dinp[i] = NAN;
         memcpy(dw, dw0, (size_t)OC * C * sizeof(float));
         memcpy(db, db0, (size_t)OC * sizeof(float));
-        llmc_status st = ops->matmul_backward(&dev, dinp, dw, db, dout, inp, w, variant ? pre : NULL, N, C, OC);
+        llmc_status st = mm_bwd(dinp, dw, db, dout, inp, w, variant ? pre : NULL, N, C, OC);
         err_acc ed = {0, 0}, ew = {0, 0}, eb = {0, 0};
         for (int i = 0; i < N; i += stride)
             for (int c = 0; c < C; c++) {
@@ -146,7 +155,7 @@ static void check_shape(int N, int C, int OC, int stride) {
     /* dinp == NULL and dbias == NULL leave the rest alone */
     memcpy(dw, dw0, (size_t)OC * C * sizeof(float));
     memcpy(db, db0, (size_t)OC * sizeof(float));
-    ops->matmul_backward(&dev, NULL, dw, NULL, dout, inp, w, NULL, N, C, OC);
+    mm_bwd(NULL, dw, NULL, dout, inp, w, NULL, N, C, OC);
     err_acc ew = {0, 0};
     for (int o = 0; o < OC; o += stride)
         for (int c = 0; c < C; c++)
@@ -161,15 +170,15 @@ static void check_shape(int N, int C, int OC, int stride) {
             o[r] = nan_buf((size_t)N * OC), gl[r] = nan_buf((size_t)N * OC), d[r] = nan_buf((size_t)N * C);
             wg[r] = copy_buf(dw0, (size_t)OC * C), bg[r] = copy_buf(db0, OC);
             omp_set_num_threads(counts[r]);
-            ops->matmul_forward(&dev, o[r], gl[r], inp, w, bias, N, C, OC);
-            ops->matmul_backward(&dev, d[r], wg[r], bg[r], dout, inp, w, pre, N, C, OC);
+            mm_fwd(o[r], gl[r], inp, w, bias, N, C, OC);
+            mm_bwd(d[r], wg[r], bg[r], dout, inp, w, pre, N, C, OC);
         }
         omp_set_num_threads(nt);
         for (int r = 1; r < 3; r++)
             same = same && !memcmp(o[0], o[r], (size_t)N * OC * 4) && !memcmp(gl[0], gl[r], (size_t)N * OC * 4) &&
                    !memcmp(d[0], d[r], (size_t)N * C * 4) && !memcmp(wg[0], wg[r], (size_t)OC * C * 4) &&
                    !memcmp(bg[0], bg[r], OC * 4);
-        ops->matmul_forward(&dev, o[1], gl[1], inp, w, bias, N, C, OC); /* and a plain repeat */
+        mm_fwd(o[1], gl[1], inp, w, bias, N, C, OC); /* and a plain repeat */
         same = same && !memcmp(o[0], o[1], (size_t)N * OC * 4) && !memcmp(gl[0], gl[1], (size_t)N * OC * 4);
         if (!same) failures++;
         printf("  %-58s %s\n", "bit-identical: repeat, and 1 / 3 / all threads", same ? "ok" : "FAIL");
@@ -235,9 +244,9 @@ static double time_op(kind k, int N, int C, int OC, int reps, float *inp, float 
     double best = 1e30;
     for (int r = 0; r < reps + 1; r++) {
         double t0 = now();
-        if (k == FWD) ops->matmul_forward(&dev, out, NULL, inp, w, bias, N, C, OC);
-        if (k == BWD_DATA) ops->matmul_backward(&dev, dinp, NULL, NULL, dout, inp, w, NULL, N, C, OC);
-        if (k == BWD_WEIGHT) ops->matmul_backward(&dev, NULL, dw, NULL, dout, inp, w, NULL, N, C, OC);
+        if (k == FWD) mm_fwd(out, NULL, inp, w, bias, N, C, OC);
+        if (k == BWD_DATA) mm_bwd(dinp, NULL, NULL, dout, inp, w, NULL, N, C, OC);
+        if (k == BWD_WEIGHT) mm_bwd(NULL, dw, NULL, dout, inp, w, NULL, N, C, OC);
         double t = now() - t0;
         if (r > 0 && t < best) best = t; /* first run warms caches and the workspace */
     }
@@ -273,13 +282,75 @@ static void perf(int N) {
            step_flops / step_time / 1e9);
 }
 
+/* One d12 decode step's 49 matmuls back to back, each layer's weights its own buffer, so that the
+ * step streams every weight from memory as a real step does: fp32 against int8 (per output row,
+ * the default scheme), best of several steps, N rows (1: batch-1 decode). */
+static void quantize_rows(const float *w, int rows, int C, int8_t *q, float *s) {
+    for (int r = 0; r < rows; r++) {
+        float amax = 0.0f;
+        for (int k = 0; k < C; k++) amax = fmaxf(amax, fabsf(w[(size_t)r * C + k]));
+        s[r] = amax / 127.0f;
+        for (int k = 0; k < C; k++) q[(size_t)r * C + k] = (int8_t)lrintf(s[r] > 0 ? w[(size_t)r * C + k] / s[r] : 0);
+    }
+}
+
+static void decode(int N) {
+    enum { L = 12, MATS = 4 * L + 1 };
+    int C[MATS], OC[MATS];
+    for (int l = 0; l < L; l++) {
+        int c[4] = {768, 768, 768, 3072}, oc[4] = {2304, 768, 3072, 768};
+        for (int m = 0; m < 4; m++) C[4 * l + m] = c[m], OC[4 * l + m] = oc[m];
+    }
+    C[MATS - 1] = 768, OC[MATS - 1] = 50304;
+    float *wf[MATS], *ws[MATS];
+    llmc_tensor wq[MATS];
+    size_t bytes_f = 0, bytes_q = 0;
+    for (int i = 0; i < MATS; i++) {
+        size_t n = (size_t)OC[i] * C[i];
+        wf[i] = rand_buf(n, 0.05f);
+        ws[i] = llmc_cpu_aligned_alloc(OC[i] * sizeof(float));
+        int8_t *q = llmc_cpu_aligned_alloc(n);
+        quantize_rows(wf[i], OC[i], C[i], q, ws[i]);
+        wq[i] = (llmc_tensor){.name = "w", .dtype = LLMC_I8, .data = q, .ndim = 2, .shape = {OC[i], C[i]}, .numel = n,
+                              .scales = ws[i], .group_size = C[i]};
+        bytes_f += n * 4, bytes_q += n + OC[i] * 4;
+    }
+    float *inp = rand_buf((size_t)N * 3072, 1.0f), *out = nan_buf((size_t)N * 50304);
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < 8; r++)
+        for (int v = 0; v < 2; v++) { /* alternated, so that a busy machine slows both alike */
+            double t0 = now();
+            for (int i = 0; i < MATS; i++) {
+                if (v == 0) mm_fwd(out, NULL, inp, wf[i], NULL, N, C[i], OC[i]);
+                else ops->matmul_forward(&dev, out, NULL, inp, &wq[i], NULL, N, C[i], OC[i]);
+            }
+            double t = now() - t0;
+            if (r > 0 && t < best[v]) best[v] = t;
+        }
+    printf("\nd12 decode-step matmuls, N=%d, %d threads (best of 7)\n", N, omp_get_max_threads());
+    printf("fp32: %7.2f ms  %6.1f GB/s\nint8: %7.2f ms  %6.1f GB/s  (%.2fx fp32)\n", best[0] * 1e3,
+           bytes_f / best[0] / 1e9, best[1] * 1e3, bytes_q / best[1] / 1e9, best[0] / best[1]);
+    for (int i = 0; i < MATS; i++) {
+        llmc_cpu_aligned_free(wf[i]);
+        llmc_cpu_aligned_free(ws[i]);
+        llmc_cpu_aligned_free(wq[i].data);
+    }
+    llmc_cpu_aligned_free(inp);
+    llmc_cpu_aligned_free(out);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
-    if (llmc_device_open(&dev, "cpu", 0) != LLMC_OK) {
+    if (llmc_device_open(&dev, "cpu", 0, &(llmc_device_tuning){0}) != LLMC_OK) {
         fprintf(stderr, "open: %s\n", dev.err);
         return 1;
     }
     ops = dev.ops;
+    if (!strcmp(mode, "decode")) {
+        decode(argc > 2 ? atoi(argv[2]) : 1);
+        llmc_device_close(&dev);
+        return 0;
+    }
     if (strcmp(mode, "perf")) {
         printf("correctness vs double-precision loops (%d threads)\n", omp_get_max_threads());
         check_sgemm_flags();

@@ -2,8 +2,7 @@
 // AdamW) with the shapes and memory footprint of the real model, without the model code:
 // tells where a step's time goes.
 //
-//   gcc -O3 -march=native -fopenmp -Isrc dev/bench_cpu_step.c src/cpu/*.c src/status.c -o /tmp/bench_step -lm
-//   OMP_NUM_THREADS=2 /tmp/bench_step [steps=4] [B=4] [T=64] [L=12]
+//   make && OMP_NUM_THREADS=2 build/bench_cpu_step [steps=4] [B=4] [T=64] [L=12]   (make builds it with the core)
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,11 +10,8 @@
 #include "backend.h"
 #include "cpu/cpu_internal.h"
 
-extern const llmc_backend_ops llmc_cpu_backend_ops;
-const llmc_backend_ops *llmc_backend_lookup(const char *name) {
-    return (!name || !strcmp(name, "cpu")) ? &llmc_cpu_backend_ops : NULL;
-}
-const char *llmc_backend_names(void) { return "cpu"; }
+/* The ops take weights as tensors that carry their dtype (only dtype and data are read here). */
+#define W(p) (&(llmc_tensor){.name = #p, .dtype = LLMC_F32, .data = (p)})
 
 enum { MM_FWD, MM_BWD, ATT_FWD, ATT_BWD, LN_FWD, LN_BWD, CLS, ENC, ADAMW, SUMSQ, ZERO, NKINDS };
 static const char *kind_name[NKINDS] = {"matmul fwd",    "matmul bwd",    "attention fwd", "attention bwd",
@@ -53,7 +49,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     llmc_device dev;
-    if (llmc_device_open(&dev, "cpu", 0) != LLMC_OK) return 1;
+    if (llmc_device_open(&dev, "cpu", 0, &(llmc_device_tuning){0}) != LLMC_OK) return 1;
     const llmc_backend_ops *o = dev.ops;
 
     /* parameters and gradients laid out like the model's flat buffers */
@@ -85,56 +81,57 @@ int main(int argc, char **argv) {
     int *tok = malloc(N * sizeof(int)), *tgt = malloc(N * sizeof(int));
     for (int i = 0; i < N; i++) tok[i] = (i * 7919) % V, tgt[i] = (i * 104729 + 1) % V;
 
+    const float unit_scale = 1.0f; /* AdamW's gradient scale (no clipping) */
     double wall = 0;
     for (int s = 0; s < steps; s++) {
         if (s == 1) memset(spent, 0, sizeof spent), wall = 0; /* step 0 warms up */
         double w0 = omp_get_wtime();
         TIMED(ZERO, o->zero(&dev, grads, np * sizeof(float)));
-        TIMED(ENC, o->encoder_forward(&dev, res, tok, wte, wpe, B, T, C));
+        TIMED(ENC, o->encoder_forward(&dev, res, tok, W(wte), W(wpe), B, T, C));
         for (int l = 0; l < L; l++) {
             layer *p = &P[l];
             float *x = res + l * NC, *r2 = res2 + l * NC, *q = qkv + l * 3 * NC, *h = fch + l * 4 * NC;
             TIMED(LN_FWD, o->layernorm_forward(&dev, NULL, ln1 + l * NC, mean + 2 * l * N, rstd + 2 * l * N, x, NULL,
-                                               p->ln1w, p->ln1b, N, C));
-            TIMED(MM_FWD, o->matmul_forward(&dev, q, NULL, ln1 + l * NC, p->qkvw, p->qkvb, N, C, 3 * C));
+                                               W(p->ln1w), W(p->ln1b), N, C));
+            TIMED(MM_FWD, o->matmul_forward(&dev, q, NULL, ln1 + l * NC, W(p->qkvw), W(p->qkvb), N, C, 3 * C));
             TIMED(ATT_FWD, o->attention_forward(&dev, atty + l * NC, lse + l * N * NH, q, B, T, NH, C / NH));
-            TIMED(MM_FWD, o->matmul_forward(&dev, tmp, NULL, atty + l * NC, p->projw, p->projb, N, C, C));
+            TIMED(MM_FWD, o->matmul_forward(&dev, tmp, NULL, atty + l * NC, W(p->projw), W(p->projb), N, C, C));
             TIMED(LN_FWD, o->layernorm_forward(&dev, r2, ln2 + l * NC, mean + (2 * l + 1) * N, rstd + (2 * l + 1) * N,
-                                               x, tmp, p->ln2w, p->ln2b, N, C));
-            TIMED(MM_FWD, o->matmul_forward(&dev, fchg + l * 4 * NC, h, ln2 + l * NC, p->fcw, p->fcb, N, C, 4 * C));
-            TIMED(MM_FWD, o->matmul_forward(&dev, tmp, NULL, fchg + l * 4 * NC, p->fcprojw, p->fcprojb, N, 4 * C, C));
+                                               x, tmp, W(p->ln2w), W(p->ln2b), N, C));
+            TIMED(MM_FWD, o->matmul_forward(&dev, fchg + l * 4 * NC, h, ln2 + l * NC, W(p->fcw), W(p->fcb), N, C, 4 * C));
+            TIMED(MM_FWD, o->matmul_forward(&dev, tmp, NULL, fchg + l * 4 * NC, W(p->fcprojw), W(p->fcprojb), N, 4 * C, C));
             /* the next residual: res[l+1] = r2 + tmp (done inside the next layernorm in the model) */
             float *nx = res + (l + 1) * NC;
             for (size_t i = 0; i < NC; i++) nx[i] = r2[i] + tmp[i];
         }
         TIMED(LN_FWD, o->layernorm_forward(&dev, NULL, lnf, mean + 2 * L * N, rstd + 2 * L * N, res + L * NC, NULL,
-                                           lnfw, lnfb, N, C));
-        TIMED(MM_FWD, o->matmul_forward(&dev, logits, NULL, lnf, wte, NULL, N, C, Vp));
+                                           W(lnfw), W(lnfb), N, C));
+        TIMED(MM_FWD, o->matmul_forward(&dev, logits, NULL, lnf, W(wte), NULL, N, C, Vp));
         TIMED(CLS, o->classifier_forward(&dev, losses, logits, tgt, N, V, Vp, 1.0f / N));
 
-        TIMED(MM_BWD, o->matmul_backward(&dev, dln, dwte, NULL, logits, lnf, wte, NULL, N, C, Vp));
+        TIMED(MM_BWD, o->matmul_backward(&dev, dln, W(dwte), NULL, logits, lnf, W(wte), NULL, N, C, Vp));
         memset(dres, 0, NC * sizeof(float));
-        TIMED(LN_BWD, o->layernorm_backward(&dev, dres, dlnfw, dlnfb, dln, res + L * NC, lnfw, mean + 2 * L * N,
+        TIMED(LN_BWD, o->layernorm_backward(&dev, dres, W(dlnfw), W(dlnfb), dln, res + L * NC, W(lnfw), mean + 2 * L * N,
                                             rstd + 2 * L * N, N, C));
         for (int l = L - 1; l >= 0; l--) {
             layer *p = &P[l], *g = &G[l];
             float *x = res + l * NC, *r2 = res2 + l * NC, *q = qkv + l * 3 * NC, *h = fch + l * 4 * NC;
-            TIMED(MM_BWD, o->matmul_backward(&dev, dfch, g->fcprojw, g->fcprojb, dres, fchg + l * 4 * NC, p->fcprojw,
+            TIMED(MM_BWD, o->matmul_backward(&dev, dfch, W(g->fcprojw), W(g->fcprojb), dres, fchg + l * 4 * NC, W(p->fcprojw),
                                              h, N, 4 * C, C));
-            TIMED(MM_BWD, o->matmul_backward(&dev, dln, g->fcw, g->fcb, dfch, ln2 + l * NC, p->fcw, NULL, N, C, 4 * C));
-            TIMED(LN_BWD, o->layernorm_backward(&dev, dres, g->ln2w, g->ln2b, dln, r2, p->ln2w, mean + (2 * l + 1) * N,
+            TIMED(MM_BWD, o->matmul_backward(&dev, dln, W(g->fcw), W(g->fcb), dfch, ln2 + l * NC, W(p->fcw), NULL, N, C, 4 * C));
+            TIMED(LN_BWD, o->layernorm_backward(&dev, dres, W(g->ln2w), W(g->ln2b), dln, r2, W(p->ln2w), mean + (2 * l + 1) * N,
                                                 rstd + (2 * l + 1) * N, N, C));
-            TIMED(MM_BWD, o->matmul_backward(&dev, datt, g->projw, g->projb, dres, atty + l * NC, p->projw, NULL, N, C, C));
+            TIMED(MM_BWD, o->matmul_backward(&dev, datt, W(g->projw), W(g->projb), dres, atty + l * NC, W(p->projw), NULL, N, C, C));
             TIMED(ATT_BWD, o->attention_backward(&dev, dqkv, datt, q, atty + l * NC, lse + l * N * NH, B, T, NH, C / NH));
-            TIMED(MM_BWD, o->matmul_backward(&dev, dln, g->qkvw, g->qkvb, dqkv, ln1 + l * NC, p->qkvw, NULL, N, C, 3 * C));
-            TIMED(LN_BWD, o->layernorm_backward(&dev, dres, g->ln1w, g->ln1b, dln, x, p->ln1w, mean + 2 * l * N,
+            TIMED(MM_BWD, o->matmul_backward(&dev, dln, W(g->qkvw), W(g->qkvb), dqkv, ln1 + l * NC, W(p->qkvw), NULL, N, C, 3 * C));
+            TIMED(LN_BWD, o->layernorm_backward(&dev, dres, W(g->ln1w), W(g->ln1b), dln, x, W(p->ln1w), mean + 2 * l * N,
                                                 rstd + 2 * l * N, N, C));
         }
-        TIMED(ENC, o->encoder_backward(&dev, dwte, dwpe, dres, tok, tok, B, T, C));
+        TIMED(ENC, o->encoder_backward(&dev, W(dwte), W(dwpe), dres, tok, tok, B, T, C));
         double ss;
         TIMED(SUMSQ, o->sum_squares(&dev, &ss, grads, np));
         TIMED(ADAMW, o->adamw_update(&dev, params, NULL, grads, m, v, np, 1e-4f, 0.9f, 0.95f, 0.1f, 0.05f, 1e-8f, 0.0f,
-                                     1.0f, 0));
+                                     &unit_scale, 0, 0));
         wall += omp_get_wtime() - w0;
     }
     double total = 0;
