@@ -1,15 +1,16 @@
 /* dev/cuda/attention.cu — kernel lab for causal attention (forward + backward), bf16 in/out.
  *
- * Build & run (needs an sm_90 GPU; dev/cuda/run_labs.sh attention builds it too):
- *   nvcc -O3 -arch=sm_90 -Isrc -Icuda dev/cuda/attention.cu src/dtype.c -o /tmp/attn && /tmp/attn
- *   /tmp/attn check          validation of every version     /tmp/attn bench     benchmark only
- *   /tmp/attn check-engine   validation of the engine only   /tmp/attn sanitize  small shapes, engine
- *   /tmp/attn once           one engine fwd+bwd per head size (for a profiler)
+ * Build & run (needs an sm_90 GPU): dev/cuda/run_labs.sh attention builds build/labs/attention
+ * (with the C it links) and runs it; then, with A=build/labs/attention:
+ *   $A check          validation of every version     $A bench     benchmark only
+ *   $A check-engine   validation of the engine only   $A sanitize  small shapes, engine
+ *   $A once           one engine fwd+bwd per head size (for a profiler)
  *
  * Versions:
  *   1   one warp per query (or key) row, scalar fp32, online softmax; backward = three scalar
  *       kernels (D, dQ, dK/dV). Slow but obviously right.
- *   2   the engine (cuda/attention.cu, #included below, not copied): mma.sync m16n8k16 bf16
+ *   2   the engine (cuda/attention.cu and its kernels in attention_fwd.cuh / attention_bwd.cuh,
+ *       #included below, not copied): mma.sync m16n8k16 bf16
  *       flash attention, FlashAttention-2 split, deterministic 3-kernel backward, with the tile
  *       shapes of llmc_attn::Config<HS>.
  *   f*, k*, q*, b*  the same kernels with other tile template arguments (forward, dK/dV, dQ,
