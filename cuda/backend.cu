@@ -282,6 +282,50 @@ llmc_status llmc_cuda_readback_end(llmc_device *dev, void *dst, size_t bytes) {
     return LLMC_OK;
 }
 
+/* ---- a decode loop one step ahead (backend.h): page-locked host memory, queued readbacks, events ---- */
+
+static llmc_status cuda_host_alloc(llmc_device *dev, void **ptr, size_t bytes) {
+    cudaError_t e = cudaMallocHost(ptr, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        *ptr = NULL;
+        return fail_alloc(dev, "cudaMallocHost", bytes, e);
+    }
+    return LLMC_OK;
+}
+
+static void cuda_host_free(llmc_device *dev, void *ptr) {
+    (void)dev;
+    if (ptr) cudaFreeHost(ptr);
+}
+
+static llmc_status cuda_copy_d2h_async(llmc_device *dev, void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return LLMC_OK;
+    LLMC_CUDA_TRY(dev, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, llmc_cuda_stream(dev)));
+    return LLMC_OK;
+}
+
+static llmc_status cuda_fence_new(llmc_device *dev, void **fence) {
+    cudaEvent_t ev = NULL;
+    LLMC_CUDA_TRY(dev, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    *fence = (void *)ev;
+    return LLMC_OK;
+}
+
+static llmc_status cuda_fence_record(llmc_device *dev, void *fence) {
+    LLMC_CUDA_TRY(dev, cudaEventRecord((cudaEvent_t)fence, llmc_cuda_stream(dev)));
+    return LLMC_OK;
+}
+
+static llmc_status cuda_fence_wait(llmc_device *dev, void *fence) {
+    LLMC_CUDA_TRY(dev, cudaEventSynchronize((cudaEvent_t)fence));
+    return LLMC_OK;
+}
+
+static void cuda_fence_free(llmc_device *dev, void *fence) {
+    (void)dev;
+    if (fence) cudaEventDestroy((cudaEvent_t)fence);
+}
+
 static llmc_status cuda_memory_info(llmc_device *dev, size_t *free_bytes, size_t *total_bytes) {
     LLMC_CUDA_TRY(dev, cudaMemGetInfo(free_bytes, total_bytes));
     return LLMC_OK;
@@ -332,4 +376,13 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_zero_mask_apply,
     /* ---- decode as one kernel ---- */
     llmc_cuda_decode_layers,
+    /* ---- a decode loop one step ahead ---- */
+    cuda_host_alloc,
+    cuda_host_free,
+    cuda_copy_d2h_async,
+    cuda_fence_new,
+    cuda_fence_record,
+    cuda_fence_wait,
+    cuda_fence_free,
+    llmc_cuda_feed_tokens,
 };

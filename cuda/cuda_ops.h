@@ -71,6 +71,7 @@ llmc_status llmc_cuda_attention_decode(llmc_device *dev, void *out, const void *
                                        const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                        int maxlen);
 llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
+llmc_status llmc_cuda_feed_tokens(llmc_device *dev, int *dst, const int *src, int n);
 llmc_status llmc_cuda_sample_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
                                   const llmc_sampling *s, const float *u);
 /* decode_persistent.cu: a decode step's layers as one persistent kernel */

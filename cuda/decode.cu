@@ -282,6 +282,15 @@ struct captured {
     void *scratch;
 };
 
+/* The picks of one step as the tokens of the next (run_ahead): a failed pick (< 0) becomes the
+ * placeholder 0, so the embedding never reads outside wte; generate.c discards such a step. */
+__global__ void feed_tokens_kernel(int *dst, const int *src, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const int t = src[i];
+        dst[i] = t >= 0 ? t : 0;
+    }
+}
+
 } /* namespace llmc_decode */
 
 using namespace llmc_decode;
@@ -355,6 +364,14 @@ llmc_status llmc_cuda_argmax_rows(llmc_device *dev, int *out, const void *logits
     const bool vec = Vp % 8 == 0 && llmc_is_aligned16(logits);
     LLMC_CUDA_TRY(dev, llmc_launch_pdl(llmc_cuda_pdl(dev), vec ? argmax_rows_kernel<true> : argmax_rows_kernel<false>,
                                        dim3(N), dim3(512), 0, llmc_cuda_stream(dev), out, (const bf16 *)logits, V, Vp));
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_feed_tokens(llmc_device *dev, int *dst, const int *src, int n) {
+    if (n < 0) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "feed_tokens: bad count %d", n);
+    if (n == 0) return LLMC_OK;
+    feed_tokens_kernel<<<(n + 255) / 256, 256, 0, llmc_cuda_stream(dev)>>>(dst, src, n);
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }

@@ -292,6 +292,24 @@ struct llmc_backend_ops {
      * 0..n-1 of s->out. LLMC_ERR_UNSUPPORTED, with dev->err untouched, for steps it does not
      * take: the caller runs the per-op path. */
     llmc_status (*decode_layers)(llmc_device *dev, const llmc_decode_step *s);
+
+    /* ---- a decode loop one step ahead (generate.c's run_ahead; optional, NULL: every step waits) ----
+     * host_alloc: host memory the device copies to and from in place (page-locked on a GPU): a
+     * copy_h2d from it or a copy_d2h_async into it reads or writes it when the queue gets there,
+     * so it must stay untouched until a fence recorded after the copy has passed.
+     * copy_d2h_async: queues the copy and returns. A fence marks a point in the device's queue:
+     * fence_record puts it after everything queued so far, fence_wait returns once the device
+     * has passed it (at once if never recorded). feed_tokens: dst[i] (=) = src[i] where src[i] >= 0,
+     * else 0, for i < n (device int32): the picks of one step become the tokens of the next,
+     * placeholders where a pick failed (that step is discarded). */
+    llmc_status (*host_alloc)(llmc_device *dev, void **ptr, size_t bytes);
+    void (*host_free)(llmc_device *dev, void *ptr);
+    llmc_status (*copy_d2h_async)(llmc_device *dev, void *dst, const void *src, size_t bytes);
+    llmc_status (*fence_new)(llmc_device *dev, void **fence);
+    llmc_status (*fence_record)(llmc_device *dev, void *fence);
+    llmc_status (*fence_wait)(llmc_device *dev, void *fence);
+    void (*fence_free)(llmc_device *dev, void *fence);
+    llmc_status (*feed_tokens)(llmc_device *dev, int *dst, const int *src, int n);
 };
 
 #ifdef __cplusplus

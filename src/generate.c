@@ -20,6 +20,11 @@
  * each sequence's uniform number from its stream and sends it; the backend returns the token
  * llmc_sample_token_at picks, so the tokens do not depend on where they were sampled. Rows the
  * device sampler leaves to the host (-2) and host_sampling sessions sample here.
+ *
+ * run_ahead (greedy): llmc_gen_next queues the step after the one whose picks it will return
+ * next, its tokens fed on the device from those picks, before the caller has seen them; the picks
+ * come back through page-locked memory behind a fence, so the queue never drains between tokens.
+ * Such a speculative step is kept when the next call's rows are the same, else it runs unread.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +37,16 @@
 /* Rows of activation scratch a prefill may use at once (prompts longer than this still
  * get their own full-length pass). */
 #define PREFILL_ROWS 4096
+
+/* A decode step in the device's queue (run_ahead). */
+typedef struct gen_step {
+    int *stage;  /* its ids upload, 4 ints a row (ops->host_alloc memory) */
+    int *picks;  /* its argmax picks, read back (ops->host_alloc memory) */
+    void *fence; /* recorded after the readback */
+    int queued;  /* its fence has not been waited for */
+    int n;       /* rows */
+    int *tok, *slot, *pos; /* its rows (tok: once known on the host), batch ints each */
+} gen_step;
 
 struct llmc_gen {
     char err[LLMC_ERR_LEN];
@@ -54,6 +69,13 @@ struct llmc_gen {
     uint16_t *raw;         /* sampling on a bf16 backend: the rows as they come off the device */
     int broken;            /* a device step failed: the cache can no longer be trusted */
     llmc_infer eng;
+    /* run_ahead (greedy): the step after the one the next call returns is queued on that one's
+     * picks, on the device, before the caller has them; kept when no sequence stops. */
+    int run_ahead;
+    gen_step steps[2];
+    int pending; /* the step whose picks the next call returns (-1: they are in pick already) */
+    int spec;    /* the step queued on the pending one's picks (-1: none) */
+    long long ahead_kept, ahead_discarded; /* speculative steps that were / were not the next step */
 };
 
 LLMC_DEFINE_FAIL(static, fail, llmc_gen)
@@ -66,6 +88,7 @@ void llmc_gen_options_default(llmc_gen_options *o) {
     o->graphs = -1;
     o->host_sampling = -1;
     o->persistent = -1;
+    o->run_ahead = -1;
 }
 
 llmc_gen *llmc_gen_new(void) { return calloc(1, sizeof(llmc_gen)); }
@@ -74,9 +97,40 @@ int llmc_gen_batch(const llmc_gen *g) { return g->m ? g->batch : 0; }
 size_t llmc_gen_memory(const llmc_gen *g) { return g->m ? llmc_infer_memory(&g->eng) : 0; }
 
 long long llmc_gen_persistent_steps(const llmc_gen *g) { return g->m ? g->eng.persistent_steps : 0; }
+int llmc_gen_run_ahead(const llmc_gen *g, long long *kept, long long *discarded) {
+    if (kept) *kept = g->m ? g->ahead_kept : 0;
+    if (discarded) *discarded = g->m ? g->ahead_discarded : 0;
+    return g->m ? g->run_ahead : 0;
+}
+
+/* Waits for a queued step: its picks are then in s->picks and its staging is free. */
+static llmc_status step_wait(llmc_gen *g, gen_step *s) {
+    if (!s->queued) return LLMC_OK;
+    s->queued = 0;
+    llmc_status st = g->m->dev.ops->fence_wait(&g->m->dev, s->fence);
+    return st == LLMC_OK ? st : fail(g, st, "%s", g->m->dev.err);
+}
+
+static void steps_release(llmc_gen *g) {
+    const llmc_backend_ops *ops = g->m->dev.ops;
+    if (g->steps[0].stage) ops->synchronize(&g->m->dev); /* a failed step may have left a copy of its staging queued */
+    for (int i = 0; i < 2; i++) {
+        gen_step *s = &g->steps[i];
+        if (s->fence) {
+            if (s->queued) ops->fence_wait(&g->m->dev, s->fence); /* the device may still write its picks */
+            ops->fence_free(&g->m->dev, s->fence);
+        }
+        if (s->stage) ops->host_free(&g->m->dev, s->stage);
+        if (s->picks) ops->host_free(&g->m->dev, s->picks);
+        free(s->tok);
+        free(s->slot);
+        free(s->pos);
+    }
+}
 
 void llmc_gen_end(llmc_gen *g) {
     if (!g || !g->m) return;
+    steps_release(g);
     llmc_infer_release(&g->eng);
     void *bufs[] = {g->rng,  g->len, g->generated, g->alive,  g->row, g->tok,
                     g->slot, g->pos, g->pick,      g->logits, g->raw, g->draws, g->row_buf};
@@ -228,6 +282,23 @@ static llmc_status alloc_session(llmc_gen *g, int batch, int host_sampling) {
     return LLMC_OK;
 }
 
+static llmc_status alloc_steps(llmc_gen *g) {
+    llmc_device *dev = &g->m->dev;
+    const size_t nb = (size_t)g->batch;
+    for (int i = 0; i < 2; i++) {
+        gen_step *s = &g->steps[i];
+        llmc_status st = dev->ops->host_alloc(dev, (void **)&s->stage, 4 * nb * sizeof(int));
+        if (st == LLMC_OK) st = dev->ops->host_alloc(dev, (void **)&s->picks, nb * sizeof(int));
+        if (st == LLMC_OK) st = dev->ops->fence_new(dev, &s->fence);
+        if (st != LLMC_OK) return fail(g, st, "%s", dev->err);
+        s->tok = malloc(nb * sizeof(int));
+        s->slot = malloc(nb * sizeof(int));
+        s->pos = malloc(nb * sizeof(int));
+        if (!s->tok || !s->slot || !s->pos) return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+    }
+    return LLMC_OK;
+}
+
 /* An option's value, or for -1 its default: if_set when the environment variable is set, else
  * the opposite. */
 static int option_or_env(int value, const char *env, int if_set) {
@@ -263,6 +334,11 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     /* default: on the device where the backend samples (LLMC_HOST_SAMPLING=1 keeps the host) */
     const int host_sampling = option_or_env(o->host_sampling, "LLMC_HOST_SAMPLING", 1);
     if (st == LLMC_OK) st = alloc_session(g, batch, host_sampling);
+    const llmc_backend_ops *ops = m->dev.ops;
+    g->pending = g->spec = -1;
+    g->run_ahead = g->greedy && option_or_env(o->run_ahead, "LLMC_RUN_AHEAD", 1) && ops->host_alloc &&
+                   ops->copy_d2h_async && ops->fence_new && ops->feed_tokens;
+    if (st == LLMC_OK && g->run_ahead) st = alloc_steps(g);
     if (st == LLMC_OK) {
         int nlive = 0;
         for (int b = 0; b < batch; b++) {
@@ -331,6 +407,71 @@ static llmc_status sample_on_device(llmc_gen *g, int *out) {
     return take_picks(g, out);
 }
 
+/* Queues the step over s's rows (set by the caller, after step_wait), its picks' readback and
+ * its fence. fed: the tokens are the picks of the step queued before it. */
+static llmc_status step_queue(llmc_gen *g, gen_step *s, int fed) {
+    llmc_device *dev = &g->m->dev;
+    llmc_status st = llmc_infer_decode_queued(&g->eng, s->stage, fed ? NULL : s->tok, s->slot, s->pos, s->n);
+    if (st != LLMC_OK) return st; /* described in g->err */
+    st = dev->ops->copy_d2h_async(dev, s->picks, g->eng.argmax, (size_t)s->n * sizeof(int));
+    if (st == LLMC_OK) st = dev->ops->fence_record(dev, s->fence);
+    if (st != LLMC_OK) return fail(g, st, "%s", dev->err);
+    s->queued = 1;
+    return LLMC_OK;
+}
+
+/* Whether the step after the next may be queued now: no row's next token can end it for a
+ * reason known in advance (max_new, the context), so only an EOT can discard that step. */
+static int may_speculate(const llmc_gen *g, int n) {
+    for (int i = 0; i < n; i++) {
+        const int b = g->slot[i];
+        if (g->generated[b] + 1 >= g->max_new || g->len[b] + 1 >= g->maxT || g->pos[i] + 1 >= g->eng.maxlen) return 0;
+    }
+    return 1;
+}
+
+/* run_ahead: the step over this call's n rows (g->tok, slot, pos) is the speculative one queued
+ * by the last call when its rows are the same (no sequence stopped; its tokens were these picks),
+ * else it is queued now and the speculative one is left to run unread: its cache writes are
+ * either rewritten by this step (the same positions) or of stopped sequences. Then the step after
+ * is queued on this one's picks. */
+static llmc_status queue_ahead(llmc_gen *g, int n) {
+    const size_t bytes = (size_t)n * sizeof(int);
+    gen_step *sp = g->spec >= 0 ? &g->steps[g->spec] : NULL;
+    const int keep = sp && sp->n == n && !memcmp(sp->slot, g->slot, bytes) && !memcmp(sp->pos, g->pos, bytes);
+    int cur;
+    llmc_status st = LLMC_OK;
+    if (keep) {
+        cur = g->spec;
+        memcpy(sp->tok, g->tok, bytes);
+        g->ahead_kept++;
+    } else {
+        g->ahead_discarded += sp != NULL;
+        cur = sp ? 1 - g->spec : (g->pending >= 0 ? g->pending : 0); /* a slot already waited for */
+        gen_step *s = &g->steps[cur];
+        st = step_wait(g, s);
+        if (st != LLMC_OK) return st;
+        s->n = n;
+        memcpy(s->tok, g->tok, bytes);
+        memcpy(s->slot, g->slot, bytes);
+        memcpy(s->pos, g->pos, bytes);
+        st = step_queue(g, s, 0);
+        if (st != LLMC_OK) return st;
+    }
+    g->pending = cur;
+    g->spec = -1;
+    if (!may_speculate(g, n)) return LLMC_OK;
+    gen_step *q = &g->steps[1 - cur];
+    st = step_wait(g, q); /* a step discarded above may still be in the queue */
+    if (st != LLMC_OK) return st;
+    q->n = n;
+    memcpy(q->slot, g->slot, bytes);
+    for (int i = 0; i < n; i++) q->pos[i] = g->pos[i] + 1;
+    st = step_queue(g, q, 1);
+    if (st == LLMC_OK) g->spec = 1 - cur;
+    return st;
+}
+
 llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) {
     if (!g->m) return fail(g, LLMC_ERR_INVALID_ARG, "no generation session: call llmc_gen_begin first");
     if (g->broken) return fail(g, LLMC_ERR_INVALID_ARG, "the generation session failed earlier: begin a new one");
@@ -348,6 +489,15 @@ llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) 
         return LLMC_OK;
     }
     if (g->greedy) {
+        if (g->pending >= 0) { /* run_ahead: the picks come off the queue */
+            gen_step *p = &g->steps[g->pending];
+            llmc_status st = step_wait(g, p);
+            if (st != LLMC_OK) {
+                g->broken = 1;
+                return st;
+            }
+            memcpy(g->pick, p->picks, (size_t)p->n * sizeof(int));
+        }
         for (int b = 0; b < B; b++)
             if (g->alive[b]) out[b] = g->pick[g->row[b]];
     } else if (!g->logits) {
@@ -385,7 +535,18 @@ llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) 
         g->row[b] = n++;
     }
     g->picked = 0;
-    if (n > 0) {
+    if (g->run_ahead) {
+        llmc_status st = n > 0 ? queue_ahead(g, n) : LLMC_OK;
+        if (n == 0) {
+            g->ahead_discarded += g->spec >= 0;
+            g->pending = g->spec = -1;
+        }
+        if (st != LLMC_OK) {
+            g->broken = 1;
+            return st;
+        }
+        g->nrows = n;
+    } else if (n > 0) {
         const int device_sampling = !g->greedy && !g->logits; /* sampled in the step itself */
         if (device_sampling) draw_rows(g);
         llmc_status st = llmc_infer_decode(&g->eng, g->tok, g->slot, g->pos, n,
@@ -410,6 +571,16 @@ llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst) {
         return fail(g, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
     llmc_model *m = g->m;
     const size_t Vp = (size_t)m->w.cfg.padded_vocab_size, V = (size_t)m->w.cfg.vocab_size;
+    if (g->spec >= 0) { /* run_ahead: the queued step overwrites the logits; the pending one runs again */
+        const gen_step *p = &g->steps[g->pending];
+        g->spec = -1; /* so the next call queues its step afresh */
+        g->ahead_discarded++;
+        llmc_status st = llmc_infer_decode(&g->eng, p->tok, p->slot, p->pos, p->n, g->pick, NULL, NULL);
+        if (st != LLMC_OK) {
+            g->broken = 1;
+            return st;
+        }
+    }
     if (g->logits) {
         memcpy(dst, g->logits + (size_t)g->row[b] * Vp, V * sizeof(float));
         return LLMC_OK;

@@ -165,13 +165,15 @@ static llmc_status run_layers(llmc_infer *e, int B, int T, const int *slots, con
     return LLMC_OK;
 }
 
-/* Uploads n tokens, nb slots / pos / lens and (when given) nb draws in one copy; returns the
- * device pointers (the draws follow the lens). */
-static llmc_status upload_ids(llmc_infer *e, const int *tokens, int n, const int *slots, const int *pos, int nb, int T,
-                              const float *draws, int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
+/* Uploads n tokens (NULL: zeros, for the caller to overwrite on the device), nb slots / pos /
+ * lens and (when given) nb draws in one copy from the host staging h; returns the device
+ * pointers (the draws follow the lens). */
+static llmc_status upload_from(llmc_infer *e, int *h, const int *tokens, int n, const int *slots, const int *pos,
+                               int nb, int T, const float *draws, int **d_tok, int **d_slots, int **d_pos,
+                               int **d_lens) {
     llmc_model *m = e->m;
-    int *h = e->host_ids;
-    memcpy(h, tokens, (size_t)n * sizeof(int));
+    if (tokens) memcpy(h, tokens, (size_t)n * sizeof(int));
+    else memset(h, 0, (size_t)n * sizeof(int));
     memcpy(h + n, slots, (size_t)nb * sizeof(int));
     for (int i = 0; i < nb; i++) {
         h[n + nb + i] = pos ? pos[i] : 0;
@@ -185,6 +187,11 @@ static llmc_status upload_ids(llmc_infer *e, const int *tokens, int n, const int
     *d_pos = e->ids + n + nb;
     *d_lens = e->ids + n + 2 * nb;
     return LLMC_OK;
+}
+
+static llmc_status upload_ids(llmc_infer *e, const int *tokens, int n, const int *slots, const int *pos, int nb, int T,
+                              const float *draws, int **d_tok, int **d_slots, int **d_pos, int **d_lens) {
+    return upload_from(e, e->host_ids, tokens, n, slots, pos, nb, T, draws, d_tok, d_slots, d_pos, d_lens);
 }
 
 llmc_status llmc_infer_prefill(llmc_infer *e, const int *tokens, const int *slots, const int *out_rows, int count,
@@ -296,27 +303,52 @@ static int decode_graph(llmc_infer *e, int n, const int *d_tok, const int *d_slo
     return 0;
 }
 
-llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n, int *picks,
-                              const llmc_sampling *sampling, const float *draws) {
+static llmc_status check_rows(llmc_infer *e, const int *slots, const int *pos, int n) {
     if (n < 1 || n > e->slots || n > e->rows)
         return fail(e, LLMC_ERR_INVALID_ARG, "decode of %d rows does not fit the engine", n);
     for (int i = 0; i < n; i++)
         if (pos[i] < 0 || pos[i] >= e->maxlen || slots[i] < 0 || slots[i] >= e->slots)
             return fail(e, LLMC_ERR_INVALID_ARG, "decode row %d: position %d / slot %d outside the cache", i, pos[i],
                         slots[i]);
+    return LLMC_OK;
+}
+
+/* The step's device work, from ids already uploaded: a graph, else the ops one by one. */
+static llmc_status decode_step(llmc_infer *e, int n, const int *d_tok, const int *d_slots, const int *d_pos,
+                               const int *d_lens, llmc_infer_pick pick, const llmc_sampling *sampling,
+                               const float *d_draws) {
+    if (!decode_graph(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws)) {
+        llmc_status st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws);
+        if (st != LLMC_OK) return st;
+    }
+    e->persistent_steps += e->one_kernel[n]; /* a replayed graph runs what its recording ran */
+    return LLMC_OK;
+}
+
+llmc_status llmc_infer_decode_queued(llmc_infer *e, int *stage, const int *tokens, const int *slots, const int *pos,
+                                     int n) {
+    llmc_status st = check_rows(e, slots, pos, n);
+    if (st != LLMC_OK) return st;
+    int *d_tok, *d_slots, *d_pos, *d_lens;
+    st = upload_from(e, stage, tokens, n, slots, pos, n, 1, NULL, &d_tok, &d_slots, &d_pos, &d_lens);
+    if (st != LLMC_OK) return st;
+    if (!tokens) INFER_TRY(e, e->m->dev.ops->feed_tokens(&e->m->dev, d_tok, e->argmax, n));
+    return decode_step(e, n, d_tok, d_slots, d_pos, d_lens, PICK_ARGMAX, NULL, NULL);
+}
+
+llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n, int *picks,
+                              const llmc_sampling *sampling, const float *draws) {
+    llmc_status st = check_rows(e, slots, pos, n);
+    if (st != LLMC_OK) return st;
     const llmc_infer_pick pick = !picks ? PICK_NONE : sampling ? PICK_SAMPLE : PICK_ARGMAX;
     if (pick == PICK_SAMPLE && (!draws || !e->m->dev.ops->sample_rows))
         return fail(e, LLMC_ERR_INVALID_ARG, "decode: sampling on the device needs draws and a backend sampler");
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    llmc_status st = upload_ids(e, tokens, n, slots, pos, n, 1, pick == PICK_SAMPLE ? draws : NULL, &d_tok, &d_slots,
-                                &d_pos, &d_lens);
+    st = upload_ids(e, tokens, n, slots, pos, n, 1, pick == PICK_SAMPLE ? draws : NULL, &d_tok, &d_slots, &d_pos,
+                    &d_lens);
     if (st != LLMC_OK) return st;
-    const float *d_draws = (const float *)(d_lens + n);
-    if (!decode_graph(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws)) {
-        st = decode_ops(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, d_draws);
-        if (st != LLMC_OK) return st;
-    }
-    e->persistent_steps += e->one_kernel[n]; /* a replayed graph runs what its recording ran */
+    st = decode_step(e, n, d_tok, d_slots, d_pos, d_lens, pick, sampling, (const float *)(d_lens + n));
+    if (st != LLMC_OK) return st;
     if (picks) INFER_TRY(e, e->m->dev.ops->copy_d2h(&e->m->dev, picks, e->argmax, (size_t)n * sizeof(int)));
     return LLMC_OK;
 }

@@ -377,6 +377,10 @@ typedef struct llmc_gen_options {
     int persistent;      /* decode steps as one kernel where the backend has one and takes the
                           * batch (CUDA: up to 8 rows), else the per-op path (the reference);
                           * -1: default (off unless LLMC_DECODE_PERSISTENT is set: not faster yet) */
+    int run_ahead;       /* greedy: queue each decode step on the device's picks of the step before,
+                          * so the device does not wait for the caller between tokens (the same
+                          * tokens; a step that an EOT makes moot is discarded); -1: default (off
+                          * unless LLMC_RUN_AHEAD is set: not yet measured on a GPU) */
 } llmc_gen_options;
 void llmc_gen_options_default(llmc_gen_options *o);
 
@@ -401,6 +405,9 @@ void llmc_gen_end(llmc_gen *g);
 size_t llmc_gen_memory(const llmc_gen *g);
 /* Decode steps of the session that ran as the backend's one kernel (options.persistent). */
 long long llmc_gen_persistent_steps(const llmc_gen *g);
+/* Whether the session runs ahead (options.run_ahead), and how many of its speculative steps were
+ * kept as the next step or discarded (an EOT, llmc_gen_logits, the end). */
+int llmc_gen_run_ahead(const llmc_gen *g, long long *kept, long long *discarded);
 
 /* ---- data loader over llm.c token shards ---- */
 typedef struct llmc_dataloader llmc_dataloader;

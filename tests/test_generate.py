@@ -489,18 +489,33 @@ def test_cli_start_eot(tmp_path, enc):
     assert r.returncode == 1 and "--start-eot applies to a text prompt" in r.stderr
 
 
-def session_steps(model, prompts, n, host, temperature, top_k, top_p, seed):
-    """Every step's tokens of one session, (steps, batch); host: sample on the host."""
-    s = _core.Session(model._m, prompts, n, temperature, top_k, top_p, seed, -1, host_sampling=host)
-    steps = []
+def session_steps(model, prompts, n, host, temperature, top_k, top_p, seed, eot=-1, logits=False, counters=False,
+                  **options):
+    """Every step's tokens of one session, (steps, batch); host: sample on the host (None: the
+    default). logits: also every live sequence's next-token logits before each step; counters:
+    also the session's run_ahead counters. options: more Session options."""
+    s = _core.Session(model._m, prompts, n, temperature, top_k, top_p, seed, eot, host_sampling=host, **options)
+    steps, seen = [], []
     try:
         while True:
+            if logits:
+                seen.append({b: s.logits(b) for b in range(len(prompts)) if not steps or steps[-1][b] >= 0
+                             and _alive(s, b)})
             out, alive = s.next()
             steps.append(out.copy())
             if alive == 0:
-                return np.array(steps)
+                got = (np.array(steps),) + ((seen,) if logits else ()) + ((s.run_ahead,) if counters else ())
+                return got if len(got) > 1 else got[0]
     finally:
         s.end()
+
+
+def _alive(session, b):
+    try:
+        session.logits(b)
+        return True
+    except LlmcError:
+        return False
 
 
 @pytest.mark.parametrize("device", BACKENDS)
@@ -518,3 +533,65 @@ def test_sampling_in_the_step_is_host_sampling(device, kw):
         assert host.shape == (n, 3) and np.all(host >= 0)
         np.testing.assert_array_equal(inside, host)
     assert len(np.unique(host)) > 3  # really sampled
+
+
+# ---------------------------------------------------------------- run_ahead
+
+AHEAD_CASES = [  # (prompt lengths, max_new, eot picked from the plain run at (step, sequence) or None)
+    ((3, 7, 1, 5), 20, None),    # nobody stops early: every speculative step is kept
+    ((3, 7, 1, 5), 20, (4, 1)),  # an EOT mid-run: a speculative step discarded, the batch shrinks
+    ((2,), 1, None),             # one new token: nothing to run ahead of
+    ((4, 4, 2), 9, (0, 2)),      # EOT as the very first token of a sequence
+    ((61, 3, 40), 30, None),     # near the context limit (64): that sequence stops on its own
+]
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("lens,max_new,eot_at", AHEAD_CASES, ids=str)
+def test_run_ahead_gives_the_same_tokens(device, lens, max_new, eot_at):
+    """run_ahead queues each greedy step on the device's picks of the step before: the tokens are
+    those of a session that waits for every step, with sequences that stop for EOT, max_new and the
+    context limit; speculative steps are kept as the next step except where an EOT makes them moot."""
+    model = make_model(device)
+    rng = np.random.default_rng(sum(lens) + max_new)
+    prompts = [rng.integers(0, 300, n).tolist() for n in lens]
+    plain = session_steps(model, prompts, max_new, None, 0.0, 0, 1.0, 1, run_ahead=False)
+    eot = -1 if eot_at is None else int(plain[eot_at])
+    if eot >= 0:
+        plain = session_steps(model, prompts, max_new, None, 0.0, 0, 1.0, 1, eot=eot, run_ahead=False)
+        assert (plain == eot).any()  # someone stops at the EOT
+    ahead, (on, kept, discarded) = session_steps(model, prompts, max_new, None, 0.0, 0, 1.0, 1, eot=eot,
+                                                 counters=True, run_ahead=True)
+    np.testing.assert_array_equal(ahead, plain)
+    assert on
+    if max_new > 2:
+        assert kept >= len(plain) - 4 if eot < 0 else kept > 0
+    if eot >= 0 and eot_at[0] > 0:
+        assert discarded > 0
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_run_ahead_logits_are_the_next_tokens(device):
+    """Session.logits under run_ahead (the speculative step has overwritten them: the pending step
+    runs again) equal the logits of a session that waits, bit for bit, at every step."""
+    model = make_model(device)
+    prompts = [[5, 6, 7], [9], [1, 2, 3, 4, 5, 6]]
+    a, la = session_steps(model, prompts, 8, None, 0.0, 0, 1.0, 1, logits=True, run_ahead=False)
+    b, lb, (on, kept, discarded) = session_steps(model, prompts, 8, None, 0.0, 0, 1.0, 1, logits=True,
+                                                 counters=True, run_ahead=True)
+    np.testing.assert_array_equal(b, a)
+    assert on and discarded > 0
+    assert [sorted(d) for d in la] == [sorted(d) for d in lb]
+    for step, (da, db) in enumerate(zip(la, lb)):
+        for seq in da:
+            np.testing.assert_array_equal(db[seq], da[seq], err_msg=f"step {step}, sequence {seq}")
+
+
+def test_run_ahead_is_greedy_only_and_off_by_default():
+    model = make_model("cpu")
+    s = _core.Session(model._m, [[1, 2]], 4, 1.0, 0, 1.0, 1, -1, run_ahead=True)
+    assert s.run_ahead == (False, 0, 0)  # sampling: the host draws each step
+    s.end()
+    s = _core.Session(model._m, [[1, 2]], 4, 0.0, 0, 1.0, 1, -1)
+    assert s.run_ahead[0] == ("LLMC_RUN_AHEAD" in os.environ)
+    s.end()

@@ -455,6 +455,15 @@ def test_kv_append_then_decode(device):
     assert_close(out, full[:, -1, :], tol(device), "decode after kv_append")
 
 
+# ---------------------------------------------------------------- feed_tokens (run_ahead)
+@pytest.mark.parametrize("n", [0, 1, 7, 257, 70001])
+def test_feed_tokens(device, n):
+    """The picks of a step as the tokens of the next: a failed pick (-1, -2) becomes token 0."""
+    picks = rng.integers(-3, 50257, n).astype(np.int32)
+    picks[: min(n, 3)] = [-1, -2, 50256][: min(n, 3)]
+    np.testing.assert_array_equal(device.feed_tokens(picks), np.where(picks >= 0, picks, 0))
+
+
 # ---------------------------------------------------------------- argmax_rows
 @pytest.mark.parametrize("N,V,Vp", [(1, 10, 16), (6, 50, 64), (3, 7, 7), (33, 1000, 1024), (4, 50257, 50304),
                                     (2, 4099, 4100), (1, 50257, 50257)])

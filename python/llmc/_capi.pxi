@@ -148,7 +148,7 @@ cdef extern from "llmc.h":
     ctypedef struct llmc_gen_options:
         int max_new
         llmc_sampling sampling
-        int eot, graphs, host_sampling, persistent
+        int eot, graphs, host_sampling, persistent, run_ahead
     void llmc_gen_options_default(llmc_gen_options *o)
     llmc_gen *llmc_gen_new()
     void llmc_gen_free(llmc_gen *g)
@@ -161,6 +161,7 @@ cdef extern from "llmc.h":
     void llmc_gen_end(llmc_gen *g)
     size_t llmc_gen_memory(const llmc_gen *g)
     long long llmc_gen_persistent_steps(const llmc_gen *g)
+    int llmc_gen_run_ahead(const llmc_gen *g, long long *kept, long long *discarded)
 
     # ---- checkpoints
     ctypedef struct llmc_data_position:

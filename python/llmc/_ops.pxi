@@ -67,6 +67,7 @@ cdef extern from "backend.h":
                                        llmc_dtype dtype, size_t n)
         llmc_status (*zero_mask_apply)(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params,
                                        float *master, float *m, float *v, size_t n)
+        llmc_status (*feed_tokens)(llmc_device *dev, int *dst, const int *src, int n)
     ctypedef struct llmc_device:
         const llmc_backend_ops *ops
         llmc_device_tuning tuning
@@ -492,6 +493,17 @@ cdef class Device:
         cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(N, np.int32)
         self._ok(self.d.ops.copy_d2h(&self.d, <void *>out.data, ob.ptr, N * 4))
         return out
+
+    def feed_tokens(self, picks):
+        """int32 (n,): picks as the next step's tokens (run_ahead): each pick, 0 where it is negative."""
+        src = np.ascontiguousarray(picks, dtype=np.int32).reshape(-1)
+        cdef int n = src.shape[0]
+        sb = self._put_int(src)
+        ob = self._put_int(np.full(max(n, 1), -7, np.int32))  # poison: no token and no placeholder
+        self._ok(self.d.ops.feed_tokens(&self.d, <int *>ob.ptr, <const int *>sb.ptr, n))
+        cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(max(n, 1), np.int32)
+        self._ok(self.d.ops.copy_d2h(&self.d, <void *>out.data, ob.ptr, max(n, 1) * 4))
+        return out[:n]
 
     def sample_rows(self, logits, int V, draws, float temperature=1.0, int top_k=0, float top_p=1.0):
         """int32 (N,): the token llmc_sample_token_at picks from logits[i, :V] for draw u = draws[i]

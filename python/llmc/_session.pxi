@@ -10,7 +10,7 @@ cdef class Session:
 
     def __cinit__(self, Model model, prompts, int max_new, float temperature=1.0, int top_k=0, float top_p=1.0,
                   uint64_t seed=1337, int eot=50256, graphs=None, host_sampling=None,
-                  persistent=None):
+                  persistent=None, run_ahead=None):
         self.g = llmc_gen_new()
         if self.g == NULL:
             raise MemoryError()
@@ -39,6 +39,8 @@ cdef class Session:
             o.host_sampling = 1 if host_sampling else 0
         if persistent is not None:
             o.persistent = 1 if persistent else 0
+        if run_ahead is not None:
+            o.run_ahead = 1 if run_ahead else 0
         cdef int n = len(seqs)
         with nogil:
             st = llmc_gen_begin(self.g, model.m, <int *>flat.data, <int *>lens.data, n, &o)
@@ -92,3 +94,11 @@ cdef class Session:
     def persistent_steps(self):
         """Decode steps that ran as the backend's one kernel (persistent=True)."""
         return llmc_gen_persistent_steps(self.g)
+
+    @property
+    def run_ahead(self):
+        """(on, kept, discarded): whether decode steps are queued ahead (run_ahead=True, greedy), and
+        how many speculative steps became the next step or were discarded."""
+        cdef long long kept = 0, discarded = 0
+        on = llmc_gen_run_ahead(self.g, &kept, &discarded)
+        return bool(on), kept, discarded

@@ -115,6 +115,22 @@ llmc_status llmc_cpu_readback_end(llmc_device *dev, void *dst, size_t bytes) {
     return LLMC_OK;
 }
 
+/* The CPU runs every op as it is called: its host memory is the device's, its copies are done
+ * when they return and a fence has always been passed. */
+static llmc_status cpu_host_alloc(llmc_device *dev, void **ptr, size_t bytes) {
+    *ptr = malloc(bytes ? bytes : 1);
+    return *ptr ? LLMC_OK : llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "cpu: no memory for %zu host bytes", bytes);
+}
+static void cpu_host_free(llmc_device *dev, void *ptr) {
+    (void)dev;
+    free(ptr);
+}
+static llmc_status cpu_fence_new(llmc_device *dev, void **fence) { return cpu_host_alloc(dev, fence, 1); }
+static llmc_status cpu_fence_noop(llmc_device *dev, void *fence) {
+    (void)dev, (void)fence;
+    return LLMC_OK;
+}
+
 static llmc_status cpu_memory_info(llmc_device *dev, size_t *free_bytes, size_t *total_bytes) {
     (void)dev;
     llmc_host_memory(free_bytes, total_bytes); /* so the up-front memory checks hold on the CPU too */
@@ -159,4 +175,12 @@ const llmc_backend_ops llmc_cpu_backend_ops = {
     .classifier_distill_forward = llmc_cpu_classifier_distill_forward,
     .zero_mask_build = llmc_cpu_zero_mask_build,
     .zero_mask_apply = llmc_cpu_zero_mask_apply,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
+    .copy_d2h_async = cpu_copy,
+    .fence_new = cpu_fence_new,
+    .fence_record = cpu_fence_noop,
+    .fence_wait = cpu_fence_noop,
+    .fence_free = cpu_host_free,
+    .feed_tokens = llmc_cpu_feed_tokens,
 };

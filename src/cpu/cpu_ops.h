@@ -44,6 +44,7 @@ llmc_status llmc_cpu_attention_decode(llmc_device *dev, void *out, const void *q
                                       const void *vcache, const int *slots, const int *lens, int N, int NH, int HS,
                                       int maxlen);
 llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp);
+llmc_status llmc_cpu_feed_tokens(llmc_device *dev, int *dst, const int *src, int n);
 llmc_status llmc_cpu_sample_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
                                  const llmc_sampling *s, const float *u);
 /* compression, training side (distill.c, zero_mask.c) */

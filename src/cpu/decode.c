@@ -132,6 +132,12 @@ llmc_status llmc_cpu_argmax_rows(llmc_device *dev, int *out, const void *logits,
     return LLMC_OK;
 }
 
+llmc_status llmc_cpu_feed_tokens(llmc_device *dev, int *dst, const int *src, int n) {
+    if (n < 0) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "feed_tokens: bad count %d", n);
+    for (int i = 0; i < n; i++) dst[i] = src[i] >= 0 ? src[i] : 0;
+    return LLMC_OK;
+}
+
 /* The host sampler itself, one row per thread: the reference the device samplers match. */
 llmc_status llmc_cpu_sample_rows(llmc_device *dev, int *out, const void *logits, int N, int V, int Vp,
                                  const llmc_sampling *s, const float *u) {
