@@ -17,8 +17,7 @@ on the host, ~1 min for d48) or .bin files, a comma list (';' between several 'L
 (host_sampling=True), device (host_sampling=False), ops (persistent=False), persistent
 (persistent=True), nographs (graphs=False), ahead (run_ahead=True), step (run_ahead=False). One
 this build's Session does not take (TypeError) is reported and skipped. host and device only
-change sampling: greedy rows leave them out; ahead and step only change greedy decoding: sampled
-rows leave them out (each mode times default if nothing is left).
+change sampling: greedy rows leave them out (and time default if nothing is left).
 
 --torch runs the same weights in PyTorch in the same process: a static KV cache (B, NH, maxlen, HS)
 per layer, scaled_dot_product_attention with a position mask, and the decode step captured in a
@@ -58,7 +57,6 @@ VARIANTS = {"default": {}, "host": {"host_sampling": True}, "device": {"host_sam
             "ops": {"persistent": False}, "persistent": {"persistent": True}, "nographs": {"graphs": False},
             "ahead": {"run_ahead": True}, "step": {"run_ahead": False}}
 SAMPLING_ONLY = {"host", "device"}
-GREEDY_ONLY = {"ahead", "step"}
 
 
 class _OldSession:
@@ -354,8 +352,7 @@ def bench_model(spec, args, modes, variants, batches, tdtype, common):
     results = []
     for mode in modes:
         sampling = MODES[mode]
-        skip = SAMPLING_ONLY if mode == "greedy" else GREEDY_ONLY
-        vs = [v for v in ok if v not in skip] or ["default"]
+        vs = ok if mode != "greedy" else [v for v in ok if v not in SAMPLING_ONLY] or ["default"]
         w = max(8, len(spec))
         head = f"{'model':<{w}} {'mode':<6} {'B':>3} |" + "".join(f" {v + ' tok/s':>18} {'/torch':>6} |" for v in vs)
         print(f"\n{head} {'torch tok/s':>12}" + (" | agree" if mode == "greedy" and tm else ""))

@@ -8,7 +8,7 @@
 #   bash dev/gpu_decode.sh labbench # the labs' benchmarks (long)
 #   bash dev/gpu_decode.sh timeline # CUPTI timelines of d12 decode steps: each kernel and the gaps
 #   bash dev/gpu_decode.sh int8     # d12 decode tok/s, bf16 against int8 (tensor-core and CUDA-core kernels)
-#   bash dev/gpu_decode.sh ahead    # run_ahead: its tests, every generation test with it on, greedy tok/s step vs ahead
+#   bash dev/gpu_decode.sh ahead    # run_ahead: its tests, every generation test with it on, tok/s step vs ahead
 # Builds first when ./train_gpt2cu is missing.
 source "$(dirname "$0")/gpu_setup.sh"
 mkdir -p "$OUT/labs"
@@ -19,11 +19,12 @@ for what in "${@:-tests}"; do
       tests/test_generate.py 2>&1 | tail -40 | tee "$OUT/tests_decode.txt"
     ;;
   ahead)
-    python3 -m pytest -q tests/test_generate.py tests/test_ops.py -k "run_ahead or feed_tokens" 2>&1 | tail -5 \
+    python3 -m pytest -q tests/test_generate.py tests/test_ops.py tests/test_sample_gpu.py \
+      -k "run_ahead or feed_tokens or session_device_sampling" 2>&1 | tail -5 \
       | tee "$OUT/tests_ahead.txt"
     LLMC_RUN_AHEAD=1 python3 -m pytest -q tests/test_generate.py tests/test_quant.py tests/test_decode_persistent.py \
       2>&1 | tail -5 | tee -a "$OUT/tests_ahead.txt"
-    python3 dev/bench_generate.py --device cuda --model d12 --batch 1,8,32,64 --modes greedy -n 128 \
+    python3 dev/bench_generate.py --device cuda --model d12 --batch 1,8,32,64 --modes greedy,sample -n 128 \
       --llmc-variants step,ahead --torch --json "$OUT/bench_ahead.json" 2>&1 | tee "$OUT/bench_ahead.txt"
     ;;
   labs)

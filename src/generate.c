@@ -21,10 +21,12 @@
  * llmc_sample_token_at picks, so the tokens do not depend on where they were sampled. Rows the
  * device sampler leaves to the host (-2) and host_sampling sessions sample here.
  *
- * run_ahead (greedy): llmc_gen_next queues the step after the one whose picks it will return
- * next, its tokens fed on the device from those picks, before the caller has seen them; the picks
- * come back through page-locked memory behind a fence, so the queue never drains between tokens.
- * Such a speculative step is kept when the next call's rows are the same, else it runs unread.
+ * run_ahead (greedy or device sampling): llmc_gen_next queues the step after the one whose picks
+ * it will return next, its tokens fed on the device from those picks (its draws taken from the
+ * streams a step early), before the caller has seen them; the picks come back through page-locked
+ * memory behind a fence, so the queue never drains between tokens. Such a speculative step is
+ * kept when the next call's rows are the same, else it runs unread and its draws go to the step
+ * queued in its place.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,12 +42,13 @@
 
 /* A decode step in the device's queue (run_ahead). */
 typedef struct gen_step {
-    int *stage;  /* its ids upload, 4 ints a row (ops->host_alloc memory) */
-    int *picks;  /* its argmax picks, read back (ops->host_alloc memory) */
+    int *stage;  /* its ids (and draws) upload, 5 ints a row (ops->host_alloc memory) */
+    int *picks;  /* its picks, read back (ops->host_alloc memory) */
     void *fence; /* recorded after the readback */
     int queued;  /* its fence has not been waited for */
     int n;       /* rows */
     int *tok, *slot, *pos; /* its rows (tok: once known on the host), batch ints each */
+    float *draws;          /* device sampling: its rows' draws */
 } gen_step;
 
 struct llmc_gen {
@@ -69,9 +72,12 @@ struct llmc_gen {
     uint16_t *raw;         /* sampling on a bf16 backend: the rows as they come off the device */
     int broken;            /* a device step failed: the cache can no longer be trusted */
     llmc_infer eng;
-    /* run_ahead (greedy): the step after the one the next call returns is queued on that one's
-     * picks, on the device, before the caller has them; kept when no sequence stops. */
+    /* run_ahead (greedy or device sampling): the step after the one the next call returns is
+     * queued on that one's picks, on the device, before the caller has them; kept when no
+     * sequence stops. */
     int run_ahead;
+    float *ahead_draw;           /* device sampling: a draw a speculative step took from the stream, */
+    unsigned char *has_ahead;    /* per sequence, for the step that replaces it when it is discarded */
     gen_step steps[2];
     int pending; /* the step whose picks the next call returns (-1: they are in pick already) */
     int spec;    /* the step queued on the pending one's picks (-1: none) */
@@ -125,7 +131,10 @@ static void steps_release(llmc_gen *g) {
         free(s->tok);
         free(s->slot);
         free(s->pos);
+        free(s->draws);
     }
+    free(g->ahead_draw);
+    free(g->has_ahead);
 }
 
 void llmc_gen_end(llmc_gen *g) {
@@ -287,15 +296,20 @@ static llmc_status alloc_steps(llmc_gen *g) {
     const size_t nb = (size_t)g->batch;
     for (int i = 0; i < 2; i++) {
         gen_step *s = &g->steps[i];
-        llmc_status st = dev->ops->host_alloc(dev, (void **)&s->stage, 4 * nb * sizeof(int));
+        llmc_status st = dev->ops->host_alloc(dev, (void **)&s->stage, 5 * nb * sizeof(int));
         if (st == LLMC_OK) st = dev->ops->host_alloc(dev, (void **)&s->picks, nb * sizeof(int));
         if (st == LLMC_OK) st = dev->ops->fence_new(dev, &s->fence);
         if (st != LLMC_OK) return fail(g, st, "%s", dev->err);
         s->tok = malloc(nb * sizeof(int));
         s->slot = malloc(nb * sizeof(int));
         s->pos = malloc(nb * sizeof(int));
-        if (!s->tok || !s->slot || !s->pos) return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
+        s->draws = malloc(nb * sizeof(float));
+        if (!s->tok || !s->slot || !s->pos || !s->draws)
+            return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
     }
+    g->ahead_draw = malloc(nb * sizeof(float));
+    g->has_ahead = calloc(nb, 1);
+    if (!g->ahead_draw || !g->has_ahead) return fail(g, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a generation session");
     return LLMC_OK;
 }
 
@@ -336,8 +350,9 @@ llmc_status llmc_gen_begin(llmc_gen *g, llmc_model *m, const int *prompts, const
     if (st == LLMC_OK) st = alloc_session(g, batch, host_sampling);
     const llmc_backend_ops *ops = m->dev.ops;
     g->pending = g->spec = -1;
-    g->run_ahead = g->greedy && option_or_env(o->run_ahead, "LLMC_RUN_AHEAD", 1) && ops->host_alloc &&
-                   ops->copy_d2h_async && ops->fence_new && ops->feed_tokens;
+    g->run_ahead = (g->greedy || (st == LLMC_OK && !g->logits && ops->sample_rows)) &&
+                   option_or_env(o->run_ahead, "LLMC_RUN_AHEAD", 1) && ops->host_alloc && ops->copy_d2h_async &&
+                   ops->fence_new && ops->feed_tokens;
     if (st == LLMC_OK && g->run_ahead) st = alloc_steps(g);
     if (st == LLMC_OK) {
         int nlive = 0;
@@ -411,7 +426,9 @@ static llmc_status sample_on_device(llmc_gen *g, int *out) {
  * its fence. fed: the tokens are the picks of the step queued before it. */
 static llmc_status step_queue(llmc_gen *g, gen_step *s, int fed) {
     llmc_device *dev = &g->m->dev;
-    llmc_status st = llmc_infer_decode_queued(&g->eng, s->stage, fed ? NULL : s->tok, s->slot, s->pos, s->n);
+    const int sample = !g->greedy;
+    llmc_status st = llmc_infer_decode_queued(&g->eng, s->stage, fed ? NULL : s->tok, s->slot, s->pos, s->n,
+                                              sample ? &g->sampling : NULL, sample ? s->draws : NULL);
     if (st != LLMC_OK) return st; /* described in g->err */
     st = dev->ops->copy_d2h_async(dev, s->picks, g->eng.argmax, (size_t)s->n * sizeof(int));
     if (st == LLMC_OK) st = dev->ops->fence_record(dev, s->fence);
@@ -445,6 +462,8 @@ static llmc_status queue_ahead(llmc_gen *g, int n) {
         cur = g->spec;
         memcpy(sp->tok, g->tok, bytes);
         g->ahead_kept++;
+        if (!g->greedy)
+            for (int i = 0; i < n; i++) g->has_ahead[sp->slot[i]] = 0; /* its draws were the ones due */
     } else {
         g->ahead_discarded += sp != NULL;
         cur = sp ? 1 - g->spec : (g->pending >= 0 ? g->pending : 0); /* a slot already waited for */
@@ -455,6 +474,12 @@ static llmc_status queue_ahead(llmc_gen *g, int n) {
         memcpy(s->tok, g->tok, bytes);
         memcpy(s->slot, g->slot, bytes);
         memcpy(s->pos, g->pos, bytes);
+        if (!g->greedy)
+            for (int i = 0; i < n; i++) { /* a discarded step's draw is this step's: the stream moved on */
+                const int b = s->slot[i];
+                s->draws[i] = g->has_ahead[b] ? g->ahead_draw[b] : llmc_rng_f32(&g->rng[b]);
+                g->has_ahead[b] = 0;
+            }
         st = step_queue(g, s, 0);
         if (st != LLMC_OK) return st;
     }
@@ -467,9 +492,38 @@ static llmc_status queue_ahead(llmc_gen *g, int n) {
     q->n = n;
     memcpy(q->slot, g->slot, bytes);
     for (int i = 0; i < n; i++) q->pos[i] = g->pos[i] + 1;
+    if (!g->greedy)
+        for (int i = 0; i < n; i++) {
+            const int b = q->slot[i];
+            q->draws[i] = g->ahead_draw[b] = llmc_rng_f32(&g->rng[b]);
+            g->has_ahead[b] = 1;
+        }
     st = step_queue(g, q, 1);
     if (st == LLMC_OK) g->spec = 1 - cur;
     return st;
+}
+
+/* run_ahead: the pending step once more, for its logits, which the speculative step queued
+ * behind it has overwritten (the same inputs and draws give the same picks); that step is
+ * discarded. */
+static llmc_status rerun_pending(llmc_gen *g) {
+    const gen_step *p = &g->steps[g->pending];
+    g->spec = -1; /* so the next call queues its step afresh */
+    g->ahead_discarded++;
+    return llmc_infer_decode(&g->eng, p->tok, p->slot, p->pos, p->n, g->pick, g->greedy ? NULL : &g->sampling,
+                             p->draws);
+}
+
+/* Device sampling under run_ahead: the pending step's picks (in pick, its draws in draws); rows
+ * the backend left to the host need that step's logits. */
+static llmc_status take_queued_picks(llmc_gen *g, int *out) {
+    int host_rows = 0;
+    for (int b = 0; b < g->batch; b++) host_rows |= g->alive[b] && g->pick[g->row[b]] == -2;
+    if (host_rows && g->spec >= 0) {
+        llmc_status st = rerun_pending(g);
+        if (st != LLMC_OK) return st;
+    }
+    return take_picks(g, out);
 }
 
 llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) {
@@ -488,20 +542,22 @@ llmc_status llmc_gen_next(llmc_gen *g, int *out, int out_len, int *alive_count) 
         if (alive_count) *alive_count = 0;
         return LLMC_OK;
     }
-    if (g->greedy) {
-        if (g->pending >= 0) { /* run_ahead: the picks come off the queue */
-            gen_step *p = &g->steps[g->pending];
-            llmc_status st = step_wait(g, p);
-            if (st != LLMC_OK) {
-                g->broken = 1;
-                return st;
-            }
-            memcpy(g->pick, p->picks, (size_t)p->n * sizeof(int));
+    if (g->pending >= 0) { /* run_ahead: the picks come off the queue */
+        gen_step *p = &g->steps[g->pending];
+        llmc_status st = step_wait(g, p);
+        if (st != LLMC_OK) {
+            g->broken = 1;
+            return st;
         }
+        memcpy(g->pick, p->picks, (size_t)p->n * sizeof(int));
+        if (!g->greedy) memcpy(g->draws, p->draws, (size_t)p->n * sizeof(float));
+    }
+    if (g->greedy) {
         for (int b = 0; b < B; b++)
             if (g->alive[b]) out[b] = g->pick[g->row[b]];
     } else if (!g->logits) {
-        llmc_status st = g->picked ? take_picks(g, out) : sample_on_device(g, out);
+        llmc_status st = g->pending >= 0 ? take_queued_picks(g, out) : g->picked ? take_picks(g, out)
+                                                                               : sample_on_device(g, out);
         if (st != LLMC_OK) {
             g->broken = 1;
             return st;
@@ -571,11 +627,8 @@ llmc_status llmc_gen_logits(llmc_gen *g, int b, float *dst) {
         return fail(g, LLMC_ERR_INVALID_ARG, "sequence %d has stopped: it has no next-token logits", b);
     llmc_model *m = g->m;
     const size_t Vp = (size_t)m->w.cfg.padded_vocab_size, V = (size_t)m->w.cfg.vocab_size;
-    if (g->spec >= 0) { /* run_ahead: the queued step overwrites the logits; the pending one runs again */
-        const gen_step *p = &g->steps[g->pending];
-        g->spec = -1; /* so the next call queues its step afresh */
-        g->ahead_discarded++;
-        llmc_status st = llmc_infer_decode(&g->eng, p->tok, p->slot, p->pos, p->n, g->pick, NULL, NULL);
+    if (g->spec >= 0) { /* run_ahead: the queued step overwrites the logits */
+        llmc_status st = rerun_pending(g);
         if (st != LLMC_OK) {
             g->broken = 1;
             return st;

@@ -326,14 +326,18 @@ static llmc_status decode_step(llmc_infer *e, int n, const int *d_tok, const int
 }
 
 llmc_status llmc_infer_decode_queued(llmc_infer *e, int *stage, const int *tokens, const int *slots, const int *pos,
-                                     int n) {
+                                     int n, const llmc_sampling *sampling, const float *draws) {
     llmc_status st = check_rows(e, slots, pos, n);
     if (st != LLMC_OK) return st;
+    if (sampling && (!draws || !e->m->dev.ops->sample_rows))
+        return fail(e, LLMC_ERR_INVALID_ARG, "decode: sampling on the device needs draws and a backend sampler");
     int *d_tok, *d_slots, *d_pos, *d_lens;
-    st = upload_from(e, stage, tokens, n, slots, pos, n, 1, NULL, &d_tok, &d_slots, &d_pos, &d_lens);
+    st = upload_from(e, stage, tokens, n, slots, pos, n, 1, sampling ? draws : NULL, &d_tok, &d_slots, &d_pos,
+                     &d_lens);
     if (st != LLMC_OK) return st;
     if (!tokens) INFER_TRY(e, e->m->dev.ops->feed_tokens(&e->m->dev, d_tok, e->argmax, n));
-    return decode_step(e, n, d_tok, d_slots, d_pos, d_lens, PICK_ARGMAX, NULL, NULL);
+    return decode_step(e, n, d_tok, d_slots, d_pos, d_lens, sampling ? PICK_SAMPLE : PICK_ARGMAX, sampling,
+                       (const float *)(d_lens + n));
 }
 
 llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n, int *picks,

@@ -60,13 +60,14 @@ llmc_status llmc_infer_last_logits(llmc_infer *e, int n, int *greedy);
  * draws (n floats; its -2 rows are the caller's to sample). */
 llmc_status llmc_infer_decode(llmc_infer *e, const int *tokens, const int *slots, const int *pos, int n, int *picks,
                               const llmc_sampling *sampling, const float *draws);
-/* A greedy decode step queued without waiting for it (generate.c's run_ahead): as
- * llmc_infer_decode with argmax picks, which stay in e->argmax for the caller to read back
- * (ops->copy_d2h_async). The ids go up from stage, 4 * n ints of ops->host_alloc memory that
- * must stay untouched until a fence after the step has passed. tokens NULL: each row's token is
- * the pick of the step queued before it (e->argmax, row for row; 0 where that pick failed). */
+/* A decode step queued without waiting for it (generate.c's run_ahead): as llmc_infer_decode
+ * with picks (argmax, or with sampling the device sampler on draws), which stay in e->argmax for
+ * the caller to read back (ops->copy_d2h_async). The ids (and draws) go up from stage, 5 * n
+ * ints of ops->host_alloc memory that must stay untouched until a fence after the step has
+ * passed. tokens NULL: each row's token is the pick of the step queued before it (e->argmax,
+ * row for row; 0 where that pick failed). */
 llmc_status llmc_infer_decode_queued(llmc_infer *e, int *stage, const int *tokens, const int *slots, const int *pos,
-                                     int n);
+                                     int n, const llmc_sampling *sampling, const float *draws);
 /* Bytes of device memory the engine holds. */
 size_t llmc_infer_memory(const llmc_infer *e);
 

@@ -377,10 +377,10 @@ typedef struct llmc_gen_options {
     int persistent;      /* decode steps as one kernel where the backend has one and takes the
                           * batch (CUDA: up to 8 rows), else the per-op path (the reference);
                           * -1: default (off unless LLMC_DECODE_PERSISTENT is set: not faster yet) */
-    int run_ahead;       /* greedy: queue each decode step on the device's picks of the step before,
-                          * so the device does not wait for the caller between tokens (the same
-                          * tokens; a step that an EOT makes moot is discarded); -1: default (off
-                          * unless LLMC_RUN_AHEAD is set: not yet measured on a GPU) */
+    int run_ahead;       /* greedy or device sampling: queue each decode step on the device's picks
+                          * of the step before, so the device does not wait for the caller between
+                          * tokens (the same tokens; a step that an EOT makes moot is discarded);
+                          * -1: default (off unless LLMC_RUN_AHEAD is set: not yet measured on a GPU) */
 } llmc_gen_options;
 void llmc_gen_options_default(llmc_gen_options *o);
 

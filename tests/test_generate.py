@@ -546,22 +546,29 @@ AHEAD_CASES = [  # (prompt lengths, max_new, eot picked from the plain run at (s
 ]
 
 
+AHEAD_MODES = {"greedy": (0.0, 0, 1.0), "sampled": (1.0, 50, 0.95)}
+
+
 @pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("mode", AHEAD_MODES)
 @pytest.mark.parametrize("lens,max_new,eot_at", AHEAD_CASES, ids=str)
-def test_run_ahead_gives_the_same_tokens(device, lens, max_new, eot_at):
-    """run_ahead queues each greedy step on the device's picks of the step before: the tokens are
-    those of a session that waits for every step, with sequences that stop for EOT, max_new and the
-    context limit; speculative steps are kept as the next step except where an EOT makes them moot."""
-    model = make_model(device)
+def test_run_ahead_gives_the_same_tokens(device, mode, lens, max_new, eot_at):
+    """run_ahead queues each step on the device's picks of the step before (greedy, or sampled with
+    the draws taken ahead): the tokens are those of a session that waits for every step (sampled:
+    on the host), with sequences that stop for EOT, max_new and the context limit; speculative
+    steps are kept as the next step except where an EOT makes them moot."""
+    model = make_model(device, spread=4.0 if mode == "greedy" else 1.0)
     rng = np.random.default_rng(sum(lens) + max_new)
     prompts = [rng.integers(0, 300, n).tolist() for n in lens]
-    plain = session_steps(model, prompts, max_new, None, 0.0, 0, 1.0, 1, run_ahead=False)
+    kw = dict(zip(("temperature", "top_k", "top_p"), AHEAD_MODES[mode]), seed=3)
+    host = True if mode == "sampled" else None
+    plain = session_steps(model, prompts, max_new, host, run_ahead=False, **kw)
     eot = -1 if eot_at is None else int(plain[eot_at])
     if eot >= 0:
-        plain = session_steps(model, prompts, max_new, None, 0.0, 0, 1.0, 1, eot=eot, run_ahead=False)
+        plain = session_steps(model, prompts, max_new, host, eot=eot, run_ahead=False, **kw)
         assert (plain == eot).any()  # someone stops at the EOT
-    ahead, (on, kept, discarded) = session_steps(model, prompts, max_new, None, 0.0, 0, 1.0, 1, eot=eot,
-                                                 counters=True, run_ahead=True)
+    ahead, (on, kept, discarded) = session_steps(model, prompts, max_new, False if host else None, eot=eot,
+                                                 counters=True, run_ahead=True, **kw)
     np.testing.assert_array_equal(ahead, plain)
     assert on
     if max_new > 2:
@@ -587,10 +594,10 @@ def test_run_ahead_logits_are_the_next_tokens(device):
             np.testing.assert_array_equal(db[seq], da[seq], err_msg=f"step {step}, sequence {seq}")
 
 
-def test_run_ahead_is_greedy_only_and_off_by_default():
+def test_run_ahead_not_with_host_sampling_and_off_by_default():
     model = make_model("cpu")
-    s = _core.Session(model._m, [[1, 2]], 4, 1.0, 0, 1.0, 1, -1, run_ahead=True)
-    assert s.run_ahead == (False, 0, 0)  # sampling: the host draws each step
+    s = _core.Session(model._m, [[1, 2]], 4, 1.0, 0, 1.0, 1, -1, host_sampling=True, run_ahead=True)
+    assert s.run_ahead == (False, 0, 0)  # the host samples each step from its logits
     s.end()
     s = _core.Session(model._m, [[1, 2]], 4, 0.0, 0, 1.0, 1, -1)
     assert s.run_ahead[0] == ("LLMC_RUN_AHEAD" in os.environ)

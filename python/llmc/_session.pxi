@@ -97,8 +97,8 @@ cdef class Session:
 
     @property
     def run_ahead(self):
-        """(on, kept, discarded): whether decode steps are queued ahead (run_ahead=True, greedy), and
-        how many speculative steps became the next step or were discarded."""
+        """(on, kept, discarded): whether decode steps are queued ahead (run_ahead=True: greedy or
+        device sampling), and how many speculative steps became the next step or were discarded."""
         cdef long long kept = 0, discarded = 0
         on = llmc_gen_run_ahead(self.g, &kept, &discarded)
         return bool(on), kept, discarded
