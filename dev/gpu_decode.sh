@@ -9,6 +9,7 @@
 #   bash dev/gpu_decode.sh timeline # CUPTI timelines of d12 decode steps: each kernel and the gaps
 #   bash dev/gpu_decode.sh int8     # d12 decode tok/s, bf16 against int8 (tensor-core and CUDA-core kernels)
 #   bash dev/gpu_decode.sh ahead    # run_ahead: its tests, every generation test with it on, tok/s step vs ahead
+#   bash dev/gpu_decode.sh chain    # lab dev/cuda/chain.cu: a kernel boundary (plain, PDL) against a grid barrier
 # Builds first when ./train_gpt2cu is missing.
 source "$(dirname "$0")/gpu_setup.sh"
 mkdir -p "$OUT/labs"
@@ -26,6 +27,10 @@ for what in "${@:-tests}"; do
       2>&1 | tail -5 | tee -a "$OUT/tests_ahead.txt"
     python3 dev/bench_generate.py --device cuda --model d12 --batch 1,8,32,64 --modes greedy,sample -n 128 \
       --llmc-variants step,ahead --torch --json "$OUT/bench_ahead.json" 2>&1 | tee "$OUT/bench_ahead.txt"
+    ;;
+  chain)
+    BIN=build/labs OUT="$OUT/labs" BUILD=1 bash dev/cuda/run_labs.sh chain 2>&1 | tee "$OUT/chain.txt"
+    cat "$OUT/labs/chain.log" | tee -a "$OUT/chain.txt"
     ;;
   labs)
     BIN=build/labs OUT="$OUT/labs" BUILD=1 LAB_ARGS=test bash dev/cuda/run_labs.sh sample decode_persistent 2>&1 \

@@ -25,6 +25,7 @@ build_core() {
     core_built=1
 }
 build() {
+    if [ "$1" = chain ]; then nvcc $NVFLAGS "dev/cuda/$1.cu" -o "$BIN/$1"; return; fi # standalone: no engine C
     build_core || return 1
     nvcc $NVFLAGS $([ "$1" = sample ] && echo -ftz=false) -Xcompiler -fopenmp "dev/cuda/$1.cu" $(for f in $CORE; do echo "$BIN/$f.o"; done) \
         -lcublasLt -lgomp -o "$BIN/$1"
