@@ -71,14 +71,7 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
 
 typedef __nv_bfloat16 bf16;
 
-#define CK(call)                                                                                                       \
-    do {                                                                                                               \
-        cudaError_t e_ = (call);                                                                                       \
-        if (e_ != cudaSuccess) {                                                                                       \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));                     \
-            exit(1);                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "ck.cuh"
 
 /* ====================================================================== version 1 */
 namespace v1 {

@@ -30,14 +30,7 @@
 
 #include "../../cuda/launch.cuh"
 
-#define CK(call)                                                                                     \
-    do {                                                                                             \
-        cudaError_t e_ = (call);                                                                     \
-        if (e_ != cudaSuccess) {                                                                     \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
-            exit(1);                                                                                 \
-        }                                                                                            \
-    } while (0)
+#include "ck.cuh"
 
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4; /* int4 loads in flight per thread before the sum */

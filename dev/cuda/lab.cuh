@@ -52,14 +52,7 @@ extern "C" const llmc_backend_ops *llmc_backend_lookup(const char *name) {
 }
 extern "C" const char *llmc_backend_names(void) { return "cuda"; }
 
-#define CK(call)                                                                                     \
-    do {                                                                                             \
-        cudaError_t e_ = (call);                                                                     \
-        if (e_ != cudaSuccess) {                                                                     \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
-            exit(1);                                                                                 \
-        }                                                                                            \
-    } while (0)
+#include "ck.cuh"
 #define OKS(call)                                                                                    \
     do {                                                                                             \
         llmc_status s_ = (call);                                                                     \
