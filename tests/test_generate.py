@@ -578,14 +578,18 @@ def test_run_ahead_gives_the_same_tokens(device, mode, lens, max_new, eot_at):
 
 
 @pytest.mark.parametrize("device", BACKENDS)
-def test_run_ahead_logits_are_the_next_tokens(device):
+@pytest.mark.parametrize("mode", AHEAD_MODES)
+def test_run_ahead_logits_are_the_next_tokens(device, mode):
     """Session.logits under run_ahead (the speculative step has overwritten them: the pending step
-    runs again) equal the logits of a session that waits, bit for bit, at every step."""
-    model = make_model(device)
+    runs again, sampled with the draws it had) equal the logits of a session that waits, bit for
+    bit, at every step, and the tokens stay the same."""
+    model = make_model(device, spread=4.0 if mode == "greedy" else 1.0)
     prompts = [[5, 6, 7], [9], [1, 2, 3, 4, 5, 6]]
-    a, la = session_steps(model, prompts, 8, None, 0.0, 0, 1.0, 1, logits=True, run_ahead=False)
-    b, lb, (on, kept, discarded) = session_steps(model, prompts, 8, None, 0.0, 0, 1.0, 1, logits=True,
-                                                 counters=True, run_ahead=True)
+    kw = dict(zip(("temperature", "top_k", "top_p"), AHEAD_MODES[mode]), seed=4)
+    host = False if mode == "sampled" else None
+    a, la = session_steps(model, prompts, 8, host, logits=True, run_ahead=False, **kw)
+    b, lb, (on, kept, discarded) = session_steps(model, prompts, 8, host, logits=True, counters=True,
+                                                 run_ahead=True, **kw)
     np.testing.assert_array_equal(b, a)
     assert on and discarded > 0
     assert [sorted(d) for d in la] == [sorted(d) for d in lb]
