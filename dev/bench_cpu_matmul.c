@@ -285,15 +285,6 @@ static void perf(int N) {
 /* One d12 decode step's 49 matmuls back to back, each layer's weights its own buffer, so that the
  * step streams every weight from memory as a real step does: fp32 against int8 (per output row,
  * the default scheme), best of several steps, N rows (1: batch-1 decode). */
-static void quantize_rows(const float *w, int rows, int C, int8_t *q, float *s) {
-    for (int r = 0; r < rows; r++) {
-        float amax = 0.0f;
-        for (int k = 0; k < C; k++) amax = fmaxf(amax, fabsf(w[(size_t)r * C + k]));
-        s[r] = amax / 127.0f;
-        for (int k = 0; k < C; k++) q[(size_t)r * C + k] = (int8_t)lrintf(s[r] > 0 ? w[(size_t)r * C + k] / s[r] : 0);
-    }
-}
-
 static void decode(int N) {
     enum { L = 12, MATS = 4 * L + 1 };
     int C[MATS], OC[MATS];
@@ -310,7 +301,7 @@ static void decode(int N) {
         wf[i] = rand_buf(n, 0.05f);
         ws[i] = llmc_cpu_aligned_alloc(OC[i] * sizeof(float));
         int8_t *q = llmc_cpu_aligned_alloc(n);
-        quantize_rows(wf[i], OC[i], C[i], q, ws[i]);
+        llmc_quantize_int8(wf[i], (size_t)OC[i], C[i], 0, q, ws[i]); /* the engine's scheme, one scale a row */
         wq[i] = (llmc_tensor){.name = "w", .dtype = LLMC_I8, .data = q, .ndim = 2, .shape = {OC[i], C[i]}, .numel = n,
                               .scales = ws[i], .group_size = C[i]};
         bytes_f += n * 4, bytes_q += n + OC[i] * 4;

@@ -119,13 +119,11 @@ static llmc_status step_wait(llmc_gen *g, gen_step *s) {
 
 static void steps_release(llmc_gen *g) {
     const llmc_backend_ops *ops = g->m->dev.ops;
-    if (g->steps[0].stage) ops->synchronize(&g->m->dev); /* a failed step may have left a copy of its staging queued */
+    /* the device may still read a step's staging or write its picks, also after a failed step */
+    if (g->steps[0].stage) ops->synchronize(&g->m->dev);
     for (int i = 0; i < 2; i++) {
         gen_step *s = &g->steps[i];
-        if (s->fence) {
-            if (s->queued) ops->fence_wait(&g->m->dev, s->fence); /* the device may still write its picks */
-            ops->fence_free(&g->m->dev, s->fence);
-        }
+        if (s->fence) ops->fence_free(&g->m->dev, s->fence);
         if (s->stage) ops->host_free(&g->m->dev, s->stage);
         if (s->picks) ops->host_free(&g->m->dev, s->picks);
         free(s->tok);

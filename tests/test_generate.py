@@ -499,8 +499,7 @@ def session_steps(model, prompts, n, host, temperature, top_k, top_p, seed, eot=
     try:
         while True:
             if logits:
-                seen.append({b: s.logits(b) for b in range(len(prompts)) if not steps or steps[-1][b] >= 0
-                             and _alive(s, b)})
+                seen.append({b: l for b in range(len(prompts)) if (l := _next_logits(s, b)) is not None})
             out, alive = s.next()
             steps.append(out.copy())
             if alive == 0:
@@ -510,12 +509,12 @@ def session_steps(model, prompts, n, host, temperature, top_k, top_p, seed, eot=
         s.end()
 
 
-def _alive(session, b):
+def _next_logits(session, b):
+    """Sequence b's next-token logits, None once it has stopped."""
     try:
-        session.logits(b)
-        return True
+        return session.logits(b)
     except LlmcError:
-        return False
+        return None
 
 
 @pytest.mark.parametrize("device", BACKENDS)
