@@ -385,4 +385,6 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     cuda_fence_wait,
     cuda_fence_free,
     llmc_cuda_feed_tokens,
+    /* ---- layernorm fused into the matmul after it ---- */
+    llmc_cuda_layernorm_matmul_forward,
 };

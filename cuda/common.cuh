@@ -28,7 +28,7 @@ typedef struct llmc_cuda_algo_entry {
     cublasLtMatmulAlgo_t algo;
 } llmc_cuda_algo_entry;
 
-#define LLMC_CUDA_GEMV_KERNELS 12 /* instances of gemv.cu's kernel */
+#define LLMC_CUDA_GEMV_KERNELS 13 /* instances of gemv.cu's kernel */
 
 typedef struct llmc_cuda_span { /* a byte range [lo, hi) of device memory */
     uintptr_t lo, hi;

@@ -88,6 +88,12 @@ llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, 
 /* The same for int8 W with one scale per row (N <= 32, C a multiple of 64): out = s * (x q) + b. */
 llmc_status llmc_cuda_gemv_forward_int8(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
                                         const int8_t *w, const float *scales, const void *bias, int N, int C, int OC);
+/* The backend op layernorm_matmul_forward (backend.h), for up to 8 rows: gemv.cu's kernel,
+ * each block normalizing the rows itself. */
+llmc_status llmc_cuda_layernorm_matmul_forward(llmc_device *dev, void *residual_out, void *out, void *pre_gelu,
+                                               const void *inp, const void *inp2, const llmc_tensor *ln_w,
+                                               const llmc_tensor *ln_b, const llmc_tensor *w, const llmc_tensor *bias,
+                                               int N, int C, int OC);
 /* Whether kernels of the decode path are launched with programmatic dependent launch
  * (overlapping a kernel's launch with its predecessor's tail): dev->tuning.pdl. */
 static inline int llmc_cuda_pdl(const llmc_device *dev) { return dev->tuning.pdl != 0; }

@@ -37,6 +37,7 @@
 #ifndef LLMC_GEMV_CU /* the labs include the backend's .cu files into one translation unit */
 #define LLMC_GEMV_CU
 #include "common.cuh"
+#include "layernorm_row.cuh"
 
 namespace llmc_gemv {
 
@@ -87,6 +88,17 @@ __host__ __device__ constexpr size_t part_bytes(int kw, int mr, int nt) {
     return (size_t)kw * ((mr + 1) / 2) * nt * 2 * 32 * sizeof(float2);
 }
 
+/* The fused layernorm (LN instance, layernorm_matmul_forward): x = inp (+ inp2) is normalized
+ * with w, b before the product; residual: where block 0 stores x (may be NULL without inp2). */
+struct LnArgs {
+    const bf16 *inp2, *w, *b;
+    bf16 *residual;
+};
+/* Its normalized rows in shared memory: N rows of C bf16, padded by 16 bytes (the 8 rows a
+ * warp reads together fall in different banks). */
+__host__ __device__ constexpr int ln_stride(int C) { return C + 8; }
+__host__ __device__ constexpr size_t ln_bytes(int N, int C) { return (size_t)N * ln_stride(C) * 2; }
+
 /* Two int8 weights (bytes b, b+1 of v) as a bf16 pair, the first in the low half as mma reads it. */
 __device__ __forceinline__ uint32_t i8x2_to_bf16x2(uint32_t v, int b) {
     const __nv_bfloat162 p = __floats2bfloat162_rn((float)(int8_t)(v >> (8 * b)), (float)(int8_t)(v >> (8 * b + 8)));
@@ -96,11 +108,13 @@ __device__ __forceinline__ uint32_t i8x2_to_bf16x2(uint32_t v, int b) {
 /* MR: groups of 8 input rows (1, 2 or 4: N <= 8, 16, 32); NT: 8-column tiles per block;
  * S: k steps whose loads are in flight together; STAGE: loads as cp.async into the lane's own
  * shared-memory slots (ptxas issued register loads one step at a time, a memory latency per
- * step) or straight into registers. blockDim.x = 32 * KW. */
-template <int MR, int NT, int S, bool STAGE, bool I8 = false>
+ * step) or straight into registers; LN: x is layernorm(x (+ ln.inp2)) (staged bf16 only, N <= 8).
+ * blockDim.x = 32 * KW. */
+template <int MR, int NT, int S, bool STAGE, bool I8 = false, bool LN = false>
 __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre, const bf16 *x, const void *w,
                                                            const float *wscale, const bf16 *bias, int N, int C,
-                                                           int OC, int spw, int prefetch, int early) {
+                                                           int OC, int spw, int prefetch, int early, LnArgs ln) {
+    static_assert(!LN || (MR == 1 && STAGE && !I8), "the fused layernorm: one row group, staged bf16");
     constexpr int MT = (MR + 1) / 2; /* 16-row mma tiles of x */
     constexpr int P = MT * NT * 2;   /* accumulator pairs per lane */
     constexpr int XS = I8 ? 2 : 1;   /* 16-byte x chunks per lane, row and step */
@@ -163,6 +177,20 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
         if (bias) bv = __bfloat162float(bias[o0 + threadIdx.x]);
         if (I8) sv = wscale[o0 + threadIdx.x];
     }
+    /* LN: the block first normalizes the N rows into shared memory, a warp a row, with
+     * layernorm.cu's own row code (the same bits as layernorm_forward); block 0 also stores the
+     * residual. The k loop then takes x from there. Every block repeats the few-row layernorm
+     * (an L2 read of N x C) instead of waiting for a layernorm kernel. */
+    const bf16 *xn = nullptr;
+    if constexpr (LN) {
+        bf16 *rows = reinterpret_cast<bf16 *>(smem + stage_bytes(KW, MR, NT, S, STAGE, I8) + part_bytes(KW, MR, NT));
+        for (int r = warp; r < N; r += KW)
+            layernorm_row<8>(rows + (size_t)r * ln_stride(C), rows + (size_t)r * ln_stride(C),
+                             ln.residual && blockIdx.x == 0 ? ln.residual + (size_t)r * C : nullptr, x + (size_t)r * C,
+                             ln.inp2 ? ln.inp2 + (size_t)r * C : nullptr, ln.w, ln.b, C, nullptr, nullptr);
+        __syncthreads();
+        xn = rows;
+    }
 
     /* two accumulator sets, one per k16 half of a step: two dependent mma chains of half the
      * length (the chain's latency showed at small N), added in a fixed order at the end */
@@ -186,7 +214,7 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
                 const int ch = (s0 + u) * 4 + t; /* this lane's 8-wide chunk of k */
                 const bool ok = s0 + u < s_end && ch < c8;
 #pragma unroll
-                for (int r = 0; r < XR; r++) /* I8: x chunks 2 ch and 2 ch + 1 of row r / 2 */
+                for (int r = 0; r < XR && !LN; r++) /* I8: x chunks 2 ch and 2 ch + 1 of row r / 2 */
                     cp_async_ca(sbase + (u * J + NT + r) * 32 * 16, xrow[r / XS] + (ok ? ch * XS + r % XS : 0) * 8,
                                 ok ? xbytes[r / XS] : 0);
             }
@@ -196,7 +224,16 @@ __global__ void __launch_bounds__(kMaxKW * 32) gemv_kernel(bf16 *out, bf16 *pre,
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) wv[u][nt] = my[(u * J + nt) * 32];
 #pragma unroll
-                for (int r = 0; r < XR; r++) xv[u][r] = my[(u * J + NT + r) * 32];
+                for (int r = 0; r < XR; r++) {
+                    if constexpr (LN) {
+                        const int ch = (s0 + u) * 4 + t;
+                        const bool ok = s0 + u < s_end && ch < c8 && xbytes[r];
+                        xv[u][r] = ok ? *reinterpret_cast<const int4 *>(xn + (size_t)(r * 8 + g) * ln_stride(C) + ch * 8)
+                                      : zero;
+                    } else {
+                        xv[u][r] = my[(u * J + NT + r) * 32];
+                    }
+                }
             }
         } else {
             static_assert(STAGE || !I8, "int8 weights are staged");
@@ -334,25 +371,31 @@ static config choose(llmc_device *dev, int N, int C, int OC, bool i8 = false) {
 }
 
 /* slot: this instance's entry in the device's opt-in record (impl->gemv_smem_optin). */
-template <int MR, int NT, int S, bool STAGE, bool I8>
+template <int MR, int NT, int S, bool STAGE, bool I8, bool LN = false>
 static cudaError_t launch_one(llmc_device *dev, int slot, const config &c, bf16 *out, bf16 *pre, const bf16 *x,
-                              const void *w, const float *wscale, const bf16 *bias, int N, int C, int OC) {
-    const size_t smem = stage_bytes(c.kw, MR, NT, S, STAGE, I8) + part_bytes(c.kw, MR, NT);
+                              const void *w, const float *wscale, const bf16 *bias, int N, int C, int OC,
+                              const LnArgs &ln = LnArgs{}) {
+    const size_t smem = stage_bytes(c.kw, MR, NT, S, STAGE, I8) + part_bytes(c.kw, MR, NT) + (LN ? ln_bytes(N, C) : 0);
     size_t *opted = &llmc_cuda_impl_of(dev)->gemv_smem_optin[slot];
     if (smem > 48 * 1024 && smem > *opted) {
-        cudaError_t e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE, I8>,
+        cudaError_t e = cudaFuncSetAttribute(gemv_kernel<MR, NT, S, STAGE, I8, LN>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         *opted = smem;
     }
-    return llmc_launch_pdl(c.pdl, gemv_kernel<MR, NT, S, STAGE, I8>, dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT)),
+    return llmc_launch_pdl(c.pdl, gemv_kernel<MR, NT, S, STAGE, I8, LN>, dim3((unsigned)LLMC_CEIL_DIV(OC, 8 * NT)),
                            dim3((unsigned)(32 * c.kw)), smem, llmc_cuda_stream(dev), out, pre, x, w, wscale, bias, N,
-                           C, OC, c.spw, c.prefetch, c.early);
+                           C, OC, c.spw, c.prefetch, c.early, ln);
 }
 
-/* wscale: the rows' scales when c.i8 (int8 W), else unused. */
+/* wscale: the rows' scales when c.i8 (int8 W), else unused; ln: the fused layernorm, or NULL. */
 static cudaError_t launch(llmc_device *dev, const config &c, bf16 *out, bf16 *pre, const bf16 *x, const void *w,
-                          const bf16 *bias, int N, int C, int OC, const float *wscale = nullptr) {
+                          const bf16 *bias, int N, int C, int OC, const float *wscale = nullptr,
+                          const LnArgs *ln = nullptr) {
+    if (ln) {
+        if (c.mr != 1 || c.nt != 1 || c.s != 8 || c.i8 || !c.stage) return cudaErrorInvalidConfiguration;
+        return launch_one<1, 1, 8, true, false, true>(dev, 12, c, out, pre, x, w, wscale, bias, N, C, OC, *ln);
+    }
 #define LLMC_GEMV_CASE(MR, NT, S, SLOT)                                                                             \
     if (c.mr == MR && c.nt == NT && c.s == S)                                                                       \
         return c.i8      ? launch_one<MR, NT, S, true, true>(dev, 8 + (SLOT), c, out, pre, x, w, wscale, bias, N, C, \
@@ -366,15 +409,15 @@ static cudaError_t launch(llmc_device *dev, const config &c, bf16 *out, bf16 *pr
     LLMC_GEMV_CASE(4, 1, 4, 2);
     LLMC_GEMV_CASE(4, 2, 4, 3);
 #undef LLMC_GEMV_CASE
-    static_assert(3 * 4 == LLMC_CUDA_GEMV_KERNELS, "one opt-in slot per kernel instance");
+    static_assert(3 * 4 + 1 == LLMC_CUDA_GEMV_KERNELS, "one opt-in slot per kernel instance");
     return cudaErrorInvalidConfiguration;
 }
 
 /* Shared memory of a launch, dynamic and static; the opt-in limit of sm_90 is 227 KB. */
 constexpr size_t kSmemLimit = 227 * 1024;
-static size_t smem_bytes(const config &c) {
+static size_t smem_bytes(const config &c, size_t ln = 0) {
     return stage_bytes(c.kw, c.mr, c.nt, c.s, c.stage, c.i8) + part_bytes(c.kw, c.mr, c.nt) +
-           2 * 8 * c.nt * sizeof(float);
+           2 * 8 * c.nt * sizeof(float) + ln;
 }
 
 /* W overlapping the outputs of the last matmul_forward of the device (gemv or cuBLASLt: every
@@ -391,24 +434,52 @@ static bool supported(const llmc_device *dev, int N, int C, int OC, const void *
            ((uintptr_t)pre & 3u) == 0;
 }
 
+/* Whether the fused layernorm takes this call. Every block repeats the layernorm before its
+ * product, so by default (fuse_layernorm 1) only where that pays (measured on the H200,
+ * docs/PERF.md): one row per warp (8 rows on d12's 3 warps were 0.88x the two kernels) and a
+ * grid of one wave (a second wave pays the layernorm again: d48's 600-800 blocks were 0.84x).
+ * fuse_layernorm 2 takes every call the kernel can (the tests' setting). */
+static bool ln_takes(llmc_device *dev, const config &c, int N, int C, int OC) {
+    if (c.mr != 1 || c.i8 || !c.stage || smem_bytes(c, ln_bytes(N, C)) > kSmemLimit) return false;
+    if (dev->tuning.fuse_layernorm >= 2) return true;
+    const size_t smem = smem_bytes(c, ln_bytes(N, C)) - 2 * 8 * c.nt * sizeof(float); /* the dynamic part */
+    if (N > c.kw || smem > 48 * 1024) return false; /* past 48 KB: not measured, and the query needs the opt-in */
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<1, 1, 8, true, false, true>, 32 * c.kw,
+                                                      smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return (long)per_sm * llmc_cuda_impl_of(dev)->sm_count >= LLMC_CEIL_DIV(OC, 8 * c.nt);
+}
+
+/* ln: the fused layernorm (bf16 W, N <= 8), or NULL. A fused call that this path does not take
+ * returns LLMC_ERR_UNSUPPORTED before it records anything: its caller runs the two ops. */
 static llmc_status forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
-                           const float *wscale, const void *bias, int N, int C, int OC) {
+                           const float *wscale, const void *bias, int N, int C, int OC, const LnArgs *ln = nullptr) {
     const bool i8 = wscale != nullptr;
+    const bool ok = supported(dev, N, C, OC, out, pre_gelu, inp, w, i8); /* before choose: C >= 8 (int8: 64) */
+    if (ln && (!ok || i8 || N > 8 || !llmc_is_aligned16(ln->inp2) || !llmc_is_aligned16(ln->w) ||
+               !llmc_is_aligned16(ln->b) || !llmc_is_aligned16(ln->residual) ||
+               !ln_takes(dev, choose(dev, N, C, OC), N, C, OC)))
+        return LLMC_ERR_UNSUPPORTED;
     llmc_cuda_span *last = llmc_cuda_impl_of(dev)->gemv_last_out;
     const uintptr_t wlo = (uintptr_t)w, whi = wlo + (size_t)OC * C * (i8 ? 1 : sizeof(bf16));
     const bool w_fresh = overlaps(last[0], wlo, whi) || overlaps(last[1], wlo, whi);
     const size_t ob = (size_t)N * OC * sizeof(bf16);
     last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};
     last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
-    if (!supported(dev, N, C, OC, out, pre_gelu, inp, w, i8)) return LLMC_ERR_UNSUPPORTED;
+    if (!ok) return LLMC_ERR_UNSUPPORTED;
     config c = choose(dev, N, C, OC, i8);
     if (w_fresh) c.early = 0;
     if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
     LLMC_CUDA_TRY(dev, launch(dev, c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp, w, (const bf16 *)bias, N, C,
-                              OC, wscale));
+                              OC, wscale, ln));
     LLMC_CUDA_LAUNCHED(dev);
     return LLMC_OK;
 }
+
+static bool plain_bf16(const llmc_tensor *t) { return t && t->data && t->dtype == LLMC_BF16 && !t->scales; }
 
 } /* namespace llmc_gemv */
 
@@ -420,5 +491,22 @@ llmc_status llmc_cuda_gemv_forward(llmc_device *dev, void *out, void *pre_gelu, 
 llmc_status llmc_cuda_gemv_forward_int8(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
                                         const int8_t *w, const float *scales, const void *bias, int N, int C, int OC) {
     return llmc_gemv::forward(dev, out, pre_gelu, inp, w, scales, bias, N, C, OC);
+}
+
+/* The backend op layernorm_matmul_forward: every case it does not take (the tuning's
+ * fuse_layernorm off, more than 8 rows, where it does not pay, int8 or other dtypes, unaligned
+ * rows, bad arguments)
+ * is LLMC_ERR_UNSUPPORTED with dev->err untouched, and the caller's two ops report the rest. */
+llmc_status llmc_cuda_layernorm_matmul_forward(llmc_device *dev, void *residual_out, void *out, void *pre_gelu,
+                                               const void *inp, const void *inp2, const llmc_tensor *ln_w,
+                                               const llmc_tensor *ln_b, const llmc_tensor *w, const llmc_tensor *bias,
+                                               int N, int C, int OC) {
+    using llmc_gemv::plain_bf16;
+    if (!dev->tuning.fuse_layernorm || N < 1 || C < 1 || OC < 1 || (inp2 && !residual_out) || !plain_bf16(ln_w) ||
+        !plain_bf16(ln_b) || !plain_bf16(w) || (bias && !plain_bf16(bias)))
+        return LLMC_ERR_UNSUPPORTED;
+    const llmc_gemv::LnArgs ln = {(const bf16 *)inp2, (const bf16 *)ln_w->data, (const bf16 *)ln_b->data,
+                                  (bf16 *)residual_out};
+    return llmc_gemv::forward(dev, out, pre_gelu, inp, w->data, nullptr, llmc_tensor_data(bias), N, C, OC, &ln);
 }
 #endif /* LLMC_GEMV_CU */

@@ -4,18 +4,16 @@
  * pointer is 16-byte aligned (GPT-2's C = 768..1600 always are); any other C takes the same
  * kernels with scalar accesses. C is limited by shared memory: forward stages a row of bf16
  * per warp, backward keeps 2 fp32 accumulators per column per warp (C <= 29000 on H100). */
-#include "common.cuh"
-
-#define LN_EPS 1e-5f
+#include "layernorm_row.cuh"
 
 /* ---- forward ----
- * x = inp (+ inp2), rounded to bf16 (that is the residual stream the model keeps, and the
- * backward will see), staged in shared memory; two-pass mean / variance from the stage. */
+ * A warp per row: layernorm_row.cuh (x = inp (+ inp2), rounded to bf16: the residual stream
+ * the model keeps and the backward will see). */
 template <int VEC>
 __global__ void layernorm_forward_kernel(bf16 *residual_out, bf16 *out, float *mean, float *rstd, const bf16 *inp,
                                          const bf16 *inp2, const bf16 *w, const bf16 *b, int N, int C) {
     extern __shared__ __align__(16) unsigned char ln_smem[];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int row = blockIdx.x * warps + warp;
     /* Programmatic dependent launch (forward only, when llmc_cuda_pdl(dev)): wait before touching
      * any memory, then let the successor launch (after the wait, so a dependent's pre-wait reads
@@ -23,55 +21,10 @@ __global__ void layernorm_forward_kernel(bf16 *residual_out, bf16 *out, float *m
     llmc_pdl_wait();
     llmc_pdl_launch_dependents();
     if (row >= N) return; /* no block-wide barrier below */
-    bf16 *xs = reinterpret_cast<bf16 *>(ln_smem) + (size_t)warp * C;
     const size_t base = (size_t)row * C;
-    const int nvec = C / VEC;
-
-    float sum = 0.0f;
-    for (int i = lane; i < nvec; i += 32) {
-        float a[VEC];
-        ld_bf16_cs<VEC>(a, inp + base + i * VEC);
-        if (inp2) {
-            float c[VEC];
-            ld_bf16_cs<VEC>(c, inp2 + base + i * VEC);
-#pragma unroll
-            for (int k = 0; k < VEC; k++) a[k] += c[k];
-        }
-#pragma unroll
-        for (int k = 0; k < VEC; k++) {
-            a[k] = __bfloat162float(__float2bfloat16_rn(a[k]));
-            sum += a[k];
-        }
-        st_bf16<VEC>(xs + i * VEC, a);
-        if (residual_out) st_bf16<VEC>(residual_out + base + i * VEC, a);
-    }
-    const float m = warp_sum(sum) / (float)C;
-
-    float sq = 0.0f;
-    for (int i = lane; i < nvec; i += 32) {
-        float a[VEC];
-        ld_bf16<VEC>(a, xs + i * VEC);
-#pragma unroll
-        for (int k = 0; k < VEC; k++) {
-            float d = a[k] - m;
-            sq += d * d;
-        }
-    }
-    const float s = rsqrtf(warp_sum(sq) / (float)C + LN_EPS);
-
-    for (int i = lane; i < nvec; i += 32) {
-        float a[VEC], wv[VEC], bv[VEC];
-        ld_bf16<VEC>(a, xs + i * VEC);
-        ld_bf16<VEC>(wv, w + i * VEC);
-        ld_bf16<VEC>(bv, b + i * VEC);
-#pragma unroll
-        for (int k = 0; k < VEC; k++) a[k] = (a[k] - m) * s * wv[k] + bv[k];
-        st_bf16<VEC>(out + base + i * VEC, a);
-    }
-    if (lane == 0) {
-        if (mean) mean[row] = m;
-        if (rstd) rstd[row] = s;
-    }
+    layernorm_row<VEC>(out + base, reinterpret_cast<bf16 *>(ln_smem) + (size_t)warp * C,
+                       residual_out ? residual_out + base : nullptr, inp + base, inp2 ? inp2 + base : nullptr, w, b,
+                       C, mean ? mean + row : nullptr, rstd ? rstd + row : nullptr);
 }
 
 llmc_status llmc_cuda_layernorm_forward(llmc_device *dev, void *residual_out, void *out, float *mean, float *rstd,

@@ -10,6 +10,7 @@
 #   bash dev/gpu_decode.sh int8     # d12 decode tok/s, bf16 against int8 (tensor-core and CUDA-core kernels)
 #   bash dev/gpu_decode.sh ahead    # run_ahead: its tests, every generation test with it on, tok/s step vs ahead
 #   bash dev/gpu_decode.sh chain    # lab dev/cuda/chain.cu: a kernel boundary (plain, PDL) against a grid barrier
+#   bash dev/gpu_decode.sh fuse     # layernorm inside the next matmul: its tests, tok/s fused vs LLMC_FUSE_LN=0
 # Builds first when ./train_gpt2cu is missing.
 source "$(dirname "$0")/gpu_setup.sh"
 mkdir -p "$OUT/labs"
@@ -27,6 +28,18 @@ for what in "${@:-tests}"; do
       2>&1 | tail -5 | tee -a "$OUT/tests_ahead.txt"
     python3 dev/bench_generate.py --device cuda --model d12 --batch 1,8,32,64 --modes greedy,sample -n 128 \
       --llmc-variants step,ahead --torch --json "$OUT/bench_ahead.json" 2>&1 | tee "$OUT/bench_ahead.txt"
+    ;;
+  fuse)
+    python3 -m pytest -q tests/test_ops.py tests/test_generate.py -k "layernorm or skinny or fused" 2>&1 | tail -4 \
+      | tee "$OUT/tests_fuse.txt"
+    for fuse in 1 0 1 0; do
+      LLMC_FUSE_LN=$fuse python3 dev/bench_generate.py --device cuda --model d12 --batch 1,2,8 --modes greedy,sample \
+        -n 128 2>&1 | grep -E "^d12 " | sed "s/^/fuse=$fuse /"
+    done | tee "$OUT/bench_fuse.txt"
+    for fuse in 1 0; do
+      LLMC_FUSE_LN=$fuse python3 dev/bench_generate.py --device cuda --model d48 --batch 1 --modes greedy -n 64 \
+        2>&1 | grep -E "^d48 " | sed "s/^/fuse=$fuse /"
+    done | tee -a "$OUT/bench_fuse.txt"
     ;;
   chain)
     BIN=build/labs OUT="$OUT/labs" BUILD=1 bash dev/cuda/run_labs.sh chain 2>&1 | tee "$OUT/chain.txt"

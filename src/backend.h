@@ -56,6 +56,7 @@ typedef struct llmc_device_tuning {
     int pdl;         /* launch decode kernels as programmatic dependents */
     int skinny_rows; /* matmul_forward with N <= skinny_rows uses the skinny kernel (0: never) */
     int int8_mma;    /* int8 matmul_forward of few rows on tensor cores (0: the CUDA-core kernel) */
+    int fuse_layernorm; /* layernorm_matmul_forward: 0 declines, 1 where it pays, 2 wherever it can */
 } llmc_device_tuning;
 
 typedef struct llmc_device {
@@ -310,6 +311,16 @@ struct llmc_backend_ops {
     llmc_status (*fence_wait)(llmc_device *dev, void *fence);
     void (*fence_free)(llmc_device *dev, void *fence);
     llmc_status (*feed_tokens)(llmc_device *dev, int *dst, const int *src, int n);
+
+    /* ---- layernorm fused into the matmul after it (optional, NULL: not supported) ----
+     * layernorm_forward(residual_out, ln, NULL, NULL, inp, inp2, ln_w, ln_b) then
+     * matmul_forward(out, pre_gelu, ln, w, bias), with the same bits, but ln, mean and rstd are
+     * not kept. residual_out must not overlap inp or inp2. LLMC_ERR_UNSUPPORTED, with dev->err
+     * untouched and nothing written, for calls it does not take: the caller runs the two ops. */
+    llmc_status (*layernorm_matmul_forward)(llmc_device *dev, void *residual_out, void *out, void *pre_gelu,
+                                            const void *inp, const void *inp2, const llmc_tensor *ln_w,
+                                            const llmc_tensor *ln_b, const llmc_tensor *w, const llmc_tensor *bias,
+                                            int N, int C, int OC);
 };
 
 #ifdef __cplusplus

@@ -129,6 +129,24 @@ static inline void *cache_at(const llmc_model *m, const llmc_infer *e, void *cac
     return at(m, cache, (size_t)layer * e->slots * e->maxlen * m->w.cfg.channels);
 }
 
+/* ln = layernorm(x = inp (+ inp2)) (x kept in residual_out), then out = ln @ w + bias: one
+ * kernel where the backend fuses them (decode rows), else the two ops (which also keep e->ln,
+ * mean and rstd; nothing reads those after the matmul). */
+static llmc_status ln_matmul(llmc_infer *e, void *residual_out, const void *inp, const void *inp2,
+                             const llmc_tensor *ln_w, const llmc_tensor *ln_b, void *out, void *pre_gelu,
+                             const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC) {
+    llmc_device *d = &e->m->dev;
+    const llmc_backend_ops *ops = d->ops;
+    if (ops->layernorm_matmul_forward) {
+        const llmc_status st =
+            ops->layernorm_matmul_forward(d, residual_out, out, pre_gelu, inp, inp2, ln_w, ln_b, w, bias, N, C, OC);
+        if (st != LLMC_ERR_UNSUPPORTED) return st == LLMC_OK ? LLMC_OK : dev_fail(e, st);
+    }
+    INFER_TRY(e, ops->layernorm_forward(d, residual_out, e->ln, e->mean, e->rstd, inp, inp2, ln_w, ln_b, N, C));
+    INFER_TRY(e, ops->matmul_forward(d, out, pre_gelu, e->ln, w, bias, N, C, OC));
+    return LLMC_OK;
+}
+
 /* The transformer blocks on N rows already embedded in e->x, then the final layernorm into
  * e->ln. Prefill: B sequences of T rows (pos = 0); decode: T = 1, one row per sequence. */
 static llmc_status run_layers(llmc_infer *e, int B, int T, const int *slots, const int *pos, const int *lens) {
@@ -141,22 +159,21 @@ static llmc_status run_layers(llmc_infer *e, int B, int T, const int *slots, con
         llmc_tensor P[LLMC_NUM_PARAM_TENSORS];
         llmc_weights_slices(W, l, P);
         void *kc = cache_at(m, e, e->kcache, l), *vc = cache_at(m, e, e->vcache, l);
-        if (l == 0)
-            INFER_TRY(e, ops->layernorm_forward(d, NULL, e->ln, e->mean, e->rstd, e->x, NULL, &P[LLMC_LN1W],
-                                                &P[LLMC_LN1B], N, C));
-        else /* x = res2 + mlp output of the previous layer */
-            INFER_TRY(e, ops->layernorm_forward(d, e->x, e->ln, e->mean, e->rstd, e->res2, e->proj, &P[LLMC_LN1W],
-                                                &P[LLMC_LN1B], N, C));
-        INFER_TRY(e, ops->matmul_forward(d, e->qkv, NULL, e->ln, &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C));
+        /* x = res2 + mlp output of the previous layer (layer 0: x is the embedding) */
+        llmc_status st = l == 0 ? ln_matmul(e, NULL, e->x, NULL, &P[LLMC_LN1W], &P[LLMC_LN1B], e->qkv, NULL,
+                                            &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C)
+                                : ln_matmul(e, e->x, e->res2, e->proj, &P[LLMC_LN1W], &P[LLMC_LN1B], e->qkv, NULL,
+                                            &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C);
+        if (st != LLMC_OK) return st;
         INFER_TRY(e, ops->kv_append(d, kc, vc, e->qkv, slots, pos, B, T, NH, HS, e->maxlen));
         if (lens)
             INFER_TRY(e, ops->attention_decode(d, e->atty, e->qkv, kc, vc, slots, lens, N, NH, HS, e->maxlen));
         else
             INFER_TRY(e, ops->attention_forward(d, e->atty, e->lse, e->qkv, B, T, NH, HS));
         INFER_TRY(e, ops->matmul_forward(d, e->proj, NULL, e->atty, &P[LLMC_ATTPROJW], &P[LLMC_ATTPROJB], N, C, C));
-        INFER_TRY(e, ops->layernorm_forward(d, e->res2, e->ln, e->mean, e->rstd, e->x, e->proj, &P[LLMC_LN2W],
-                                            &P[LLMC_LN2B], N, C));
-        INFER_TRY(e, ops->matmul_forward(d, e->fch_gelu, e->fch, e->ln, &P[LLMC_FCW], &P[LLMC_FCB], N, C, 4 * C));
+        st = ln_matmul(e, e->res2, e->x, e->proj, &P[LLMC_LN2W], &P[LLMC_LN2B], e->fch_gelu, e->fch, &P[LLMC_FCW],
+                       &P[LLMC_FCB], N, C, 4 * C);
+        if (st != LLMC_OK) return st;
         INFER_TRY(e, ops->matmul_forward(d, e->proj, NULL, e->fch_gelu, &P[LLMC_FCPROJW], &P[LLMC_FCPROJB], N, 4 * C,
                                          C));
     }

@@ -156,6 +156,8 @@ typedef struct llmc_model_options {
     int pdl;             /* launch decode kernels as programmatic dependents (LLMC_PDL, default 1) */
     int skinny_rows;     /* matmuls of at most this many rows use the skinny kernel, 0: never (LLMC_GEMV, 16) */
     int int8_mma;        /* int8 matmuls of few rows on tensor cores, 0: the CUDA-core kernel (LLMC_INT8_MMA, 1) */
+    int fuse_layernorm;  /* decode: a layernorm inside the matmul after it where that pays; 0: two kernels,
+                          * 2: wherever the kernel can (LLMC_FUSE_LN, 1) */
 } llmc_model_options;
 void llmc_model_options_default(llmc_model_options *o);
 

@@ -42,6 +42,8 @@ void llmc_model_options_default(llmc_model_options *o) {
     int rows = env_int("LLMC_GEMV", 16);
     o->skinny_rows = rows < 0 ? 0 : rows;
     o->int8_mma = env_int("LLMC_INT8_MMA", 1) != 0;
+    const int fuse = env_int("LLMC_FUSE_LN", 1);
+    o->fuse_layernorm = fuse < 0 ? 0 : (fuse > 2 ? 2 : fuse);
 }
 
 /* Fills the -1 ("default") fields of o from the defaults. */
@@ -53,6 +55,7 @@ static llmc_model_options resolve_options(const llmc_model_options *o) {
     if (r.pdl < 0) r.pdl = d.pdl;
     if (r.skinny_rows < 0) r.skinny_rows = d.skinny_rows;
     if (r.int8_mma < 0) r.int8_mma = d.int8_mma;
+    if (r.fuse_layernorm < 0) r.fuse_layernorm = d.fuse_layernorm;
     return r;
 }
 
@@ -83,14 +86,14 @@ llmc_status llmc_model_open(llmc_model *m, const llmc_model_options *o) {
     llmc_model_options r = resolve_options(o ? o : (m->dev.ops ? &m->opts : NULL));
     if (m->dev.ops && strcmp(m->dev.ops->name, r.backend) == 0 && m->opts.device == r.device &&
         m->dev.tuning.pdl == r.pdl && m->dev.tuning.skinny_rows == r.skinny_rows &&
-        m->dev.tuning.int8_mma == r.int8_mma)
+        m->dev.tuning.int8_mma == r.int8_mma && m->dev.tuning.fuse_layernorm == r.fuse_layernorm)
         return LLMC_OK;
     if (m->users > 0)
         return llmc_model_fail(m, LLMC_ERR_INVALID_ARG,
                                "cannot move the model to another device while %d trainer(s) or session(s) use it",
                                m->users);
     llmc_device dev;
-    llmc_device_tuning tune = {r.pdl, r.skinny_rows, r.int8_mma};
+    llmc_device_tuning tune = {r.pdl, r.skinny_rows, r.int8_mma, r.fuse_layernorm};
     llmc_status st = llmc_device_open(&dev, r.backend, r.device, &tune);
     if (st != LLMC_OK) {
         snprintf(m->err, sizeof m->err, "%s", dev.err);

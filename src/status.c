@@ -68,6 +68,7 @@ llmc_status llmc_device_open(llmc_device *dev, const char *name, int index, cons
         dev->tuning.pdl = o.pdl;
         dev->tuning.skinny_rows = o.skinny_rows;
         dev->tuning.int8_mma = o.int8_mma;
+        dev->tuning.fuse_layernorm = o.fuse_layernorm;
     }
     const llmc_backend_ops *ops = llmc_backend_lookup(name);
     if (!ops)

@@ -605,3 +605,21 @@ def test_run_ahead_not_with_host_sampling_and_off_by_default():
     s = _core.Session(model._m, [[1, 2]], 4, 0.0, 0, 1.0, 1, -1)
     assert s.run_ahead[0] == ("LLMC_RUN_AHEAD" in os.environ)
     s.end()
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_fused_layernorm_gives_the_same_bits(device, monkeypatch):
+    """Decode with each layernorm inside the matmul after it (CUDA, up to 8 rows) gives the same
+    logits, bit for bit, and the same tokens as the two kernels (LLMC_FUSE_LN=0), prefill of 11
+    rows (never fused) included."""
+    prompts = [[5, 6, 7], [9], list(range(1, 12))]
+    kw = dict(temperature=0.0, top_k=0, top_p=1.0, seed=4)
+    got = {}
+    for fuse in ("2", "0"):  # 2: wherever the kernel can (every decode step here), not only where it pays
+        monkeypatch.setenv("LLMC_FUSE_LN", fuse)  # read when the model opens its device
+        got[fuse] = session_steps(make_model(device), prompts, 6, None, logits=True, **kw)
+    np.testing.assert_array_equal(got["2"][0], got["0"][0])
+    for step, (da, db) in enumerate(zip(got["2"][1], got["0"][1])):
+        assert sorted(da) == sorted(db)
+        for seq in da:
+            np.testing.assert_array_equal(da[seq], db[seq], err_msg=f"step {step}, sequence {seq}")

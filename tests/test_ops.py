@@ -586,6 +586,75 @@ def test_matmul_forward_skinny_rows_independent(device, C, OC, skinny_rows):
         np.testing.assert_array_equal(dev.matmul_forward(x[i:i + 1], w), full_plain[i:i + 1], err_msg=f"row {i}")
 
 
+# ---------------------------------------------------------------- layernorm fused into the matmul (decode)
+# On CUDA, layernorm_matmul_forward takes up to 8 rows (C a multiple of 8) in gemv.cu's kernel,
+# each block normalizing the rows itself; the CPU has no such op (its model runs the two ops).
+LN_MM_CO = [(8, 33), (40, 50), (768, 2304), (768, 3072), (1600, 6400)]
+
+
+def _ln_matmul_inputs(N, C, OC):
+    return rnd(N, C), rnd(N, C), rnd(C), rnd(C), rnd(OC, C, scale=C ** -0.5), rnd(OC)
+
+
+@pytest.mark.parametrize("N", [1, 2, 5, 8])
+@pytest.mark.parametrize("C,OC", LN_MM_CO)
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("epilogue", ["bias", "gelu", "none"])
+def test_layernorm_matmul_forward(device, N, C, OC, residual, epilogue):
+    device = _tuned(device, fuse_layernorm=2)  # every call the kernel can take, not only where it pays
+    x, x2, lw, lb, w, b = _ln_matmul_inputs(N, C, OC)
+    bias = None if epilogue == "none" else b
+    got = device.layernorm_matmul_forward(x, lw, lb, w, bias, inp2=x2 if residual else None,
+                                          gelu=epilogue == "gelu")
+    if got is None:
+        pytest.skip(f"the {device.name} backend has no fused layernorm + matmul")
+    out, pre, res = got
+    # against float64: the stored residual (bf16) is normalized, the normalized rows are rounded
+    # to bf16 as the matmul reads them
+    x64, x264, lw64, lb64, w64, b64 = rounded(device, x, x2, lw, lb, w, b)
+    xin = x64 + x264 if residual else x64
+    if residual:
+        assert_close(res, xin, tol(device), "residual")
+        xin = device.roundtrip(xin.astype(np.float32)).astype(np.float64)
+    ln64 = device.roundtrip(ref.layernorm_forward(xin, lw64, lb64)[0].astype(np.float32)).astype(np.float64)
+    rpre = ref.matmul_forward(ln64, w64, b64 if bias is not None else None)
+    floor = matmul_floor(ln64, w64)
+    assert_close(pre if epilogue == "gelu" else out, rpre, tol(device), "ln+matmul pre", floor=floor)
+    if epilogue == "gelu":
+        assert_close(out, ref.gelu_forward(rpre), tol(device), "ln+matmul gelu out", floor=floor)
+    # the same bits as layernorm_forward then matmul_forward on this device
+    ln, _, _, res2 = device.layernorm_forward(x, lw, lb, inp2=x2 if residual else None)
+    two = device.matmul_forward(ln, w, bias, gelu=epilogue == "gelu")
+    np.testing.assert_array_equal(out, two[0] if epilogue == "gelu" else two, err_msg="out vs two ops")
+    if epilogue == "gelu":
+        np.testing.assert_array_equal(pre, two[1], err_msg="pre-gelu vs two ops")
+    if residual:
+        np.testing.assert_array_equal(res, res2, err_msg="residual vs two ops")
+
+
+@pytest.mark.parametrize("case", ["rows", "odd_c", "tuning", "skinny_off", "rows_per_warp", "waves"])
+def test_layernorm_matmul_forward_declines(device, case):
+    """Calls the fused kernel does not take come back as None (LLMC_ERR_UNSUPPORTED, no error set):
+    more than 8 rows, C not a multiple of 8, fuse_layernorm=0, the skinny path off, and by default
+    where it does not pay: more rows than warps (d12 at 8 rows), a grid of more than one wave (d48)."""
+    N, C, OC = {"rows": (9, 64, 40), "odd_c": (3, 20, 40), "rows_per_warp": (8, 768, 2304),
+                "waves": (1, 1600, 6400)}.get(case, (3, 64, 40))
+    dev = {"tuning": lambda: _tuned(device, fuse_layernorm=0),
+           "skinny_off": lambda: _tuned(device, skinny_rows=0)}.get(case, lambda: device)()
+    x, x2, lw, lb, w, b = _ln_matmul_inputs(N, C, OC)
+    assert dev.layernorm_matmul_forward(x, lw, lb, w, b, inp2=x2) is None
+    dev.matmul_forward(x, w, b)  # the device is still usable
+
+
+def test_layernorm_matmul_forward_takes_d12_decode(device):
+    """By default the fused kernel takes d12's batch-1 decode layernorms (QKV and FC)."""
+    if device.name != "cuda":
+        pytest.skip("the CPU has no fused layernorm + matmul")
+    for OC in (2304, 3072):
+        x, x2, lw, lb, w, b = _ln_matmul_inputs(1, 768, OC)
+        assert device.layernorm_matmul_forward(x, lw, lb, w, b, inp2=x2) is not None
+
+
 def test_decode_ops_without_pdl(device):
     """pdl=0 launches the decode kernels plainly: the same results, bit for bit, as the default."""
     plain = _tuned(device, pdl=0)

@@ -8,6 +8,7 @@ cdef extern from "llmc.h":
     ctypedef enum llmc_status:
         LLMC_OK
         LLMC_ERR_STOPPED
+        LLMC_ERR_UNSUPPORTED
     ctypedef enum llmc_dtype:
         LLMC_F32
         LLMC_BF16
@@ -57,7 +58,7 @@ cdef extern from "llmc.h":
         pass
     ctypedef struct llmc_model_options:
         const char *backend
-        int device, pdl, skinny_rows, int8_mma
+        int device, pdl, skinny_rows, int8_mma, fuse_layernorm
     void llmc_model_options_default(llmc_model_options *o)
     llmc_model *llmc_model_new()
     void llmc_model_free(llmc_model *m)

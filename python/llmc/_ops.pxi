@@ -8,7 +8,7 @@
 
 cdef extern from "backend.h":
     ctypedef struct llmc_device_tuning:
-        int pdl, skinny_rows, int8_mma
+        int pdl, skinny_rows, int8_mma, fuse_layernorm
     ctypedef struct llmc_backend_ops:
         const char *name
         llmc_dtype act_dtype
@@ -68,6 +68,10 @@ cdef extern from "backend.h":
         llmc_status (*zero_mask_apply)(llmc_device *dev, const uint32_t *mask, size_t bit0, void *params,
                                        float *master, float *m, float *v, size_t n)
         llmc_status (*feed_tokens)(llmc_device *dev, int *dst, const int *src, int n)
+        llmc_status (*layernorm_matmul_forward)(llmc_device *dev, void *residual_out, void *out, void *pre_gelu,
+                                                const void *inp, const void *inp2, const llmc_tensor *ln_w,
+                                                const llmc_tensor *ln_b, const llmc_tensor *w,
+                                                const llmc_tensor *bias, int N, int C, int OC)
     ctypedef struct llmc_device:
         const llmc_backend_ops *ops
         llmc_device_tuning tuning
@@ -92,8 +96,9 @@ cdef class Device:
     cdef llmc_device d
     cdef public bint open
 
-    def __cinit__(self, str name="cpu", int index=0, pdl=None, skinny_rows=None, int8_mma=None):
-        """pdl / skinny_rows / int8_mma: the backend's tuning knobs (None: the defaults of llmc_model_options)."""
+    def __cinit__(self, str name="cpu", int index=0, pdl=None, skinny_rows=None, int8_mma=None, fuse_layernorm=None):
+        """pdl / skinny_rows / int8_mma / fuse_layernorm: the backend's tuning knobs (None: the defaults of
+        llmc_model_options)."""
         self.open = False
         cdef llmc_model_options mo
         llmc_model_options_default(&mo)
@@ -101,6 +106,7 @@ cdef class Device:
         tune.pdl = mo.pdl if pdl is None else int(pdl)
         tune.skinny_rows = mo.skinny_rows if skinny_rows is None else int(skinny_rows)
         tune.int8_mma = mo.int8_mma if int8_mma is None else int(int8_mma)
+        tune.fuse_layernorm = mo.fuse_layernorm if fuse_layernorm is None else int(fuse_layernorm)
         st = llmc_device_open(&self.d, name.encode(), index, &tune)
         if st != LLMC_OK:
             raise LlmcError(self.d.err.decode())
@@ -262,6 +268,39 @@ cdef class Device:
         if gelu:
             return self._get(out, (N, OC)), self._get(pre, (N, OC))
         return self._get(out, (N, OC))
+
+    def layernorm_matmul_forward(self, inp, ln_w, ln_b, w, bias=None, inp2=None, gelu=False):
+        """The fused layernorm + matmul: (out, pre or None, residual or None), residual = inp + inp2 when
+        inp2 is given; None when the backend does not take the call (no such op, or not these shapes)."""
+        if self.d.ops.layernorm_matmul_forward == NULL:
+            return None
+        N, C = inp.shape
+        OC = w.shape[0]
+        for a, shape, what in ((ln_w, (C,), "ln_w"), (ln_b, (C,), "ln_b"), (w, (OC, C), "w")):
+            self._shape(a, shape, what)
+        if bias is not None:
+            self._shape(bias, (OC,), "bias")
+        if inp2 is not None:
+            self._shape(inp2, (N, C), "inp2")
+        out = self._poisoned((N, OC))
+        cdef _Buf pre = self._poisoned((N, OC)) if gelu else None
+        cdef _Buf res = self._poisoned((N, C)) if inp2 is not None else None
+        x, lw, lb, wb = self._put(inp), self._put(ln_w), self._put(ln_b), self._put(w)
+        cdef _Buf x2 = self._put(inp2) if inp2 is not None else None
+        cdef _Buf bb = self._put(bias) if bias is not None else None
+        cdef llmc_tensor tlw = self._tensor(lw, (C,)), tlb = self._tensor(lb, (C,)), tw = self._tensor(wb, (OC, C))
+        cdef llmc_tensor tb
+        if bb is not None:
+            tb = self._tensor(bb, (OC,))
+        st = self.d.ops.layernorm_matmul_forward(&self.d, res.ptr if res is not None else NULL, out.ptr,
+                                                 pre.ptr if pre is not None else NULL, x.ptr,
+                                                 x2.ptr if x2 is not None else NULL, &tlw, &tlb, &tw,
+                                                 &tb if bb is not None else NULL, N, C, OC)
+        if st == LLMC_ERR_UNSUPPORTED:
+            return None
+        self._ok(st)
+        return (self._get(out, (N, OC)), self._get(pre, (N, OC)) if pre is not None else None,
+                self._get(res, (N, C)) if res is not None else None)
 
     cdef llmc_tensor _qtensor(self, _Buf qb, _Buf sb, shape, int group, name=b"w"):
         """An int8 tensor (quant.c's scheme) whose values qb and fp32 scales sb hold."""
