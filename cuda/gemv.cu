@@ -33,7 +33,13 @@
  * consecutive k, so one k step is 64 wide and the lane loads two 16-byte chunks of x for it; the
  * weights are widened to bf16 in registers (exact: |q| <= 127 fits bf16's 8 bits) and fed to the
  * same mmas as two half steps. The row's scale multiplies the finished sum in the epilogue,
- * s * sum(x q), before the bias. Half the weight bytes of the bf16 path, the same structure. */
+ * s * sum(x q), before the bias. Half the weight bytes of the bf16 path, the same structure.
+ *
+ * The fused layernorm (LN instance, backend op layernorm_matmul_forward): a decode step's
+ * layernorm is a one-warp kernel of ~2-3 us on the chain of dependent kernels. Here every block
+ * normalizes the few rows itself, after the wait, into shared memory, with layernorm.cu's own
+ * row code (layernorm_row.cuh: the same bits), and the k loop reads x from there; block 0 stores
+ * the residual. ln_takes keeps it to the calls where that pays. */
 #ifndef LLMC_GEMV_CU /* the labs include the backend's .cu files into one translation unit */
 #define LLMC_GEMV_CU
 #include "common.cuh"
