@@ -66,6 +66,10 @@ typedef struct llmc_cuda_impl {
     size_t sample_smem_optin;
     /* gemv.cu: the outputs (out, pre_gelu) of the last matmul_forward on the stream */
     llmc_cuda_span gemv_last_out[2];
+    /* gemv.cu: the last occupancy query of its fused-layernorm kernel (block threads and
+     * dynamic shared memory -> blocks per SM; threads 0: none yet) */
+    int ln_occ_threads, ln_occ_blocks;
+    size_t ln_occ_smem;
 } llmc_cuda_impl;
 
 static inline llmc_cuda_impl *llmc_cuda_impl_of(llmc_device *dev) { return (llmc_cuda_impl *)dev->impl; }

@@ -445,18 +445,25 @@ static bool supported(const llmc_device *dev, int N, int C, int OC, const void *
  * docs/PERF.md): one row per warp (8 rows on d12's 3 warps were 0.88x the two kernels) and a
  * grid of one wave (a second wave pays the layernorm again: d48's 600-800 blocks were 0.84x).
  * fuse_layernorm 2 takes every call the kernel can (the tests' setting). */
-static bool ln_takes(llmc_device *dev, const config &c, int N, int C, int OC) {
-    if (c.mr != 1 || c.i8 || !c.stage || smem_bytes(c, ln_bytes(N, C)) > kSmemLimit) return false;
-    if (dev->tuning.fuse_layernorm >= 2) return true;
-    const size_t smem = smem_bytes(c, ln_bytes(N, C)) - 2 * 8 * c.nt * sizeof(float); /* the dynamic part */
-    if (N > c.kw || smem > 48 * 1024) return false; /* past 48 KB: not measured, and the query needs the opt-in */
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<1, 1, 8, true, false, true>, 32 * c.kw,
-                                                      smem) != cudaSuccess) {
-        (void)cudaGetLastError();
+static bool ln_takes(llmc_device *dev, const config &c, const LnArgs &ln, int N, int C, int OC) {
+    const size_t smem = smem_bytes(c, ln_bytes(N, C));
+    if (c.mr != 1 || c.i8 || !c.stage || smem > kSmemLimit || !llmc_is_aligned16(ln.inp2) ||
+        !llmc_is_aligned16(ln.w) || !llmc_is_aligned16(ln.b) || !llmc_is_aligned16(ln.residual))
         return false;
+    if (dev->tuning.fuse_layernorm >= 2) return true;
+    const size_t dyn = smem - 2 * 8 * c.nt * sizeof(float); /* less the static bias and scale slices */
+    if (N > c.kw || dyn > 48 * 1024) return false; /* past 48 KB: not measured, and the query needs the opt-in */
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    if (im->ln_occ_threads != 32 * c.kw || im->ln_occ_smem != dyn) { /* once per shape, not per decode call */
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<1, 1, 8, true, false, true>,
+                                                          32 * c.kw, dyn) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        im->ln_occ_threads = 32 * c.kw, im->ln_occ_smem = dyn, im->ln_occ_blocks = per_sm;
     }
-    return (long)per_sm * llmc_cuda_impl_of(dev)->sm_count >= LLMC_CEIL_DIV(OC, 8 * c.nt);
+    return (long)im->ln_occ_blocks * im->sm_count >= LLMC_CEIL_DIV(OC, 8 * c.nt);
 }
 
 /* ln: the fused layernorm (bf16 W, N <= 8), or NULL. A fused call that this path does not take
@@ -464,11 +471,9 @@ static bool ln_takes(llmc_device *dev, const config &c, int N, int C, int OC) {
 static llmc_status forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp, const void *w,
                            const float *wscale, const void *bias, int N, int C, int OC, const LnArgs *ln = nullptr) {
     const bool i8 = wscale != nullptr;
-    const bool ok = supported(dev, N, C, OC, out, pre_gelu, inp, w, i8); /* before choose: C >= 8 (int8: 64) */
-    if (ln && (!ok || i8 || N > 8 || !llmc_is_aligned16(ln->inp2) || !llmc_is_aligned16(ln->w) ||
-               !llmc_is_aligned16(ln->b) || !llmc_is_aligned16(ln->residual) ||
-               !ln_takes(dev, choose(dev, N, C, OC), N, C, OC)))
-        return LLMC_ERR_UNSUPPORTED;
+    const bool ok = supported(dev, N, C, OC, out, pre_gelu, inp, w, i8);
+    config c = ok ? choose(dev, N, C, OC, i8) : config{}; /* choose needs a supported shape (C >= 8, int8: 64) */
+    if (ln && !(ok && ln_takes(dev, c, *ln, N, C, OC))) return LLMC_ERR_UNSUPPORTED;
     llmc_cuda_span *last = llmc_cuda_impl_of(dev)->gemv_last_out;
     const uintptr_t wlo = (uintptr_t)w, whi = wlo + (size_t)OC * C * (i8 ? 1 : sizeof(bf16));
     const bool w_fresh = overlaps(last[0], wlo, whi) || overlaps(last[1], wlo, whi);
@@ -476,7 +481,6 @@ static llmc_status forward(llmc_device *dev, void *out, void *pre_gelu, const vo
     last[0] = llmc_cuda_span{(uintptr_t)out, (uintptr_t)out + ob};
     last[1] = pre_gelu ? llmc_cuda_span{(uintptr_t)pre_gelu, (uintptr_t)pre_gelu + ob} : llmc_cuda_span{0, 0};
     if (!ok) return LLMC_ERR_UNSUPPORTED;
-    config c = choose(dev, N, C, OC, i8);
     if (w_fresh) c.early = 0;
     if (smem_bytes(c) > kSmemLimit) return LLMC_ERR_UNSUPPORTED;
     LLMC_CUDA_TRY(dev, launch(dev, c, (bf16 *)out, (bf16 *)pre_gelu, (const bf16 *)inp, w, (const bf16 *)bias, N, C,
