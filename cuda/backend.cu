@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "common.cuh"
+#include "fp8.cuh"
 
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20)
 #define CONVERT_CHUNK ((size_t)8 << 20) /* fp32 elements staged per upload/download chunk */
@@ -16,7 +17,7 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
                             cudaGetErrorString(e));
 }
 
-static llmc_status fail_alloc(llmc_device *dev, const char *what, size_t bytes, cudaError_t e) {
+llmc_status llmc_cuda_fail_alloc(llmc_device *dev, const char *what, size_t bytes, cudaError_t e) {
     (void)cudaGetLastError();
     size_t fr = 0, tot = 0;
     cudaMemGetInfo(&fr, &tot);
@@ -35,13 +36,14 @@ llmc_status llmc_cuda_scratch(llmc_device *dev, size_t bytes, void **ptr) {
     /* Work already enqueued may still use the old buffer. */
     LLMC_CUDA_TRY(dev, cudaStreamSynchronize(im->stream));
     if (im->scratch) cudaFree(im->scratch);
+    llmc_cuda_fp8_free(im);
     im->scratch = NULL;
     im->scratch_bytes = 0;
     size_t nb = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
     cudaError_t e = cudaMalloc(&im->scratch, nb);
     if (e != cudaSuccess) {
         im->scratch = NULL;
-        return fail_alloc(dev, "cudaMalloc of the op scratch buffer", nb, e);
+        return llmc_cuda_fail_alloc(dev, "cudaMalloc of the op scratch buffer", nb, e);
     }
     im->scratch_bytes = nb;
     *ptr = im->scratch;
@@ -59,7 +61,7 @@ llmc_status llmc_cuda_pinned_acquire(llmc_device *dev, size_t bytes, void **ptr)
         cudaError_t e = cudaMallocHost(&im->pinned, nb);
         if (e != cudaSuccess) {
             im->pinned = NULL;
-            return fail_alloc(dev, "cudaMallocHost of the pinned staging buffer", nb, e);
+            return llmc_cuda_fail_alloc(dev, "cudaMallocHost of the pinned staging buffer", nb, e);
         }
         im->pinned_bytes = nb;
     }
@@ -124,6 +126,12 @@ static llmc_status cuda_init(llmc_device *dev, int index) {
     INIT_TRY(cudaSetDevice(index));
     INIT_TRY(cudaDeviceGetAttribute(&im->sm_count, cudaDevAttrMultiProcessorCount, index));
     INIT_TRY(cudaDeviceGetAttribute(&im->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, index));
+    {
+        int major = 0, minor = 0;
+        INIT_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index));
+        INIT_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index));
+        im->cc = major * 10 + minor;
+    }
     INIT_TRY(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     INIT_TRY(cudaEventCreateWithFlags(&im->pinned_done, cudaEventDisableTiming));
     INIT_TRY(cudaEventCreateWithFlags(&im->readback_done, cudaEventDisableTiming));
@@ -139,7 +147,7 @@ static llmc_status cuda_init(llmc_device *dev, int index) {
     e = cudaMalloc(&im->lt_ws, LT_WORKSPACE_BYTES);
     if (e != cudaSuccess) {
         im->lt_ws = NULL;
-        st = fail_alloc(dev, "cudaMalloc of the cuBLASLt workspace", LT_WORKSPACE_BYTES, e);
+        st = llmc_cuda_fail_alloc(dev, "cudaMalloc of the cuBLASLt workspace", LT_WORKSPACE_BYTES, e);
         goto fail;
     }
     im->lt_ws_bytes = LT_WORKSPACE_BYTES;
@@ -158,7 +166,7 @@ static llmc_status cuda_alloc(llmc_device *dev, void **ptr, size_t bytes) {
     cudaError_t e = cudaMalloc(ptr, bytes);
     if (e != cudaSuccess) {
         *ptr = NULL;
-        return fail_alloc(dev, "cudaMalloc", bytes, e);
+        return llmc_cuda_fail_alloc(dev, "cudaMalloc", bytes, e);
     }
     return LLMC_OK;
 }
@@ -262,7 +270,7 @@ llmc_status llmc_cuda_readback_begin(llmc_device *dev, const void *src, size_t b
         cudaError_t e = cudaMallocHost(&im->readback, bytes);
         if (e != cudaSuccess) {
             im->readback = NULL;
-            return fail_alloc(dev, "cudaMallocHost of the readback buffer", bytes, e);
+            return llmc_cuda_fail_alloc(dev, "cudaMallocHost of the readback buffer", bytes, e);
         }
         im->readback_bytes = bytes;
     }
@@ -288,7 +296,7 @@ static llmc_status cuda_host_alloc(llmc_device *dev, void **ptr, size_t bytes) {
     cudaError_t e = cudaMallocHost(ptr, bytes ? bytes : 1);
     if (e != cudaSuccess) {
         *ptr = NULL;
-        return fail_alloc(dev, "cudaMallocHost", bytes, e);
+        return llmc_cuda_fail_alloc(dev, "cudaMallocHost", bytes, e);
     }
     return LLMC_OK;
 }
@@ -387,4 +395,7 @@ extern "C" const llmc_backend_ops llmc_cuda_backend_ops = {
     llmc_cuda_feed_tokens,
     /* ---- layernorm fused into the matmul after it ---- */
     llmc_cuda_layernorm_matmul_forward,
+    /* ---- fp8 training matmuls ---- */
+    llmc_cuda_matmul_forward_fp8,
+    llmc_cuda_matmul_backward_fp8,
 };

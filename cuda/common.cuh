@@ -20,7 +20,7 @@ typedef __nv_bfloat16 bf16;
  * look inside; other code goes through llmc_cuda_stream() / llmc_cuda_scratch().
  * ---------------------------------------------------------------------------------------- */
 #define LLMC_CUDA_ALGO_CACHE 64
-#define LLMC_CUDA_ALGO_KEY 20
+#define LLMC_CUDA_ALGO_KEY 24
 
 typedef struct llmc_cuda_algo_entry {
     int64_t key[LLMC_CUDA_ALGO_KEY];
@@ -70,9 +70,14 @@ typedef struct llmc_cuda_impl {
      * dynamic shared memory -> blocks per SM; threads 0: none yet) */
     int ln_occ_threads, ln_occ_blocks;
     size_t ln_occ_smem;
+    int cc; /* compute capability, major * 10 + minor */
+    struct llmc_cuda_fp8 *fp8; /* fp8.cu: the delayed scales and fp8 workspaces (NULL: none yet) */
 } llmc_cuda_impl;
 
 static inline llmc_cuda_impl *llmc_cuda_impl_of(llmc_device *dev) { return (llmc_cuda_impl *)dev->impl; }
+
+/* LLMC_ERR_OUT_OF_MEMORY naming what failed, its size and the device's free memory. */
+llmc_status llmc_cuda_fail_alloc(llmc_device *dev, const char *what, size_t bytes, cudaError_t e);
 
 /* matmul.cu: the NVTX domain of a device, opened with it and closed with it */
 void llmc_cuda_nvtx_open(llmc_cuda_impl *im);

@@ -24,6 +24,12 @@ llmc_status llmc_cuda_check(llmc_device *dev, cudaError_t e, const char *what, c
  * until the next call (stream order keeps consecutive users apart). */
 llmc_status llmc_cuda_scratch(llmc_device *dev, size_t bytes, void **ptr);
 
+/* matmul_fp8.cu: the fp8 training matmuls (backend.h) */
+llmc_status llmc_cuda_matmul_forward_fp8(llmc_device *dev, int site, void *out, void *pre_gelu, const void *inp,
+                                         const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC);
+llmc_status llmc_cuda_matmul_backward_fp8(llmc_device *dev, int site, void *dinp, const llmc_tensor *dw,
+                                          const llmc_tensor *dbias, const void *dout, const void *inp,
+                                          const llmc_tensor *w, const void *pre_gelu, int N, int C, int OC);
 /* matmul_int8.cu: int8 weights (quant.c). is_int8: t is a quantized tensor these take. */
 int llmc_cuda_is_int8(const llmc_tensor *t);
 llmc_status llmc_cuda_matmul_forward_int8(llmc_device *dev, void *out, void *pre_gelu, const void *inp,

@@ -11,25 +11,8 @@
  * runs the same algorithm (deterministic) and the heuristic query is paid once. */
 #include <string.h>
 #include <nvtx3/nvToolsExtMemCudaRt.h>
-#include "common.cuh"
+#include "matmul_lt.cuh"
 
-typedef struct lt_problem {
-    /* column-major D(m,n) = alpha op(A) op(B) + beta D */
-    int transa, transb;
-    int m, n, k;
-    const void *A;
-    int lda;
-    const void *B;
-    int ldb;
-    void *D;
-    int ldd;
-    float beta;
-    cublasLtEpilogue_t epi;
-    const void *bias; /* with the BIAS / GELU_AUX_BIAS epilogues */
-    cudaDataType_t bias_type;
-    void *aux;
-    int64_t aux_ld;
-} lt_problem;
 
 static int64_t ptr_align(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -76,9 +59,8 @@ static void lt_mark_written(llmc_cuda_impl *im, const lt_problem *p) {
     nvtxMemCudaMarkInitialized(im->nvtx, im->stream, 0, &batch);
 }
 
-/* Runs one product. LLMC_ERR_UNSUPPORTED (with a message) when cuBLASLt has no algorithm,
- * so that the caller can fall back. op/N/C/OC only label error messages. */
-static llmc_status lt_run(llmc_device *dev, const lt_problem *p, const char *op, int N, int C, int OC) {
+/* llmc_cuda_lt_run (matmul_lt.cuh): the heuristic's algorithm for a problem is cached by its key. */
+llmc_status llmc_cuda_lt_run(llmc_device *dev, const lt_problem *p, const char *op, int N, int C, int OC) {
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     llmc_status st = LLMC_OK;
     cublasLtMatmulDesc_t desc = NULL;
@@ -110,7 +92,9 @@ static llmc_status lt_run(llmc_device *dev, const lt_problem *p, const char *op,
     key[15] = ptr_align(p->D);
     key[16] = p->bias ? ptr_align(p->bias) : 0;
     key[17] = p->aux ? ptr_align(p->aux) : 0;
-    key[18] = 1; /* key version */
+    key[18] = 2; /* key version */
+    key[19] = p->a_fp8;
+    key[20] = p->b_fp8;
 
     LT_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
@@ -127,8 +111,14 @@ static llmc_status lt_run(llmc_device *dev, const lt_problem *p, const char *op,
         LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &p->aux_ld,
                                                 sizeof p->aux_ld));
     }
-    LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p->transa ? p->k : p->m, p->transa ? p->m : p->k, p->lda));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p->transb ? p->n : p->k, p->transb ? p->k : p->n, p->ldb));
+    if (p->a_scale)
+        LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &p->a_scale,
+                                                sizeof p->a_scale));
+    if (p->b_scale)
+        LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &p->b_scale,
+                                                sizeof p->b_scale));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&la, lt_type(p->a_fp8), p->transa ? p->k : p->m, p->transa ? p->m : p->k, p->lda));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, lt_type(p->b_fp8), p->transb ? p->n : p->k, p->transb ? p->k : p->n, p->ldb));
     LT_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, p->m, p->n, p->ldd));
 
     {
@@ -233,7 +223,7 @@ __global__ void dbias_add_partials_kernel(bf16 *dbias, const float *partials, in
     dbias[c] = __float2bfloat16_rn(__bfloat162float(dbias[c]) + s);
 }
 
-static llmc_status dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC) {
+llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC) {
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     const int vec = (OC % 8 == 0 && llmc_is_aligned16(dout)) ? 8 : 1;
     const int gx = LLMC_CEIL_DIV(OC, 32 * vec);
@@ -250,6 +240,51 @@ static llmc_status dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout,
     LLMC_CUDA_LAUNCHED(dev);
     dbias_add_partials_kernel<<<LLMC_CEIL_DIV(OC, 256), 256, 0, im->stream>>>(dbias, partials, gy, OC);
     LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_lt_forward(llmc_device *dev, lt_problem *p, void *out, void *pre_gelu, const void *bias,
+                                 const char *op, int N, int C, int OC) {
+    llmc_status st;
+    p->beta = 0.0f;
+    p->bias = bias;
+    p->bias_type = CUDA_R_16BF;
+    if (pre_gelu && OC % 8 == 0) {
+        p->D = out;
+        p->epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+        p->aux = pre_gelu;
+        p->aux_ld = OC;
+        st = llmc_cuda_lt_run(dev, p, op, N, C, OC);
+        if (st != LLMC_ERR_UNSUPPORTED) return st;
+    }
+    /* Plain product (+bias) into pre (or out), then GELU as its own pass when asked. */
+    p->D = pre_gelu ? pre_gelu : out;
+    p->epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    p->aux = NULL;
+    p->aux_ld = 0;
+    st = llmc_cuda_lt_run(dev, p, op, N, C, OC);
+    if (st != LLMC_OK) return st;
+    if (pre_gelu) return llmc_cuda_gelu_forward(dev, out, pre_gelu, (size_t)N * OC);
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, const char *op, int N, int C,
+                              int OC) {
+    llmc_status st;
+    p->beta = 0.0f;
+    if (pre_gelu && C % 8 == 0) {
+        p->epi = CUBLASLT_EPILOGUE_DGELU;
+        p->aux = (void *)pre_gelu;
+        p->aux_ld = C;
+        st = llmc_cuda_lt_run(dev, p, op, N, C, OC);
+        if (st != LLMC_ERR_UNSUPPORTED) return st;
+    }
+    p->epi = CUBLASLT_EPILOGUE_DEFAULT;
+    p->aux = NULL;
+    p->aux_ld = 0;
+    st = llmc_cuda_lt_run(dev, p, op, N, C, OC);
+    if (st != LLMC_OK) return st;
+    if (pre_gelu) return llmc_cuda_gelu_backward_inplace(dev, p->D, pre_gelu, (size_t)N * C);
     return LLMC_OK;
 }
 
@@ -282,26 +317,7 @@ llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu
     p.B = inp;
     p.ldb = C;
     p.ldd = OC;
-    p.beta = 0.0f;
-    p.bias = bias;
-    p.bias_type = CUDA_R_16BF;
-    if (pre_gelu && OC % 8 == 0) {
-        p.D = out;
-        p.epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-        p.aux = pre_gelu;
-        p.aux_ld = OC;
-        st = lt_run(dev, &p, op, N, C, OC);
-        if (st != LLMC_ERR_UNSUPPORTED) return st;
-    }
-    /* Plain product (+bias) into pre (or out), then GELU as its own pass when asked. */
-    p.D = pre_gelu ? pre_gelu : out;
-    p.epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    p.aux = NULL;
-    p.aux_ld = 0;
-    st = lt_run(dev, &p, op, N, C, OC);
-    if (st != LLMC_OK) return st;
-    if (pre_gelu) return llmc_cuda_gelu_forward(dev, out, pre_gelu, (size_t)N * OC);
-    return LLMC_OK;
+    return llmc_cuda_lt_forward(dev, &p, out, pre_gelu, bias, op, N, C, OC);
 }
 
 llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_tensor *dweight,
@@ -330,27 +346,8 @@ llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_t
         p.ldb = OC;
         p.D = dinp;
         p.ldd = C;
-        p.beta = 0.0f;
-        int fused = 0;
-        if (pre_gelu && C % 8 == 0) {
-            p.epi = CUBLASLT_EPILOGUE_DGELU;
-            p.aux = (void *)pre_gelu;
-            p.aux_ld = C;
-            st = lt_run(dev, &p, op, N, C, OC);
-            if (st == LLMC_OK) fused = 1;
-            else if (st != LLMC_ERR_UNSUPPORTED) return st;
-        }
-        if (!fused) {
-            p.epi = CUBLASLT_EPILOGUE_DEFAULT;
-            p.aux = NULL;
-            p.aux_ld = 0;
-            st = lt_run(dev, &p, op, N, C, OC);
-            if (st != LLMC_OK) return st;
-            if (pre_gelu) {
-                st = llmc_cuda_gelu_backward_inplace(dev, dinp, pre_gelu, (size_t)N * C);
-                if (st != LLMC_OK) return st;
-            }
-        }
+        st = llmc_cuda_lt_dinp(dev, &p, pre_gelu, op, N, C, OC);
+        if (st != LLMC_OK) return st;
     }
 
     /* column-major dW(C,OC) += inp(C,N) dout(OC,N)^T. dbias by the column-sum kernel: measured
@@ -371,8 +368,8 @@ llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_t
     p.ldd = C;
     p.beta = 1.0f;
     p.epi = CUBLASLT_EPILOGUE_DEFAULT;
-    st = lt_run(dev, &p, op, N, C, OC);
+    st = llmc_cuda_lt_run(dev, &p, op, N, C, OC);
     if (st != LLMC_OK) return st;
-    if (dbias) return dbias_reduce(dev, (bf16 *)dbias, (const bf16 *)dout, N, OC);
+    if (dbias) return llmc_cuda_dbias_reduce(dev, (bf16 *)dbias, (const bf16 *)dout, N, OC);
     return LLMC_OK;
 }

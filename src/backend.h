@@ -321,6 +321,19 @@ struct llmc_backend_ops {
                                             const void *inp, const void *inp2, const llmc_tensor *ln_w,
                                             const llmc_tensor *ln_b, const llmc_tensor *w, const llmc_tensor *bias,
                                             int N, int C, int OC);
+
+    /* ---- fp8 training matmuls (optional, NULL: not supported) ----
+     * matmul_forward and matmul_backward with fp8 operands: inputs and weights in E4M3, dout in
+     * E5M2, each scaled per tensor by the amax history of its call site (site >= 0, one per
+     * weight: the caller numbers them), fp32 accumulation, the same outputs and epilogues.
+     * Approximate (fp8 keeps 3 or 2 mantissa bits), deterministic for a given sequence of calls.
+     * LLMC_ERR_UNSUPPORTED for shapes without an fp8 product (N, C, OC multiples of 16): the
+     * caller runs the bf16 op; another error (no fp8 on this GPU) fails the call. */
+    llmc_status (*matmul_forward_fp8)(llmc_device *dev, int site, void *out, void *pre_gelu, const void *inp,
+                                      const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC);
+    llmc_status (*matmul_backward_fp8)(llmc_device *dev, int site, void *dinp, const llmc_tensor *dw,
+                                       const llmc_tensor *dbias, const void *dout, const void *inp,
+                                       const llmc_tensor *w, const void *pre_gelu, int N, int C, int OC);
 };
 
 #ifdef __cplusplus

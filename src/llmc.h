@@ -253,6 +253,12 @@ typedef struct llmc_train_options {
      * to the ranks that sum them as soon as that layer is done, overlapping the backward of the layers
      * before it (GPU: on a stream of its own); 0: one reduction after the backward. */
     int overlap;
+    /* 1: the layers' matmuls (not the LM head) run on fp8 tensor cores, E4M3 activations and
+     * weights, E5M2 gradients, per-tensor scales from each tensor's amax history (CUDA, compute
+     * capability 8.9+). Layernorms, attention, the classifier and AdamW stay as they are. The
+     * histories are not part of a checkpoint: a resumed fp8 run is close to, not bit for bit, an
+     * unbroken one. Default 0. */
+    int fp8;
 } llmc_train_options;
 void llmc_train_options_default(llmc_train_options *o);
 

@@ -22,7 +22,7 @@
 typedef struct cli_args {
     llmc_loop_options loop;
     const char *init, *backend, *tokenizer;
-    int recompute, master_weights, device, plot, prune_mask;
+    int recompute, master_weights, device, plot, prune_mask, fp8;
     llmc_config init_config; /* -e as a descriptor, for a resume to compare with */
     /* llm.c's flags that llmc takes for compatibility */
     int hellaswag, tf32, gelu_fusion, zero_stage;
@@ -291,6 +291,7 @@ static int run(cli_args *a) {
     to.zero_stage = a->zero_stage;
     to.exact_accum = a->exact_accum;
     to.overlap = a->overlap;
+    to.fp8 = a->fp8;
     if (llmc_train_attach(t, m, &to) != LLMC_OK || llmc_train_open_comm(t, &co) != LLMC_OK) {
         fail("%s", llmc_train_error(t));
         goto done;
@@ -347,6 +348,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"y", "resume", LLMC_OPT_INT, &o->resume, "0|1", "resume from the latest checkpoint in -o"},
         {"a", "overfit-batch", LLMC_OPT_INT, &o->overfit_batch, "0|1", "train on the first batch only (debugging)"},
         {"r", "recompute", LLMC_OPT_INT, &args.recompute, "0|1|2", "recompute in backward: 1 GELU, 2 GELU+layernorm"},
+        {NULL, "fp8", LLMC_OPT_INT, &args.fp8, "0|1", "the layers' matmuls in fp8: E4M3 forward, E5M2 gradients (GPU, sm_89+)"},
         {"w", "master-weights", LLMC_OPT_INT, &args.master_weights, "0|1", "keep fp32 master weights (bf16 backends)"},
         {"f", "tf32", LLMC_OPT_INT, &args.tf32, "0|1", "llm.c's tf32 switch (no effect: llmc computes in bf16)"},
         {"ge", "gelu-fusion", LLMC_OPT_INT, &args.gelu_fusion, "N", "llm.c's GELU fusion (no effect: always fused)"},

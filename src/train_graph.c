@@ -78,6 +78,33 @@ static llmc_status check_batch(llmc_train *t, const int *inputs, int B, int T) {
     return LLMC_OK;
 }
 
+/* A layer's matmuls: fp8 when the trainer asks for it and the backend takes the shape, else
+ * the bf16 op. Each weight is one fp8 call site (4 per layer), which keeps its tensors'
+ * scaling histories. */
+enum { SITE_QKV, SITE_ATTPROJ, SITE_FC, SITE_FCPROJ, SITES_PER_LAYER };
+
+static llmc_status layer_matmul_forward(llmc_train *t, int l, int k, void *out, void *pre_gelu, const void *inp,
+                                        const llmc_tensor *w, const llmc_tensor *b, int N, int C, int OC) {
+    llmc_device *d = &t->m->dev;
+    if (t->opts.fp8) {
+        llmc_status st = d->ops->matmul_forward_fp8(d, l * SITES_PER_LAYER + k, out, pre_gelu, inp, w, b, N, C, OC);
+        if (st != LLMC_ERR_UNSUPPORTED) return st;
+    }
+    return d->ops->matmul_forward(d, out, pre_gelu, inp, w, b, N, C, OC);
+}
+
+static llmc_status layer_matmul_backward(llmc_train *t, int l, int k, void *dinp, const llmc_tensor *dw,
+                                         const llmc_tensor *db, const void *dout, const void *inp,
+                                         const llmc_tensor *w, const void *pre_gelu, int N, int C, int OC) {
+    llmc_device *d = &t->m->dev;
+    if (t->opts.fp8) {
+        llmc_status st =
+            d->ops->matmul_backward_fp8(d, l * SITES_PER_LAYER + k, dinp, dw, db, dout, inp, w, pre_gelu, N, C, OC);
+        if (st != LLMC_ERR_UNSUPPORTED) return st;
+    }
+    return d->ops->matmul_backward(d, dinp, dw, db, dout, inp, w, pre_gelu, N, C, OC);
+}
+
 /* Runs the graph on the inputs already in t->a.inputs. dloss != 0 makes the classifier
  * leave dlogits (scaled by dloss) in place of the logits. */
 static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
@@ -103,14 +130,15 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
         else /* finishes the previous layer: res_in = res2[l-1] + mlp output */
             TRAIN_TRY(t, ops->layernorm_forward(d, v.res_in, v.ln1, v.m1, v.r1, at(t, a->residual2, (l - 1) * NC),
                                                 a->scratch, &P[LLMC_LN1W], &P[LLMC_LN1B], N, C));
-        TRAIN_TRY(t, ops->matmul_forward(d, v.qkv, NULL, v.ln1, &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C));
+        TRAIN_TRY(t, layer_matmul_forward(t, l, SITE_QKV, v.qkv, NULL, v.ln1, &P[LLMC_QKVW], &P[LLMC_QKVB], N, C, 3 * C));
         TRAIN_TRY(t, ops->attention_forward(d, v.atty, v.lse, v.qkv, B, T, NH, HS));
-        TRAIN_TRY(t, ops->matmul_forward(d, a->scratch, NULL, v.atty, &P[LLMC_ATTPROJW], &P[LLMC_ATTPROJB], N, C, C));
+        TRAIN_TRY(t, layer_matmul_forward(t, l, SITE_ATTPROJ, a->scratch, NULL, v.atty, &P[LLMC_ATTPROJW],
+                                          &P[LLMC_ATTPROJB], N, C, C));
         TRAIN_TRY(t, ops->layernorm_forward(d, v.res2, v.ln2, v.m2, v.r2, v.res_in, a->scratch, &P[LLMC_LN2W],
                                             &P[LLMC_LN2B], N, C));
-        TRAIN_TRY(t, ops->matmul_forward(d, v.fch_gelu, v.fch, v.ln2, &P[LLMC_FCW], &P[LLMC_FCB], N, C, 4 * C));
-        TRAIN_TRY(
-            t, ops->matmul_forward(d, a->scratch, NULL, v.fch_gelu, &P[LLMC_FCPROJW], &P[LLMC_FCPROJB], N, 4 * C, C));
+        TRAIN_TRY(t, layer_matmul_forward(t, l, SITE_FC, v.fch_gelu, v.fch, v.ln2, &P[LLMC_FCW], &P[LLMC_FCB], N, C, 4 * C));
+        TRAIN_TRY(t, layer_matmul_forward(t, l, SITE_FCPROJ, a->scratch, NULL, v.fch_gelu, &P[LLMC_FCPROJW],
+                                          &P[LLMC_FCPROJB], N, 4 * C, C));
     }
     TRAIN_TRY(t, ops->layernorm_forward(d, at(t, a->residual3, (L - 1) * NC), a->lnf, a->lnf_mean, a->lnf_rstd,
                                         at(t, a->residual2, (L - 1) * NC), a->scratch, &W->t[LLMC_LNFW],
@@ -267,21 +295,21 @@ static llmc_status backward_graph(llmc_train *t) {
             TRAIN_TRY(t, ops->layernorm_forward(d, NULL, v.ln2, v.m2, v.r2, v.res2, NULL, &P[LLMC_LN2W], &P[LLMC_LN2B],
                                                 N, C));
         /* MLP: fcproj (its input was gelu(fch), so dinp comes out as d fch), fc, ln2 */
-        TRAIN_TRY(t, ops->matmul_backward(d, g->dfch, &G[LLMC_FCPROJW], &G[LLMC_FCPROJB], g->dresidual, v.fch_gelu,
-                                          &P[LLMC_FCPROJW], v.fch, N, 4 * C, C));
-        TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &G[LLMC_FCW], &G[LLMC_FCB], g->dfch, v.ln2, &P[LLMC_FCW], NULL, N,
-                                          C, 4 * C));
+        TRAIN_TRY(t, layer_matmul_backward(t, l, SITE_FCPROJ, g->dfch, &G[LLMC_FCPROJW], &G[LLMC_FCPROJB], g->dresidual,
+                                           v.fch_gelu, &P[LLMC_FCPROJW], v.fch, N, 4 * C, C));
+        TRAIN_TRY(t, layer_matmul_backward(t, l, SITE_FC, g->dbtc, &G[LLMC_FCW], &G[LLMC_FCB], g->dfch, v.ln2, &P[LLMC_FCW],
+                                           NULL, N, C, 4 * C));
         TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &G[LLMC_LN2W], &G[LLMC_LN2B], g->dbtc, v.res2,
                                              &P[LLMC_LN2W], v.m2, v.r2, N, C));
         /* attention block */
-        TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &G[LLMC_ATTPROJW], &G[LLMC_ATTPROJB], g->dresidual, v.atty,
-                                          &P[LLMC_ATTPROJW], NULL, N, C, C));
+        TRAIN_TRY(t, layer_matmul_backward(t, l, SITE_ATTPROJ, g->dbtc, &G[LLMC_ATTPROJW], &G[LLMC_ATTPROJB], g->dresidual,
+                                           v.atty, &P[LLMC_ATTPROJW], NULL, N, C, C));
         TRAIN_TRY(t, ops->attention_backward(d, g->dqkv, g->dbtc, v.qkv, v.atty, v.lse, B, T, NH, HS));
         if (!ln_layered)
             TRAIN_TRY(t, ops->layernorm_forward(d, NULL, v.ln1, v.m1, v.r1, v.res_in, NULL, &P[LLMC_LN1W],
                                                 &P[LLMC_LN1B], N, C));
-        TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &G[LLMC_QKVW], &G[LLMC_QKVB], g->dqkv, v.ln1, &P[LLMC_QKVW], NULL,
-                                          N, C, 3 * C));
+        TRAIN_TRY(t, layer_matmul_backward(t, l, SITE_QKV, g->dbtc, &G[LLMC_QKVW], &G[LLMC_QKVB], g->dqkv, v.ln1,
+                                           &P[LLMC_QKVW], NULL, N, C, 3 * C));
         TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &G[LLMC_LN1W], &G[LLMC_LN1B], g->dbtc, v.res_in,
                                              &P[LLMC_LN1W], v.m1, v.r1, N, C));
         llmc_status st = llmc_train_reduce_bucket(t, l); /* overlap: this layer's sums while the next runs */

@@ -95,7 +95,7 @@ def option_values(d, tmp_path):
         "gpus-per-node": 8, "init-method": "mpi", "fs-path": tmp_path, "server-ip": "127.0.0.1", "stop-after": 1,
         "plot": 0, "eval-file": tmp_path / "hellaswag_val.bin", "eval-limit": 5,
         "prune-mask": 1, "teacher": teacher_file(tmp_path), "distill-alpha": "0.25", "distill-temperature": "1.5",
-        "overlap": 0, "exact-accum": 1, "comm-timeout": "60", "engine-at-one": 0,
+        "overlap": 0, "exact-accum": 1, "comm-timeout": "60", "engine-at-one": 0, "fp8": 0,
     }
 
 

@@ -94,7 +94,7 @@ cdef extern from "llmc.h":
     ctypedef struct llmc_train_options:
         int master_weights, recompute
         size_t shard_offset, shard_count
-        int keep_zeros, zero_stage, exact_accum, overlap
+        int keep_zeros, zero_stage, exact_accum, overlap, fp8
     void llmc_train_options_default(llmc_train_options *o)
     ctypedef struct llmc_comm_options:
         int world, rank, local_rank

@@ -72,6 +72,11 @@ cdef extern from "backend.h":
                                                 const void *inp, const void *inp2, const llmc_tensor *ln_w,
                                                 const llmc_tensor *ln_b, const llmc_tensor *w,
                                                 const llmc_tensor *bias, int N, int C, int OC)
+        llmc_status (*matmul_forward_fp8)(llmc_device *dev, int site, void *out, void *pre_gelu, const void *inp,
+                                          const llmc_tensor *w, const llmc_tensor *bias, int N, int C, int OC)
+        llmc_status (*matmul_backward_fp8)(llmc_device *dev, int site, void *dinp, const llmc_tensor *dw,
+                                           const llmc_tensor *dbias, const void *dout, const void *inp,
+                                           const llmc_tensor *w, const void *pre_gelu, int N, int C, int OC)
     ctypedef struct llmc_device:
         const llmc_backend_ops *ops
         llmc_device_tuning tuning
@@ -248,8 +253,9 @@ cdef class Device:
                                                <float *>mb.ptr, <float *>rb.ptr, N, C))
         return self._get(gi, (N, C)), self._get(gw, (C,)), self._get(gb, (C,))
 
-    def matmul_forward(self, inp, w, bias=None, gelu=False):
-        """out = inp @ w.T + bias; with gelu=True returns (gelu(pre), pre)."""
+    def matmul_forward(self, inp, w, bias=None, gelu=False, fp8_site=None):
+        """out = inp @ w.T + bias; with gelu=True returns (gelu(pre), pre). fp8_site: matmul_forward_fp8 at
+        that call site (None when the backend has no fp8 op or declines the shape)."""
         N, C = inp.shape
         OC = w.shape[0]
         self._shape(w, (OC, C), "w")
@@ -263,8 +269,17 @@ cdef class Device:
         cdef llmc_tensor tb
         if bb is not None:
             tb = self._tensor(bb, (OC,))
-        self._ok(self.d.ops.matmul_forward(&self.d, out.ptr, pre.ptr if pre is not None else NULL, x.ptr, &tw,
-                                           &tb if bb is not None else NULL, N, C, OC))
+        if fp8_site is not None:
+            if self.d.ops.matmul_forward_fp8 == NULL:
+                return None
+            st = self.d.ops.matmul_forward_fp8(&self.d, int(fp8_site), out.ptr, pre.ptr if pre is not None else NULL,
+                                               x.ptr, &tw, &tb if bb is not None else NULL, N, C, OC)
+            if st == LLMC_ERR_UNSUPPORTED:
+                return None
+            self._ok(st)
+        else:
+            self._ok(self.d.ops.matmul_forward(&self.d, out.ptr, pre.ptr if pre is not None else NULL, x.ptr, &tw,
+                                               &tb if bb is not None else NULL, N, C, OC))
         if gelu:
             return self._get(out, (N, OC)), self._get(pre, (N, OC))
         return self._get(out, (N, OC))
@@ -366,8 +381,9 @@ cdef class Device:
                                                    B * T, C))
         return self._get(out, (B, T, C))
 
-    def matmul_backward(self, dw, dbias, dout, inp, w, pre_gelu=None, want_dinp=True):
-        """Returns (dinp or None, dw + dout.T @ inp, dbias + colsum(dout) or None)."""
+    def matmul_backward(self, dw, dbias, dout, inp, w, pre_gelu=None, want_dinp=True, fp8_site=None):
+        """Returns (dinp or None, dw + dout.T @ inp, dbias + colsum(dout) or None). fp8_site: as in
+        matmul_forward (None when not taken)."""
         N, C = inp.shape
         OC = w.shape[0]
         for a, shape, what in ((w, (OC, C), "w"), (dw, (OC, C), "dw"), (dout, (N, OC), "dout")):
@@ -385,9 +401,19 @@ cdef class Device:
         cdef llmc_tensor tgb
         if gb is not None:
             tgb = self._tensor(gb, (OC,))
-        self._ok(self.d.ops.matmul_backward(&self.d, gi.ptr if gi is not None else NULL, &tgw,
-                                            &tgb if gb is not None else NULL, do.ptr, x.ptr, &tw,
-                                            pg.ptr if pg is not None else NULL, N, C, OC))
+        if fp8_site is not None:
+            if self.d.ops.matmul_backward_fp8 == NULL:
+                return None
+            st = self.d.ops.matmul_backward_fp8(&self.d, int(fp8_site), gi.ptr if gi is not None else NULL, &tgw,
+                                                &tgb if gb is not None else NULL, do.ptr, x.ptr, &tw,
+                                                pg.ptr if pg is not None else NULL, N, C, OC)
+            if st == LLMC_ERR_UNSUPPORTED:
+                return None
+            self._ok(st)
+        else:
+            self._ok(self.d.ops.matmul_backward(&self.d, gi.ptr if gi is not None else NULL, &tgw,
+                                                &tgb if gb is not None else NULL, do.ptr, x.ptr, &tw,
+                                                pg.ptr if pg is not None else NULL, N, C, OC))
         return (self._get(gi, (N, C)) if gi is not None else None, self._get(gw, (OC, C)),
                 self._get(gb, (OC,)) if gb is not None else None)
 

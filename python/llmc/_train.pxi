@@ -103,12 +103,14 @@ cdef class Trainer:
     cdef Model _teacher        # and the teacher, while one is set
 
     def __cinit__(self, Model model, int master_weights=1, int recompute=0, size_t shard_offset=0,
-                  size_t shard_count=0, int keep_zeros=0, int zero_stage=0, int exact_accum=0, int overlap=1):
+                  size_t shard_count=0, int keep_zeros=0, int zero_stage=0, int exact_accum=0, int overlap=1,
+                  int fp8=0):
         """shard_offset/shard_count: the parameters AdamW state covers (count 0: all), set by hand.
         keep_zeros: matmul weights that are exactly 0 stay 0 through steps (fine-tuning a pruned model).
         zero_stage: 1 splits the optimizer state over the ranks of open_comm. exact_accum: micro-steps
         are summed as ranks are (CPU), so one process reproduces N bit for bit. overlap: each layer's
-        gradient sums go to the other ranks as the backward finishes it."""
+        gradient sums go to the other ranks as the backward finishes it. fp8: the layers' matmuls on fp8
+        tensor cores (CUDA, compute capability 8.9+)."""
         self.t = llmc_train_new()
         if self.t == NULL:
             raise MemoryError()
@@ -123,6 +125,7 @@ cdef class Trainer:
         o.zero_stage = zero_stage
         o.exact_accum = exact_accum
         o.overlap = overlap
+        o.fp8 = fp8
         self._ok(llmc_train_attach(self.t, model.m, &o))
 
     def open_comm(self, int world=0, int rank=0, int local_rank=0, init=None, addr=None, int port=0,

@@ -23,11 +23,12 @@ class GPT2:
     never allocates it. Generation runs in C sessions, several of which may be alive at once."""
 
     def __init__(self, core: "_core.Model", device: str, *, master_weights: bool = True, recompute: int = 0,
-                 keep_zeros: bool = False):
+                 keep_zeros: bool = False, fp8: bool = False):
+        """fp8=True trains the layers' matmuls on fp8 tensor cores (CUDA, compute capability 8.9+)."""
         self._m = core
         self.device = device
         self._train_options = dict(master_weights=int(master_weights), recompute=recompute,
-                                   keep_zeros=int(bool(keep_zeros)))
+                                   keep_zeros=int(bool(keep_zeros)), fp8=int(bool(fp8)))
         self._t: Optional["_core.Trainer"] = None
         self._comm_open = False
         self._layout = _core.param_layout(core.config)
@@ -37,12 +38,12 @@ class GPT2:
     @classmethod
     def from_pretrained(cls, path, device: str = "cpu", *, gpu: int = 0, master_weights: bool = True,
                         recompute: int = 0, quantize: Optional[str] = None, group_size: int = 0,
-                        quantize_embeddings: bool = True) -> "GPT2":
+                        quantize_embeddings: bool = True, fp8: bool = False) -> "GPT2":
         """Loads an llm.c/llmc model file (v3 fp32, v5 bf16, v8 llmc int8) or a Hugging Face
         directory. quantize="int8" quantizes it on load (see quantize())."""
         m = _core.Model()
         m.load(path, backend=device, device=gpu)
-        model = cls(m, device, master_weights=master_weights, recompute=recompute)
+        model = cls(m, device, master_weights=master_weights, recompute=recompute, fp8=fp8)
         if quantize is not None:
             model.quantize(quantize, group_size=group_size, embeddings=quantize_embeddings)
         return model
@@ -66,7 +67,8 @@ class GPT2:
 
     @classmethod
     def from_config(cls, config: Union[str, dict, None] = None, device: str = "cpu", *, seed: int = 1337,
-                    gpu: int = 0, master_weights: bool = True, recompute: int = 0, **shape) -> "GPT2":
+                    gpu: int = 0, master_weights: bool = True, recompute: int = 0, fp8: bool = False,
+                    **shape) -> "GPT2":
         """A freshly initialised model. config is a descriptor ("d12", "L=2,H=4,C=64"), a dict with
         num_layers, num_heads, channels[, max_seq_len, vocab_size], or given as keyword arguments."""
         if isinstance(config, str):
@@ -75,11 +77,11 @@ class GPT2:
             cfg = dict(config or {}, **shape)
         m = _core.Model()
         m.init_random(cfg, backend=device, seed=seed, device=gpu)
-        return cls(m, device, master_weights=master_weights, recompute=recompute)
+        return cls(m, device, master_weights=master_weights, recompute=recompute, fp8=fp8)
 
     @classmethod
     def from_hf(cls, path_or_name, device: str = "cpu", *, dtype: Optional[str] = None, gpu: int = 0,
-                master_weights: bool = True, recompute: int = 0) -> "GPT2":
+                master_weights: bool = True, recompute: int = 0, fp8: bool = False) -> "GPT2":
         """A Hugging Face GPT-2: a local directory (config.json + model.safetensors, or the sharded
         model.safetensors.index.json) or a hub name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
         "distilgpt2", any GPT-2-architecture repo; needs huggingface_hub and the network). dtype
@@ -92,7 +94,7 @@ class GPT2:
             raise LlmcError(f"dtype must be float32 or bfloat16, not {dtype!r}")
         m = _core.Model()
         m.init_values(cfg, flat, backend=device, device=gpu)
-        return cls(m, device, master_weights=master_weights, recompute=recompute)
+        return cls(m, device, master_weights=master_weights, recompute=recompute, fp8=fp8)
 
     def save_hf(self, directory) -> None:
         """Writes a Hugging Face directory (config.json, model.safetensors in float32) that

@@ -1,0 +1,133 @@
+/* matmul_fp8.cu — the training matmuls with fp8 operands (backend ops matmul_forward_fp8 and
+ * matmul_backward_fp8): activations and weights in E4M3, gradients in E5M2 (more range, less
+ * precision), fp32 accumulation, bf16 outputs, bias and GELU epilogues as in matmul.cu.
+ *
+ * cuBLASLt multiplies fp8 only as D = A^T B (column-major; "TN"), so each product needs its
+ * operands with the reduction dimension contiguous:
+ *   forward  out(OC,N)  = W^T X     : W (OC,C) and X (N,C) as they are;
+ *   dinp     dinp(C,N)  = W dY      : W transposed (C,OC), dY (N,OC) as it is;
+ *   dweight  dW(C,OC) += X^T dY     : X transposed (C,N), dY transposed (OC,N).
+ * fp8.cu casts (and transposes) each operand into a workspace with its slot's delayed scale;
+ * cuBLASLt takes the inverse scales. dbias is summed from the bf16 dY as in matmul.cu. */
+#include <string.h>
+#include "fp8.cuh"
+#include "matmul_lt.cuh"
+
+/* LLMC_OK when the device and the shapes suit fp8 products; LLMC_ERR_UNSUPPORTED (the caller
+ * runs the bf16 op) for shapes that do not; a hard error on a GPU without fp8 tensor cores. */
+static llmc_status fp8_takes(llmc_device *dev, const char *op, int site, int N, int C, int OC, const void *inp,
+                             const void *w) {
+    llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
+    if (im->cc < 89)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG,
+                                "%s: fp8 needs a GPU of compute capability 8.9 or newer (this one is %d.%d)", op,
+                                im->cc / 10, im->cc % 10);
+    if (site < 0) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad fp8 site %d", op, site);
+    if (N <= 0 || C <= 0 || OC <= 0)
+        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad shape N=%d C=%d OC=%d", op, N, C, OC);
+    if (N % 16 || C % 16 || OC % 16 || !llmc_is_aligned16(inp) || !llmc_is_aligned16(w))
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED,
+                                "%s: fp8 products need N, C, OC multiples of 16 (N=%d C=%d OC=%d)", op, N, C, OC);
+    return LLMC_OK;
+}
+
+llmc_status llmc_cuda_matmul_forward_fp8(llmc_device *dev, int site, void *out, void *pre_gelu, const void *inp,
+                                         const llmc_tensor *weight, const llmc_tensor *bias_t, int N, int C, int OC) {
+    const char *const op = "matmul_forward_fp8";
+    LLMC_CUDA_WEIGHTS(op, weight, bias_t);
+    llmc_status st = fp8_takes(dev, op, site, N, C, OC, inp, weight->data);
+    if (st != LLMC_OK) return st;
+    uint8_t *xq, *wq;
+    const float *xs, *ws;
+    if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_X, (size_t)N * C, &xq)) != LLMC_OK) return st;
+    if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_W, (size_t)OC * C, &wq)) != LLMC_OK) return st;
+    st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_X, LT_E4M3, (const bf16 *)inp, N, C, xq, NULL, &xs);
+    if (st == LLMC_OK)
+        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_W, LT_E4M3, (const bf16 *)weight->data, OC, C, wq, NULL, &ws);
+    if (st != LLMC_OK) return st;
+    lt_problem p;
+    memset(&p, 0, sizeof p);
+    p.transa = 1;
+    p.m = OC;
+    p.n = N;
+    p.k = C;
+    p.A = wq;
+    p.lda = C;
+    p.a_fp8 = LT_E4M3;
+    p.a_scale = ws;
+    p.B = xq;
+    p.ldb = C;
+    p.b_fp8 = LT_E4M3;
+    p.b_scale = xs;
+    p.ldd = OC;
+    return llmc_cuda_lt_forward(dev, &p, out, pre_gelu, llmc_tensor_data(bias_t), op, N, C, OC);
+}
+
+llmc_status llmc_cuda_matmul_backward_fp8(llmc_device *dev, int site, void *dinp, const llmc_tensor *dweight,
+                                          const llmc_tensor *dbias_t, const void *dout, const void *inp,
+                                          const llmc_tensor *weight, const void *pre_gelu, int N, int C, int OC) {
+    const char *const op = "matmul_backward_fp8";
+    LLMC_CUDA_WEIGHTS(op, weight, dweight);
+    LLMC_CUDA_WEIGHTS(op, dbias_t, NULL);
+    llmc_status st = fp8_takes(dev, op, site, N, C, OC, inp, weight->data);
+    if (st != LLMC_OK) return st;
+    if (!llmc_is_aligned16(dout))
+        return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "%s: dout is not 16-byte aligned", op);
+    uint8_t *xt, *wt = NULL, *dy = NULL, *dyt;
+    const float *xs, *ws = NULL, *dys;
+    if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_X, (size_t)N * C, &xt)) != LLMC_OK) return st;
+    if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_DYT, (size_t)N * OC, &dyt)) != LLMC_OK) return st;
+    if (dinp) {
+        if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_W, (size_t)OC * C, &wt)) != LLMC_OK) return st;
+        if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_DY, (size_t)N * OC, &dy)) != LLMC_OK) return st;
+    }
+    /* dY once, in both layouts (one scale for both) */
+    st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_DY, LT_E5M2, (const bf16 *)dout, N, OC, dy, dyt, &dys);
+    if (st == LLMC_OK && dinp)
+        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_WT, LT_E4M3, (const bf16 *)weight->data, OC, C, NULL, wt, &ws);
+    if (st == LLMC_OK)
+        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_XT, LT_E4M3, (const bf16 *)inp, N, C, NULL, xt, &xs);
+    if (st != LLMC_OK) return st;
+    lt_problem p;
+    if (dinp) { /* column-major dinp(C,N) = (W^T stored (OC,C))^T dY(OC,N) */
+        memset(&p, 0, sizeof p);
+        p.transa = 1;
+        p.m = C;
+        p.n = N;
+        p.k = OC;
+        p.A = wt;
+        p.lda = OC;
+        p.a_fp8 = LT_E4M3;
+        p.a_scale = ws;
+        p.B = dy;
+        p.ldb = OC;
+        p.b_fp8 = LT_E5M2;
+        p.b_scale = dys;
+        p.D = dinp;
+        p.ldd = C;
+        st = llmc_cuda_lt_dinp(dev, &p, pre_gelu, op, N, C, OC);
+        if (st != LLMC_OK) return st;
+    }
+    /* column-major dW(C,OC) += (X^T stored (N,C))^T (dY^T stored (N,OC)) */
+    memset(&p, 0, sizeof p);
+    p.transa = 1;
+    p.m = C;
+    p.n = OC;
+    p.k = N;
+    p.A = xt;
+    p.lda = N;
+    p.a_fp8 = LT_E4M3;
+    p.a_scale = xs;
+    p.B = dyt;
+    p.ldb = N;
+    p.b_fp8 = LT_E5M2;
+    p.b_scale = dys;
+    p.D = llmc_tensor_data(dweight);
+    p.ldd = C;
+    p.beta = 1.0f;
+    p.epi = CUBLASLT_EPILOGUE_DEFAULT;
+    st = llmc_cuda_lt_run(dev, &p, op, N, C, OC);
+    if (st != LLMC_OK) return st;
+    if (dbias_t) return llmc_cuda_dbias_reduce(dev, (bf16 *)dbias_t->data, (const bf16 *)dout, N, OC);
+    return LLMC_OK;
+}

@@ -1,0 +1,51 @@
+/* matmul_lt.cuh — one cuBLASLt product as matmul.cu runs it, shared by the bf16 layers
+ * (matmul.cu) and the fp8 ones (matmul_fp8.cu). */
+#ifndef LLMC_CUDA_MATMUL_LT_CUH
+#define LLMC_CUDA_MATMUL_LT_CUH
+#include "common.cuh"
+
+/* Operand encodings of lt_problem: bf16, or fp8 in one of its two formats. */
+enum { LT_BF16 = 0, LT_E4M3 = 1, LT_E5M2 = 2 };
+
+static inline cudaDataType_t lt_type(int enc) {
+    return enc == LT_E4M3 ? CUDA_R_8F_E4M3 : enc == LT_E5M2 ? CUDA_R_8F_E5M2 : CUDA_R_16BF;
+}
+
+typedef struct lt_problem {
+    /* column-major D(m,n) = alpha op(A) op(B) + beta D, D (and C) bf16 */
+    int transa, transb;
+    int m, n, k;
+    const void *A;
+    int lda;
+    const void *B;
+    int ldb;
+    void *D;
+    int ldd;
+    float beta;
+    cublasLtEpilogue_t epi;
+    const void *bias; /* with the BIAS / GELU_AUX_BIAS epilogues */
+    cudaDataType_t bias_type;
+    void *aux;
+    int64_t aux_ld;
+    /* fp8 operands (cuBLASLt takes them as A transposed, B not): their encodings (LT_*) and
+     * device pointers to the float that undoes each one's scaling (NULL: 1) */
+    int a_fp8, b_fp8;
+    const float *a_scale, *b_scale;
+} lt_problem;
+
+/* Runs one product. LLMC_ERR_UNSUPPORTED (with a message) when cuBLASLt has no algorithm,
+ * so that the caller can fall back. op/N/C/OC only label error messages. */
+llmc_status llmc_cuda_lt_run(llmc_device *dev, const lt_problem *p, const char *op, int N, int C, int OC);
+/* The forward's product on p with its operands set (A, B, their types and lds, m, n, k, ldd):
+ * out = p + bias, or with pre_gelu, pre_gelu = p + bias and out = gelu(pre_gelu), in cuBLASLt's
+ * epilogue where it has one, else as a separate pass. */
+llmc_status llmc_cuda_lt_forward(llmc_device *dev, lt_problem *p, void *out, void *pre_gelu, const void *bias,
+                                 const char *op, int N, int C, int OC);
+/* The backward's dinp product on p with its operands and D set: with pre_gelu, D *= gelu'(pre_gelu)
+ * (the DGELU epilogue where it can, else a separate pass). */
+llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, const char *op, int N, int C,
+                              int OC);
+/* dbias (bf16, OC) += the column sums of dout (N, OC), deterministic (fixed order). */
+llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC);
+
+#endif
