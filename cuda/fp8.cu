@@ -1,7 +1,7 @@
 /* fp8.cu — bf16 -> fp8 casts with delayed per-tensor scaling (fp8.cuh says how the scale is
  * chosen), plain and transposed, and the per-slot state they keep.
  *
- * A slot's device state is FP8_RING amaxes and the inverse scale. The cast with host count k
+ * A slot's device state is the inverse scale and FP8_RING amaxes. The cast with host count k
  * writes its amax into entry k % FP8_RING (atomicMax on the float bits: amaxes are >= 0, so the
  * order of the integers is that of the floats, and the result does not depend on the order of
  * the blocks), zeroes entry (k + 1) % FP8_RING for the next cast, and takes its scale from the
@@ -13,7 +13,10 @@
 #include "matmul_lt.cuh"
 
 #define FP8_RING (FP8_HISTORY + 2)
-#define FP8_SLOT_FLOATS (FP8_RING + 1) /* the ring, then the inverse scale */
+/* A slot: the inverse scale, then the ring from float 4; 128 bytes, so that the scale cuBLASLt
+ * reads is 16-byte aligned (it refuses others). */
+#define FP8_SLOT_FLOATS 32
+#define FP8_RING_AT 4
 #define FP8_TILE 64
 
 template <int ENC> struct fp8_format;
@@ -49,11 +52,12 @@ __device__ __forceinline__ float fp8_scale(const float *ring, int pos, int first
  * and clears the next cast's ring entry. */
 __device__ __forceinline__ float fp8_block_scale(float *slot, int pos, int first, float fmax, float *shared) {
     if (threadIdx.x == 0) {
-        const float s = fp8_scale(slot, pos, first, fmax);
+        float *ring = slot + FP8_RING_AT;
+        const float s = fp8_scale(ring, pos, first, fmax);
         *shared = s;
         if (blockIdx.x == 0 && blockIdx.y == 0) {
-            slot[FP8_RING] = 1.0f / s;
-            slot[(pos + 1) % FP8_RING] = 0.0f;
+            slot[0] = 1.0f / s;
+            ring[(pos + 1) % FP8_RING] = 0.0f;
         }
     }
     __syncthreads();
@@ -62,7 +66,7 @@ __device__ __forceinline__ float fp8_block_scale(float *slot, int pos, int first
 
 __device__ __forceinline__ void fp8_record_amax(float *slot, int pos, float amax) {
     amax = warp_max(amax);
-    if ((threadIdx.x & 31) == 0) atomicMax((unsigned *)&slot[pos], __float_as_uint(amax));
+    if ((threadIdx.x & 31) == 0) atomicMax((unsigned *)&slot[FP8_RING_AT + pos], __float_as_uint(amax));
 }
 
 /* 8 values scaled, amax updated, packed as 8 fp8 bytes (element 0 in the lowest byte). */
@@ -80,7 +84,7 @@ __device__ __forceinline__ uint2 fp8_pack8(const float (&x)[8], float scale, flo
     return make_uint2(w[0], w[1]);
 }
 
-/* The first cast of a slot: the tensor's amax into ring[pos] before the cast reads it. */
+/* The first cast of a slot: the tensor's amax into its ring entry pos before the cast reads it. */
 __global__ void fp8_amax_kernel(float *slot, int pos, const bf16 *in, size_t nvec) {
     float amax = 0.0f;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < nvec; i += (size_t)gridDim.x * blockDim.x) {
@@ -250,6 +254,6 @@ llmc_status llmc_cuda_fp8_cast(llmc_device *dev, int site, int slot, int enc, co
             fp8_cast_kernel<LT_E5M2><<<grid, 256, 0, im->stream>>>(out, in, nvec, s, pos, first);
     }
     LLMC_CUDA_LAUNCHED(dev);
-    *inv_scale = s + FP8_RING;
+    *inv_scale = s;
     return LLMC_OK;
 }
