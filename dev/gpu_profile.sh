@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where the time goes, and the recipe, on the GPU machine (one call each, logs in $OUT):
-#   bash dev/gpu_profile.sh timeline   # CUPTI timeline of d12 training: GPU busy vs idle per step
+#   bash dev/gpu_profile.sh timeline   # CUPTI timeline of d12 training: GPU busy vs idle per step (TRAIN_ARGS: more flags)
 #   bash dev/gpu_profile.sh bench      # dev/bench_train.py: llmc vs compiled PyTorch, d12 B=64
 #   bash dev/gpu_profile.sh recipe     # scripts/gpt2_124M.sh SMALL=1 on Shakespeare: curves + tok/s
 # Each step builds first when ./train_gpt2cu is missing (bash dev/gpu_check.sh tests builds too).
@@ -21,8 +21,8 @@ for what in "${@:-timeline}"; do
     build_timeline_lib || exit 1
     random_tokens /tmp/tl_train_000000.bin 3000000
     CUDA_INJECTION64_PATH=/tmp/libgpu_timeline.so LLMC_TIMELINE="$OUT/timeline.csv" \
-      ./train_gpt2cu -e d12 -b 64 -t 1024 -x 12 -v 0 -s 0 -l 6e-4 -i "/tmp/tl_train_*.bin" > "$OUT/timeline_train.log" 2>&1
-    python3 dev/trace/timeline.py "$OUT/timeline.csv" --skip 3 --gaps 15 | tee "$OUT/timeline.txt"
+      ./train_gpt2cu -e d12 -b 64 -t 1024 -x 12 -v 0 -s 0 -l 6e-4 -i "/tmp/tl_train_*.bin" ${TRAIN_ARGS:-} > "$OUT/timeline_train.log" 2>&1
+    python3 dev/trace/timeline.py "$OUT/timeline.csv" --skip 3 --gaps 15 ${TIMELINE_ARGS:-} | tee "$OUT/timeline.txt"
     gzip -f "$OUT/timeline.csv"
     ;;
   bench)

@@ -142,7 +142,7 @@ def test_same_calls_same_bits():
 
 def small_model(device, fp8, seed=7):
     from llmc import GPT2
-    return GPT2.from_config("L=2,H=4,C=128,T=64", device=device, seed=seed, fp8=fp8)
+    return GPT2.from_config("L=2,H=2,C=128,T=64", device=device, seed=seed, fp8=fp8)
 
 
 def train_losses(model, steps=30):

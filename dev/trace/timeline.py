@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--gaps", type=int, default=10, help="longest gaps to list")
     ap.add_argument("--split-us", type=float, default=1000, help="step-kernel runs closer than this are one update")
     ap.add_argument("--sequence", action="store_true", help="list the median step's kernels in order")
+    ap.add_argument("--top", type=int, default=15, help="kernels to list by GPU time")
     args = ap.parse_args()
     gpu, host = read(args.csv)
     rows, gaps = analyse(gpu, host, args.step_kernel, args.skip, int(args.split_us * 1000))
@@ -138,7 +139,7 @@ def main():
             per[key] += e - s
             count[key] += 1
     print("GPU time per step by kernel (ms, launches per step):")
-    for name, t in per.most_common(15):
+    for name, t in per.most_common(args.top):
         print(f"  {t / 1e6 / len(rows):8.3f} {count[name] / len(rows):6.1f}  {name}")
     if args.sequence:
         mid = sorted(rows)[len(rows) // 2]
