@@ -55,7 +55,7 @@ __device__ __forceinline__ float fp8_block_scale(float *slot, int pos, int first
         float *ring = slot + FP8_RING_AT;
         const float s = fp8_scale(ring, pos, first, fmax);
         *shared = s;
-        if (blockIdx.x == 0 && blockIdx.y == 0) {
+        if (blockIdx.x == 0) {
             slot[0] = 1.0f / s;
             ring[(pos + 1) % FP8_RING] = 0.0f;
         }
@@ -109,36 +109,47 @@ __global__ void fp8_cast_kernel(uint8_t *out, const bf16 *in, size_t nvec, float
     fp8_record_amax(slot, pos, amax);
 }
 
-/* One 64 x 64 tile per block of 256 threads (blockIdx.x: row tile, y: column tile): rows are
- * read as 8-column vectors, cast, written to out (when given) and kept in shared memory, from
- * which each thread writes 16 consecutive rows of one column to outT. */
+/* 64 x 64 tiles, 256 threads a block, the blocks striding over the tiles (row tiles fastest), so
+ * that the scale is worked out once per block and not once per tile. Rows are read as 8-column
+ * vectors, cast, written to out (when given) and kept in shared memory, from which each thread
+ * writes 16 consecutive rows of one column to outT. */
 template <int ENC>
 __global__ void fp8_cast_transpose_kernel(uint8_t *out, uint8_t *outT, const bf16 *in, int rows, int cols,
                                           float *slot, int pos, int first) {
     __shared__ float s_scale;
     __shared__ __align__(16) uint8_t tile[FP8_TILE][FP8_TILE + 16];
     const float scale = fp8_block_scale(slot, pos, first, fp8_format<ENC>::max, &s_scale);
-    const int r0 = blockIdx.x * FP8_TILE, c0 = blockIdx.y * FP8_TILE;
-    const int cg = threadIdx.x % 8;
+    const int row_tiles = (rows + FP8_TILE - 1) / FP8_TILE;
+    const size_t tiles = (size_t)row_tiles * ((cols + FP8_TILE - 1) / FP8_TILE);
+    const int cg = threadIdx.x % 8, lc = threadIdx.x / 4, chunk = threadIdx.x % 4;
     float amax = 0.0f;
+    for (size_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        const int r0 = (int)(t % row_tiles) * FP8_TILE, c0 = (int)(t / row_tiles) * FP8_TILE;
+        float x[2][8];
+        bool ok[2];
 #pragma unroll
-    for (int it = 0; it < 2; it++) {
-        const int lr = threadIdx.x / 8 + 32 * it, r = r0 + lr, c = c0 + cg * 8;
-        if (r < rows && c < cols) {
-            float x[8];
-            ld_bf16<8>(x, in + (size_t)r * cols + c);
-            const uint2 q = fp8_pack8<ENC>(x, scale, amax);
+        for (int it = 0; it < 2; it++) { /* both loads in flight before either is used */
+            const int r = r0 + threadIdx.x / 8 + 32 * it, c = c0 + cg * 8;
+            ok[it] = r < rows && c < cols;
+            if (ok[it]) ld_bf16<8>(x[it], in + (size_t)r * cols + c);
+        }
+        __syncthreads(); /* the previous tile's reads of shared memory are done */
+#pragma unroll
+        for (int it = 0; it < 2; it++) {
+            const int lr = threadIdx.x / 8 + 32 * it, r = r0 + lr, c = c0 + cg * 8;
+            if (!ok[it]) continue;
+            const uint2 q = fp8_pack8<ENC>(x[it], scale, amax);
             if (out) *(uint2 *)(out + (size_t)r * cols + c) = q;
             *(uint2 *)&tile[lr][cg * 8] = q;
         }
-    }
-    __syncthreads();
-    const int lc = threadIdx.x / 4, chunk = threadIdx.x % 4, c = c0 + lc, r = r0 + chunk * 16;
-    if (c < cols && r < rows) { /* rows % 16 == 0: the whole chunk is inside */
-        uint32_t w[4] = {0u, 0u, 0u, 0u};
+        __syncthreads();
+        const int c = c0 + lc, r = r0 + chunk * 16;
+        if (c < cols && r < rows) { /* rows % 16 == 0: the whole chunk is inside */
+            uint32_t w[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
-        for (int j = 0; j < 16; j++) w[j >> 2] |= (uint32_t)tile[chunk * 16 + j][lc] << (8 * (j & 3));
-        *(uint4 *)(outT + (size_t)c * rows + r) = make_uint4(w[0], w[1], w[2], w[3]);
+            for (int j = 0; j < 16; j++) w[j >> 2] |= (uint32_t)tile[chunk * 16 + j][lc] << (8 * (j & 3));
+            *(uint4 *)(outT + (size_t)c * rows + r) = make_uint4(w[0], w[1], w[2], w[3]);
+        }
     }
     fp8_record_amax(slot, pos, amax);
 }
@@ -239,9 +250,8 @@ llmc_status llmc_cuda_fp8_cast(llmc_device *dev, int site, int slot, int enc, co
         LLMC_CUDA_LAUNCHED(dev);
     }
     if (outT) {
-        dim3 grid(LLMC_CEIL_DIV(rows, FP8_TILE), LLMC_CEIL_DIV(cols, FP8_TILE));
-        if (grid.y > 65535)
-            return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "fp8 cast: %d columns is too many", cols);
+        const size_t tiles = (size_t)LLMC_CEIL_DIV(rows, FP8_TILE) * LLMC_CEIL_DIV(cols, FP8_TILE);
+        const int grid = llmc_grid_size(tiles, 1, (size_t)im->sm_count * 8);
         if (enc == LT_E4M3)
             fp8_cast_transpose_kernel<LT_E4M3><<<grid, 256, 0, im->stream>>>(out, outT, in, rows, cols, s, pos, first);
         else

@@ -268,11 +268,11 @@ llmc_status llmc_cuda_lt_forward(llmc_device *dev, lt_problem *p, void *out, voi
     return LLMC_OK;
 }
 
-llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, const char *op, int N, int C,
-                              int OC) {
+llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, int fuse_dgelu, const char *op,
+                              int N, int C, int OC) {
     llmc_status st;
     p->beta = 0.0f;
-    if (pre_gelu && C % 8 == 0) {
+    if (pre_gelu && fuse_dgelu && C % 8 == 0) {
         p->epi = CUBLASLT_EPILOGUE_DGELU;
         p->aux = (void *)pre_gelu;
         p->aux_ld = C;
@@ -346,7 +346,7 @@ llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_t
         p.ldb = OC;
         p.D = dinp;
         p.ldd = C;
-        st = llmc_cuda_lt_dinp(dev, &p, pre_gelu, op, N, C, OC);
+        st = llmc_cuda_lt_dinp(dev, &p, pre_gelu, 1, op, N, C, OC);
         if (st != LLMC_OK) return st;
     }
 

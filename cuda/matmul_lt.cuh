@@ -42,9 +42,9 @@ llmc_status llmc_cuda_lt_run(llmc_device *dev, const lt_problem *p, const char *
 llmc_status llmc_cuda_lt_forward(llmc_device *dev, lt_problem *p, void *out, void *pre_gelu, const void *bias,
                                  const char *op, int N, int C, int OC);
 /* The backward's dinp product on p with its operands and D set: with pre_gelu, D *= gelu'(pre_gelu)
- * (the DGELU epilogue where it can, else a separate pass). */
-llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, const char *op, int N, int C,
-                              int OC);
+ * (the DGELU epilogue when fuse_dgelu and cuBLASLt has it, else a separate pass). */
+llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, int fuse_dgelu, const char *op,
+                              int N, int C, int OC);
 /* dbias (bf16, OC) += the column sums of dout (N, OC), deterministic (fixed order). */
 llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC);
 
