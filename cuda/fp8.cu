@@ -109,49 +109,64 @@ __global__ void fp8_cast_kernel(uint8_t *out, const bf16 *in, size_t nvec, float
     fp8_record_amax(slot, pos, amax);
 }
 
-/* 64 x 64 tiles, 256 threads a block, the blocks striding over the tiles (row tiles fastest), so
- * that the scale is worked out once per block and not once per tile. Rows are read as 8-column
- * vectors, cast, written to out (when given) and kept in shared memory, from which each thread
- * writes 16 consecutive rows of one column to outT. */
+/* 64 x 64 tiles, 256 threads a block. Block (x, y) takes the column tile x and the row tiles
+ * y, y + gridDim.y, ..., so that the scale is worked out once per block and the column sums of
+ * its tiles (dbias, when colsums is given) add up in registers: colsums[y][col] (=) is the
+ * sum of the block's rows in column col, in a fixed order. Rows are read as 8-column vectors,
+ * cast, written to out (when given) and kept in shared memory, from which each thread writes 16
+ * consecutive rows of one column to outT. */
 template <int ENC>
-__global__ void fp8_cast_transpose_kernel(uint8_t *out, uint8_t *outT, const bf16 *in, int rows, int cols,
-                                          float *slot, int pos, int first) {
+__global__ void fp8_cast_transpose_kernel(uint8_t *out, uint8_t *outT, float *colsums, const bf16 *in, int rows,
+                                          int cols, float *slot, int pos, int first) {
     __shared__ float s_scale;
     __shared__ __align__(16) uint8_t tile[FP8_TILE][FP8_TILE + 16];
+    __shared__ float red[32][FP8_TILE + 1];
     const float scale = fp8_block_scale(slot, pos, first, fp8_format<ENC>::max, &s_scale);
-    const int row_tiles = (rows + FP8_TILE - 1) / FP8_TILE;
-    const size_t tiles = (size_t)row_tiles * ((cols + FP8_TILE - 1) / FP8_TILE);
     const int cg = threadIdx.x % 8, lc = threadIdx.x / 4, chunk = threadIdx.x % 4;
-    float amax = 0.0f;
-    for (size_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-        const int r0 = (int)(t % row_tiles) * FP8_TILE, c0 = (int)(t / row_tiles) * FP8_TILE;
+    const int c0 = blockIdx.x * FP8_TILE, c = c0 + cg * 8;
+    float amax = 0.0f, sum[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) sum[k] = 0.0f;
+    for (int r0 = blockIdx.y * FP8_TILE; r0 < rows; r0 += gridDim.y * FP8_TILE) {
         float x[2][8];
         bool ok[2];
 #pragma unroll
         for (int it = 0; it < 2; it++) { /* both loads in flight before either is used */
-            const int r = r0 + threadIdx.x / 8 + 32 * it, c = c0 + cg * 8;
+            const int r = r0 + threadIdx.x / 8 + 32 * it;
             ok[it] = r < rows && c < cols;
             if (ok[it]) ld_bf16<8>(x[it], in + (size_t)r * cols + c);
         }
         __syncthreads(); /* the previous tile's reads of shared memory are done */
 #pragma unroll
         for (int it = 0; it < 2; it++) {
-            const int lr = threadIdx.x / 8 + 32 * it, r = r0 + lr, c = c0 + cg * 8;
+            const int lr = threadIdx.x / 8 + 32 * it, r = r0 + lr;
             if (!ok[it]) continue;
+#pragma unroll
+            for (int k = 0; k < 8; k++) sum[k] += x[it][k];
             const uint2 q = fp8_pack8<ENC>(x[it], scale, amax);
             if (out) *(uint2 *)(out + (size_t)r * cols + c) = q;
             *(uint2 *)&tile[lr][cg * 8] = q;
         }
         __syncthreads();
-        const int c = c0 + lc, r = r0 + chunk * 16;
-        if (c < cols && r < rows) { /* rows % 16 == 0: the whole chunk is inside */
+        const int tc = c0 + lc, tr = r0 + chunk * 16;
+        if (tc < cols && tr < rows) { /* rows % 16 == 0: the whole chunk is inside */
             uint32_t w[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
             for (int j = 0; j < 16; j++) w[j >> 2] |= (uint32_t)tile[chunk * 16 + j][lc] << (8 * (j & 3));
-            *(uint4 *)(outT + (size_t)c * rows + r) = make_uint4(w[0], w[1], w[2], w[3]);
+            *(uint4 *)(outT + (size_t)tc * rows + tr) = make_uint4(w[0], w[1], w[2], w[3]);
         }
     }
     fp8_record_amax(slot, pos, amax);
+    if (colsums) { /* the 32 threads of a column group, in order */
+#pragma unroll
+        for (int k = 0; k < 8; k++) red[threadIdx.x / 8][cg * 8 + k] = sum[k];
+        __syncthreads();
+        if (threadIdx.x < FP8_TILE && c0 + threadIdx.x < cols) {
+            float t = 0.0f;
+            for (int i = 0; i < 32; i++) t += red[i][threadIdx.x];
+            colsums[(size_t)blockIdx.y * cols + c0 + threadIdx.x] = t;
+        }
+    }
 }
 
 /* ---- host side ---- */
@@ -169,11 +184,17 @@ static llmc_status fp8_state(llmc_device *dev, int sites, llmc_cuda_fp8 **out) {
         const size_t old_floats = (size_t)f->sites * FP8_SLOTS * FP8_SLOT_FLOATS;
         const size_t floats = (size_t)n * FP8_SLOTS * FP8_SLOT_FLOATS;
         long long *casts = (long long *)calloc((size_t)n * FP8_SLOTS, sizeof *casts);
-        if (!casts) return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "out of host memory for the fp8 state");
+        llmc_cuda_fp8_kept *kept = (llmc_cuda_fp8_kept *)calloc((size_t)n, sizeof *kept);
+        if (!casts || !kept) {
+            free(casts);
+            free(kept);
+            return llmc_device_fail(dev, LLMC_ERR_OUT_OF_MEMORY, "out of host memory for the fp8 state");
+        }
         float *state = NULL;
         cudaError_t e = cudaMalloc(&state, floats * sizeof(float));
         if (e != cudaSuccess) {
             free(casts);
+            free(kept);
             return llmc_cuda_fail_alloc(dev, "cudaMalloc of the fp8 scaling state", floats * sizeof(float), e);
         }
         LLMC_CUDA_TRY(dev, cudaMemsetAsync(state, 0, floats * sizeof(float), im->stream));
@@ -183,10 +204,13 @@ static llmc_status fp8_state(llmc_device *dev, int sites, llmc_cuda_fp8 **out) {
             LLMC_CUDA_TRY(dev, cudaStreamSynchronize(im->stream));
             cudaFree(f->state);
             memcpy(casts, f->casts, (size_t)f->sites * FP8_SLOTS * sizeof *casts);
+            memcpy(kept, f->kept, (size_t)f->sites * sizeof *kept);
         }
         free(f->casts);
+        free(f->kept);
         f->state = state;
         f->casts = casts;
+        f->kept = kept;
         f->sites = n;
     }
     *out = f;
@@ -215,9 +239,44 @@ llmc_status llmc_cuda_fp8_buffer(llmc_device *dev, int which, size_t bytes, uint
     return LLMC_OK;
 }
 
+llmc_status llmc_cuda_fp8_keep(llmc_device *dev, int site, int rows, int cols, uint8_t **xt) {
+    llmc_cuda_fp8 *f;
+    llmc_status st = fp8_state(dev, site + 1, &f);
+    if (st != LLMC_OK) return st;
+    llmc_cuda_fp8_kept *k = &f->kept[site];
+    const size_t bytes = (size_t)rows * cols;
+    k->rows = k->cols = 0;
+    if (bytes > k->bytes) {
+        LLMC_CUDA_TRY(dev, cudaStreamSynchronize(llmc_cuda_impl_of(dev)->stream)); /* the backward may read it */
+        cudaFree(k->xt);
+        k->xt = NULL;
+        k->bytes = 0;
+        cudaError_t e = cudaMalloc(&k->xt, bytes);
+        if (e != cudaSuccess) {
+            k->xt = NULL;
+            return llmc_cuda_fail_alloc(dev, "cudaMalloc of an fp8 matmul's kept input", bytes, e);
+        }
+        k->bytes = bytes;
+    }
+    k->rows = rows;
+    k->cols = cols;
+    *xt = k->xt;
+    return LLMC_OK;
+}
+
+const uint8_t *llmc_cuda_fp8_kept_xt(llmc_device *dev, int site, int rows, int cols, const float **inv_scale) {
+    llmc_cuda_fp8 *f = llmc_cuda_impl_of(dev)->fp8;
+    if (!f || site < 0 || site >= f->sites || f->kept[site].rows != rows || f->kept[site].cols != cols) return NULL;
+    *inv_scale = f->state + ((size_t)site * FP8_SLOTS + FP8_SLOT_X) * FP8_SLOT_FLOATS;
+    return f->kept[site].xt;
+}
+
 void llmc_cuda_fp8_free(llmc_cuda_impl *im) {
     llmc_cuda_fp8 *f = im->fp8;
     if (!f) return;
+    for (int i = 0; i < f->sites; i++)
+        if (f->kept[i].xt) cudaFree(f->kept[i].xt);
+    free(f->kept);
     for (int i = 0; i < FP8_BUFS; i++)
         if (f->buf[i]) cudaFree(f->buf[i]);
     if (f->state) cudaFree(f->state);
@@ -227,7 +286,8 @@ void llmc_cuda_fp8_free(llmc_cuda_impl *im) {
 }
 
 llmc_status llmc_cuda_fp8_cast(llmc_device *dev, int site, int slot, int enc, const bf16 *in, int rows, int cols,
-                               uint8_t *out, uint8_t *outT, const float **inv_scale) {
+                               uint8_t *out, uint8_t *outT, const float **inv_scale, float **colsum_out,
+                               int *colsum_parts) {
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     if (site < 0 || slot < 0 || slot >= FP8_SLOTS || (enc != LT_E4M3 && enc != LT_E5M2))
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "fp8 cast: bad site %d, slot %d or format %d", site, slot,
@@ -237,6 +297,7 @@ llmc_status llmc_cuda_fp8_cast(llmc_device *dev, int site, int slot, int enc, co
                                 "fp8 cast: a (%d, %d) tensor needs rows %% 16 == 0, cols %% 8 == 0, 16-byte alignment",
                                 rows, cols);
     if (!out && !outT) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "fp8 cast: no output");
+    if (colsum_parts && !outT) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "fp8 cast: column sums need outT");
     llmc_cuda_fp8 *f;
     llmc_status st = fp8_state(dev, site + 1, &f);
     if (st != LLMC_OK) return st;
@@ -250,12 +311,24 @@ llmc_status llmc_cuda_fp8_cast(llmc_device *dev, int site, int slot, int enc, co
         LLMC_CUDA_LAUNCHED(dev);
     }
     if (outT) {
-        const size_t tiles = (size_t)LLMC_CEIL_DIV(rows, FP8_TILE) * LLMC_CEIL_DIV(cols, FP8_TILE);
-        const int grid = llmc_grid_size(tiles, 1, (size_t)im->sm_count * 8);
+        const int col_tiles = LLMC_CEIL_DIV(cols, FP8_TILE), row_tiles = LLMC_CEIL_DIV(rows, FP8_TILE);
+        int gy = LLMC_CEIL_DIV(im->sm_count * 8, col_tiles);
+        gy = gy < row_tiles ? gy : row_tiles;
+        gy = gy < 65535 ? gy : 65535;
+        float *colsums = NULL;
+        if (colsum_parts) {
+            st = llmc_cuda_scratch(dev, (size_t)gy * cols * sizeof(float), (void **)&colsums);
+            if (st != LLMC_OK) return st;
+            *colsum_parts = gy;
+            *colsum_out = colsums;
+        }
+        dim3 grid(col_tiles, gy);
         if (enc == LT_E4M3)
-            fp8_cast_transpose_kernel<LT_E4M3><<<grid, 256, 0, im->stream>>>(out, outT, in, rows, cols, s, pos, first);
+            fp8_cast_transpose_kernel<LT_E4M3>
+                <<<grid, 256, 0, im->stream>>>(out, outT, colsums, in, rows, cols, s, pos, first);
         else
-            fp8_cast_transpose_kernel<LT_E5M2><<<grid, 256, 0, im->stream>>>(out, outT, in, rows, cols, s, pos, first);
+            fp8_cast_transpose_kernel<LT_E5M2>
+                <<<grid, 256, 0, im->stream>>>(out, outT, colsums, in, rows, cols, s, pos, first);
     } else {
         const int grid = llmc_cuda_grid(dev, nvec, 256, 8);
         if (enc == LT_E4M3)

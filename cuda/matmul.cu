@@ -223,6 +223,13 @@ __global__ void dbias_add_partials_kernel(bf16 *dbias, const float *partials, in
     dbias[c] = __float2bfloat16_rn(__bfloat162float(dbias[c]) + s);
 }
 
+llmc_status llmc_cuda_dbias_add_partials(llmc_device *dev, bf16 *dbias, const float *partials, int nparts, int OC) {
+    dbias_add_partials_kernel<<<LLMC_CEIL_DIV(OC, 256), 256, 0, llmc_cuda_impl_of(dev)->stream>>>(dbias, partials,
+                                                                                                  nparts, OC);
+    LLMC_CUDA_LAUNCHED(dev);
+    return LLMC_OK;
+}
+
 llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC) {
     llmc_cuda_impl *im = llmc_cuda_impl_of(dev);
     const int vec = (OC % 8 == 0 && llmc_is_aligned16(dout)) ? 8 : 1;
@@ -238,9 +245,7 @@ llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *do
     else
         dbias_partial_kernel<1><<<grid, block, 0, im->stream>>>(partials, dout, N, OC);
     LLMC_CUDA_LAUNCHED(dev);
-    dbias_add_partials_kernel<<<LLMC_CEIL_DIV(OC, 256), 256, 0, im->stream>>>(dbias, partials, gy, OC);
-    LLMC_CUDA_LAUNCHED(dev);
-    return LLMC_OK;
+    return llmc_cuda_dbias_add_partials(dev, dbias, partials, gy, OC);
 }
 
 llmc_status llmc_cuda_lt_forward(llmc_device *dev, lt_problem *p, void *out, void *pre_gelu, const void *bias,

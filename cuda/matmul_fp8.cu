@@ -8,7 +8,8 @@
  *   dinp     dinp(C,N)  = W dY      : W transposed (C,OC), dY (N,OC) as it is;
  *   dweight  dW(C,OC) += X^T dY     : X transposed (C,N), dY transposed (OC,N).
  * fp8.cu casts (and transposes) each operand into a workspace with its slot's delayed scale;
- * cuBLASLt takes the inverse scales. dbias is summed from the bf16 dY as in matmul.cu. */
+ * cuBLASLt takes the inverse scales. The forward casts X in both layouts and keeps X^T for the
+ * backward (one read of X a step, not two); the cast of dY sums its columns for dbias on the way. */
 #include <string.h>
 #include "fp8.cuh"
 #include "matmul_lt.cuh"
@@ -37,13 +38,16 @@ llmc_status llmc_cuda_matmul_forward_fp8(llmc_device *dev, int site, void *out, 
     LLMC_CUDA_WEIGHTS(op, weight, bias_t);
     llmc_status st = fp8_takes(dev, op, site, N, C, OC, inp, weight->data);
     if (st != LLMC_OK) return st;
-    uint8_t *xq, *wq;
+    uint8_t *xq, *xt, *wq;
     const float *xs, *ws;
     if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_X, (size_t)N * C, &xq)) != LLMC_OK) return st;
     if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_W, (size_t)OC * C, &wq)) != LLMC_OK) return st;
-    st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_X, LT_E4M3, (const bf16 *)inp, N, C, xq, NULL, &xs);
+    if ((st = llmc_cuda_fp8_keep(dev, site, N, C, &xt)) != LLMC_OK) return st;
+    /* X in both layouts: the backward's dW product takes the transposed one as it is */
+    st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_X, LT_E4M3, (const bf16 *)inp, N, C, xq, xt, &xs, NULL, NULL);
     if (st == LLMC_OK)
-        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_W, LT_E4M3, (const bf16 *)weight->data, OC, C, wq, NULL, &ws);
+        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_W, LT_E4M3, (const bf16 *)weight->data, OC, C, wq, NULL, &ws,
+                                NULL, NULL);
     if (st != LLMC_OK) return st;
     lt_problem p;
     memset(&p, 0, sizeof p);
@@ -73,21 +77,28 @@ llmc_status llmc_cuda_matmul_backward_fp8(llmc_device *dev, int site, void *dinp
     if (st != LLMC_OK) return st;
     if (!llmc_is_aligned16(dout))
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED, "%s: dout is not 16-byte aligned", op);
-    uint8_t *xt, *wt = NULL, *dy = NULL, *dyt;
+    uint8_t *xt = NULL, *wt = NULL, *dy = NULL, *dyt;
     const float *xs, *ws = NULL, *dys;
-    if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_X, (size_t)N * C, &xt)) != LLMC_OK) return st;
+    const uint8_t *kept = llmc_cuda_fp8_kept_xt(dev, site, N, C, &xs);
+    if (!kept && (st = llmc_cuda_fp8_buffer(dev, FP8_BUF_X, (size_t)N * C, &xt)) != LLMC_OK) return st;
     if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_DYT, (size_t)N * OC, &dyt)) != LLMC_OK) return st;
     if (dinp) {
         if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_W, (size_t)OC * C, &wt)) != LLMC_OK) return st;
         if ((st = llmc_cuda_fp8_buffer(dev, FP8_BUF_DY, (size_t)N * OC, &dy)) != LLMC_OK) return st;
     }
-    /* dY once, in both layouts (one scale for both) */
-    st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_DY, LT_E5M2, (const bf16 *)dout, N, OC, dy, dyt, &dys);
+    /* dY once, in both layouts (one scale for both), with its column sums for dbias */
+    float *parts = NULL;
+    int nparts = 0;
+    st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_DY, LT_E5M2, (const bf16 *)dout, N, OC, dy, dyt, &dys,
+                            dbias_t ? &parts : NULL, dbias_t ? &nparts : NULL);
+    if (st == LLMC_OK && dbias_t) st = llmc_cuda_dbias_add_partials(dev, (bf16 *)dbias_t->data, parts, nparts, OC);
     if (st == LLMC_OK && dinp)
-        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_WT, LT_E4M3, (const bf16 *)weight->data, OC, C, NULL, wt, &ws);
-    if (st == LLMC_OK)
-        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_XT, LT_E4M3, (const bf16 *)inp, N, C, NULL, xt, &xs);
+        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_WT, LT_E4M3, (const bf16 *)weight->data, OC, C, NULL, wt, &ws,
+                                NULL, NULL);
+    if (st == LLMC_OK && !kept) /* no forward of this shape before it: cast the input here */
+        st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_XT, LT_E4M3, (const bf16 *)inp, N, C, NULL, xt, &xs, NULL, NULL);
     if (st != LLMC_OK) return st;
+    if (kept) xt = (uint8_t *)kept;
     lt_problem p;
     if (dinp) { /* column-major dinp(C,N) = (W^T stored (OC,C))^T dY(OC,N) */
         memset(&p, 0, sizeof p);
@@ -128,8 +139,5 @@ llmc_status llmc_cuda_matmul_backward_fp8(llmc_device *dev, int site, void *dinp
     p.ldd = C;
     p.beta = 1.0f;
     p.epi = CUBLASLT_EPILOGUE_DEFAULT;
-    st = llmc_cuda_lt_run(dev, &p, op, N, C, OC);
-    if (st != LLMC_OK) return st;
-    if (dbias_t) return llmc_cuda_dbias_reduce(dev, (bf16 *)dbias_t->data, (const bf16 *)dout, N, OC);
-    return LLMC_OK;
+    return llmc_cuda_lt_run(dev, &p, op, N, C, OC);
 }

@@ -47,5 +47,7 @@ llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_g
                               int N, int C, int OC);
 /* dbias (bf16, OC) += the column sums of dout (N, OC), deterministic (fixed order). */
 llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC);
+/* dbias[c] += the sum over p < nparts, in order, of partials[p][c] (fp32, OC columns a row). */
+llmc_status llmc_cuda_dbias_add_partials(llmc_device *dev, bf16 *dbias, const float *partials, int nparts, int OC);
 
 #endif

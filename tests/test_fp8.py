@@ -78,9 +78,13 @@ def test_matmul_forward_fp8(dev, N, C, OC, gelu, bias):
 @gpu
 @pytest.mark.parametrize("N,C,OC", SHAPES)
 @pytest.mark.parametrize("variant", ["plain", "gelu", "no_dinp", "no_bias"])
-def test_matmul_backward_fp8(dev, N, C, OC, variant):
+@pytest.mark.parametrize("after_forward", [False, True])
+def test_matmul_backward_fp8(dev, N, C, OC, variant, after_forward):
+    """after_forward: the backward takes the transposed input its forward kept; else it casts it."""
     x, w, dout = rnd(N, C), rnd(OC, C, scale=C ** -0.5), rnd(N, OC, scale=1e-3)  # gradients are small
     dw0, db0, pre = rnd(OC, C, scale=1e-3), rnd(OC, scale=1e-3), rnd(N, C)
+    if after_forward:
+        dev.matmul_forward(x, w, fp8_site=5)
     dinp, dw, db = dev.matmul_backward(dw0, None if variant == "no_bias" else db0, dout, x, w,
                                        pre_gelu=pre if variant == "gelu" else None,
                                        want_dinp=variant != "no_dinp", fp8_site=5)
