@@ -95,6 +95,7 @@ llmc_status llmc_cuda_lt_run(llmc_device *dev, const lt_problem *p, const char *
     key[18] = 2; /* key version */
     key[19] = p->a_fp8;
     key[20] = p->b_fp8;
+    key[21] = p->fast_accum;
 
     LT_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
@@ -110,6 +111,10 @@ llmc_status llmc_cuda_lt_run(llmc_device *dev, const lt_problem *p, const char *
                                                 sizeof p->aux));
         LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &p->aux_ld,
                                                 sizeof p->aux_ld));
+    }
+    if (p->fast_accum) {
+        const int8_t fa = 1;
+        LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
     }
     if (p->a_scale)
         LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &p->a_scale,

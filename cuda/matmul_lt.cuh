@@ -31,6 +31,7 @@ typedef struct lt_problem {
      * device pointers to the float that undoes each one's scaling (NULL: 1) */
     int a_fp8, b_fp8;
     const float *a_scale, *b_scale;
+    int fast_accum; /* fp8: cuBLASLt's faster, less precise accumulation */
 } lt_problem;
 
 /* Runs one product. LLMC_ERR_UNSUPPORTED (with a message) when cuBLASLt has no algorithm,

@@ -257,7 +257,7 @@ typedef struct llmc_train_options {
      * weights, E5M2 gradients, per-tensor scales from each tensor's amax history (CUDA, compute
      * capability 8.9+). Layernorms, attention, the classifier and AdamW stay as they are. The
      * histories are not part of a checkpoint: a resumed fp8 run is close to, not bit for bit, an
-     * unbroken one. Default 0. */
+     * unbroken one. 2: the LM head's products too. Default 0. */
     int fp8;
 } llmc_train_options;
 void llmc_train_options_default(llmc_train_options *o);

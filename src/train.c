@@ -87,8 +87,8 @@ llmc_status llmc_train_attach(llmc_train *t, llmc_model *m, const llmc_train_opt
     if (opts.recompute < 0 || opts.recompute > 2)
         return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "recompute must be 0, 1 or 2 (got %d)", opts.recompute);
     if (!m->dev.ops) return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "the model is not open on a device yet");
-    if (opts.fp8 != 0 && opts.fp8 != 1)
-        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "fp8 must be 0 or 1 (got %d)", opts.fp8);
+    if (opts.fp8 < 0 || opts.fp8 > 2)
+        return llmc_train_fail(t, LLMC_ERR_INVALID_ARG, "fp8 must be 0, 1 or 2 (got %d)", opts.fp8);
     if (opts.fp8 && !m->dev.ops->matmul_forward_fp8)
         return llmc_train_fail(t, LLMC_ERR_UNSUPPORTED,
                                "fp8 training needs the CUDA backend on a GPU of compute capability 8.9 or newer; "

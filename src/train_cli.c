@@ -348,7 +348,7 @@ int llmc_train_main(int argc, char **argv, const char *default_backend) {
         {"y", "resume", LLMC_OPT_INT, &o->resume, "0|1", "resume from the latest checkpoint in -o"},
         {"a", "overfit-batch", LLMC_OPT_INT, &o->overfit_batch, "0|1", "train on the first batch only (debugging)"},
         {"r", "recompute", LLMC_OPT_INT, &args.recompute, "0|1|2", "recompute in backward: 1 GELU, 2 GELU+layernorm"},
-        {NULL, "fp8", LLMC_OPT_INT, &args.fp8, "0|1", "the layers' matmuls in fp8: E4M3 forward, E5M2 gradients (GPU, sm_89+)"},
+        {NULL, "fp8", LLMC_OPT_INT, &args.fp8, "0|1|2", "matmuls in fp8, E4M3 forward, E5M2 gradients (GPU, sm_89+): 1 the layers', 2 also the LM head"},
         {"w", "master-weights", LLMC_OPT_INT, &args.master_weights, "0|1", "keep fp32 master weights (bf16 backends)"},
         {"f", "tf32", LLMC_OPT_INT, &args.tf32, "0|1", "llm.c's tf32 switch (no effect: llmc computes in bf16)"},
         {"ge", "gelu-fusion", LLMC_OPT_INT, &args.gelu_fusion, "N", "llm.c's GELU fusion (no effect: always fused)"},

@@ -78,16 +78,23 @@ static llmc_status check_batch(llmc_train *t, const int *inputs, int B, int T) {
     return LLMC_OK;
 }
 
-/* A layer's matmuls: fp8 when the trainer asks for it and the backend takes the shape, else
- * the bf16 op. Each weight is one fp8 call site (4 per layer), which keeps its tensors'
- * scaling histories. */
+/* The matmuls of the layers (and, with fp8 2, the LM head): fp8 when the trainer asks for it and
+ * the backend takes the shape, else the bf16 op. Each weight is one fp8 call site (4 per layer,
+ * then the LM head), which keeps its tensors' scaling histories. */
 enum { SITE_QKV, SITE_ATTPROJ, SITE_FC, SITE_FCPROJ, SITES_PER_LAYER };
+
+static int fp8_site(const llmc_train *t, int l, int k) {
+    const int L = t->m->w.cfg.num_layers;
+    if (t->opts.fp8 == 0 || (l == L && t->opts.fp8 < 2)) return -1;
+    return l * SITES_PER_LAYER + k;
+}
 
 static llmc_status layer_matmul_forward(llmc_train *t, int l, int k, void *out, void *pre_gelu, const void *inp,
                                         const llmc_tensor *w, const llmc_tensor *b, int N, int C, int OC) {
     llmc_device *d = &t->m->dev;
-    if (t->opts.fp8) {
-        llmc_status st = d->ops->matmul_forward_fp8(d, l * SITES_PER_LAYER + k, out, pre_gelu, inp, w, b, N, C, OC);
+    const int site = fp8_site(t, l, k);
+    if (site >= 0) {
+        llmc_status st = d->ops->matmul_forward_fp8(d, site, out, pre_gelu, inp, w, b, N, C, OC);
         if (st != LLMC_ERR_UNSUPPORTED) return st;
     }
     return d->ops->matmul_forward(d, out, pre_gelu, inp, w, b, N, C, OC);
@@ -97,9 +104,9 @@ static llmc_status layer_matmul_backward(llmc_train *t, int l, int k, void *dinp
                                          const llmc_tensor *db, const void *dout, const void *inp,
                                          const llmc_tensor *w, const void *pre_gelu, int N, int C, int OC) {
     llmc_device *d = &t->m->dev;
-    if (t->opts.fp8) {
-        llmc_status st =
-            d->ops->matmul_backward_fp8(d, l * SITES_PER_LAYER + k, dinp, dw, db, dout, inp, w, pre_gelu, N, C, OC);
+    const int site = fp8_site(t, l, k);
+    if (site >= 0) {
+        llmc_status st = d->ops->matmul_backward_fp8(d, site, dinp, dw, db, dout, inp, w, pre_gelu, N, C, OC);
         if (st != LLMC_ERR_UNSUPPORTED) return st;
     }
     return d->ops->matmul_backward(d, dinp, dw, db, dout, inp, w, pre_gelu, N, C, OC);
@@ -143,7 +150,7 @@ static llmc_status forward_graph(llmc_train *t, int B, int T, float dloss) {
     TRAIN_TRY(t, ops->layernorm_forward(d, at(t, a->residual3, (L - 1) * NC), a->lnf, a->lnf_mean, a->lnf_rstd,
                                         at(t, a->residual2, (L - 1) * NC), a->scratch, &W->t[LLMC_LNFW],
                                         &W->t[LLMC_LNFB], N, C));
-    TRAIN_TRY(t, ops->matmul_forward(d, a->logits, NULL, a->lnf, wte, NULL, N, C, Vp));
+    TRAIN_TRY(t, layer_matmul_forward(t, L, 0, a->logits, NULL, a->lnf, wte, NULL, N, C, Vp)); /* LM head */
     t->logits_state = LOGITS_VALID;
     if (!t->has_targets) return LLMC_OK;
 
@@ -277,8 +284,8 @@ static llmc_status backward_graph(llmc_train *t) {
     const int ln_layered = t->opts.recompute < 2, gelu_layered = t->opts.recompute < 1;
 
     /* LM head and final layernorm. dresidual accumulates the gradient flowing down the residual stream. */
-    TRAIN_TRY(t, ops->matmul_backward(d, g->dbtc, &GW->t[LLMC_WTE], NULL, a->logits, a->lnf, &W->t[LLMC_WTE], NULL, N,
-                                      C, Vp));
+    TRAIN_TRY(t, layer_matmul_backward(t, L, 0, g->dbtc, &GW->t[LLMC_WTE], NULL, a->logits, a->lnf, &W->t[LLMC_WTE],
+                                       NULL, N, C, Vp));
     TRAIN_TRY(t, ops->zero(d, g->dresidual, NC * m->esz));
     TRAIN_TRY(t, ops->layernorm_backward(d, g->dresidual, &GW->t[LLMC_LNFW], &GW->t[LLMC_LNFB], g->dbtc,
                                          at(t, a->residual3, (L - 1) * NC), &W->t[LLMC_LNFW], a->lnf_mean, a->lnf_rstd,

@@ -162,10 +162,12 @@ def train_losses(model, steps=30):
 
 
 @gpu
-def test_fp8_training_follows_bf16():
+@pytest.mark.parametrize("mode", [1, 2])
+def test_fp8_training_follows_bf16(mode):
+    """mode 1: the layers' matmuls in fp8; 2: the LM head's too."""
     cuda_fp8_device()
     bf16 = train_losses(small_model("cuda", False))
-    fp8 = train_losses(small_model("cuda", True))
+    fp8 = train_losses(small_model("cuda", mode))
     assert np.all(np.isfinite(fp8))
     assert not np.array_equal(bf16, fp8), "fp8 gave bf16's bits: it did not run"
     assert fp8[-1] < 0.8 * fp8[0], fp8  # it learns
@@ -189,6 +191,6 @@ def test_cli_refuses_fp8(tmp_path):
     shard = tmp_path / "s_train_000000.bin"
     shard.write_bytes(header.tobytes() + np.zeros(4096, np.uint16).tobytes())
     base = [exe, "-i", str(shard), "-e", "L=1,H=2,C=32,T=16", "-b", "1", "-t", "16", "-x", "1", "-v", "0", "-s", "0"]
-    for value, message in (("1", "fp8 training needs the CUDA backend"), ("2", "fp8 must be 0 or 1")):
+    for value, message in (("1", "fp8 training needs the CUDA backend"), ("3", "fp8 must be 0, 1 or 2")):
         r = subprocess.run(base + ["--fp8", value], capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and message in r.stderr, r.stdout + r.stderr

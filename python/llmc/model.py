@@ -23,12 +23,13 @@ class GPT2:
     never allocates it. Generation runs in C sessions, several of which may be alive at once."""
 
     def __init__(self, core: "_core.Model", device: str, *, master_weights: bool = True, recompute: int = 0,
-                 keep_zeros: bool = False, fp8: bool = False):
-        """fp8=True trains the layers' matmuls on fp8 tensor cores (CUDA, compute capability 8.9+)."""
+                 keep_zeros: bool = False, fp8: Union[bool, int] = False):
+        """fp8=True (or 1) trains the layers' matmuls on fp8 tensor cores (CUDA, compute capability 8.9+);
+        fp8=2 the LM head's too."""
         self._m = core
         self.device = device
         self._train_options = dict(master_weights=int(master_weights), recompute=recompute,
-                                   keep_zeros=int(bool(keep_zeros)), fp8=int(bool(fp8)))
+                                   keep_zeros=int(bool(keep_zeros)), fp8=int(fp8))
         self._t: Optional["_core.Trainer"] = None
         self._comm_open = False
         self._layout = _core.param_layout(core.config)
@@ -38,7 +39,7 @@ class GPT2:
     @classmethod
     def from_pretrained(cls, path, device: str = "cpu", *, gpu: int = 0, master_weights: bool = True,
                         recompute: int = 0, quantize: Optional[str] = None, group_size: int = 0,
-                        quantize_embeddings: bool = True, fp8: bool = False) -> "GPT2":
+                        quantize_embeddings: bool = True, fp8: Union[bool, int] = False) -> "GPT2":
         """Loads an llm.c/llmc model file (v3 fp32, v5 bf16, v8 llmc int8) or a Hugging Face
         directory. quantize="int8" quantizes it on load (see quantize())."""
         m = _core.Model()
@@ -67,7 +68,7 @@ class GPT2:
 
     @classmethod
     def from_config(cls, config: Union[str, dict, None] = None, device: str = "cpu", *, seed: int = 1337,
-                    gpu: int = 0, master_weights: bool = True, recompute: int = 0, fp8: bool = False,
+                    gpu: int = 0, master_weights: bool = True, recompute: int = 0, fp8: Union[bool, int] = False,
                     **shape) -> "GPT2":
         """A freshly initialised model. config is a descriptor ("d12", "L=2,H=4,C=64"), a dict with
         num_layers, num_heads, channels[, max_seq_len, vocab_size], or given as keyword arguments."""
@@ -81,7 +82,7 @@ class GPT2:
 
     @classmethod
     def from_hf(cls, path_or_name, device: str = "cpu", *, dtype: Optional[str] = None, gpu: int = 0,
-                master_weights: bool = True, recompute: int = 0, fp8: bool = False) -> "GPT2":
+                master_weights: bool = True, recompute: int = 0, fp8: Union[bool, int] = False) -> "GPT2":
         """A Hugging Face GPT-2: a local directory (config.json + model.safetensors, or the sharded
         model.safetensors.index.json) or a hub name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
         "distilgpt2", any GPT-2-architecture repo; needs huggingface_hub and the network). dtype
