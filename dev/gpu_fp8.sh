@@ -3,7 +3,8 @@
 # Usage: bash dev/gpu_fp8.sh [tests|bench|curve|all]...   In $OUT (or ./gpu_out): summary.txt,
 # fp8_curves.png and fp8_logs.tgz (every log: few files come back from the device machine).
 #   tests  test_fp8.py, then the matmul op tests and the GPU training tests (nothing else broke)
-#   bench  d12 B=64 T=1024, --fp8 in FP8_MODES (default 0 1 2) alternating, two rounds
+#   bench  d12 B=64 T=1024 (BENCH_SIZES: others), --fp8 in FP8_MODES (default 0 1 2) alternating,
+#          BENCH_ROUNDS rounds (2)
 #          (dev/bench_train.py --no-torch)
 #   curve  d12 on Shakespeare (data/shakespeare: carry it), 1000 steps per mode, val loss every 50,
 #          the curves drawn by llmc.plot into fp8_curves.png
@@ -20,10 +21,11 @@ for what in "${@:-all}"; do
       | tee "$LOGS/pytest_regress.log" | tail -2
   fi
   if [[ "$what" == bench || "$what" == all ]]; then
-    echo "== bench: d12 B=64 T=1024, --fp8 $modes"
-    for round in 1 2; do
+    echo "== bench: ${BENCH_SIZES:-d12:64}, T=1024, --fp8 $modes"
+    for round in $(seq ${BENCH_ROUNDS:-2}); do
       for mode in $modes; do
-        python3 dev/bench_train.py --no-torch --rounds 1 --steps ${BENCH_STEPS:-40} --llmc-args "--fp8 $mode ${FP8_ARGS:-}" 2>&1 \
+        python3 dev/bench_train.py --no-torch --rounds 1 --sizes ${BENCH_SIZES:-d12:64} --steps ${BENCH_STEPS:-40} \
+          --llmc-args "--fp8 $mode ${FP8_ARGS:-}" 2>&1 \
           | tee "$LOGS/bench_fp8_${mode}_r$round.log" | grep -E "llmc|ms/step" | sed "s/^/fp8=$mode r$round: /"
       done
     done
