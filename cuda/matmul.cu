@@ -315,18 +315,7 @@ llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu
     /* Few rows (decode): a weight stream, cuBLASLt's tiles waste most of it (gemv.cu). */
     st = llmc_cuda_gemv_forward(dev, out, pre_gelu, inp, w, bias, N, C, OC);
     if (st != LLMC_ERR_UNSUPPORTED) return st;
-    lt_problem p;
-    memset(&p, 0, sizeof p);
-    p.transa = 1;
-    p.transb = 0;
-    p.m = OC;
-    p.n = N;
-    p.k = C;
-    p.A = w;
-    p.lda = C;
-    p.B = inp;
-    p.ldb = C;
-    p.ldd = OC;
+    lt_problem p = lt_product(1, 0, OC, N, C, w, C, inp, C, NULL, OC);
     return llmc_cuda_lt_forward(dev, &p, out, pre_gelu, bias, op, N, C, OC);
 }
 
@@ -340,22 +329,8 @@ llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_t
     LLMC_CUDA_WEIGHTS(op, dbias_t, NULL);
     const void *w = weight->data;
     void *dw = llmc_tensor_data(dweight), *dbias = llmc_tensor_data(dbias_t);
-    lt_problem p;
-
-    if (dinp) {
-        /* column-major dinp(C,N) = W(C,OC) dout(OC,N) */
-        memset(&p, 0, sizeof p);
-        p.transa = 0;
-        p.transb = 0;
-        p.m = C;
-        p.n = N;
-        p.k = OC;
-        p.A = w;
-        p.lda = C;
-        p.B = dout;
-        p.ldb = OC;
-        p.D = dinp;
-        p.ldd = C;
+    if (dinp) { /* column-major dinp(C,N) = W(C,OC) dout(OC,N) */
+        lt_problem p = lt_product(0, 0, C, N, OC, w, C, dout, OC, dinp, C);
         st = llmc_cuda_lt_dinp(dev, &p, pre_gelu, 1, op, N, C, OC);
         if (st != LLMC_OK) return st;
     }
@@ -364,20 +339,8 @@ llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_t
      * once on H100 (N=16384), cuBLASLt's BGRADB epilogue (into scratch, then added) was never
      * faster than this product without it plus dbias_reduce (4.51 ms vs 3.44 + 0.65 ms on the
      * 768 x 50304 shape), and its output overwrites, needing the scratch and an add anyway. */
-    memset(&p, 0, sizeof p);
-    p.transa = 0;
-    p.transb = 1;
-    p.m = C;
-    p.n = OC;
-    p.k = N;
-    p.A = inp;
-    p.lda = C;
-    p.B = dout;
-    p.ldb = OC;
-    p.D = dw;
-    p.ldd = C;
+    lt_problem p = lt_product(0, 1, C, OC, N, inp, C, dout, OC, dw, C);
     p.beta = 1.0f;
-    p.epi = CUBLASLT_EPILOGUE_DEFAULT;
     st = llmc_cuda_lt_run(dev, &p, op, N, C, OC);
     if (st != LLMC_OK) return st;
     if (dbias) return llmc_cuda_dbias_reduce(dev, (bf16 *)dbias, (const bf16 *)dout, N, OC);

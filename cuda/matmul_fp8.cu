@@ -50,21 +50,8 @@ llmc_status llmc_cuda_matmul_forward_fp8(llmc_device *dev, int site, void *out, 
         st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_W, LT_E4M3, (const bf16 *)weight->data, OC, C, wq, NULL, &ws,
                                 NULL, NULL);
     if (st != LLMC_OK) return st;
-    lt_problem p;
-    memset(&p, 0, sizeof p);
-    p.transa = 1;
-    p.m = OC;
-    p.n = N;
-    p.k = C;
-    p.A = wq;
-    p.lda = C;
-    p.a_fp8 = LT_E4M3;
-    p.a_scale = ws;
-    p.B = xq;
-    p.ldb = C;
-    p.b_fp8 = LT_E4M3;
-    p.b_scale = xs;
-    p.ldd = OC;
+    lt_problem p = lt_product(1, 0, OC, N, C, wq, C, xq, C, NULL, OC);
+    lt_fp8(&p, LT_E4M3, ws, LT_E4M3, xs);
     p.fast_accum = 1; /* the forward's only: 1.6 ms of d12's B=64 T=1024 step (H200, docs/PERF.md) */
     return llmc_cuda_lt_forward(dev, &p, out, pre_gelu, llmc_tensor_data(bias_t), op, N, C, OC);
 }
@@ -101,45 +88,17 @@ llmc_status llmc_cuda_matmul_backward_fp8(llmc_device *dev, int site, void *dinp
         st = llmc_cuda_fp8_cast(dev, site, FP8_SLOT_XT, LT_E4M3, (const bf16 *)inp, N, C, NULL, xt, &xs, NULL, NULL);
     if (st != LLMC_OK) return st;
     if (kept) xt = (uint8_t *)kept;
-    lt_problem p;
     if (dinp) { /* column-major dinp(C,N) = (W^T stored (OC,C))^T dY(OC,N) */
-        memset(&p, 0, sizeof p);
-        p.transa = 1;
-        p.m = C;
-        p.n = N;
-        p.k = OC;
-        p.A = wt;
-        p.lda = OC;
-        p.a_fp8 = LT_E4M3;
-        p.a_scale = ws;
-        p.B = dy;
-        p.ldb = OC;
-        p.b_fp8 = LT_E5M2;
-        p.b_scale = dys;
-        p.D = dinp;
-        p.ldd = C;
-        /* not DGELU: with fp8 operands cuBLASLt runs it as a kernel of its own, 1.26 ms for d12's
-         * B=64 T=1024 FC shape, against 0.35 ms for gelu.cu's (H200, docs/PERF.md) */
+        lt_problem p = lt_product(1, 0, C, N, OC, wt, OC, dy, OC, dinp, C);
+        lt_fp8(&p, LT_E4M3, ws, LT_E5M2, dys);
+        /* not DGELU: with fp8 operands cuBLASLt runs it as a kernel of its own, 15.1 ms a step for
+         * d12 at B=64 T=1024 against 3.7 ms for gelu.cu's in-place pass (H200, docs/PERF.md) */
         st = llmc_cuda_lt_dinp(dev, &p, pre_gelu, 0, op, N, C, OC);
         if (st != LLMC_OK) return st;
     }
     /* column-major dW(C,OC) += (X^T stored (N,C))^T (dY^T stored (N,OC)) */
-    memset(&p, 0, sizeof p);
-    p.transa = 1;
-    p.m = C;
-    p.n = OC;
-    p.k = N;
-    p.A = xt;
-    p.lda = N;
-    p.a_fp8 = LT_E4M3;
-    p.a_scale = xs;
-    p.B = dyt;
-    p.ldb = N;
-    p.b_fp8 = LT_E5M2;
-    p.b_scale = dys;
-    p.D = llmc_tensor_data(dweight);
-    p.ldd = C;
+    lt_problem p = lt_product(1, 0, C, OC, N, xt, N, dyt, N, llmc_tensor_data(dweight), C);
+    lt_fp8(&p, LT_E4M3, xs, LT_E5M2, dys);
     p.beta = 1.0f;
-    p.epi = CUBLASLT_EPILOGUE_DEFAULT;
     return llmc_cuda_lt_run(dev, &p, op, N, C, OC);
 }

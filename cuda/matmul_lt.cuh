@@ -2,6 +2,7 @@
  * (matmul.cu) and the fp8 ones (matmul_fp8.cu). */
 #ifndef LLMC_CUDA_MATMUL_LT_CUH
 #define LLMC_CUDA_MATMUL_LT_CUH
+#include <string.h>
 #include "common.cuh"
 
 /* Operand encodings of lt_problem: bf16, or fp8 in one of its two formats. */
@@ -33,6 +34,34 @@ typedef struct lt_problem {
     const float *a_scale, *b_scale;
     int fast_accum; /* fp8: cuBLASLt's faster, less precise accumulation */
 } lt_problem;
+
+/* Column-major D(m,n) = op(A) op(B), no epilogue, beta 0, bf16 operands: the caller sets the rest. */
+static inline lt_problem lt_product(int transa, int transb, int m, int n, int k, const void *A, int lda, const void *B,
+                                    int ldb, void *D, int ldd) {
+    lt_problem p;
+    memset(&p, 0, sizeof p);
+    p.transa = transa;
+    p.transb = transb;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.A = A;
+    p.lda = lda;
+    p.B = B;
+    p.ldb = ldb;
+    p.D = D;
+    p.ldd = ldd;
+    p.epi = CUBLASLT_EPILOGUE_DEFAULT;
+    return p;
+}
+
+/* fp8 operands (transa 1, transb 0) with the floats that undo their scaling. */
+static inline void lt_fp8(lt_problem *p, int a_enc, const float *a_scale, int b_enc, const float *b_scale) {
+    p->a_fp8 = a_enc;
+    p->a_scale = a_scale;
+    p->b_fp8 = b_enc;
+    p->b_scale = b_scale;
+}
 
 /* Runs one product. LLMC_ERR_UNSUPPORTED (with a message) when cuBLASLt has no algorithm,
  * so that the caller can fall back. op/N/C/OC only label error messages. */

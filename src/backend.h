@@ -327,6 +327,9 @@ struct llmc_backend_ops {
      * E5M2, each scaled per tensor by the amax history of its call site (site >= 0, one per
      * weight: the caller numbers them), fp32 accumulation, the same outputs and epilogues.
      * Approximate (fp8 keeps 3 or 2 mantissa bits), deterministic for a given sequence of calls.
+     * The forward keeps its input, cast and transposed, for the site's backward, which uses that
+     * copy when the shapes match: so inp of a backward must be what the site's last forward took,
+     * as in training, where each backward follows its forward.
      * LLMC_ERR_UNSUPPORTED for shapes without an fp8 product (N, C, OC multiples of 16): the
      * caller runs the bf16 op; another error (no fp8 on this GPU) fails the call. */
     llmc_status (*matmul_forward_fp8)(llmc_device *dev, int site, void *out, void *pre_gelu, const void *inp,
