@@ -36,6 +36,8 @@
 #include "../../cuda/distill.cu"
 #include "../../cuda/zero_mask.cu"
 #include "../../cuda/decode_persistent.cu"
+#include "../../cuda/fp8.cu"
+#include "../../cuda/matmul_fp8.cu"
 
 /* The labs do not link attention.cu (another file's business); the op table needs the names. */
 llmc_status llmc_cuda_attention_forward(llmc_device *dev, void *, float *, const void *, int, int, int, int) {

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/labs}
 BIN=${BIN:-build/labs}
 mkdir -p "$OUT" "$BIN"
-LABS=${*:-"layernorm classifier adamw matmul encoder gelu norm sample decode_persistent"}
+LABS=${*:-"layernorm classifier adamw matmul encoder gelu norm sample decode_persistent fp8"}
 NVFLAGS="-O3 --use_fast_math -lineinfo --expt-relaxed-constexpr -std=c++17 -arch=sm_90 -Isrc -Icuda"
 # The C the labs link: llmc_device_open and the tuning defaults it reads (model.c, which needs
 # model_file.c and what that reads through: file_io, the Hugging Face reader and its JSON;
