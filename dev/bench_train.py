@@ -4,9 +4,11 @@
     python dev/bench_train.py --sizes d12:64,d48:16 --steps 30
     python dev/bench_train.py --sizes d48:16 --llmc-args "-r 1"   # recompute for the big ones
     python dev/bench_train.py --no-torch                       # llmc alone (also on a CPU: --trainer ./train_gpt2)
+    python dev/bench_train.py --variants "bf16=;fp8=--fp8 1;fp8lm=--fp8 2"   # several llmc settings, one PyTorch
 
 For each size (dN:B) the runs alternate llmc, PyTorch, llmc (--rounds changes how many llmc
-runs there are), all on the same random tokens. Each run is a fresh process. Reported per run:
+runs there are), all on the same random tokens; with --variants each llmc turn runs every
+variant in order. Each run is a fresh process. Reported per run:
 the median ms/step over steps 4..N (steps 1-3 allocate, tune and compile), tok/s = B*T / that,
 MFU against --peak-tflops (989: H200 dense bf16) with 6*params + 6*L*T*C FLOPs per token, and
 the peak GPU memory that nvidia-smi saw (sampled every 0.2 s, the same for both sides). Then the
@@ -74,9 +76,9 @@ def write_tokens(path: str, n: int):
         f.write(np.random.default_rng(0).integers(0, 50257, n).astype(np.uint16).tobytes())
 
 
-def run_llmc(args, depth, B, data):
+def run_llmc(args, depth, B, data, flags=""):
     cmd = [args.trainer, "-e", f"d{depth}", "-b", str(B), "-t", str(args.seq), "-x", str(args.steps),
-           "-v", "0", "-s", "0", "-l", "6e-4", "-i", data, *shlex.split(args.llmc_args)]
+           "-v", "0", "-s", "0", "-l", "6e-4", "-i", data, *shlex.split(args.llmc_args), *shlex.split(flags)]
     with PeakMemory() as mem:
         r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -114,11 +116,22 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="llmc runs per size; PyTorch runs between them")
     ap.add_argument("--trainer", default=os.path.join(REPO, "train_gpt2cu"))
     ap.add_argument("--llmc-args", default="", help="more trainer flags, e.g. \"-r 1\"")
+    ap.add_argument("--variants", default="",
+                    help='llmc settings to compare, "NAME=FLAGS" separated by ";" (FLAGS after --llmc-args), '
+                         'e.g. "bf16=;fp8=--fp8 1" (default: one, named llmc)')
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="PyTorch eager (for a quick check)")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     args = ap.parse_args()
 
+    variants = [("llmc", "")]
+    if args.variants:
+        variants = []
+        for item in args.variants.split(";"):
+            name, eq, flags = item.partition("=")
+            if not eq or not name.strip():
+                raise SystemExit(f"--variants: '{item}' is not NAME=FLAGS")
+            variants.append((name.strip(), flags.strip()))
     sizes = []
     for item in args.sizes.split(","):
         m = re.fullmatch(r"d(\d+):(\d+)", item.strip())
@@ -129,15 +142,17 @@ def main():
         data = os.path.join(tmp, "bench_train_000000.bin")
         write_tokens(data, max(B for _, B in sizes) * (args.seq + 1) * (args.steps + 2) + 1)
         for depth, B in sizes:
-            llmc_ms, torch_ms = [], []
+            llmc_ms, torch_ms = {name: [] for name, _ in variants}, []
             for r in range(args.rounds):
-                llmc_ms.append(report("llmc", depth, B, *run_llmc(args, depth, B, data), args))
+                for name, flags in variants:
+                    llmc_ms[name].append(report(name, depth, B, *run_llmc(args, depth, B, data, flags), args))
                 if not args.no_torch and r < max(args.rounds - 1, 1):
                     torch_ms.append(report("torch", depth, B, *run_torch(args, depth, B), args))
-            if torch_ms:
-                print(f"d{depth} B={B}: llmc {statistics.median(llmc_ms):.2f} ms, PyTorch "
-                      f"{statistics.median(torch_ms):.2f} ms: llmc is "
-                      f"{statistics.median(torch_ms) / statistics.median(llmc_ms):.3f}x", flush=True)
+            for name, _ in variants:
+                if torch_ms:
+                    print(f"d{depth} B={B}: {name} {statistics.median(llmc_ms[name]):.2f} ms, PyTorch "
+                          f"{statistics.median(torch_ms):.2f} ms: {name} is "
+                          f"{statistics.median(torch_ms) / statistics.median(llmc_ms[name]):.3f}x", flush=True)
 
 
 if __name__ == "__main__":
