@@ -36,7 +36,6 @@ llmc_status llmc_cuda_scratch(llmc_device *dev, size_t bytes, void **ptr) {
     /* Work already enqueued may still use the old buffer. */
     LLMC_CUDA_TRY(dev, cudaStreamSynchronize(im->stream));
     if (im->scratch) cudaFree(im->scratch);
-    llmc_cuda_fp8_free(im);
     im->scratch = NULL;
     im->scratch_bytes = 0;
     size_t nb = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
@@ -84,6 +83,7 @@ static void cuda_destroy(llmc_device *dev) {
     if (im->stream) cudaStreamSynchronize(im->stream);
     if (im->lt_ws) cudaFree(im->lt_ws);
     if (im->scratch) cudaFree(im->scratch);
+    llmc_cuda_fp8_free(im);
     if (im->pinned) cudaFreeHost(im->pinned);
     if (im->pinned_done) cudaEventDestroy(im->pinned_done);
     if (im->readback) cudaFreeHost(im->readback);
