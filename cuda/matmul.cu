@@ -298,7 +298,7 @@ llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_g
     return LLMC_OK;
 }
 
-static llmc_status check_shape(llmc_device *dev, const char *op, int N, int C, int OC) {
+llmc_status llmc_cuda_matmul_shape(llmc_device *dev, const char *op, int N, int C, int OC) {
     if (N <= 0 || C <= 0 || OC <= 0)
         return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad shape N=%d C=%d OC=%d", op, N, C, OC);
     return LLMC_OK;
@@ -307,7 +307,7 @@ static llmc_status check_shape(llmc_device *dev, const char *op, int N, int C, i
 llmc_status llmc_cuda_matmul_forward(llmc_device *dev, void *out, void *pre_gelu, const void *inp,
                                      const llmc_tensor *weight, const llmc_tensor *bias_t, int N, int C, int OC) {
     const char *const op = "matmul_forward";
-    llmc_status st = check_shape(dev, op, N, C, OC);
+    llmc_status st = llmc_cuda_matmul_shape(dev, op, N, C, OC);
     if (st != LLMC_OK) return st;
     if (llmc_cuda_is_int8(weight)) return llmc_cuda_matmul_forward_int8(dev, out, pre_gelu, inp, weight, bias_t, N, C, OC);
     LLMC_CUDA_WEIGHTS(op, weight, bias_t);
@@ -323,7 +323,7 @@ llmc_status llmc_cuda_matmul_backward(llmc_device *dev, void *dinp, const llmc_t
                                       const llmc_tensor *dbias_t, const void *dout, const void *inp,
                                       const llmc_tensor *weight, const void *pre_gelu, int N, int C, int OC) {
     const char *const op = "matmul_backward";
-    llmc_status st = check_shape(dev, op, N, C, OC);
+    llmc_status st = llmc_cuda_matmul_shape(dev, op, N, C, OC);
     if (st != LLMC_OK) return st;
     LLMC_CUDA_WEIGHTS(op, weight, dweight);
     LLMC_CUDA_WEIGHTS(op, dbias_t, NULL);

@@ -25,8 +25,8 @@ static llmc_status fp8_takes(llmc_device *dev, const char *op, int site, int N, 
                                 "%s: fp8 needs a GPU of compute capability 8.9 or newer (this one is %d.%d)", op,
                                 im->cc / 10, im->cc % 10);
     if (site < 0) return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad fp8 site %d", op, site);
-    if (N <= 0 || C <= 0 || OC <= 0)
-        return llmc_device_fail(dev, LLMC_ERR_INVALID_ARG, "%s: bad shape N=%d C=%d OC=%d", op, N, C, OC);
+    llmc_status st = llmc_cuda_matmul_shape(dev, op, N, C, OC);
+    if (st != LLMC_OK) return st;
     if (N % 16 || C % 16 || OC % 16 || !llmc_is_aligned16(inp) || !llmc_is_aligned16(w))
         return llmc_device_fail(dev, LLMC_ERR_UNSUPPORTED,
                                 "%s: fp8 products need N, C, OC multiples of 16 (N=%d C=%d OC=%d)", op, N, C, OC);

@@ -75,6 +75,8 @@ llmc_status llmc_cuda_lt_forward(llmc_device *dev, lt_problem *p, void *out, voi
  * (the DGELU epilogue when fuse_dgelu and cuBLASLt has it, else a separate pass). */
 llmc_status llmc_cuda_lt_dinp(llmc_device *dev, lt_problem *p, const void *pre_gelu, int fuse_dgelu, const char *op,
                               int N, int C, int OC);
+/* LLMC_ERR_INVALID_ARG naming op unless N, C and OC are positive. */
+llmc_status llmc_cuda_matmul_shape(llmc_device *dev, const char *op, int N, int C, int OC);
 /* dbias (bf16, OC) += the column sums of dout (N, OC), deterministic (fixed order). */
 llmc_status llmc_cuda_dbias_reduce(llmc_device *dev, bf16 *dbias, const bf16 *dout, int N, int OC);
 /* dbias[c] += the sum over p < nparts, in order, of partials[p][c] (fp32, OC columns a row). */
